@@ -1,0 +1,31 @@
+# qmpd: the two set-up commands are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOCKET ?= $(CURDIR)/qmpd.sock
+
+.PHONY: run test lint typecheck bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	@echo "qmpd: QMP socket at $(SOCKET)"
+	@echo "  connect with:  $(VENV)/bin/qmp-shell $(SOCKET)"
+	@echo "            or:  socat - UNIX-CONNECT:$(SOCKET)   (then type {\"execute\":\"qmp_capabilities\"})"
+	@echo "  stop with Ctrl-C (or the QMP command quit)"
+	exec $(VENV)/bin/qmpd -machine pc -qmp unix:$(SOCKET),server=on,wait=off
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check qmpd tests examples bench
+	$(PY) -m mypy
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/qmp_bench.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache qmpd.sock

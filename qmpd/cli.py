@@ -1,0 +1,389 @@
+"""The command line: the qemu-system-x86_64 options qmpd understands, in QEMU's syntax.
+
+QEMU's option grammar is not argparse's: every option is a single word that
+may be written ``-opt`` or ``--opt``, and an option that takes an argument
+takes the next word verbatim, even when it starts with ``-``.  So options are
+a table (name, takes an argument, what it does), as in QEMU's
+qemu-options.def, and errors use QEMU's wording ("-foo: invalid option",
+"-m: requires an argument", "-qmp foo: 'foo' is not a valid char driver").
+
+Options libvirt passes for a minimal domain but that mean nothing to qmpd are
+accepted and ignored; they are listed in :data:`IGNORED_OPTIONS` and in the
+README.  Everything else is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from qmpd import __version__
+from qmpd.config import Config, LogFormat, MachineConfig, MonitorConfig, MonitorKind, ServerConfig
+from qmpd.machine.types import find_machine_type, machine_help
+from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
+from qmpd.version import QEMU_VERSION
+
+PROG = "qmpd"
+
+#: Accepted for libvirt's sake; they change nothing in qmpd.
+IGNORED_OPTIONS: dict[str, str] = {
+    "uuid": "no firmware tables carry a UUID",
+    "overcommit": "guest RAM is an anonymous mapping",
+    "rtc": "there is no RTC device",
+    "boot": "qmpd boots its firmware directly",
+    "audiodev": "there is no audio",
+    "sandbox": "no seccomp policy is applied",
+    "msg": "log format is set with --log-format",
+    "object": "memory backends and secrets are not used",
+    "global": "no device takes global properties",
+    "no-user-config": "qmpd reads no configuration files",
+    "nographic": "qmpd has no display",
+    "enable-fips": "no cryptography is used",
+}
+_ACCELS = ("kvm", "tcg", "xen", "hax", "hvf", "nvmm", "whpx", "qtest")
+
+
+class CLIError(Exception):
+    """A command-line error; ``str()`` is the message without the program name."""
+
+
+class ExitRequest(Exception):
+    """A help or version request: print ``text`` and exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+@dataclass
+class _Builder:
+    machine: dict[str, object] = field(default_factory=dict)
+    machine_props: list[tuple[str, str]] = field(default_factory=list)
+    accel: list[str] = field(default_factory=list)
+    tcg_thread: str = "multi"
+    qmp: list[MonitorConfig] = field(default_factory=list)
+    chardevs: dict[str, MonitorConfig | None] = field(default_factory=dict)
+    mons: list[tuple[str, str]] = field(default_factory=list)
+    server: dict[str, object] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    display: str | None = None
+
+
+def _where(option: str, arg: str | None) -> str:
+    return f"-{option} {arg}" if arg is not None else f"-{option}"
+
+
+def _socket_settings(option: str, arg: str, pairs: list[tuple[str, str]], chardev_id: str) -> MonitorConfig:
+    """Common handling of socket chardev parameters (``-qmp`` and ``-chardev socket``)."""
+    known = {"path", "fd", "host", "port", "server", "wait", "ipv4", "ipv6", "nodelay", "id", "backend", "to"}
+    settings: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in known:
+            raise CLIError(f"{_where(option, arg)}: Invalid parameter '{key}'")
+        settings[key] = value
+    try:
+        server = parse_bool("server", settings["server"]) if "server" in settings else False
+        wait = parse_bool("wait", settings["wait"]) if "wait" in settings else True
+        ipv4 = parse_bool("ipv4", settings.get("ipv4", "off"))
+        ipv6 = parse_bool("ipv6", settings.get("ipv6", "off"))
+    except OptionError as exc:
+        raise CLIError(f"{_where(option, arg)}: {exc}") from exc
+    if not server:
+        raise CLIError(f"{_where(option, arg)}: qmpd only listens (server=on); client-mode sockets are not supported")
+    if "fd" in settings:
+        try:
+            fd = int(settings["fd"])
+        except ValueError:
+            raise CLIError(f"{_where(option, arg)}: Unable to parse FD number {settings['fd']}") from None
+        return MonitorConfig(kind=MonitorKind.FD, chardev_id=chardev_id, fd=fd, wait=wait)
+    if "path" in settings:
+        if not settings["path"]:
+            raise CLIError(f"{_where(option, arg)}: Unable to parse FD number ")
+        return MonitorConfig(kind=MonitorKind.UNIX, chardev_id=chardev_id, path=settings["path"], wait=wait)
+    if "port" in settings:
+        try:
+            port = int(settings["port"])
+        except ValueError:
+            raise CLIError(f"{_where(option, arg)}: Parameter 'port' expects a port number") from None
+        return MonitorConfig(
+            kind=MonitorKind.TCP,
+            chardev_id=chardev_id,
+            host=settings.get("host") or "0.0.0.0",
+            port=port,
+            wait=wait,
+            ipv4=ipv4,
+            ipv6=ipv6,
+        )
+    raise CLIError(f"{_where(option, arg)}: chardev: socket: no local address given")
+
+
+def _qmp_compat(arg: str, index: int) -> MonitorConfig:
+    """``-qmp`` legacy chardev syntax: ``unix:PATH,...``, ``tcp:HOST:PORT,...``, ``stdio``."""
+    chardev_id = f"compat_monitor{index}"
+    if arg == "stdio":
+        return MonitorConfig(kind=MonitorKind.STDIO, chardev_id=chardev_id)
+    if arg.startswith("unix:"):
+        pairs = parse(arg[5:], implied="path")
+        return _socket_settings("qmp", arg, pairs, chardev_id)
+    if arg.startswith("tcp:"):
+        rest = arg[4:]
+        host, sep, tail = rest.partition(":")
+        port, _, options = tail.partition(",")
+        if not sep or not port:
+            raise CLIError(f"-qmp {arg}: parse error: {arg}")
+        pairs = [("host", host), ("port", port), *parse(options)]
+        return _socket_settings("qmp", arg, pairs, chardev_id)
+    backend = arg.split(":", 1)[0].split(",", 1)[0]
+    raise CLIError(f"-qmp {arg}: '{backend}' is not a valid char driver\n{PROG}: -qmp {arg}: parse error: {arg}")
+
+
+def _opt_qmp(b: _Builder, arg: str) -> None:
+    b.qmp.append(_qmp_compat(arg, len(b.qmp)))
+
+
+def _opt_chardev(b: _Builder, arg: str) -> None:
+    pairs = parse(arg, implied="backend")
+    backend = pairs[0][1] if pairs and pairs[0][0] == "backend" else None
+    settings = dict(pairs)
+    chardev_id = settings.get("id")
+    if backend is None:
+        raise CLIError(f'-chardev {arg}: chardev: "backend" is missing')
+    if not chardev_id:
+        raise CLIError(f"-chardev {arg}: Parameter 'id' is missing")
+    if chardev_id in b.chardevs:
+        raise CLIError(f"-chardev {arg}: Duplicate ID '{chardev_id}' for chardev")
+    if backend == "socket":
+        b.chardevs[chardev_id] = _socket_settings("chardev", arg, pairs[1:], chardev_id)
+    elif backend == "stdio":
+        b.chardevs[chardev_id] = MonitorConfig(kind=MonitorKind.STDIO, chardev_id=chardev_id)
+    else:
+        raise CLIError(f"-chardev {arg}: chardev backend '{backend}' is not supported by qmpd (socket and stdio are)")
+
+
+def _opt_mon(b: _Builder, arg: str) -> None:
+    settings = dict(parse(arg, implied="chardev"))
+    for key in settings:
+        if key not in ("chardev", "mode", "id", "pretty", "default"):
+            raise CLIError(f"-mon {arg}: Invalid parameter '{key}'")
+    mode = settings.get("mode", "readline")
+    if mode != "control":
+        raise CLIError(f"-mon {arg}: qmpd provides QMP monitors only (mode=control); use human-monitor-command for HMP")
+    if parse_bool("pretty", settings.get("pretty", "off")):
+        raise CLIError(f"-mon {arg}: pretty-printed QMP output is not supported")
+    b.mons.append((settings.get("chardev", ""), arg))
+
+
+def _opt_machine(b: _Builder, arg: str) -> None:
+    for key, value in parse(arg, implied="type"):
+        if key == "type":
+            if value in ("help", "?"):
+                raise ExitRequest(machine_help())
+            b.machine["machine_type"] = value
+        elif key == "accel":
+            b.accel = value.split(":")
+        else:
+            b.machine_props.append((key, value))
+
+
+def _opt_accel(b: _Builder, arg: str) -> None:
+    pairs = parse(arg, implied="accel")
+    settings = dict(pairs)
+    if settings.get("accel") in ("help", "?"):
+        raise ExitRequest("Accelerators supported in QEMU binary:\ntcg\n")
+    b.accel.append(settings.get("accel", "tcg"))
+    if "thread" in settings:
+        if settings["thread"] not in ("single", "multi"):
+            raise CLIError(f"-accel {arg}: Invalid 'thread' setting {settings['thread']}")
+        b.tcg_thread = settings["thread"]
+
+
+def _opt_m(b: _Builder, arg: str) -> None:
+    settings = dict(parse(arg, implied="size"))
+    for key in settings:
+        if key not in ("size", "slots", "maxmem"):
+            raise CLIError(f"-m {arg}: Invalid parameter '{key}'")
+    try:
+        size = parse_size(settings.get("size", "128"), default_suffix="M")
+    except OptionError as exc:
+        raise CLIError(f"-m {arg}: {exc}") from exc
+    b.machine["ram_size"] = size or 128 << 20
+
+
+def _opt_name(b: _Builder, arg: str) -> None:
+    settings = dict(parse(arg, implied="guest"))
+    for key in settings:
+        if key not in ("guest", "process", "debug-threads"):
+            raise CLIError(f"-name {arg}: Invalid parameter '{key}'")
+    if "guest" in settings:
+        b.machine["name"] = settings["guest"]
+
+
+def _opt_display(b: _Builder, arg: str) -> None:
+    kind = parse(arg, implied="type")[0][1]
+    if kind != "none":
+        raise CLIError(f"-display {arg}: qmpd has no display; only '-display none' is accepted")
+
+
+def _opt_device(b: _Builder, arg: str) -> None:
+    raise CLIError(f"-device {arg}: qmpd cannot create this device from the command line")
+
+
+def _opt_log_format(b: _Builder, arg: str) -> None:
+    try:
+        b.server["log_format"] = LogFormat(arg)
+    except ValueError:
+        raise CLIError(f"--log-format {arg}: expected 'json' or 'console'") from None
+
+
+def _opt_log_level(b: _Builder, arg: str) -> None:
+    if arg not in ("debug", "info", "warning", "error"):
+        raise CLIError(f"--log-level {arg}: expected debug, info, warning or error")
+    b.server["log_level"] = arg
+
+
+def _opt_socket_mode(b: _Builder, arg: str) -> None:
+    try:
+        b.server["socket_mode"] = int(arg, 8)
+    except ValueError:
+        raise CLIError(f"--socket-mode {arg}: expected an octal mode such as 0600") from None
+
+
+def _set(section: str, key: str, value: object) -> Callable[[_Builder], None]:
+    def apply(b: _Builder) -> None:
+        getattr(b, section)[key] = value
+
+    return apply
+
+
+@dataclass(frozen=True)
+class _Option:
+    takes_arg: bool
+    apply: Callable[..., None] | None
+    help: str
+
+
+_OPTIONS: dict[str, _Option] = {
+    "qmp": _Option(True, _opt_qmp, "-qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off | stdio"),
+    "chardev": _Option(True, _opt_chardev, "-chardev socket,id=ID,path=PATH|fd=N|host=H,port=P,server=on,wait=off"),
+    "mon": _Option(True, _opt_mon, "-mon chardev=ID,mode=control"),
+    "machine": _Option(True, _opt_machine, "-machine pc|q35|none[,accel=tcg]"),
+    "M": _Option(True, _opt_machine, "-M TYPE (same as -machine)"),
+    "accel": _Option(True, _opt_accel, "-accel tcg[,thread=multi|single]"),
+    "cpu": _Option(True, lambda b, a: b.machine.__setitem__("cpu", a), "-cpu MODEL[,feature=on|off,...]"),
+    "smp": _Option(
+        True, lambda b, a: b.machine.__setitem__("smp", a), "-smp [cpus=]N[,sockets=,dies=,cores=,threads=,maxcpus=]"
+    ),
+    "m": _Option(True, _opt_m, "-m SIZE[M|G] (guest RAM, default 128M)"),
+    "S": _Option(False, _set("machine", "start_paused", True), "-S (do not start the vCPUs until 'cont')"),
+    "nodefaults": _Option(False, _set("machine", "nodefaults", True), "-nodefaults"),
+    "name": _Option(True, _opt_name, "-name [guest=]NAME[,debug-threads=on]"),
+    "pidfile": _Option(True, lambda b, a: b.server.__setitem__("pidfile", a), "-pidfile FILE"),
+    "daemonize": _Option(False, _set("server", "daemonize", True), "-daemonize"),
+    "bios": _Option(True, lambda b, a: b.machine.__setitem__("bios", a), "-bios FILE (firmware image)"),
+    "kernel": _Option(True, lambda b, a: b.machine.__setitem__("kernel", a), "-kernel FILE (flat binary or ELF64)"),
+    "no-shutdown": _Option(False, _set("machine", "no_shutdown", True), "-no-shutdown"),
+    "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
+    "display": _Option(True, _opt_display, "-display none"),
+    "device": _Option(True, _opt_device, "-device DRIVER[,prop=value,...]"),
+    "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
+    "log-level": _Option(True, _opt_log_level, "--log-level debug|info|warning|error"),
+    "socket-mode": _Option(True, _opt_socket_mode, "--socket-mode MODE (Unix socket permissions, default 0600)"),
+    "h": _Option(False, None, "-h, --help"),
+    "help": _Option(False, None, "-help"),
+    "version": _Option(False, None, "-version"),
+}
+_TAKES_ARG_IGNORED = {"uuid", "overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "object", "global"}
+for _name in IGNORED_OPTIONS:
+    _OPTIONS.setdefault(_name, _Option(_name in _TAKES_ARG_IGNORED, None, f"-{_name} (accepted, ignored)"))
+
+
+def usage() -> str:
+    """``-h`` output."""
+    lines = [
+        f"qmpd {__version__}: a QMP-compatible machine daemon (speaks QEMU {QEMU_VERSION})",
+        "usage: qmpd [options]",
+        "",
+    ]
+    lines += [f"  {option.help}" for name, option in _OPTIONS.items() if name not in IGNORED_OPTIONS]
+    lines += ["", "Accepted and ignored (libvirt passes them): " + " ".join(f"-{n}" for n in IGNORED_OPTIONS)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str]) -> Config:
+    """Turn argv (without the program name) into a Config, or raise CLIError/ExitRequest."""
+    b = _Builder()
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if not word.startswith("-") or word == "-":
+            raise CLIError(f"{word}: invalid option")
+        name = word[2:] if word.startswith("--") else word[1:]
+        option = _OPTIONS.get(name)
+        if option is None:
+            raise CLIError(f"-{name}: invalid option")
+        arg: str | None = None
+        if option.takes_arg:
+            if i >= len(argv):
+                raise CLIError(f"-{name}: requires an argument")
+            arg = argv[i]
+            i += 1
+        if name in ("h", "help"):
+            raise ExitRequest(usage())
+        if name == "version":
+            raise ExitRequest(f"QEMU emulator version {QEMU_VERSION} (qmpd {__version__})\n")
+        if option.apply is None:
+            b.ignored.append(name)
+        elif arg is None:
+            option.apply(b)
+        else:
+            option.apply(b, arg)
+    return _finish(b)
+
+
+def _finish(b: _Builder) -> Config:
+    monitors = list(b.qmp)
+    used: set[str] = set()
+    for chardev_id, arg in b.mons:
+        if chardev_id not in b.chardevs:
+            raise CLIError(f'-mon {arg}: chardev "{chardev_id}" not found')
+        if chardev_id in used:
+            raise CLIError(f"-mon {arg}: Device '{chardev_id}' is in use")
+        used.add(chardev_id)
+        monitor = b.chardevs[chardev_id]
+        assert monitor is not None
+        monitors.append(monitor)
+    machine_type = str(b.machine.get("machine_type", "pc"))
+    if find_machine_type(machine_type) is None:
+        raise CLIError("unsupported machine type\nUse -machine help to list supported machines")
+    accel = tuple(b.accel) or ("tcg",)
+    for name in accel:
+        if name not in _ACCELS:
+            raise CLIError(f"invalid accelerator {name}")
+    if "tcg" not in accel:
+        raise CLIError(f"-accel {accel[0]}: failed to initialize {accel[0]}: qmpd provides the tcg accelerator only")
+    for monitor in monitors:
+        if monitor.kind is MonitorKind.STDIO and b.server.get("daemonize"):
+            raise CLIError("-daemonize: a monitor on stdio cannot be used with -daemonize")
+    machine = replace(
+        MachineConfig(),
+        **{key: value for key, value in b.machine.items()},  # type: ignore[arg-type]
+        machine_props=tuple(b.machine_props),
+        accel=accel,
+        tcg_thread=b.tcg_thread,
+    )
+    server = replace(ServerConfig(), monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
+    return Config(machine=machine, server=server, ignored=tuple(b.ignored))
+
+
+def parse_or_exit(argv: Sequence[str]) -> Config:
+    """parse_args for ``main``: print QEMU-style errors and exit as QEMU does."""
+    try:
+        return parse_args(argv)
+    except ExitRequest as request:
+        sys.stdout.write(request.text)
+        raise SystemExit(0) from None
+    except CLIError as error:
+        sys.stderr.write(f"{PROG}: {error}\n")
+        raise SystemExit(1) from None

@@ -1,0 +1,8 @@
+"""QMP command handlers, grouped like the schema; importing this registers them all."""
+
+from __future__ import annotations
+
+from qmpd.commands import control, hmp, misc, runstate
+from qmpd.commands.base import REGISTRY
+
+__all__ = ["REGISTRY", "control", "hmp", "misc", "runstate"]

@@ -1,0 +1,101 @@
+"""What a command handler receives, and how handlers are registered.
+
+A handler is a plain function named after nothing in particular: the
+``@qmp_command("name")`` decorator ties it to its schema document, which
+holds everything else (arguments, returns, OOB, features).  Its parameters
+are the schema's members with ``-`` spelled ``_``; the dispatcher checks at
+start-up that the two agree.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from qmpd.events import EventBus
+    from qmpd.machine.machine import Machine
+    from qmpd.qapi.schema import Schema
+
+Handler = Callable[..., Any]
+_H = TypeVar("_H", bound=Handler)
+
+
+class SessionControl(Protocol):
+    """The calling QMP session, as commands may see and change it."""
+
+    @property
+    def negotiated(self) -> bool: ...
+
+    @property
+    def oob_enabled(self) -> bool: ...
+
+    def negotiate(self, capabilities: Sequence[str]) -> None: ...
+
+
+class DaemonControl(Protocol):
+    """The process around the machine (quit ends it)."""
+
+    def request_exit(self) -> None: ...
+
+
+@dataclass
+class CommandContext:
+    """Everything a handler may touch."""
+
+    machine: Machine
+    session: SessionControl
+    schema: Schema
+    events: EventBus
+    daemon: DaemonControl
+    #: Names of every registered command (for query-commands).
+    command_names: Sequence[str]
+
+
+class CommandRegistry:
+    """Handlers by command name; the schema says everything else."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+
+    def command(self, name: str) -> Callable[[_H], _H]:
+        """Register the decorated function as the handler of ``name``."""
+
+        def register(function: _H) -> _H:
+            if name in self.handlers:
+                raise ValueError(f"command {name} registered twice")
+            self.handlers[name] = function
+            return function
+
+        return register
+
+    def parity_problems(self, schema: Schema) -> list[str]:
+        """Every disagreement between handlers and schema documents."""
+        problems: list[str] = []
+        for name in sorted(set(schema.commands) - set(self.handlers)):
+            problems.append(f"schema/commands/{name}.json has no handler")
+        for name in sorted(set(self.handlers) - set(schema.commands)):
+            problems.append(f"handler {name} has no schema document")
+        for name in sorted(set(schema.commands) & set(self.handlers)):
+            spec = schema.commands[name]
+            params = list(inspect.signature(self.handlers[name]).parameters.values())[1:]
+            named = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+            expected = [member.replace("-", "_") for member in spec.members]
+            if [p.name for p in named] != expected:
+                problems.append(f"{name}: handler parameters {[p.name for p in named]} != schema members {expected}")
+            required = set(spec.document.get("required", ()))
+            for param, member in zip(named, spec.members, strict=False):
+                has_default = param.default is not inspect.Parameter.empty
+                if (member in required) == has_default:
+                    problems.append(f"{name}: parameter {param.name} default does not match 'required'")
+            takes_more = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+            if takes_more != spec.open_arguments:
+                problems.append(f"{name}: **kwargs must be present exactly when additionalProperties is allowed")
+        return problems
+
+
+#: The registry every module in qmpd.commands adds its handlers to.
+REGISTRY = CommandRegistry()
+qmp_command = REGISTRY.command

@@ -1,0 +1,15 @@
+"""``human-monitor-command``: run one HMP command line, return its text."""
+
+from __future__ import annotations
+
+from qmpd.commands.base import CommandContext, qmp_command
+from qmpd.errors import GenericError
+from qmpd.hmp import commands as _hmp_commands  # noqa: F401  (fills the HMP table)
+from qmpd.hmp.monitor import HMP
+
+
+@qmp_command("human-monitor-command")
+def human_monitor_command(ctx: CommandContext, command_line: str, cpu_index: int | None = None) -> str:
+    if cpu_index is not None and cpu_index not in ctx.machine.cpu_indexes():
+        raise GenericError("Parameter 'cpu-index' expects a CPU number")
+    return HMP.execute(ctx, command_line)

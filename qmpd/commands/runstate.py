@@ -1,0 +1,33 @@
+"""Commands that start, stop and reset the machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qmpd.commands.base import CommandContext, qmp_command
+from qmpd.machine.runstate import ShutdownCause
+
+
+@qmp_command("query-status")
+def query_status(ctx: CommandContext) -> dict[str, Any]:
+    return {"running": ctx.machine.running, "singlestep": False, "status": ctx.machine.runstate.value}
+
+
+@qmp_command("stop")
+def stop(ctx: CommandContext) -> None:
+    ctx.machine.stop()
+
+
+@qmp_command("cont")
+def cont(ctx: CommandContext) -> None:
+    ctx.machine.cont()
+
+
+@qmp_command("system_reset")
+def system_reset(ctx: CommandContext) -> None:
+    ctx.machine.system_reset(ShutdownCause.HOST_QMP_SYSTEM_RESET)
+
+
+@qmp_command("system_powerdown")
+def system_powerdown(ctx: CommandContext) -> None:
+    ctx.machine.system_powerdown()

@@ -1,0 +1,111 @@
+"""What the command line asked for, as frozen values.
+
+``cli`` builds these from a QEMU-style argv; everything else reads them.
+Machine settings describe the guest; server settings describe the process
+(monitors, logging, pidfile).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class MonitorKind(enum.Enum):
+    """How a QMP monitor is reached."""
+
+    UNIX = "unix"
+    TCP = "tcp"
+    FD = "fd"
+    STDIO = "stdio"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """One QMP monitor (a ``-qmp`` or a ``-chardev`` + ``-mon`` pair)."""
+
+    kind: MonitorKind
+    #: Chardev id (``-chardev id=``), or a generated one for ``-qmp``.
+    chardev_id: str
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    fd: int | None = None
+    #: ``wait=on``: do not start the machine until a client connected.
+    wait: bool = False
+    #: ``ipv4=on`` / ``ipv6=on`` restrictions for TCP.
+    ipv4: bool = False
+    ipv6: bool = False
+
+    def describe(self) -> str:
+        """Where to connect, for humans (``make run`` prints it)."""
+        if self.kind is MonitorKind.UNIX:
+            return f"unix:{self.path}"
+        if self.kind is MonitorKind.TCP:
+            return f"tcp:{self.host}:{self.port}"
+        if self.kind is MonitorKind.FD:
+            return f"fd:{self.fd}"
+        return "stdio"
+
+
+class LogFormat(enum.Enum):
+    """Log line format."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """The guest machine."""
+
+    #: Machine type as given (``pc``, ``q35``, ``none``, ``pc-i440fx-7.2`` ...).
+    machine_type: str = "pc"
+    #: Accelerators to try, in order (``kvm:tcg``); qmpd provides tcg.
+    accel: tuple[str, ...] = ("tcg",)
+    #: ``-accel tcg,thread=``: ``multi`` runs vCPUs in parallel, ``single`` one at a time.
+    tcg_thread: str = "multi"
+    #: Properties given with -machine (besides type and accel), in order.
+    machine_props: tuple[tuple[str, str], ...] = ()
+    #: ``-cpu`` as given (model and features), or None for the default.
+    cpu: str | None = None
+    #: ``-smp`` as given, or None for the default.
+    smp: str | None = None
+    #: Guest RAM in bytes.
+    ram_size: int = 128 << 20
+    #: ``-name`` guest name.
+    name: str | None = None
+    #: Firmware image (``-bios``) and kernel (``-kernel``).
+    bios: str | None = None
+    kernel: str | None = None
+    #: ``-S``: do not start the vCPUs until ``cont``.
+    start_paused: bool = False
+    #: ``-no-shutdown``: a guest shutdown stops the machine instead of exiting.
+    no_shutdown: bool = False
+    #: False with ``-no-acpi``.
+    acpi: bool = True
+    #: ``-nodefaults``: no default devices.
+    nodefaults: bool = False
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The daemon process."""
+
+    monitors: tuple[MonitorConfig, ...] = ()
+    pidfile: str | None = None
+    daemonize: bool = False
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "info"
+    #: Permissions of Unix sockets qmpd creates.
+    socket_mode: int = 0o600
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the command line said."""
+
+    machine: MachineConfig = field(default_factory=MachineConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    #: Options accepted for compatibility but without effect (listed in the README).
+    ignored: tuple[str, ...] = ()

@@ -1,0 +1,222 @@
+"""A parsed request in, a reply out: QEMU's request checks, in QEMU's order.
+
+This is ``qmp_dispatch`` (qapi/qmp-dispatch.c) and ``monitor_qmp_dispatch``:
+the input must be an object whose members are checked in QDict order; the
+command must exist in the session's current mode (only ``qmp_capabilities``
+before negotiation); ``exec-oob`` needs a command that allows it; arguments
+are validated against the schema before any side effect; and every failure
+becomes ``{"error": {"class", "desc"}}`` with the request's ``id`` when it had
+one.  In-band commands are serialised across all sessions by one lock, as
+QEMU serialises them under its big lock; out-of-band commands bypass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from qmpd.commands.base import CommandContext, CommandRegistry, DaemonControl, Handler, SessionControl
+from qmpd.errors import CommandNotFound, GenericError, QMPError, error_to_wire
+from qmpd.events import EventBus
+from qmpd.machine.machine import Machine
+from qmpd.protocol.writer import qdict_order
+from qmpd.qapi.arguments import check_arguments
+from qmpd.qapi.schema import Schema
+
+log = structlog.get_logger(__name__)
+
+#: A reply message, or an awaitable that produces one (async handler, or the lock is busy).
+Outcome = dict[str, Any] | Awaitable[dict[str, Any]]
+
+_NEGOTIATION_ONLY = "Expecting capabilities negotiation with 'qmp_capabilities'"
+_ABSENT = object()
+
+
+class DispatchSession(SessionControl, Protocol):
+    """What dispatch needs to know about the calling session."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class Dispatcher:
+    """Runs commands for every session of one machine."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        registry: CommandRegistry,
+        machine: Machine,
+        events: EventBus,
+        daemon: DaemonControl,
+    ) -> None:
+        problems = registry.parity_problems(schema)
+        if problems:
+            raise ValueError("schema and handlers disagree:\n  " + "\n  ".join(problems))
+        self.schema = schema
+        self.registry = registry
+        self.machine = machine
+        self.events = events
+        self.daemon = daemon
+        #: Serialises in-band commands across sessions (QEMU's big lock).
+        self.bql = asyncio.Lock()
+        #: Set once the daemon is going away: no further requests are executed.
+        self.closing = False
+        self._names = tuple(schema.commands)
+        #: Observers called with (command, error class or None, seconds) after each command.
+        self.observers: list[Callable[[str, str | None, float], None]] = []
+
+    def dispatch(self, request: object, session: DispatchSession) -> Outcome:
+        """Check and run one request; see the module docstring for the order."""
+        started = time.perf_counter()
+        if not isinstance(request, dict):
+            return self._error(GenericError("QMP input must be a JSON object"), _ABSENT)
+        request_id = request.get("id", _ABSENT)
+        try:
+            name, oob = self._check_request(request, session.oob_enabled)
+            spec = self.schema.commands.get(name)
+            if spec is None or (not session.negotiated and name != "qmp_capabilities"):
+                raise CommandNotFound(f"The command {name} has not been found")
+            if oob and not spec.allow_oob:
+                raise GenericError(f"The command {name} does not support OOB")
+            arguments = request.get("arguments", {})
+            check_arguments(self.schema, spec, arguments)
+        except QMPError as error:
+            if isinstance(error, CommandNotFound) and not session.negotiated:
+                error = CommandNotFound(_NEGOTIATION_ONLY)
+            return self._error(error, request_id)
+        handler = self.registry.handlers[name]
+        kwargs = {key.replace("-", "_") if key in spec.members else key: value for key, value in arguments.items()}
+        context = CommandContext(
+            machine=self.machine,
+            session=session,
+            schema=self.schema,
+            events=self.events,
+            daemon=self.daemon,
+            command_names=self._names,
+        )
+        if not oob and (inspect.iscoroutinefunction(handler) or self.bql.locked()):
+            return self._run_locked(handler, context, kwargs, name, request_id, session, started)
+        return self._finish(self._call(handler, context, kwargs, name), name, request_id, session, started)
+
+    def internal_error_reply(self, request: object) -> dict[str, Any]:
+        """The reply when qmpd itself failed on ``request`` (keeps the request's id)."""
+        request_id = request.get("id", _ABSENT) if isinstance(request, dict) else _ABSENT
+        return self._error(GenericError("Internal error in qmpd (see the qmpd log)"), request_id)
+
+    def parse_error_reply(self, desc: str) -> dict[str, Any]:
+        """The reply to input that could not be parsed (it never has an id)."""
+        return {"error": {"class": "GenericError", "desc": desc}}
+
+    @staticmethod
+    def _check_request(request: dict[str, Any], allow_oob: bool) -> tuple[str, bool]:
+        """``qmp_dispatch_check_obj``: members checked in QDict order."""
+        exec_key: str | None = None
+        for key in qdict_order(list(request)):
+            value = request[key]
+            if key == "execute" or (key == "exec-oob" and allow_oob):
+                if not isinstance(value, str):
+                    raise GenericError(f"QMP input member '{key}' must be a string")
+                if exec_key is not None:
+                    raise GenericError(f"QMP input member '{key}' clashes with '{exec_key}'")
+                exec_key = key
+            elif key == "arguments":
+                if not isinstance(value, dict):
+                    raise GenericError("QMP input member 'arguments' must be an object")
+            elif key != "id":
+                raise GenericError(f"QMP input member '{key}' is unexpected")
+        if exec_key is None:
+            raise GenericError("QMP input lacks member 'execute'")
+        return request[exec_key], exec_key == "exec-oob"
+
+    @staticmethod
+    def _call(handler: Handler, context: CommandContext, kwargs: Mapping[str, Any], name: str) -> Any:
+        try:
+            return _Returned(handler(context, **kwargs))
+        except QMPError as error:
+            return error
+        except Exception as exc:
+            return _internal_error(name, exc)
+
+    async def _run_locked(
+        self,
+        handler: Handler,
+        context: CommandContext,
+        kwargs: Mapping[str, Any],
+        name: str,
+        request_id: object,
+        session: DispatchSession,
+        started: float,
+    ) -> dict[str, Any]:
+        async with self.bql:
+            try:
+                result = handler(context, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                outcome: Any = _Returned(result)
+            except QMPError as error:
+                outcome = error
+            except Exception as exc:
+                outcome = _internal_error(name, exc)
+        return self._finish(outcome, name, request_id, session, started)
+
+    def _finish(
+        self, outcome: Any, name: str, request_id: object, session: DispatchSession, started: float
+    ) -> dict[str, Any]:
+        elapsed = time.perf_counter() - started
+        if isinstance(outcome, _Returned):
+            value = outcome.value
+            reply: dict[str, Any] = {"return": {} if value is None else value}
+            if request_id is not _ABSENT:
+                reply["id"] = request_id
+            error_class = None
+        else:
+            reply = self._error(outcome, request_id)
+            error_class = outcome.error_class
+        log.info(
+            "qmp.command",
+            session=session.name,
+            command=name,
+            id=loggable(request_id),
+            duration_ms=round(elapsed * 1000, 3),
+            error=error_class,
+        )
+        for observer in self.observers:
+            observer(name, error_class, elapsed)
+        return reply
+
+    @staticmethod
+    def _error(error: QMPError, request_id: object) -> dict[str, Any]:
+        reply: dict[str, Any] = {"error": error_to_wire(error)}
+        if request_id is not _ABSENT:
+            reply["id"] = request_id
+        return reply
+
+
+def loggable(value: object, limit: int = 80) -> object:
+    """A bounded stand-in for client-supplied values in log lines (ids can be huge or deep)."""
+    if value is _ABSENT:
+        return None
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Returned:
+    """A handler's successful result (distinct from an error object)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _internal_error(name: str, exc: Exception) -> QMPError:
+    log.exception("qmp.command.bug", command=name, exc_info=exc)
+    return GenericError(f"Internal error while executing '{name}' (see the qmpd log)")

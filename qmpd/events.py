@@ -1,0 +1,89 @@
+"""QMP events: built once, timestamped at the source, sent to every negotiated session.
+
+Anything may emit an event: command handlers on the event loop call
+:meth:`EventBus.emit`; other threads (vCPUs) call
+:meth:`EventBus.emit_threadsafe`, which stamps the time at once and hands the
+delivery to the loop.  Subscribers are sessions that finished capabilities
+negotiation; each receives the same encoded line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from qmpd.protocol.writer import encode
+from qmpd.qapi.schema import Schema
+
+log = structlog.get_logger(__name__)
+
+
+class EventSink(Protocol):
+    """Something that can take an encoded event line (a negotiated session)."""
+
+    def send_event(self, line: bytes) -> None: ...
+
+
+def timestamp_now() -> dict[str, int]:
+    """``{"seconds", "microseconds"}`` of the wall clock, as QEMU stamps events."""
+    micros = time.time_ns() // 1000
+    return {"seconds": micros // 1_000_000, "microseconds": micros % 1_000_000}
+
+
+class EventBus:
+    """Fan-out of events to sessions; the only way events leave the machine."""
+
+    def __init__(self, schema: Schema, *, strict: bool = False) -> None:
+        self._schema = schema
+        #: When set, an event whose data does not match its schema raises (tests).
+        self.strict = strict
+        self._sinks: list[EventSink] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Observers called with (name, data) for every event (metrics, tests).
+        self.observers: list[Callable[[str, Mapping[str, Any] | None], None]] = []
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the loop that owns the sessions (for emit_threadsafe)."""
+        self._loop = loop
+
+    def subscribe(self, sink: EventSink) -> None:
+        """Start delivering events to ``sink``."""
+        if sink not in self._sinks:
+            self._sinks.append(sink)
+
+    def unsubscribe(self, sink: EventSink) -> None:
+        """Stop delivering events to ``sink``."""
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def emit(
+        self, name: str, data: Mapping[str, Any] | None = None, *, timestamp: dict[str, int] | None = None
+    ) -> None:
+        """Send event ``name`` now (call on the event loop)."""
+        spec = self._schema.events[name]
+        if data is not None or spec.members:
+            errors = list(spec.validator.iter_errors(dict(data or {})))
+            if errors:
+                if self.strict:
+                    raise ValueError(f"event {name} does not match its schema: {errors[0].message}")
+                log.error("event.invalid", event=name, problem=errors[0].message)
+        message: dict[str, Any] = {"event": name}
+        if spec.members:
+            message["data"] = dict(data or {})
+        message["timestamp"] = timestamp or timestamp_now()
+        line = encode(message)
+        for observer in self.observers:
+            observer(name, data)
+        for sink in list(self._sinks):
+            sink.send_event(line)
+
+    def emit_threadsafe(self, name: str, data: Mapping[str, Any] | None = None) -> None:
+        """Send event ``name`` from any thread; the timestamp is taken now."""
+        if self._loop is None:
+            raise RuntimeError("EventBus is not bound to a loop")
+        stamp = timestamp_now()
+        self._loop.call_soon_threadsafe(lambda: self.emit(name, data, timestamp=stamp))

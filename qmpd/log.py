@@ -1,0 +1,33 @@
+"""Logging: structlog to stderr, one event per line, JSON or console."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from qmpd.config import LogFormat
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def setup_logging(log_format: LogFormat, level: str) -> None:
+    """Configure structlog once for the process."""
+    renderer: structlog.typing.Processor
+    if log_format is LogFormat.JSON:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,105 @@
+"""QEMU's view of text: modified UTF-8 with its validity rules.
+
+QEMU keeps strings as modified UTF-8 C strings (NUL is written ``C0 80``) and
+rejects noncharacters and surrogates as code points.  The JSON parser and the
+JSON writer both judge bytes by those rules, so error texts and echoed strings
+only match QEMU's if we decode exactly as it does (Python's UTF-8 codec is
+stricter about ``C0 80`` and more lenient about noncharacters).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Smallest code point that may be encoded with a sequence of 2, 3, 4, 5, 6 bytes.
+_MIN_CP = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)
+
+_NONCHARACTER = re.compile("[\ufdd0-\ufdef\ufffe\uffff]|[\U0001fffe-\U0010ffff]")
+
+
+def is_valid_codepoint(cp: int) -> bool:
+    """QEMU's rule: inside Unicode, not a noncharacter, not a surrogate."""
+    if cp < 0 or cp > 0x10FFFF:
+        return False
+    if 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE:
+        return False
+    return not 0xD800 <= cp <= 0xDFFF
+
+
+def decode_codepoint(data: bytes, pos: int) -> tuple[int, int]:
+    """Decode one modified-UTF-8 sequence at ``pos``: (code point or -1, next position).
+
+    Like QEMU's ``mod_utf8_codepoint`` with an unbounded length: an invalid
+    sequence yields -1 and the position after the bytes that were examined
+    as part of it.
+    """
+    n = len(data)
+    if pos >= n or data[pos] == 0:
+        return -1, pos
+    byte = data[pos]
+    pos += 1
+    if byte < 0x80:
+        return byte, pos
+    if byte >= 0xFE or not byte & 0x40:
+        return -1, pos
+    length = 0
+    mask = 0x80
+    while byte & mask:
+        length += 1
+        mask >>= 1
+    cp = byte & (mask - 1)
+    for _ in range(1, length):
+        cont = data[pos] if pos < n else 0
+        if cont & 0xC0 != 0x80:
+            return -1, pos
+        pos += 1
+        cp = (cp << 6) | (cont & 0x3F)
+    if not is_valid_codepoint(cp):
+        return -1, pos
+    if cp < _MIN_CP[length - 2] and not (cp == 0 and length == 2):
+        return -1, pos
+    return cp, pos
+
+
+def to_text(data: bytes) -> str:
+    """Bytes as QEMU's JSON writer would show them: invalid sequences become U+FFFD."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if not _NONCHARACTER.search(text):
+            return text
+    out: list[str] = []
+    pos = 0
+    n = len(data)
+    while pos < n:
+        cp, pos = decode_codepoint(data, pos)
+        out.append("\ufffd" if cp < 0 else chr(cp))
+    return "".join(out)
+
+
+def decode_string_body(data: bytes, pos: int, end: int) -> tuple[str, int] | None:
+    """Decode raw (unescaped) bytes ``data[pos:end]`` strictly, QEMU's way.
+
+    Returns the text and ``end`` on success, or None when some sequence is
+    invalid (the caller then reports "invalid UTF-8 sequence in string").
+    """
+    chunk = data[pos:end]
+    try:
+        text = chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if not _NONCHARACTER.search(text):
+            return text, end
+        return None
+    # Slow path: modified UTF-8 allows C0 80 for NUL, which Python rejects.
+    out: list[str] = []
+    while pos < end:
+        cp, nxt = decode_codepoint(data, pos)
+        if cp < 0 or nxt > end:
+            return None
+        out.append(chr(cp))
+        pos = nxt
+    return "".join(out), end

@@ -1,0 +1,112 @@
+"""Tokens to whole messages, with QEMU's three per-message limits.
+
+Mirrors qobject/json-streamer.c: a message is complete when the brace and
+bracket counts are back to zero (or one goes negative); a lexical error, or a
+message that exceeds the token size, token count or nesting limit, is
+reported at once and the collected tokens are dropped, so the stream
+resynchronises on the input that follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from qmpd.protocol.lexer import MAX_TOKEN_SIZE, JSONLexer, Tok
+from qmpd.protocol.mutf8 import to_text
+from qmpd.protocol.parser import JSONParseError, JSONValue, parse
+
+#: Most tokens one message may hold (QEMU: 2 Mi).
+MAX_TOKEN_COUNT = 2 << 20
+#: Deepest nesting of arrays and objects together (QEMU: 1024).
+MAX_NESTING = 1 << 10
+
+#: One streamer output: a parsed value or the error that replaced it.
+StreamItem = JSONValue | JSONParseError
+
+_TOKEN_SIZE_EXCEEDED = JSONParseError("JSON token size limit exceeded")
+_TOKEN_COUNT_EXCEEDED = JSONParseError("JSON token count limit exceeded")
+_NESTING_EXCEEDED = JSONParseError("JSON nesting depth limit exceeded")
+
+
+class JSONMessageStreamer:
+    """Feed bytes, iterate over complete messages (values or parse errors).
+
+    Iteration is lazy: the caller may stop pulling from ``feed``'s iterator
+    to apply back-pressure and resume it later; no input is lost or reordered.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_token_size: int = MAX_TOKEN_SIZE,
+        max_token_count: int = MAX_TOKEN_COUNT,
+        max_nesting: int = MAX_NESTING,
+    ) -> None:
+        self.max_token_size = max_token_size
+        self.max_token_count = max_token_count
+        self.max_nesting = max_nesting
+        self._lexer = JSONLexer(max_token_size=max_token_size)
+        self._kinds = bytearray()
+        self._texts: list[bytes | None] = []
+        self._size = 0
+        self._braces = 0
+        self._brackets = 0
+
+    def reset(self) -> None:
+        """Drop everything buffered (a fresh connection)."""
+        self._lexer.reset()
+        self._drop()
+
+    def feed(self, data: bytes) -> Iterator[StreamItem]:
+        """Consume ``data``; yield every message it completes, in order."""
+        for box in self._lexer.feed(data, self._on_token):
+            yield box.item
+
+    def _drop(self) -> None:
+        self._kinds.clear()
+        self._texts.clear()
+        self._size = 0
+        self._braces = 0
+        self._brackets = 0
+
+    def _emit_error(self, error: JSONParseError) -> _Complete:
+        self._drop()
+        return _Complete(error)
+
+    def _on_token(self, kind: Tok, text: bytes) -> _Complete | None:
+        """Collect a token; return the finished message, boxed, or None."""
+        if kind == Tok.LCURLY:
+            self._braces += 1
+        elif kind == Tok.RCURLY:
+            self._braces -= 1
+        elif kind == Tok.LSQUARE:
+            self._brackets += 1
+        elif kind == Tok.RSQUARE:
+            self._brackets -= 1
+        elif kind == Tok.ERROR:
+            # QEMU formats the token with %s: it ends at the first NUL byte.
+            shown = text.split(b"\0", 1)[0]
+            return self._emit_error(JSONParseError(to_text(b"JSON parse error, stray '" + shown + b"'")))
+        if self._size + len(text) + 1 > self.max_token_size:
+            return self._emit_error(_TOKEN_SIZE_EXCEEDED)
+        if len(self._kinds) + 1 > self.max_token_count:
+            return self._emit_error(_TOKEN_COUNT_EXCEEDED)
+        if self._braces + self._brackets > self.max_nesting:
+            return self._emit_error(_NESTING_EXCEEDED)
+        self._kinds.append(kind)
+        self._texts.append(text if kind >= Tok.INTEGER else None)
+        self._size += len(text)
+        if (self._braces > 0 or self._brackets > 0) and self._braces >= 0 and self._brackets >= 0:
+            return None
+        result = parse(self._kinds, self._texts)
+        self._drop()
+        return _Complete(result)
+
+
+class _Complete:
+    """Box for a finished message so that JSON null is not mistaken for 'nothing'."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: StreamItem) -> None:
+        self.item = item

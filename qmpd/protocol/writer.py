@@ -1,0 +1,156 @@
+"""Python values to QMP wire bytes, byte for byte as QEMU writes them.
+
+QEMU serialises a QDict by walking its 512 hash buckets in order (the bucket
+is ``tdb_hash(key) % 512``; within a bucket the newest key comes first), so
+``{"return": ..., "id": ...}`` but ``{"id": ..., "error": ...}``.  We compute
+the same order for every object, so replies, events and echoed ids match
+QEMU's bytes, not just its meaning.  Other QEMU habits reproduced here:
+``", "`` and ``": "`` separators, ASCII-only output with upper-case ``\\uXXXX``
+escapes (also for DEL and for invalid code points, as U+FFFD), doubles printed
+with ``%.17g`` (so ``1e400`` becomes the bare word ``inf``), CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_BUCKETS = 512
+
+_bucket_cache: dict[str, int] = {}
+_order_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+_encoder = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": "), allow_nan=True, check_circular=False)
+_encode_str = json.encoder.encode_basestring_ascii
+
+_FIXUP = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})|\x7f")
+
+
+def qdict_bucket(key: str) -> int:
+    """The QDict bucket of ``key`` (QEMU's tdb_hash over the UTF-8 bytes, mod 512)."""
+    bucket = _bucket_cache.get(key)
+    if bucket is None:
+        raw = key.encode("utf-8", "surrogatepass").replace(b"\0", b"\xc0\x80")
+        value = (0x238F13AF * len(raw)) & 0xFFFFFFFF
+        for i, byte in enumerate(raw):
+            value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
+        bucket = ((1103515243 * value + 12345) & 0xFFFFFFFF) % _BUCKETS
+        if len(_bucket_cache) < 65536:
+            _bucket_cache[key] = bucket
+    return bucket
+
+
+def qdict_order(keys: Sequence[str]) -> tuple[str, ...]:
+    """Keys in the order QEMU's QDict iterates them, given their insertion order."""
+    shape = tuple(keys)
+    order = _order_cache.get(shape)
+    if order is None:
+        indexed = sorted(enumerate(shape), key=lambda item: (qdict_bucket(item[1]), -item[0]))
+        order = tuple(key for _, key in indexed)
+        if len(_order_cache) < 65536:
+            _order_cache[shape] = order
+    return order
+
+
+def _reorder(value: Any) -> tuple[Any, bool]:
+    """Copy ``value`` with every dict in QDict order; report whether a float was seen."""
+    if isinstance(value, dict):
+        floats = False
+        out = {}
+        for key in qdict_order(list(value)):
+            item, seen = _reorder(value[key])
+            floats = floats or seen
+            out[key] = item
+        return out, floats
+    if isinstance(value, list | tuple):
+        floats = False
+        items = []
+        for element in value:
+            item, seen = _reorder(element)
+            floats = floats or seen
+            items.append(item)
+        return items, floats
+    return value, isinstance(value, float)
+
+
+def _fix_escape(match: re.Match[str]) -> str:
+    if match.group(1):
+        return match.group(1)
+    if match.group(2):
+        high = int(match.group(2), 16)
+        low = int(match.group(3), 16)
+        cp = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        if (cp & 0xFFFE) == 0xFFFE:
+            return "\\uFFFD"
+        return f"\\u{high:04X}\\u{low:04X}"
+    if match.group(4):
+        cp = int(match.group(4), 16)
+        if 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE or 0xD800 <= cp <= 0xDFFF:
+            return "\\uFFFD"
+        return f"\\u{cp:04X}"
+    return "\\u007F"
+
+
+def _qemu_escapes(text: str) -> str:
+    if "\\u" in text or "\x7f" in text:
+        return _FIXUP.sub(_fix_escape, text)
+    return text
+
+
+def format_double(value: float) -> str:
+    """QEMU prints doubles with ``%.17g`` (so inf and nan come out as bare words)."""
+    if math.isnan(value):
+        return "-nan" if math.copysign(1.0, value) < 0 else "nan"
+    return f"{value:.17g}"
+
+
+def _encode_slow(value: Any, out: list[str]) -> None:
+    """Pure-Python encoder for values that hold doubles (client-sent ids)."""
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        out.append("{")
+        first = True
+        for key, item in value.items():
+            if not first:
+                out.append(", ")
+            first = False
+            out.append(_encode_str(key))
+            out.append(": ")
+            _encode_slow(item, out)
+        out.append("}")
+    elif isinstance(value, list):
+        if not value:
+            out.append("[]")
+            return
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(", ")
+            _encode_slow(item, out)
+        out.append("]")
+    elif isinstance(value, float):
+        out.append(format_double(value))
+    else:
+        out.append(_encoder.encode(value))
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One QMP message as QEMU writes it: a JSON object, then CRLF."""
+    ordered, floats = _reorder(message)
+    if floats:
+        parts: list[str] = []
+        _encode_slow(ordered, parts)
+        text = "".join(parts)
+    else:
+        text = _encoder.encode(ordered)
+    return (_qemu_escapes(text) + "\r\n").encode("ascii")
+
+
+def encode_preordered(text: str) -> bytes:
+    """Finish a message body produced elsewhere (e.g. a cached schema reply)."""
+    return (_qemu_escapes(text) + "\r\n").encode("ascii")

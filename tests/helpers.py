@@ -1,0 +1,196 @@
+"""Test helpers: start qmpd or QEMU with an argv, talk to them over raw sockets.
+
+Every read is bounded by a timeout, so a missing reply fails a test instead
+of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QEMU_BINARY = shutil.which("qemu-system-x86_64")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Server:
+    """A running qmpd or QEMU with one QMP Unix socket."""
+
+    process: subprocess.Popen[bytes]
+    socket_path: str
+    argv: list[str]
+    stderr_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def qmpd_command() -> list[str]:
+    return [sys.executable, "-m", "qmpd"]
+
+
+def wait_for_socket(path: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(path)
+                # QEMU serves one client at a time: close at once so the test client comes next.
+                return
+            except OSError:
+                pass
+            finally:
+                probe.close()
+        time.sleep(0.01)
+    raise TimeoutError(f"{path} did not appear")
+
+
+def start(
+    binary: Sequence[str], argv: Sequence[str], tmp_path: Path, name: str = "qmp", *, extra_qmp: bool = True
+) -> Server:
+    sock = str(tmp_path / f"{name}.sock")
+    full = [*binary, *argv]
+    if extra_qmp:
+        full += ["-qmp", f"unix:{sock},server=on,wait=off"]
+    stderr_path = tmp_path / f"{name}.stderr"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with open(stderr_path, "wb") as err:
+        process = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    server = Server(process, sock, full, stderr_path)
+    if extra_qmp:
+        try:
+            wait_for_socket(sock, process)
+        except Exception:
+            server.stop()
+            raise
+    return server
+
+
+def start_qmpd(argv: Sequence[str], tmp_path: Path, name: str = "qmpd") -> Server:
+    return start(qmpd_command(), argv, tmp_path, name)
+
+
+def start_qemu(argv: Sequence[str], tmp_path: Path, name: str = "qemu") -> Server:
+    assert QEMU_BINARY is not None
+    return start([QEMU_BINARY, "-nographic"], argv, tmp_path, name)
+
+
+class RawClient:
+    """A bare QMP socket client."""
+
+    def __init__(self, address: str | tuple[str, int], timeout: float = 10.0) -> None:
+        family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(address)
+        self.buffer = b""
+        self.events: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self, timeout: float | None = None) -> bytes:
+        """One CRLF-terminated line (raises socket.timeout / EOFError)."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def message(self, timeout: float | None = None) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.line(timeout))
+        return value
+
+    def greeting(self) -> dict[str, Any]:
+        message = self.message()
+        assert "QMP" in message, message
+        return message
+
+    def negotiate(self, *capabilities: str) -> None:
+        self.greeting()
+        args = {"enable": list(capabilities)} if capabilities else {}
+        reply = self.execute("qmp_capabilities", args)
+        assert reply == {"return": {}}, reply
+
+    def execute(self, name: str, arguments: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        """Send a command; return its reply, stashing events that arrive first."""
+        request: dict[str, Any] = {"execute": name, **extra}
+        if arguments is not None:
+            request["arguments"] = arguments
+        self.send(json.dumps(request).encode())
+        while True:
+            message = self.message()
+            if "event" in message:
+                self.events.append(message)
+                continue
+            return message
+
+    def lines_until(self, marker: bytes, limit: int = 100000) -> list[bytes]:
+        """Every line up to and including the first containing ``marker``."""
+        lines = []
+        for _ in range(limit):
+            line = self.line()
+            lines.append(line)
+            if marker in line:
+                return lines
+        raise AssertionError(f"{marker!r} not seen")
+
+    def drain(self, quiet: float = 0.3) -> list[bytes]:
+        """Lines until nothing arrives for ``quiet`` seconds."""
+        lines = []
+        while True:
+            try:
+                lines.append(self.line(timeout=quiet))
+            except (TimeoutError, socket.timeout):
+                return lines
+
+
+_TIMESTAMP = re.compile(rb'"timestamp": \{"seconds": \d+, "microseconds": \d+\}')
+_VERSION = re.compile(rb'\{"qemu": \{"micro": \d+, "minor": \d+, "major": \d+\}, "package": "[^"]*"\}')
+_THREAD_ID = re.compile(rb'"thread-id": \d+')
+
+
+def mask(line: bytes) -> bytes:
+    """Hide what legitimately differs between QEMU and qmpd: times, version, thread ids."""
+    line = _TIMESTAMP.sub(b'"timestamp": {"seconds": S, "microseconds": U}', line)
+    line = _VERSION.sub(b"VERSION", line)
+    return _THREAD_ID.sub(b'"thread-id": T', line)
