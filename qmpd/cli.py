@@ -249,6 +249,12 @@ def _opt_socket_mode(b: _Builder, arg: str) -> None:
         raise CLIError(f"--socket-mode {arg}: expected an octal mode such as 0600") from None
 
 
+def _opt_event_loop(b: _Builder, arg: str) -> None:
+    if arg not in ("uvloop", "asyncio"):
+        raise CLIError(f"--event-loop {arg}: expected 'uvloop' or 'asyncio'")
+    b.server["event_loop"] = arg
+
+
 def _set(section: str, key: str, value: object) -> Callable[[_Builder], None]:
     def apply(b: _Builder) -> None:
         getattr(b, section)[key] = value
@@ -289,6 +295,7 @@ _OPTIONS: dict[str, _Option] = {
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
     "log-level": _Option(True, _opt_log_level, "--log-level debug|info|warning|error"),
     "socket-mode": _Option(True, _opt_socket_mode, "--socket-mode MODE (Unix socket permissions, default 0600)"),
+    "event-loop": _Option(True, _opt_event_loop, "--event-loop uvloop|asyncio (default uvloop when installed)"),
     "h": _Option(False, None, "-h, --help"),
     "help": _Option(False, None, "-help"),
     "version": _Option(False, None, "-version"),

@@ -99,6 +99,8 @@ class ServerConfig:
     log_level: str = "info"
     #: Permissions of Unix sockets qmpd creates.
     socket_mode: int = 0o600
+    #: Event loop implementation: "uvloop" (faster, the default when installed) or "asyncio".
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)

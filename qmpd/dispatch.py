@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -68,6 +69,10 @@ class Dispatcher:
         #: Set once the daemon is going away: no further requests are executed.
         self.closing = False
         self._names = tuple(schema.commands)
+        self._is_async = {name: inspect.iscoroutinefunction(fn) for name, fn in registry.handlers.items()}
+        self._contexts: weakref.WeakKeyDictionary[DispatchSession, CommandContext] = weakref.WeakKeyDictionary()
+        #: Whether each command gets its own log line (off below the info level).
+        self.log_commands = True
         #: Observers called with (command, error class or None, seconds) after each command.
         self.observers: list[Callable[[str, str | None, float], None]] = []
 
@@ -91,16 +96,23 @@ class Dispatcher:
                 error = CommandNotFound(_NEGOTIATION_ONLY)
             return self._error(error, request_id)
         handler = self.registry.handlers[name]
-        kwargs = {key.replace("-", "_") if key in spec.members else key: value for key, value in arguments.items()}
-        context = CommandContext(
-            machine=self.machine,
-            session=session,
-            schema=self.schema,
-            events=self.events,
-            daemon=self.daemon,
-            command_names=self._names,
+        kwargs = (
+            {key.replace("-", "_") if key in spec.members else key: value for key, value in arguments.items()}
+            if arguments
+            else {}
         )
-        if not oob and (inspect.iscoroutinefunction(handler) or self.bql.locked()):
+        context = self._contexts.get(session)
+        if context is None:
+            context = CommandContext(
+                machine=self.machine,
+                session=session,
+                schema=self.schema,
+                events=self.events,
+                daemon=self.daemon,
+                command_names=self._names,
+            )
+            self._contexts[session] = context
+        if not oob and (self._is_async[name] or self.bql.locked()):
             return self._run_locked(handler, context, kwargs, name, request_id, session, started)
         return self._finish(self._call(handler, context, kwargs, name), name, request_id, session, started)
 
@@ -178,14 +190,15 @@ class Dispatcher:
         else:
             reply = self._error(outcome, request_id)
             error_class = outcome.error_class
-        log.info(
-            "qmp.command",
-            session=session.name,
-            command=name,
-            id=loggable(request_id),
-            duration_ms=round(elapsed * 1000, 3),
-            error=error_class,
-        )
+        if self.log_commands:
+            log.info(
+                "qmp.command",
+                session=session.name,
+                command=name,
+                id=loggable(request_id),
+                duration_ms=round(elapsed * 1000, 3),
+                error=error_class,
+            )
         for observer in self.observers:
             observer(name, error_class, elapsed)
         return reply

@@ -18,6 +18,15 @@ QEMU_VERSION = f"{QEMU_MAJOR}.{QEMU_MINOR}.{QEMU_MICRO}"
 PACKAGE = f"qmpd {__version__}"
 
 
+#: QMP capabilities offered in the greeting (QEMU offers oob on every socket monitor).
+OFFERED_CAPABILITIES = ("oob",)
+
+
 def version_info() -> dict[str, Any]:
     """QAPI ``VersionInfo``."""
     return {"qemu": {"major": QEMU_MAJOR, "minor": QEMU_MINOR, "micro": QEMU_MICRO}, "package": PACKAGE}
+
+
+def greeting() -> dict[str, Any]:
+    """The message a client gets on connect."""
+    return {"QMP": {"version": version_info(), "capabilities": list(OFFERED_CAPABILITIES)}}

@@ -180,7 +180,7 @@ class RawClient:
         while True:
             try:
                 lines.append(self.line(timeout=quiet))
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return lines
 
 

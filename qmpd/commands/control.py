@@ -7,9 +7,8 @@ from typing import Any
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import CommandNotFound, GenericError
 from qmpd.machine.runstate import ShutdownCause
-from qmpd.protocol.session import OFFERED_CAPABILITIES
 from qmpd.qapi.introspect import introspect
-from qmpd.version import version_info
+from qmpd.version import OFFERED_CAPABILITIES, version_info
 
 
 @qmp_command("qmp_capabilities")

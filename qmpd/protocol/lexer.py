@@ -167,6 +167,11 @@ class JSONLexer:
         self._parts: list[bytes] = []
         self._size = 0
 
+    @property
+    def idle(self) -> bool:
+        """True between tokens, outside error recovery."""
+        return self._state == _S.START and not self._parts
+
     def reset(self) -> None:
         """Forget any partial token (a new connection starts clean)."""
         self._state = _S.START

@@ -14,7 +14,9 @@ import re
 #: Smallest code point that may be encoded with a sequence of 2, 3, 4, 5, 6 bytes.
 _MIN_CP = (0x80, 0x800, 0x10000, 0x200000, 0x4000000)
 
-_NONCHARACTER = re.compile("[\ufdd0-\ufdef\ufffe\uffff]|[\U0001fffe-\U0010ffff]")
+#: A character class of every Unicode noncharacter (U+FDD0..U+FDEF and U+xxFFFE/U+xxFFFF).
+NONCHARACTERS = "[\ufdd0-\ufdef" + "".join(chr(p << 16 | 0xFFFE) + chr(p << 16 | 0xFFFF) for p in range(17)) + "]"
+_NONCHARACTER = re.compile(NONCHARACTERS)
 
 
 def is_valid_codepoint(cp: int) -> bool:

@@ -33,8 +33,6 @@ log = structlog.get_logger(__name__)
 
 #: QEMU's QMP_REQ_QUEUE_LEN_MAX: in-band requests that may wait while one runs.
 INBAND_QUEUE_MAX = 8
-#: Capabilities this server offers in its greeting.
-OFFERED_CAPABILITIES = ("oob",)
 #: Reply bytes a client may leave unread before it is disconnected.
 DEFAULT_MAX_OUTPUT = 256 << 20
 
@@ -205,7 +203,7 @@ class Session:
         """Dispatch one request; this is the session's exception boundary."""
         try:
             outcome = self._dispatcher.dispatch(request, self)
-        except Exception as exc:  # noqa: BLE001 - a bug must cost one reply, not the session
+        except Exception as exc:
             self._log.exception("qmp.dispatch_failed", exc_info=exc)
             outcome = self._dispatcher.internal_error_reply(request)
         if isinstance(outcome, dict):
@@ -229,7 +227,7 @@ class Session:
             return
         try:
             line = encode(reply)
-        except Exception as exc:  # noqa: BLE001 - an unencodable result is a bug: answer, don't die
+        except Exception as exc:
             self._log.exception("qmp.encode_failed", exc_info=exc)
             line = encode(self._dispatcher.internal_error_reply(reply))
         self._send(line)

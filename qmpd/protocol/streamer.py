@@ -9,10 +9,12 @@ resynchronises on the input that follows.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 
 from qmpd.protocol.lexer import MAX_TOKEN_SIZE, JSONLexer, Tok
-from qmpd.protocol.mutf8 import to_text
+from qmpd.protocol.mutf8 import NONCHARACTERS, to_text
 from qmpd.protocol.parser import JSONParseError, JSONValue, parse
 
 #: Most tokens one message may hold (QEMU: 2 Mi).
@@ -22,6 +24,9 @@ MAX_NESTING = 1 << 10
 
 #: One streamer output: a parsed value or the error that replaced it.
 StreamItem = JSONValue | JSONParseError
+
+#: Largest chunk the fast path takes; anything bigger goes through the exact lexer.
+FAST_PATH_MAX = 64 << 10
 
 _TOKEN_SIZE_EXCEEDED = JSONParseError("JSON token size limit exceeded")
 _TOKEN_COUNT_EXCEEDED = JSONParseError("JSON token count limit exceeded")
@@ -59,6 +64,13 @@ class JSONMessageStreamer:
 
     def feed(self, data: bytes) -> Iterator[StreamItem]:
         """Consume ``data``; yield every message it completes, in order."""
+        if len(data) <= FAST_PATH_MAX and self._lexer.idle and not self._kinds:
+            items = _fast_parse(data, self.max_nesting)
+            if items is not None:
+                return iter(items)
+        return self._feed_exact(data)
+
+    def _feed_exact(self, data: bytes) -> Iterator[StreamItem]:
         for box in self._lexer.feed(data, self._on_token):
             yield box.item
 
@@ -110,3 +122,68 @@ class _Complete:
 
     def __init__(self, item: StreamItem) -> None:
         self.item = item
+
+
+class _Rejected(Exception):
+    """The fast path met something it cannot judge exactly (QEMU's rules decide)."""
+
+
+def _qemu_int(text: str) -> int | float:
+    value = int(text)
+    if -(1 << 63) <= value < 1 << 64:
+        return value
+    return float(text)
+
+
+def _no_duplicates(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Rejected
+    return obj
+
+
+def _no_constants(name: str) -> JSONValue:
+    raise _Rejected
+
+
+_DECODER = json.JSONDecoder(parse_int=_qemu_int, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+_NONCHARACTER = re.compile(NONCHARACTERS)
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _fast_parse(data: bytes, max_nesting: int) -> list[StreamItem] | None:
+    """Whole, plain JSON objects in one chunk, parsed in C; None means "use the exact path".
+
+    For input made only of complete, valid JSON objects (or arrays) in UTF-8,
+    without backslash-u escapes, single quotes or noncharacters, nested no deeper than
+    the limit, QEMU's parser and Python's json give the same values, provided
+    that integers outside int64/uint64 become doubles and that duplicate keys
+    and NaN/Infinity are refused.  Anything else goes to the exact path, which
+    also produces QEMU's error texts.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\\u" in text or "'" in text or (not text.isascii() and _NONCHARACTER.search(text)):
+        return None
+    if text.count("{") + text.count("[") > max_nesting:
+        return None
+    items: list[StreamItem] = []
+    pos = 0
+    end = len(text)
+    decode = _DECODER.raw_decode
+    skip = _WHITESPACE.match
+    while True:
+        match = skip(text, pos)
+        assert match is not None
+        pos = match.end()
+        if pos == end:
+            return items
+        if text[pos] not in "{[":
+            return None
+        try:
+            value, pos = decode(text, pos)
+        except (ValueError, _Rejected, RecursionError):
+            return None
+        items.append(value)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _BUCKETS = 512
@@ -24,6 +24,22 @@ _bucket_cache: dict[str, int] = {}
 _order_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 _encoder = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": "), allow_nan=True, check_circular=False)
+
+
+def _make_fast_encoder() -> Callable[[Any], str]:
+    """json's C encoder, built once (JSONEncoder.encode builds a new one per call)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _encoder.encode
+    c_encoder = make(None, _encoder.default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+    def encode_fast(value: Any) -> str:
+        return "".join(c_encoder(value, 0))
+
+    return encode_fast
+
+
+_encode_fast = _make_fast_encoder()
 _encode_str = json.encoder.encode_basestring_ascii
 
 _FIXUP = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})|\x7f")
@@ -45,7 +61,7 @@ def qdict_bucket(key: str) -> int:
 
 def qdict_order(keys: Sequence[str]) -> tuple[str, ...]:
     """Keys in the order QEMU's QDict iterates them, given their insertion order."""
-    shape = tuple(keys)
+    shape = keys if type(keys) is tuple else tuple(keys)
     order = _order_cache.get(shape)
     if order is None:
         indexed = sorted(enumerate(shape), key=lambda item: (qdict_bucket(item[1]), -item[0]))
@@ -55,25 +71,30 @@ def qdict_order(keys: Sequence[str]) -> tuple[str, ...]:
     return order
 
 
-def _reorder(value: Any) -> tuple[Any, bool]:
-    """Copy ``value`` with every dict in QDict order; report whether a float was seen."""
-    if isinstance(value, dict):
-        floats = False
-        out = {}
-        for key in qdict_order(list(value)):
-            item, seen = _reorder(value[key])
-            floats = floats or seen
-            out[key] = item
-        return out, floats
-    if isinstance(value, list | tuple):
-        floats = False
-        items = []
-        for element in value:
-            item, seen = _reorder(element)
-            floats = floats or seen
-            items.append(item)
-        return items, floats
-    return value, isinstance(value, float)
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+class _Reorder:
+    """Copies a value with every dict in QDict order; notes whether a double was seen."""
+
+    __slots__ = ("floats",)
+
+    def __init__(self) -> None:
+        self.floats = False
+
+    def walk(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is dict or (kind not in _PLAIN and isinstance(value, dict)):
+            out = {}
+            for key in qdict_order(tuple(value)):
+                item = value[key]
+                out[key] = item if type(item) in _PLAIN else self.walk(item)
+            return out
+        if kind is list or kind is tuple or (kind not in _PLAIN and isinstance(value, list | tuple)):
+            return [item if type(item) in _PLAIN else self.walk(item) for item in value]
+        if isinstance(value, float):
+            self.floats = True
+        return value
 
 
 def _fix_escape(match: re.Match[str]) -> str:
@@ -141,13 +162,14 @@ def _encode_slow(value: Any, out: list[str]) -> None:
 
 def encode(message: Mapping[str, Any]) -> bytes:
     """One QMP message as QEMU writes it: a JSON object, then CRLF."""
-    ordered, floats = _reorder(message)
-    if floats:
+    walker = _Reorder()
+    ordered = walker.walk(message)
+    if walker.floats:
         parts: list[str] = []
         _encode_slow(ordered, parts)
         text = "".join(parts)
     else:
-        text = _encoder.encode(ordered)
+        text = _encode_fast(ordered)
     return (_qemu_escapes(text) + "\r\n").encode("ascii")
 
 
