@@ -294,6 +294,7 @@ _OPTIONS: dict[str, _Option] = {
     "device": _Option(True, _opt_device, "-device DRIVER[,prop=value,...]"),
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
     "log-level": _Option(True, _opt_log_level, "--log-level debug|info|warning|error"),
+    "log-file": _Option(True, lambda b, a: b.server.__setitem__("log_file", a), "--log-file FILE (default: stderr)"),
     "socket-mode": _Option(True, _opt_socket_mode, "--socket-mode MODE (Unix socket permissions, default 0600)"),
     "event-loop": _Option(True, _opt_event_loop, "--event-loop uvloop|asyncio (default uvloop when installed)"),
     "h": _Option(False, None, "-h, --help"),

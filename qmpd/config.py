@@ -97,6 +97,8 @@ class ServerConfig:
     daemonize: bool = False
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "info"
+    #: Append logs to this file instead of stderr.
+    log_file: str | None = None
     #: Permissions of Unix sockets qmpd creates.
     socket_mode: int = 0o600
     #: Event loop implementation: "uvloop" (faster, the default when installed) or "asyncio".

@@ -24,7 +24,7 @@ import structlog
 from qmpd import __version__
 from qmpd.cli import PROG, parse_or_exit
 from qmpd.commands import REGISTRY
-from qmpd.config import Config
+from qmpd.config import Config, LogFormat
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
 from qmpd.log import setup_logging
@@ -101,7 +101,10 @@ class Daemon:
         return make
 
     def _on_signal(self, signum: int) -> None:
-        sys.stderr.write(f"{PROG}: terminating on signal {signum}\n")
+        if self.config.server.log_format is LogFormat.CONSOLE:
+            sys.stderr.write(f"{PROG}: terminating on signal {signum}\n")
+        else:
+            log.warning("qmpd.terminating", signal=signum)
         if self.machine is not None and not self._exit.is_set():
             self.machine.shutdown(ShutdownCause.HOST_SIGNAL)
         self.request_exit()
@@ -174,10 +177,6 @@ class Daemon:
         if self._ready_fd is None:
             return
         os.chdir("/")
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
         os.write(self._ready_fd, b"\0")
         os.close(self._ready_fd)
         self._ready_fd = None
@@ -203,6 +202,12 @@ def _daemonize() -> int:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
+    # The parent's stdio belongs to whoever started us (libvirt reads it and expects
+    # silence); from here on errors travel through the pipe and logs go to --log-file.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
     return write_fd
 
 
@@ -221,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``qmpd``, ``python -m qmpd``)."""
     config = parse_or_exit(sys.argv[1:] if argv is None else argv)
     ready_fd = _daemonize() if config.server.daemonize else None
-    setup_logging(config.server.log_format, config.server.log_level)
+    setup_logging(config.server.log_format, config.server.log_level, config.server.log_file)
     daemon = Daemon(config, ready_fd=ready_fd)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:

@@ -13,6 +13,7 @@ QEMU serialises them under its big lock; out-of-band commands bypass it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import time
 import weakref
@@ -36,6 +37,55 @@ Outcome = dict[str, Any] | Awaitable[dict[str, Any]]
 
 _NEGOTIATION_ONLY = "Expecting capabilities negotiation with 'qmp_capabilities'"
 _ABSENT = object()
+
+
+class BigLock:
+    """One in-band command at a time across sessions, taken synchronously when free.
+
+    asyncio.Lock is taken inside a task, one loop turn after dispatch; another
+    session's command could slip in between.  This lock is taken in dispatch
+    itself, and waiters are served first-come first-served.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def busy(self) -> bool:
+        """Held, or someone is already waiting for it."""
+        return self._held or bool(self._waiters)
+
+    def try_acquire(self) -> bool:
+        """Take the lock now if nobody holds or waits for it."""
+        if self.busy:
+            return False
+        self._held = True
+        return True
+
+    async def acquire(self) -> None:
+        """Wait for the lock (FIFO)."""
+        if self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Hand the lock to the next waiter, or free it."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._held = False
 
 
 class DispatchSession(SessionControl, Protocol):
@@ -65,7 +115,7 @@ class Dispatcher:
         self.events = events
         self.daemon = daemon
         #: Serialises in-band commands across sessions (QEMU's big lock).
-        self.bql = asyncio.Lock()
+        self.bql = BigLock()
         #: Set once the daemon is going away: no further requests are executed.
         self.closing = False
         self._names = tuple(schema.commands)
@@ -112,8 +162,9 @@ class Dispatcher:
                 command_names=self._names,
             )
             self._contexts[session] = context
-        if not oob and (self._is_async[name] or self.bql.locked()):
-            return self._run_locked(handler, context, kwargs, name, request_id, session, started)
+        if not oob and (self._is_async[name] or self.bql.busy):
+            held = self.bql.try_acquire()
+            return self._run_locked(handler, context, kwargs, name, request_id, session, started, held)
         return self._finish(self._call(handler, context, kwargs, name), name, request_id, session, started)
 
     def internal_error_reply(self, request: object) -> dict[str, Any]:
@@ -164,17 +215,21 @@ class Dispatcher:
         request_id: object,
         session: DispatchSession,
         started: float,
+        held: bool,
     ) -> dict[str, Any]:
-        async with self.bql:
-            try:
-                result = handler(context, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-                outcome: Any = _Returned(result)
-            except QMPError as error:
-                outcome = error
-            except Exception as exc:
-                outcome = _internal_error(name, exc)
+        if not held:
+            await self.bql.acquire()
+        try:
+            result = handler(context, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            outcome: Any = _Returned(result)
+        except QMPError as error:
+            outcome = error
+        except Exception as exc:  # the one boundary where handler bugs become replies
+            outcome = _internal_error(name, exc)
+        finally:
+            self.bql.release()
         return self._finish(outcome, name, request_id, session, started)
 
     def _finish(

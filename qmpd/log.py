@@ -12,8 +12,9 @@ from qmpd.config import LogFormat
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def setup_logging(log_format: LogFormat, level: str) -> None:
-    """Configure structlog once for the process."""
+def setup_logging(log_format: LogFormat, level: str, path: str | None = None) -> None:
+    """Configure structlog once for the process (stderr, or ``path`` when given)."""
+    stream = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stderr  # noqa: SIM115 - lives as long as the process
     renderer: structlog.typing.Processor
     if log_format is LogFormat.JSON:
         renderer = structlog.processors.JSONRenderer()
@@ -28,6 +29,6 @@ def setup_logging(log_format: LogFormat, level: str) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

@@ -64,7 +64,10 @@ class JSONMessageStreamer:
 
     def feed(self, data: bytes) -> Iterator[StreamItem]:
         """Consume ``data``; yield every message it completes, in order."""
-        if len(data) <= FAST_PATH_MAX and self._lexer.idle and not self._kinds:
+        # A chunk of n bytes holds at most n tokens of n bytes in all, so with the
+        # limits above the chunk size the fast path cannot miss a limit error.
+        small = len(data) <= FAST_PATH_MAX and len(data) < min(self.max_token_count, self.max_token_size)
+        if small and self._lexer.idle and not self._kinds:
             items = _fast_parse(data, self.max_nesting)
             if items is not None:
                 return iter(items)

@@ -18,23 +18,10 @@ import jsonschema.exceptions
 from qmpd.errors import GenericError
 from qmpd.protocol.writer import qdict_order
 from qmpd.qapi.ghash import iteration_order
-from qmpd.qapi.schema import CommandSpec, JSONSchema, Schema
+from qmpd.qapi.schema import INT_RANGES, CommandSpec, JSONSchema, Schema
 
-_INT64 = (-(1 << 63), (1 << 63) - 1)
-_UINT64 = (-(1 << 63), (1 << 64) - 1)
-#: Ranges of QAPI's sized integer types.
-INT_RANGES: dict[str, tuple[int, int]] = {
-    "int8": (-(1 << 7), (1 << 7) - 1),
-    "int16": (-(1 << 15), (1 << 15) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1),
-    "int64": _INT64,
-    "int": _INT64,
-    "uint8": (0, (1 << 8) - 1),
-    "uint16": (0, (1 << 16) - 1),
-    "uint32": (0, (1 << 32) - 1),
-    "uint64": _UINT64,
-    "size": _UINT64,
-}
+_INT64 = INT_RANGES["int64"]
+_UINT64 = INT_RANGES["uint64"]
 _JSON_TYPE_WORDS = {"string": "string", "boolean": "boolean", "number": "number", "null": "null"}
 
 
@@ -99,7 +86,7 @@ class _Walker:
                 value += 1 << 64  # QEMU keeps negative input for compatibility, as two's complement
         elif not _is_int(value) or not _INT64[0] <= value <= _INT64[1]:
             return f"Invalid parameter type for '{full}', expected: integer"
-        if not low <= value <= high and qapi_type not in ("uint64", "size"):
+        if not low <= value <= high:
             return f"Parameter '{name or 'null'}' expects {qapi_type}"
         return None
 

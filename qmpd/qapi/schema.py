@@ -34,11 +34,40 @@ def _is_number(_checker: object, instance: object) -> bool:
     return isinstance(instance, int | float) and not isinstance(instance, bool)
 
 
+#: Value ranges of QAPI's integer types (``x-qapi-type``); uint64 also takes negative
+#: int64 input, which QEMU keeps for compatibility.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int8": (-(1 << 7), (1 << 7) - 1),
+    "int16": (-(1 << 15), (1 << 15) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1),
+    "int": (-(1 << 63), (1 << 63) - 1),
+    "uint8": (0, (1 << 8) - 1),
+    "uint16": (0, (1 << 16) - 1),
+    "uint32": (0, (1 << 32) - 1),
+    "uint64": (-(1 << 63), (1 << 64) - 1),
+    "size": (-(1 << 63), (1 << 64) - 1),
+}
+
+
+def _qapi_type(validator: Any, qapi_type: str, instance: Any, schema: JSONSchema) -> Iterator[Any]:
+    """The ``x-qapi-type`` keyword: an integer must fit its QAPI type."""
+    if not _is_integer(None, instance):
+        return
+    low, high = INT_RANGES[qapi_type]
+    if qapi_type.startswith("uint") and instance < 0 and qapi_type not in ("uint64", "size"):
+        instance += 1 << 64
+    if not low <= instance <= high:
+        yield jsonschema.ValidationError(f"{instance} does not fit QAPI type {qapi_type}")
+
+
 #: QAPI's notion of JSON types: 1.0 is a number but never an integer.
 _TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
     {"integer": _is_integer, "number": _is_number}
 )
-QAPIValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPE_CHECKER)
+QAPIValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, validators={"x-qapi-type": _qapi_type}, type_checker=_TYPE_CHECKER
+)
 
 JSONSchema = Mapping[str, Any]
 

@@ -1,0 +1,21 @@
+# qmpd in a container: one machine per container, QMP on a Unix socket in a volume,
+# JSON logs on stdout/stderr, SIGTERM handled (SHUTDOWN event, sockets removed).
+# tests/integration/test_dockerfile.py runs these same steps without a container engine.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY qmpd ./qmpd
+COPY schema ./schema
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/qmpd qmpd
+COPY --from=build /dist/ /tmp/dist/
+RUN pip install --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
+USER qmpd
+WORKDIR /var/lib/qmpd
+VOLUME ["/var/lib/qmpd"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["qmpd", "--log-format", "json"]
+CMD ["-machine", "pc", "-qmp", "unix:/var/lib/qmpd/qmp.sock,server=on,wait=off"]

@@ -1,0 +1,113 @@
+"""Argument validation: jsonschema decides, the texts are QEMU's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from qmpd.errors import GenericError
+from qmpd.qapi.arguments import check_arguments
+from qmpd.qapi.schema import SCHEMA_BASE, Schema
+
+SCHEMA = Schema.load()
+
+CASES: list[tuple[str, dict[str, Any], str | None]] = [
+    ("query-status", {}, None),
+    ("query-status", {"foo": 1}, "Parameter 'foo' is unexpected"),
+    ("query-status", {"foo": 1, "bar": 2}, "Parameter 'bar' is unexpected"),
+    ("human-monitor-command", {}, "Parameter 'command-line' is missing"),
+    ("human-monitor-command", {"command-line": 1}, "Invalid parameter type for 'command-line', expected: string"),
+    ("human-monitor-command", {"command-line": None}, "Invalid parameter type for 'command-line', expected: string"),
+    (
+        "human-monitor-command",
+        {"command-line": "x", "cpu-index": "0"},
+        "Invalid parameter type for 'cpu-index', expected: integer",
+    ),
+    (
+        "human-monitor-command",
+        {"command-line": "x", "cpu-index": 1.0},
+        "Invalid parameter type for 'cpu-index', expected: integer",
+    ),
+    (
+        "human-monitor-command",
+        {"command-line": "x", "cpu-index": True},
+        "Invalid parameter type for 'cpu-index', expected: integer",
+    ),
+    (
+        "human-monitor-command",
+        {"command-line": "x", "cpu-index": 1 << 63},
+        "Invalid parameter type for 'cpu-index', expected: integer",
+    ),
+    (
+        "human-monitor-command",
+        {"cpu-index": "x", "command-line": 1},
+        "Invalid parameter type for 'command-line', expected: string",
+    ),
+    ("human-monitor-command", {"command-line": "x", "cpu-index": 3}, None),
+    ("qmp_capabilities", {"enable": ["foo"]}, "Parameter 'null' does not accept value 'foo'"),
+    ("qmp_capabilities", {"enable": "oob"}, "Invalid parameter type for 'enable', expected: array"),
+    ("qmp_capabilities", {"enable": ["oob", 1]}, "Invalid parameter type for 'enable[1]', expected: string"),
+    ("qmp_capabilities", {"enable": ["oob", "oob"]}, None),
+    ("migrate-recover", {}, "Parameter 'uri' is missing"),
+]
+
+
+@pytest.mark.parametrize(("command", "arguments", "error"), CASES)
+def test_argument_errors(command: str, arguments: dict[str, Any], error: str | None) -> None:
+    spec = SCHEMA.commands[command]
+    if error is None:
+        check_arguments(SCHEMA, spec, arguments)
+        return
+    with pytest.raises(GenericError) as raised:
+        check_arguments(SCHEMA, spec, arguments)
+    assert raised.value.desc == error
+
+
+def _schema_with(properties: dict[str, Any], required: list[str]) -> Schema:
+    doc = {
+        "$id": SCHEMA_BASE + "commands/x-test.json",
+        "title": "x-test",
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    return Schema({doc["$id"]: doc})
+
+
+SIZED = [
+    ({"type": "integer", "x-qapi-type": "int32"}, 1 << 31, "Parameter 'v' expects int32"),
+    ({"type": "integer", "x-qapi-type": "uint8"}, 256, "Parameter 'v' expects uint8"),
+    ({"type": "integer", "x-qapi-type": "uint8"}, -1, "Parameter 'v' expects uint8"),
+    ({"type": "integer", "x-qapi-type": "uint64"}, -1, None),
+    ({"type": "integer", "x-qapi-type": "uint64"}, "1", "Parameter 'v' expects uint64"),
+    ({"type": "integer", "x-qapi-type": "uint32"}, 1.5, "Parameter 'v' expects uint64"),
+    ({"type": "number"}, 1, None),
+    ({"type": "number"}, "1", "Invalid parameter type for 'v', expected: number"),
+    ({"type": "boolean"}, 1, "Invalid parameter type for 'v', expected: boolean"),
+    (
+        {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False},
+        {},
+        "Parameter 'v.a' is missing",
+    ),
+    ({"type": "object", "properties": {}, "additionalProperties": False}, {"z": 1}, "Parameter 'v.z' is unexpected"),
+    (
+        {"type": "array", "items": {"type": "integer", "x-qapi-type": "uint8"}},
+        [1, 300],
+        "Parameter 'null' expects uint8",
+    ),
+    ({}, {"anything": [1, None]}, None),
+]
+
+
+@pytest.mark.parametrize(("prop", "value", "error"), SIZED)
+def test_qapi_types(prop: dict[str, Any], value: Any, error: str | None) -> None:
+    schema = _schema_with({"v": prop}, ["v"])
+    spec = schema.commands["x-test"]
+    if error is None:
+        check_arguments(schema, spec, {"v": value})
+        return
+    with pytest.raises(GenericError) as raised:
+        check_arguments(schema, spec, {"v": value})
+    assert raised.value.desc == error

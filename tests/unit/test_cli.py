@@ -1,0 +1,133 @@
+"""The QEMU command line subset: syntax, defaults and QEMU's error texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from qmpd.cli import IGNORED_OPTIONS, CLIError, ExitRequest, parse_args
+from qmpd.config import LogFormat, MonitorKind
+
+
+def test_libvirt_probe_argv() -> None:
+    config = parse_args(
+        [
+            "-S",
+            "-no-user-config",
+            "-nodefaults",
+            "-nographic",
+            "-machine",
+            "none,accel=kvm:tcg",
+            "-qmp",
+            "unix:/tmp/qmp.monitor,server=on,wait=off",
+            "-pidfile",
+            "/tmp/qmp.pid",
+            "-daemonize",
+        ]
+    )
+    assert config.machine.machine_type == "none"
+    assert config.machine.accel == ("kvm", "tcg")
+    assert config.machine.start_paused and config.machine.nodefaults
+    (monitor,) = config.server.monitors
+    assert (monitor.kind, monitor.path, monitor.wait) == (MonitorKind.UNIX, "/tmp/qmp.monitor", False)
+    assert config.server.pidfile == "/tmp/qmp.pid" and config.server.daemonize
+
+
+def test_libvirt_start_argv() -> None:
+    argv = [
+        "-name", "guest=qmpd-test,debug-threads=on", "-S",
+        "-object", '{"qom-type":"secret","id":"masterKey0","format":"raw","file":"/x/master-key.aes"}',
+        "-machine", "pc-i440fx-7.2,usb=off,dump-guest-core=off,memory-backend=pc.ram", "-accel", "tcg",
+        "-cpu", "Haswell", "-m", "128", "-object", '{"qom-type":"memory-backend-ram","id":"pc.ram","size":134217728}',
+        "-overcommit", "mem-lock=off", "-smp", "1,maxcpus=4,sockets=2,dies=1,cores=2,threads=1",
+        "-uuid", "0f7e1b42-0000-0000-0000-000000000000", "-display", "none", "-no-user-config", "-nodefaults",
+        "-chardev", "socket,id=charmonitor,fd=24,server=on,wait=off",
+        "-mon", "chardev=charmonitor,id=monitor,mode=control",
+        "-rtc", "base=utc", "-no-shutdown", "-boot", "strict=on", "-audiodev", '{"id":"audio1","driver":"none"}',
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny", "-msg", "timestamp=on",
+    ]  # fmt: skip
+    config = parse_args(argv)
+    assert config.machine.name == "qmpd-test"
+    assert config.machine.machine_type == "pc-i440fx-7.2"
+    assert config.machine.cpu == "Haswell" and config.machine.ram_size == 128 << 20
+    assert config.machine.smp == "1,maxcpus=4,sockets=2,dies=1,cores=2,threads=1"
+    assert config.machine.no_shutdown
+    (monitor,) = config.server.monitors
+    assert (monitor.kind, monitor.fd, monitor.chardev_id) == (MonitorKind.FD, 24, "charmonitor")
+    assert set(config.ignored) <= set(IGNORED_OPTIONS)
+    assert "uuid" in config.ignored and "sandbox" in config.ignored
+
+
+def test_several_monitors_and_double_dash_spelling() -> None:
+    config = parse_args(
+        [
+            "--qmp", "unix:/tmp/a.sock,server=on,wait=off",
+            "-qmp", "tcp:127.0.0.1:4444,server=on,wait=off",
+            "-qmp", "unix:/tmp/b.sock,server,nowait",
+            "--log-format", "json", "--log-level", "debug",
+        ]
+    )  # fmt: skip
+    kinds = [(m.kind, m.path or m.port) for m in config.server.monitors]
+    assert kinds == [(MonitorKind.UNIX, "/tmp/a.sock"), (MonitorKind.TCP, 4444), (MonitorKind.UNIX, "/tmp/b.sock")]
+    assert config.server.monitors[2].wait is False
+    assert config.server.log_format is LogFormat.JSON and config.server.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-foo"], "-foo: invalid option"),
+        (["-Sx"], "-Sx: invalid option"),
+        (["stray"], "stray: invalid option"),
+        (["-m"], "-m: requires an argument"),
+        (["-name"], "-name: requires an argument"),
+        (["-m", "foo"], "-m foo: Parameter 'size' expects a non-negative number below 2^64\n"),
+        (["-qmp", "foo"], "-qmp foo: 'foo' is not a valid char driver\nqmpd: -qmp foo: parse error: foo"),
+        (["-qmp", "tcp:localhost"], "-qmp tcp:localhost: parse error: tcp:localhost"),
+        (["-qmp", "unix:/x,server=on,bogus=1"], "-qmp unix:/x,server=on,bogus=1: Invalid parameter 'bogus'"),
+        (["-qmp", "unix:/x,server=maybe"], "-qmp unix:/x,server=maybe: Parameter 'server' expects 'on' or 'off'"),
+        (["-machine", "nosuch"], "unsupported machine type\nUse -machine help to list supported machines"),
+        (["-machine", "none,accel=foo"], "invalid accelerator foo"),
+        (["-mon", "chardev=zz,mode=control"], '-mon chardev=zz,mode=control: chardev "zz" not found'),
+        (["-chardev", "socket,path=/x,server=on"], "-chardev socket,path=/x,server=on: Parameter 'id' is missing"),
+    ],
+)
+def test_errors_use_qemu_wording(argv: list[str], message: str) -> None:
+    with pytest.raises(CLIError) as raised:
+        parse_args(argv)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-qmp", "unix:/x"],  # client mode
+        ["-mon", "chardev=c"],  # readline (HMP) monitor
+        ["-display", "gtk"],
+        ["-device", "e1000"],
+        ["-accel", "kvm"],
+        ["--log-format", "xml"],
+    ],
+)
+def test_unsupported_options_are_refused_clearly(argv: list[str]) -> None:
+    if argv[0] == "-mon":
+        argv = ["-chardev", "socket,id=c,path=/tmp/c.sock,server=on,wait=off", *argv]
+    with pytest.raises(CLIError):
+        parse_args(argv)
+
+
+def test_help_and_version_exit_zero() -> None:
+    with pytest.raises(ExitRequest) as help_request:
+        parse_args(["-h"])
+    assert "-qmp unix:PATH" in help_request.value.text
+    with pytest.raises(ExitRequest) as version:
+        parse_args(["--version"])
+    assert version.value.text.startswith("QEMU emulator version 7.2.")
+    with pytest.raises(ExitRequest) as machines:
+        parse_args(["-machine", "help"])
+    assert "pc-i440fx-7.2" in machines.value.text
+
+
+def test_memory_sizes() -> None:
+    assert parse_args(["-m", "256"]).machine.ram_size == 256 << 20
+    assert parse_args(["-m", "1G"]).machine.ram_size == 1 << 30
+    assert parse_args(["-m", "size=64M,slots=2,maxmem=1G"]).machine.ram_size == 64 << 20

@@ -1,0 +1,110 @@
+"""schema/ is the single source of truth: documents, handlers and introspection agree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from qmpd.commands import REGISTRY
+from qmpd.qapi.introspect import introspect
+from qmpd.qapi.schema import SCHEMA_BASE, Schema, default_schema_dir
+
+SCHEMA = Schema.load()
+DOCUMENTS = sorted(default_schema_dir().rglob("*.json"))
+
+
+def test_every_handler_has_a_schema_and_every_schema_a_handler() -> None:
+    assert REGISTRY.parity_problems(SCHEMA) == []
+
+
+def test_parity_check_catches_a_missing_handler_and_a_wrong_parameter() -> None:
+    from qmpd.commands.base import CommandRegistry
+
+    registry = CommandRegistry()
+
+    @registry.command("query-status")
+    def wrong(ctx: object, surplus: int) -> None: ...
+
+    problems = registry.parity_problems(SCHEMA)
+    assert any("qmp_capabilities" in p and "no handler" in p for p in problems)
+    assert any(p.startswith("query-status: handler parameters") for p in problems)
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[p.name for p in DOCUMENTS])
+def test_documents_are_valid_json_schema_with_matching_id(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(doc)
+    assert doc["$id"] == SCHEMA_BASE + path.relative_to(default_schema_dir()).as_posix()
+    assert doc.get("title"), "every document names its command, event or type"
+    assert doc.get("description"), "every document says what it is for"
+    if "/commands/" in doc["$id"] or "/events/" in doc["$id"]:
+        assert doc["title"] == path.stem
+        assert "since" in doc["x-qmp"]
+
+
+def _returns_validator(name: str) -> Any:
+    spec = SCHEMA.commands[name]
+    return SCHEMA.validator_for(spec.returns or {"type": "object", "additionalProperties": False}, spec.uri)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA.commands))
+def test_examples_in_the_schema_are_valid(name: str) -> None:
+    spec = SCHEMA.commands[name]
+    for example in spec.document.get("x-examples", []):
+        assert spec.validator.is_valid(example["arguments"]), example
+        assert _returns_validator(name).is_valid(example["returns"]), example
+
+
+def test_introspection_describes_itself() -> None:
+    entities = introspect(SCHEMA)
+    validator = _returns_validator("query-qmp-schema")
+    errors = list(validator.iter_errors(entities))
+    assert errors == []
+
+
+def test_introspection_shape_matches_qemu_conventions() -> None:
+    entities = {entity["name"]: entity for entity in introspect(SCHEMA)}
+    status = entities["query-status"]
+    assert status["meta-type"] == "command"
+    assert entities[status["arg-type"]] == {"name": status["arg-type"], "meta-type": "object", "members": []}
+    ret = entities[status["ret-type"]]
+    assert [m["name"] for m in ret["members"]] == ["running", "singlestep", "status"]
+    assert entities["STOP"]["arg-type"] == status["arg-type"], "empty objects are one shared type"
+    hmc = entities["human-monitor-command"]
+    assert hmc["ret-type"] == "str" and entities["str"]["json-type"] == "string"
+    members = entities[hmc["arg-type"]]["members"]
+    assert members == [{"name": "command-line", "type": "str"}, {"name": "cpu-index", "default": None, "type": "int"}]
+    assert entities["migrate-pause"]["allow-oob"] is True
+    caps = entities[entities["qmp_capabilities"]["arg-type"]]["members"][0]
+    assert caps["type"].startswith("[") and entities[caps["type"]]["meta-type"] == "array"
+    names = [e["name"] for e in introspect(SCHEMA)]
+    assert len(names) == len(set(names))
+    for entity in introspect(SCHEMA):
+        for key in ("arg-type", "ret-type", "element-type"):
+            if key in entity:
+                assert entity[key] in entities, f"{entity['name']}.{key} is dangling"
+
+
+def test_every_event_is_introspected() -> None:
+    entities = {entity["name"]: entity for entity in introspect(SCHEMA)}
+    for name in SCHEMA.events:
+        assert entities[name]["meta-type"] == "event"
+
+
+def test_every_integer_names_its_qapi_type() -> None:
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "integer":
+                assert node.get("x-qapi-type"), f"{where}: integer without x-qapi-type"
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    for uri, doc in SCHEMA.documents.items():
+        walk(doc, uri)
