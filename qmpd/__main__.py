@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from qmpd.daemon import main
+from qmpd.main import main
 
 sys.exit(main())

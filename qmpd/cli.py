@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from qmpd import __version__
 from qmpd.config import Config, LogFormat, MachineConfig, MonitorConfig, MonitorKind, ServerConfig
@@ -56,18 +56,19 @@ class ExitRequest(Exception):
         self.text = text
 
 
-@dataclass
 class _Builder:
-    machine: dict[str, object] = field(default_factory=dict)
-    machine_props: list[tuple[str, str]] = field(default_factory=list)
-    accel: list[str] = field(default_factory=list)
-    tcg_thread: str = "multi"
-    qmp: list[MonitorConfig] = field(default_factory=list)
-    chardevs: dict[str, MonitorConfig | None] = field(default_factory=dict)
-    mons: list[tuple[str, str]] = field(default_factory=list)
-    server: dict[str, object] = field(default_factory=dict)
-    ignored: list[str] = field(default_factory=list)
-    display: str | None = None
+    """What the options said so far (mutable, turned into a Config at the end)."""
+
+    def __init__(self) -> None:
+        self.machine: dict[str, object] = {}
+        self.machine_props: list[tuple[str, str]] = []
+        self.accel: list[str] = []
+        self.tcg_thread = "multi"
+        self.qmp: list[MonitorConfig] = []
+        self.chardevs: dict[str, MonitorConfig | None] = {}
+        self.mons: list[tuple[str, str]] = []
+        self.server: dict[str, object] = {}
+        self.ignored: list[str] = []
 
 
 def _where(option: str, arg: str | None) -> str:
@@ -262,8 +263,7 @@ def _set(section: str, key: str, value: object) -> Callable[[_Builder], None]:
     return apply
 
 
-@dataclass(frozen=True)
-class _Option:
+class _Option(NamedTuple):
     takes_arg: bool
     apply: Callable[..., None] | None
     help: str
@@ -374,14 +374,13 @@ def _finish(b: _Builder) -> Config:
     for monitor in monitors:
         if monitor.kind is MonitorKind.STDIO and b.server.get("daemonize"):
             raise CLIError("-daemonize: a monitor on stdio cannot be used with -daemonize")
-    machine = replace(
-        MachineConfig(),
-        **{key: value for key, value in b.machine.items()},  # type: ignore[arg-type]
+    machine = MachineConfig()._replace(
+        **b.machine,  # type: ignore[arg-type]
         machine_props=tuple(b.machine_props),
         accel=accel,
         tcg_thread=b.tcg_thread,
     )
-    server = replace(ServerConfig(), monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
+    server = ServerConfig()._replace(monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
     return Config(machine=machine, server=server, ignored=tuple(b.ignored))
 
 

@@ -2,13 +2,16 @@
 
 ``cli`` builds these from a QEMU-style argv; everything else reads them.
 Machine settings describe the guest; server settings describe the process
-(monitors, logging, pidfile).
+(monitors, logging, pidfile).  They are NamedTuples rather than dataclasses
+because they are built before the daemon greets its first client, and
+importing dataclasses (and with it inspect) costs more than the rest of
+start-up.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class MonitorKind(enum.Enum):
@@ -20,8 +23,7 @@ class MonitorKind(enum.Enum):
     STDIO = "stdio"
 
 
-@dataclass(frozen=True)
-class MonitorConfig:
+class MonitorConfig(NamedTuple):
     """One QMP monitor (a ``-qmp`` or a ``-chardev`` + ``-mon`` pair)."""
 
     kind: MonitorKind
@@ -55,8 +57,7 @@ class LogFormat(enum.Enum):
     CONSOLE = "console"
 
 
-@dataclass(frozen=True)
-class MachineConfig:
+class MachineConfig(NamedTuple):
     """The guest machine."""
 
     #: Machine type as given (``pc``, ``q35``, ``none``, ``pc-i440fx-7.2`` ...).
@@ -88,8 +89,7 @@ class MachineConfig:
     nodefaults: bool = False
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(NamedTuple):
     """The daemon process."""
 
     monitors: tuple[MonitorConfig, ...] = ()
@@ -105,11 +105,10 @@ class ServerConfig:
     event_loop: str = "uvloop"
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """Everything the command line said."""
 
-    machine: MachineConfig = field(default_factory=MachineConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
+    machine: MachineConfig = MachineConfig()
+    server: ServerConfig = ServerConfig()
     #: Options accepted for compatibility but without effect (listed in the README).
     ignored: tuple[str, ...] = ()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class MachineType:
+class MachineType(NamedTuple):
     """One ``-machine`` type."""
 
     #: Versioned name (``pc-i440fx-7.2``) and the QOM type it becomes.
