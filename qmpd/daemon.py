@@ -29,6 +29,7 @@ from qmpd.events import EventBus
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import ShutdownCause
+from qmpd.machine.spec import MachineSpec
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session
@@ -45,6 +46,7 @@ class Daemon:
     def __init__(
         self,
         config: Config,
+        spec: MachineSpec,
         listeners: list[Listener],
         greeter: EarlyGreeter,
         *,
@@ -52,6 +54,7 @@ class Daemon:
         early_signals: list[int] | None = None,
     ) -> None:
         self.config = config
+        self.spec = spec
         self._early_signals = early_signals if early_signals is not None else []
         self._listeners = listeners
         self._greeter = greeter
@@ -94,7 +97,7 @@ class Daemon:
         schema = Schema.load()
         events = EventBus(schema)
         events.bind_loop(loop)
-        self.machine = Machine(self.config.machine, events)
+        self.machine = Machine(self.config.machine, events, self.spec)
         dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self)
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher
@@ -130,6 +133,7 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.machine.close()
             log.info("qmpd.exited")
         return 0
 
@@ -162,7 +166,12 @@ def _loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run_daemon(
-    config: Config, listeners: list[Listener], greeter: EarlyGreeter, ready_fd: int | None, early_signals: list[int]
+    config: Config,
+    spec: MachineSpec,
+    listeners: list[Listener],
+    greeter: EarlyGreeter,
+    ready_fd: int | None,
+    early_signals: list[int],
 ) -> int:
     """Run the daemon on already-open listeners until quit or a signal; return the exit status.
 
@@ -170,6 +179,6 @@ def run_daemon(
     before the event loop existed; they are acted on as soon as it does.
     """
     setup_logging(config.server.log_format, config.server.log_level, config.server.log_file)
-    daemon = Daemon(config, listeners, greeter, ready_fd=ready_fd, early_signals=early_signals)
+    daemon = Daemon(config, spec, listeners, greeter, ready_fd=ready_fd, early_signals=early_signals)
     with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
         return runner.run(daemon.run())

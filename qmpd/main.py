@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from qmpd.cli import PROG, parse_or_exit
+from qmpd.machine.spec import SpecError, build_spec
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener, TransportError, open_listener
 from qmpd.protocol.writer import encode
@@ -118,6 +119,13 @@ def _fail(message: str, ready_fd: int | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``qmpd``, ``python -m qmpd``)."""
     config = parse_or_exit(sys.argv[1:] if argv is None else argv)
+    try:
+        spec = build_spec(config.machine)
+    except SpecError as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return 1
+    for warning in spec.warnings:
+        sys.stderr.write(f"{PROG}: warning: {warning}\n")
     ready_fd = daemonize() if config.server.daemonize else None
     listeners: list[Listener] = []
     pidfile = PidFile(config.server.pidfile) if config.server.pidfile else None
@@ -140,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from qmpd.daemon import run_daemon  # the heavy part: event loop, schema, machine
 
     try:
-        return run_daemon(config, listeners, greeter, ready_fd, early_signals.received)
+        return run_daemon(config, spec, listeners, greeter, ready_fd, early_signals.received)
     finally:
         if pidfile is not None:
             pidfile.remove()

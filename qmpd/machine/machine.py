@@ -1,19 +1,31 @@
-"""The machine: its run state and the life-cycle operations QMP drives.
+"""The machine: its QOM tree, its CPUs, its run state and the life-cycle operations.
 
-``stop``, ``cont``, ``system_reset``, ``system_powerdown`` and shutdown follow
-QEMU's softmmu/cpus.c and runstate.c: which states they act in, which events
-they raise, and where the machine ends up (a reset of a stopped machine
-leaves it in ``prelaunch``, as QEMU's main loop does).
+The tree and the boot CPUs are built from a validated MachineSpec (boot CPUs
+at ``/machine/unattached/device[N]``, QEMU's counter rules).  ``stop``,
+``cont``, ``system_reset``, ``system_powerdown`` and shutdown follow QEMU's
+softmmu/cpus.c and runstate.c: which states they act in, which events they
+raise, and where the machine ends up (a reset of a stopped machine leaves it
+in ``prelaunch``, as QEMU's main loop does).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 
 from qmpd.config import MachineConfig
+from qmpd.cpu.cpu_option import parse_value, property_types
+from qmpd.cpu.x86cpu import X86CPU
+from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
+from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
+from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
+from qmpd.machine.spec import MachineSpec, build_spec
+from qmpd.qom.object import QObject
+from qmpd.vcpu.thread import VCPUThread
 
 log = structlog.get_logger(__name__)
 
@@ -21,12 +33,165 @@ log = structlog.get_logger(__name__)
 class Machine:
     """One emulated machine, as its monitors see it."""
 
-    def __init__(self, config: MachineConfig, events: EventBus) -> None:
+    def __init__(self, config: MachineConfig, events: EventBus, spec: MachineSpec | None = None) -> None:
         self.config = config
         self.events = events
+        self.spec = spec or build_spec(config)
+        self.machine_type = self.spec.machine_type
+        self.topology = self.spec.topology
         self._runstate = RunState.PRELAUNCH
         #: Set by ``cont`` during incoming migration: start when it completes.
         self.autostart = not config.start_paused
+        self.registry = type_registry()
+        self.qom = QOMTree(self.machine_type, self._machine_settings())
+        if self.machine_type.hotpluggable_cpus:
+            self.qom.build_topology(self.topology)
+        #: Realized CPUs in creation order (query-cpus-fast order).
+        self.cpus: list[X86CPU] = []
+        #: Occupied slots: index -> CPU.
+        self.slots: dict[int, X86CPU] = {}
+        self.threads: dict[int, VCPUThread] = {}
+        self._create_boot_cpus()
+
+    def _machine_settings(self) -> dict[str, Any]:
+        smp = self.spec.smp
+        return {
+            "kernel": self.config.kernel or "",
+            "firmware": self.config.bios or "",
+            "memory": {"size": self.config.ram_size},
+            "smp": {
+                "cpus": smp.cpus,
+                "maxcpus": smp.max_cpus,
+                "threads": smp.threads,
+                "cores": smp.cores,
+                "dies": smp.dies,
+                "sockets": smp.sockets,
+                "clusters": smp.clusters,
+            },
+            "dump-guest-core": True,
+            "usb": False,
+            "acpi": "auto" if self.config.acpi else "off",
+        }
+
+    # -- CPUs ---------------------------------------------------------------------------
+
+    def new_cpu(self, type_name: str) -> X86CPU:
+        """An unrealized CPU with the -cpu settings applied (QEMU's global properties)."""
+        cpu = new_object(type_name)
+        assert isinstance(cpu, X86CPU)
+        option = self.spec.cpu
+        if option is not None and self.registry.is_a(type_name, option.model.typename):
+            types = property_types()
+            for name, text in option.globals:
+                cpu.set_property(name, parse_value(types[name], name, text))
+            cpu.plus = set(option.plus)
+            cpu.minus = set(option.minus)
+        return cpu
+
+    def _create_boot_cpus(self) -> None:
+        cpu_type = self.spec.cpu_type
+        if cpu_type is None:
+            return
+        count = self.spec.smp.cpus if self.machine_type.name != "none" else 1
+        for index in range(count):
+            cpu = self.new_cpu(cpu_type)
+            cpu.values["apic-id"] = self.topology.slots[index].apic_id
+            self.qom.attach_unattached(cpu)
+            self.plug_cpu(cpu, hotplugged=False)
+            if index == 0 and self.machine_type.name != "none":
+                self.qom.attach_unattached(new_object("kvmvapic"))
+
+    def plug_cpu(self, cpu: X86CPU, *, hotplugged: bool) -> None:
+        """pre-plug checks, realize (with its lapic and thread), and fill the slot."""
+        assert self.spec.cpu_type is not None
+        slot = pre_plug(cpu, self.spec.cpu_type, self.topology, self.slots, self.registry)
+        assign_slot(cpu, slot)
+        cpu.hotplugged = hotplugged
+        lapic = new_object("apic")
+        assert isinstance(lapic, LocalAPIC)
+        lapic.apic_id = slot.apic_id
+        cpu.add_child("lapic", lapic)
+        lapic.realize()
+        cpu.realize()
+        thread = VCPUThread(slot.cpu_index)
+        thread.start()
+        self.threads[slot.cpu_index] = thread
+        self.cpus.append(cpu)
+        self.slots[slot.cpu_index] = cpu
+        node = self.qom.thread_nodes.get(slot.cpu_index)
+        if node is not None:
+            node.set_link_target("cpu", cpu)
+
+    def unrealize_cpu(self, cpu: X86CPU) -> None:
+        """Take a CPU out of service: its thread ends, its slot frees, its lapic goes."""
+        assert cpu.cpu_index is not None
+        index = cpu.cpu_index
+        thread = self.threads.pop(index, None)
+        if thread is not None:
+            thread.stop()
+        if cpu in self.cpus:
+            self.cpus.remove(cpu)
+        self.slots.pop(index, None)
+        node = self.qom.thread_nodes.get(index)
+        if node is not None and node.link_target("cpu") is cpu:
+            node.set_link_target("cpu", None)
+        lapic = cpu.child("lapic")
+        if lapic is not None:
+            path = lapic.canonical_path()
+            cpu.remove_child("lapic")
+            self.events.emit("DEVICE_DELETED", {"path": path})
+        cpu.realized = False
+
+    def hotpluggable_cpus(self) -> list[dict[str, Any]]:
+        """query-hotpluggable-cpus: every slot, last first; qom-path only for occupied ones."""
+        if not self.machine_type.hotpluggable_cpus:
+            raise GenericError("The feature 'query-hotpluggable-cpus' is not enabled")
+        entries = []
+        for slot in reversed(self.topology.slots):
+            entry: dict[str, Any] = {
+                "type": self.spec.cpu_type,
+                "vcpus-count": 1,
+                "props": instance_props(slot, self.spec.smp.dies),
+            }
+            cpu = self.slots.get(slot.cpu_index)
+            if cpu is not None:
+                entry["qom-path"] = cpu.canonical_path()
+            entries.append(entry)
+        return entries
+
+    def cpus_fast(self) -> list[dict[str, Any]]:
+        """query-cpus-fast: realized CPUs in creation order."""
+        out = []
+        for cpu in self.cpus:
+            assert cpu.cpu_index is not None
+            slot = self.topology.slots[cpu.cpu_index]
+            out.append(
+                {
+                    "cpu-index": cpu.cpu_index,
+                    "qom-path": cpu.canonical_path(),
+                    "thread-id": self.threads[cpu.cpu_index].native_id,
+                    "props": instance_props(slot, self.spec.smp.dies),
+                    "target": "x86_64",
+                }
+            )
+        return out
+
+    def qom_set(self, obj: QObject, name: str, value: Any) -> None:
+        """qom-set, with the machine's reactions (a CPU set to unrealized leaves its slot)."""
+        was_realized = isinstance(obj, X86CPU) and obj.realized
+        obj.set_property(name, value)
+        if was_realized and isinstance(obj, X86CPU) and name == "realized" and not obj.realized:
+            self.unrealize_cpu(obj)
+
+    def acpi_ospm_status(self) -> list[dict[str, Any]]:
+        """query-acpi-ospm-status: the CPU hot-plug block starts in legacy mode, which reports nothing."""
+        return []
+
+    def close(self) -> None:
+        """Stop every vCPU thread (the daemon is exiting)."""
+        for thread in self.threads.values():
+            thread.stop()
+        self.threads.clear()
 
     @property
     def runstate(self) -> RunState:
@@ -49,8 +214,8 @@ class Machine:
         log.info("machine.runstate", old=old.value, new=new.value)
 
     def cpu_indexes(self) -> tuple[int, ...]:
-        """Indexes of the CPUs that exist (the machine core adds them)."""
-        return ()
+        """cpu-index of every realized CPU."""
+        return tuple(cpu.cpu_index for cpu in self.cpus if cpu.cpu_index is not None)
 
     @property
     def needs_reset(self) -> bool:

@@ -22,6 +22,8 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
+from qmpd.inttypes import INT_RANGES as RANGES
+
 #: Base URI of every schema document; ``$id`` = base + relative path.
 SCHEMA_BASE = "https://qmpd.dev/schema/"
 
@@ -37,14 +39,7 @@ def _is_number(_checker: object, instance: object) -> bool:
 #: Value ranges of QAPI's integer types (``x-qapi-type``); uint64 also takes negative
 #: int64 input, which QEMU keeps for compatibility.
 INT_RANGES: dict[str, tuple[int, int]] = {
-    "int8": (-(1 << 7), (1 << 7) - 1),
-    "int16": (-(1 << 15), (1 << 15) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1),
-    "int64": (-(1 << 63), (1 << 63) - 1),
-    "int": (-(1 << 63), (1 << 63) - 1),
-    "uint8": (0, (1 << 8) - 1),
-    "uint16": (0, (1 << 16) - 1),
-    "uint32": (0, (1 << 32) - 1),
+    **RANGES,
     "uint64": (-(1 << 63), (1 << 64) - 1),
     "size": (-(1 << 63), (1 << 64) - 1),
 }

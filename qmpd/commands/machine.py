@@ -1,0 +1,45 @@
+"""Machine queries: machine types, CPU slots, running CPUs, ACPI OSPM status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qmpd.commands.base import CommandContext, qmp_command
+from qmpd.machine.types import MACHINE_TYPES
+
+
+@qmp_command("query-machines")
+def query_machines(ctx: CommandContext) -> list[dict[str, Any]]:
+    out = []
+    for machine_type in MACHINE_TYPES:
+        entry: dict[str, Any] = {
+            "name": machine_type.name,
+            "cpu-max": machine_type.max_cpus,
+            "hotpluggable-cpus": machine_type.hotpluggable_cpus,
+            "numa-mem-supported": False,
+            "deprecated": False,
+            "default-ram-id": "pc.ram" if machine_type.name != "none" else "ram",
+        }
+        if machine_type.alias:
+            entry["alias"] = machine_type.alias
+        if machine_type.is_default:
+            entry["is-default"] = True
+        if machine_type.name != "none":
+            entry["default-cpu-type"] = "qemu64-x86_64-cpu"
+        out.append(entry)
+    return out
+
+
+@qmp_command("query-hotpluggable-cpus")
+def query_hotpluggable_cpus(ctx: CommandContext) -> list[dict[str, Any]]:
+    return ctx.machine.hotpluggable_cpus()
+
+
+@qmp_command("query-cpus-fast")
+def query_cpus_fast(ctx: CommandContext) -> list[dict[str, Any]]:
+    return ctx.machine.cpus_fast()
+
+
+@qmp_command("query-acpi-ospm-status")
+def query_acpi_ospm_status(ctx: CommandContext) -> list[dict[str, Any]]:
+    return ctx.machine.acpi_ospm_status()

@@ -1,0 +1,1 @@
+"""x86 CPU models, feature flags and CPU objects."""

@@ -1,0 +1,74 @@
+"""query-cpu-definitions and query-cpu-model-expansion, answered from the CPU types.
+
+``static`` expansion describes a model as ``base`` plus every feature flag
+(and the identity properties); ``full`` lists every property of the model,
+expanded as QEMU expands it before realize (levels computed).  Property
+lists and their order come from QEMU's own expansions (the measured table).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from qmpd.cpu.models import cpu_models, feature_words, features, find_model, load_table
+from qmpd.cpu.x86cpu import X86CPU
+from qmpd.errors import GenericError
+from qmpd.qom.types import TypeRegistry
+
+
+@cache
+def _expansion_lists() -> tuple[list[str], list[str]]:
+    data = load_table("x86_cpu_properties.json")
+    return data["static_expansion"], data["full_expansion"]
+
+
+def cpu_definitions() -> list[dict[str, Any]]:
+    """CpuDefinitionInfo for every model: max and base first, then each model and its -v1 name."""
+    out: list[dict[str, Any]] = []
+    models = cpu_models()
+    for model in sorted(models.values(), key=lambda m: (m.name not in ("max", "base"), m.name != "max", m.name)):
+        unavailable = sorted(model.unavailable, key=lambda name: _feature_order().get(name, 1 << 30))
+        entry: dict[str, Any] = {
+            "name": model.name,
+            "typename": model.typename,
+            "unavailable-features": unavailable,
+            "static": model.static,
+            "migration-safe": model.migration_safe,
+            "deprecated": False,
+        }
+        if model.versioned:
+            out.append({**entry, "name": model.versioned, "typename": f"{model.versioned}-x86_64-cpu"})
+            entry["alias-of"] = model.versioned
+        out.append(entry)
+    return out
+
+
+@cache
+def _feature_order() -> dict[str, int]:
+    words = {word: index for index, word in enumerate(reversed(feature_words()))}
+    return {name: words.get(f.word, 99) * 64 + f.bit for name, f in features().items()}
+
+
+def expand_model(registry: TypeRegistry, kind: str, name: str, props: Any) -> dict[str, Any]:
+    """CpuModelExpansionInfo for ``name`` with ``props`` applied."""
+    model = find_model(name) if not name.endswith("-x86_64-cpu") else None
+    if model is None:
+        raise GenericError(f"CPU model '{name}' not found")
+    if props is not None and not isinstance(props, dict):
+        raise GenericError("Invalid parameter type for 'props', expected: dict")
+    info = registry.get(model.typename)
+    assert info is not None and info.factory is not None
+    cpu = info.factory(registry, model.typename)
+    assert isinstance(cpu, X86CPU)
+    for key, value in (props or {}).items():
+        cpu.set_property(key, value)
+    cpu.expand()
+    static_names, full_names = _expansion_lists()
+    if kind == "static":
+        values = {key: cpu.get_property(key) for key in static_names}
+        return {"model": {"name": "base", "props": values}}
+    if kind == "full":
+        values = {key: cpu.get_property(key) for key in full_names}
+        return {"model": {"name": name, "props": values}}
+    raise GenericError("Unsupported expansion type")

@@ -1,0 +1,304 @@
+"""x86 CPUs as QOM objects: QEMU's property set, values and rules, on a Unicorn model.
+
+Property names, types, order and defaults come from the measured table
+(qmpd.cpu.models).  Behaviour follows target/i386/cpu.c:
+
+- feature flags (and their aliases) switch CPUID bits; static properties
+  (feature flags, level, apic-id, topology ids ...) refuse changes after
+  realize; family/model/stepping/vendor/model-id/tsc-frequency accept them,
+  with QEMU's range texts; type, hotplugged, hotpluggable,
+  unavailable-features, feature-words and filtered-features are read-only;
+- at realize, ``level``/``xlevel``/``xlevel2`` left on "auto" become the model's
+  level raised to the highest leaf any enabled feature needs; features the
+  engine lacks are filtered (``filtered-features``, ``unavailable-features``);
+- properties that concern KVM, Hyper-V or VMX capabilities are kept with
+  QEMU's names, types and defaults but do not change what the guest sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qmpd.cpu.models import CPUModel, PropertyInfo, cpu_models, cpu_properties, feature_aliases, feature_words, features
+from qmpd.errors import GenericError
+from qmpd.qom.device import Device
+from qmpd.qom.object import QObject
+from qmpd.qom.properties import PropertyDef
+from qmpd.qom.types import TypeInfo, TypeRegistry
+
+UNASSIGNED = 0xFFFFFFFF
+#: QEMU's TCG physical address width.
+TCG_PHYS_BITS = 40
+#: Properties that belong to the base classes (object, device, cpu), not to x86_64-cpu.
+_BASE_NAMES = {"type", "parent_bus", "realized", "hotplugged", "hotpluggable"}
+_CPU_CLASS_NAMES = ("memory", "start-powered-off", "legacy-memory")
+_IDENTITY = {"family": (0, 0xFF + 0xF), "model": (0, 0xFF), "stepping": (0, 0xF), "tsc-frequency": (0, (1 << 63) - 1)}
+
+
+class X86CPU(Device):
+    """One x86 vCPU's QOM face (the engine that runs it lives in qmpd.vcpu)."""
+
+    def __init__(self, registry: TypeRegistry, type_name: str) -> None:
+        super().__init__(registry, type_name)
+        model = self.type_info.data["model"]
+        assert isinstance(model, CPUModel)
+        self.model = model
+        #: Values of static and inert properties, by name (defaults first).
+        self.values: dict[str, Any] = {
+            p.name: p.default for p in cpu_properties() if p.has_default and p.feature is None
+        }
+        self.values.update({"min-level": model.level, "min-xlevel": model.xlevel, "min-xlevel2": 0})
+        self.identity: dict[str, Any] = {
+            "family": model.family,
+            "model": model.model,
+            "stepping": model.stepping,
+            "vendor": model.vendor,
+            "model-id": model.model_id,
+            "tsc-frequency": 0,
+        }
+        #: Feature flags switched explicitly (property or -cpu), by canonical name.
+        self.switched: dict[str, bool] = {}
+        #: Legacy -cpu +feat / -feat lists, applied after every other setting.
+        self.plus: set[str] = set()
+        self.minus: set[str] = set()
+        self.start_powered_off = False
+        #: The slot index (QEMU's cpu_index), set when plugged.
+        self.cpu_index: int | None = None
+        self.filtered: frozenset[str] = frozenset()
+
+    # -- features ---------------------------------------------------------------------
+
+    def requested_features(self) -> set[str]:
+        """What the model and the settings ask for, before filtering."""
+        wanted = set(self.model.nominal)
+        for name, on in self.switched.items():
+            if on:
+                wanted.add(name)
+            else:
+                wanted.discard(name)
+        return (wanted | self.plus) - self.minus
+
+    def guest_features(self) -> set[str]:
+        """What the guest sees: requested features the engine provides."""
+        if self.realized:
+            return self.requested_features() - self.filtered
+        return self.requested_features() & self.model.features
+
+    def _word_masks(self, names: set[str]) -> dict[tuple[int, int | None, str], int]:
+        masks: dict[tuple[int, int | None, str], int] = {}
+        table = features()
+        for name in names:
+            feature = table.get(name)
+            if feature is not None:
+                masks[feature.word] = masks.get(feature.word, 0) | 1 << feature.bit
+        return masks
+
+    def _word_list(self, names: set[str]) -> list[dict[str, Any]]:
+        masks = self._word_masks(names)
+        words = []
+        for leaf, subleaf, register in feature_words():
+            word: dict[str, Any] = {"cpuid-input-eax": leaf}
+            if subleaf is not None:
+                word["cpuid-input-ecx"] = subleaf
+            word["cpuid-register"] = register
+            word["features"] = masks.get((leaf, subleaf, register), 0)
+            words.append(word)
+        return words
+
+    def unavailable_features(self) -> list[str]:
+        """Filtered features in QEMU's order (feature word, then bit).
+
+        feature-words lists words last-first, so the word order is its reverse.
+        """
+        filtered = self.filtered if self.realized else self.requested_features() - self.model.features
+        order = {word: index for index, word in enumerate(reversed(feature_words()))}
+        table = features()
+        present = [table[name] for name in filtered if name in table]
+        present.sort(key=lambda f: (order.get(f.word, len(order)), f.bit))
+        return [f.name for f in present]
+
+    # -- levels ---------------------------------------------------------------------
+
+    def _auto_levels(self) -> dict[str, int]:
+        minimum = {
+            "level": self.values["min-level"],
+            "xlevel": self.values["min-xlevel"],
+            "xlevel2": self.values["min-xlevel2"],
+            "level-func7": 0,
+        }
+        requested = self.requested_features()
+        auto = bool(self.values.get("full-cpuid-auto-level", True))
+        table = features()
+        for name in requested:
+            feature = table.get(name)
+            if feature is None:
+                continue
+            is_leaf7_ebx = feature.leaf == 7 and feature.subleaf == 0 and feature.register == "EBX"
+            if not auto and not is_leaf7_ebx:
+                continue
+            region = feature.leaf & 0xF0000000
+            key = {0: "level", 0x80000000: "xlevel", 0xC0000000: "xlevel2"}[region]
+            minimum[key] = max(minimum[key], feature.leaf)
+            if feature.leaf == 7 and feature.subleaf is not None:
+                minimum["level-func7"] = max(minimum["level-func7"], feature.subleaf)
+        if auto and "svm" in requested:
+            minimum["xlevel"] = max(minimum["xlevel"], 0x8000000A)
+        return minimum
+
+    def level(self, name: str) -> int:
+        """Effective level, xlevel, xlevel2 or level-func7 (an explicit value wins over auto)."""
+        value = self.values[name]
+        if value != UNASSIGNED or not self.realized:
+            return int(value)
+        return self._auto_levels()[name]
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def expand(self) -> None:
+        """QEMU's x86_cpu_expand_features: levels left on "auto" get their computed value."""
+        automatic = self._auto_levels()
+        for name in ("level", "xlevel", "xlevel2", "level-func7"):
+            if self.values[name] == UNASSIGNED:
+                self.values[name] = automatic[name]
+
+    def realize(self) -> None:
+        """QEMU's x86_cpu_realizefn, as far as qmpd's engine is concerned."""
+        self.expand()
+        self.filtered = frozenset(self.requested_features() - self.model.features)
+        if not self.values.get("phys-bits"):
+            self.values["phys-bits"] = TCG_PHYS_BITS
+        if not self.values.get("ucode-rev"):
+            self.values["ucode-rev"] = 0x01000065 if self.identity["vendor"] == "AuthenticAMD" else 0x100000000
+        super().realize()
+
+    # -- property plumbing ---------------------------------------------------------------
+
+    def get_identity(self, name: str) -> Any:
+        """family, model, stepping, vendor, model-id, tsc-frequency."""
+        return self.identity[name]
+
+    def set_identity(self, name: str, value: Any) -> None:
+        """QEMU's class setters (allowed at any time) with their range checks."""
+        if name in _IDENTITY:
+            low, high = _IDENTITY[name]
+            if not low <= value <= high:
+                raise GenericError(f"Property .{name} doesn't take value {value} (minimum: {low}, maximum: {high})")
+        elif name == "vendor":
+            if len(value) != 12:
+                raise GenericError(f"Property '.vendor' doesn't take value '{value}'")
+        elif name == "model-id":
+            value = value[:48]
+        self.identity[name] = value
+
+
+def _feature_property(info: PropertyInfo) -> PropertyDef:
+    canonical = feature_aliases()[info.name]
+
+    def get(obj: QObject) -> bool:
+        assert isinstance(obj, X86CPU)
+        return canonical in (obj.guest_features() if obj.realized else obj.requested_features())
+
+    def set_(obj: QObject, value: Any) -> None:
+        assert isinstance(obj, X86CPU)
+        obj.switched[canonical] = bool(value)
+
+    return PropertyDef(
+        info.name, info.type, getter=get, setter=set_, static=True, default=info.default, has_default=info.has_default
+    )
+
+
+def _value_property(info: PropertyInfo) -> PropertyDef:
+    name = info.name
+    readers: dict[str, Callable[[X86CPU], Any]] = {
+        "level": lambda cpu: cpu.level("level"),
+        "xlevel": lambda cpu: cpu.level("xlevel"),
+        "xlevel2": lambda cpu: cpu.level("xlevel2"),
+        "level-func7": lambda cpu: cpu.level("level-func7"),
+        "unavailable-features": lambda cpu: cpu.unavailable_features(),
+        "feature-words": lambda cpu: cpu._word_list(cpu.guest_features()),
+        "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
+    }
+    if name in _IDENTITY or name in ("vendor", "model-id"):
+
+        def get_identity(obj: QObject) -> Any:
+            assert isinstance(obj, X86CPU)
+            return obj.get_identity(name)
+
+        def set_identity(obj: QObject, value: Any) -> None:
+            assert isinstance(obj, X86CPU)
+            obj.set_identity(name, value)
+
+        return PropertyDef(
+            name,
+            info.type,
+            getter=get_identity,
+            setter=set_identity,
+            default=info.default,
+            has_default=info.has_default,
+        )
+
+    reader = readers.get(name)
+
+    def get(obj: QObject) -> Any:
+        assert isinstance(obj, X86CPU)
+        return reader(obj) if reader is not None else obj.values.get(name)
+
+    def set_(obj: QObject, value: Any) -> None:
+        assert isinstance(obj, X86CPU)
+        obj.values[name] = value
+
+    writable = info.after_realize != "readonly"
+    return PropertyDef(
+        name,
+        info.type,
+        getter=None if info.get_error else get,
+        setter=set_ if writable else None,
+        static=info.static and writable,
+        default=info.default,
+        has_default=info.has_default,
+        get_error=info.get_error,
+    )
+
+
+def _start_powered_off_property() -> PropertyDef:
+    def get(obj: QObject) -> bool:
+        assert isinstance(obj, X86CPU)
+        return obj.start_powered_off
+
+    def set_(obj: QObject, value: Any) -> None:
+        assert isinstance(obj, X86CPU)
+        obj.start_powered_off = bool(value)
+
+    return PropertyDef("start-powered-off", "bool", getter=get, setter=set_)
+
+
+def _x86_properties() -> tuple[PropertyDef, ...]:
+    out = []
+    for info in cpu_properties():
+        if info.name in _BASE_NAMES or info.name in _CPU_CLASS_NAMES:
+            continue
+        out.append(_feature_property(info) if info.feature is not None else _value_property(info))
+    return tuple(out)
+
+
+def _cpu_class_properties() -> tuple[PropertyDef, ...]:
+    by_name = {info.name: info for info in cpu_properties()}
+    legacy = by_name["legacy-memory"]
+    return (
+        PropertyDef("memory", "link<memory-region>"),
+        _start_powered_off_property(),
+        PropertyDef("legacy-memory", legacy.type, get_error=legacy.get_error),
+    )
+
+
+def register_cpu_types(registry: TypeRegistry) -> None:
+    """cpu, x86_64-cpu and one concrete type per model (plus its -v1 name)."""
+    registry.register(TypeInfo("cpu", "device", abstract=True, properties=_cpu_class_properties()))
+    registry.register(TypeInfo("x86_64-cpu", "cpu", abstract=True, properties=_x86_properties()))
+    for model in cpu_models().values():
+        registry.register(TypeInfo(model.typename, "x86_64-cpu", factory=X86CPU, data={"model": model}))
+        if model.versioned is not None:
+            registry.register(
+                TypeInfo(f"{model.versioned}-x86_64-cpu", "x86_64-cpu", factory=X86CPU, data={"model": model})
+            )

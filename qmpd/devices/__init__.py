@@ -1,0 +1,1 @@
+"""Emulated devices: each owns its state and its register interface."""

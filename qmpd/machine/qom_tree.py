@@ -1,0 +1,192 @@
+"""The QOM types of a machine and the object tree qmpd builds for it.
+
+``/`` holds ``objects``, ``machine`` and ``chardevs`` (as in QEMU).  Under
+``/machine`` are QEMU's ``unattached``, ``peripheral`` and
+``peripheral-anon`` containers, and qmpd's ``topology``: the seed's "full
+vision" of CPU topology in QOM, ``socket[S]/die[D]/core[C]/thread[T]``, where
+each thread node has a ``link<x86_64-cpu>`` property ``cpu`` pointing at the
+CPU in that slot.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from qmpd.cpu.x86cpu import register_cpu_types
+from qmpd.devices.lapic import register_apic_types
+from qmpd.machine.topology import Slot, Topology
+from qmpd.machine.types import MACHINE_TYPES, MachineType
+from qmpd.qom.device import Device, register_base_types
+from qmpd.qom.object import Container, QObject
+from qmpd.qom.properties import PropertyDef
+from qmpd.qom.types import TypeInfo, TypeRegistry
+
+
+class MachineObject(QObject):
+    """``/machine``: the machine's QOM object."""
+
+    def __init__(self, registry: TypeRegistry, type_name: str) -> None:
+        super().__init__(registry, type_name)
+        self.settings: dict[str, Any] = {}
+
+
+class TopologyNode(QObject):
+    """A socket, die, core or thread of the topology tree."""
+
+    def __init__(self, registry: TypeRegistry, type_name: str) -> None:
+        super().__init__(registry, type_name)
+        self.ids: dict[str, int] = {}
+
+
+class VAPIC(Device):
+    """QEMU's kvmvapic (TPR patching for old Windows guests); inert, kept for QOM path parity.
+
+    QEMU creates it when the first CPU's APIC is realized, which is why the
+    second boot CPU is ``/machine/unattached/device[2]``.
+    """
+
+    hotpluggable = False
+
+
+def _setting(name: str) -> Any:
+    def get(obj: QObject) -> Any:
+        assert isinstance(obj, MachineObject)
+        return obj.settings[name]
+
+    return get
+
+
+def _ids(*names: str, kind: str = "int32") -> tuple[PropertyDef, ...]:
+    def getter(name: str) -> Any:
+        def get(obj: QObject) -> Any:
+            assert isinstance(obj, TopologyNode)
+            return obj.ids[name]
+
+        return get
+
+    return tuple(PropertyDef(name, kind, getter=getter(name)) for name in names)
+
+
+_MACHINE_PROPERTIES = (
+    PropertyDef("kernel", "string", getter=_setting("kernel")),
+    PropertyDef("firmware", "string", getter=_setting("firmware")),
+    PropertyDef("memory", "MemorySizeConfiguration", getter=_setting("memory")),
+    PropertyDef("smp", "SMPConfiguration", getter=_setting("smp")),
+    PropertyDef("dump-guest-core", "bool", getter=_setting("dump-guest-core")),
+    PropertyDef("usb", "bool", getter=_setting("usb")),
+)
+_PC_PROPERTIES = (PropertyDef("acpi", "OnOffAuto", getter=_setting("acpi")),)
+
+
+@cache
+def type_registry() -> TypeRegistry:
+    """Every QOM type qmpd has (built once; types are static data)."""
+    registry = TypeRegistry()
+    register_base_types(registry)
+    registry.register(TypeInfo("machine", "object", abstract=True, properties=_MACHINE_PROPERTIES))
+    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_PC_PROPERTIES))
+    registry.register(TypeInfo("generic-pc-machine", "x86-machine", abstract=True, interfaces=("hotplug-handler",)))
+    for machine_type in MACHINE_TYPES:
+        parent = "machine" if machine_type.name == "none" else "generic-pc-machine"
+        registry.register(
+            TypeInfo(machine_type.qom_type, parent, factory=MachineObject, data={"machine": machine_type})
+        )
+    registry.register(TypeInfo("accel", "object"))
+    registry.register(TypeInfo("tcg-accel", "accel"))
+    registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
+    registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC))
+    register_apic_types(registry)
+    register_cpu_types(registry)
+    registry.register(TypeInfo("cpu-topology-node", "object", abstract=True))
+    registry.register(TypeInfo("cpu-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id")))
+    registry.register(
+        TypeInfo("cpu-die", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id"))
+    )
+    registry.register(
+        TypeInfo(
+            "cpu-core", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id", "core-id")
+        )
+    )
+    registry.register(
+        TypeInfo(
+            "cpu-thread",
+            "cpu-topology-node",
+            factory=TopologyNode,
+            properties=(*_ids("socket-id", "die-id", "core-id", "thread-id"), *_ids("apic-id", kind="uint32")),
+        )
+    )
+    return registry
+
+
+def new_object(type_name: str) -> QObject:
+    """Instantiate a concrete QOM type."""
+    registry = type_registry()
+    info = registry.get(type_name)
+    assert info is not None and info.factory is not None, type_name
+    return info.factory(registry, type_name)
+
+
+class QOMTree:
+    """The root and the well-known containers of one machine."""
+
+    def __init__(self, machine_type: MachineType, settings: dict[str, Any]) -> None:
+        registry = type_registry()
+        self.root = Container(registry, "container")
+        self.objects = self.root.add_child("objects", Container(registry, "container"))
+        machine = new_object(machine_type.qom_type)
+        assert isinstance(machine, MachineObject)
+        machine.settings.update(settings)
+        self.machine = machine
+        self.root.add_child("machine", machine)
+        self.chardevs = self.root.add_child("chardevs", Container(registry, "container"))
+        self.unattached = machine.add_child("unattached", Container(registry, "container"))
+        self.peripheral = machine.add_child("peripheral", Container(registry, "container"))
+        self.peripheral_anon = machine.add_child("peripheral-anon", Container(registry, "container"))
+        #: QEMU's static unattached_count: shared by every unattached device.
+        self.unattached_count = 0
+        #: QEMU's static anon_count: advanced by every device_add that reaches qdev_set_id.
+        self.anon_count = 0
+        self.thread_nodes: dict[int, TopologyNode] = {}
+
+    def attach_unattached(self, obj: QObject) -> str:
+        """Place an object without parent at /machine/unattached/device[N]."""
+        name = f"device[{self.unattached_count}]"
+        self.unattached_count += 1
+        self.unattached.add_child(name, obj)
+        return name
+
+    def build_topology(self, topology: Topology) -> None:
+        """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread."""
+        registry = type_registry()
+        container = self.machine.add_child("topology", Container(registry, "container"))
+        nodes: dict[tuple[int, ...], QObject] = {}
+        for slot in topology.slots:
+            path: tuple[int, ...] = ()
+            parent = container
+            for level, value in (("socket", slot.socket_id), ("die", slot.die_id), ("core", slot.core_id)):
+                path = (*path, value)
+                node = nodes.get(path)
+                if node is None:
+                    node = self._node(f"cpu-{level}", slot, len(path))
+                    parent.add_child(f"{level}[{value}]", node)
+                    nodes[path] = node
+                parent = node
+            thread = self._node("cpu-thread", slot, 4)
+            thread.ids["apic-id"] = slot.apic_id
+            thread.add_link("cpu", "x86_64-cpu")
+            parent.add_child(f"thread[{slot.thread_id}]", thread)
+            self.thread_nodes[slot.cpu_index] = thread
+
+    @staticmethod
+    def _node(type_name: str, slot: Slot, depth: int) -> TopologyNode:
+        node = new_object(type_name)
+        assert isinstance(node, TopologyNode)
+        values = [
+            ("socket-id", slot.socket_id),
+            ("die-id", slot.die_id),
+            ("core-id", slot.core_id),
+            ("thread-id", slot.thread_id),
+        ]
+        node.ids.update(dict(values[:depth]))
+        return node

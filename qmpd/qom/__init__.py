@@ -1,0 +1,1 @@
+"""QOM: types, objects, properties and the object tree."""

@@ -1,0 +1,85 @@
+"""QOM properties: a name, a type string, a getter, a setter, and QEMU's value rules.
+
+Values given to ``qom-set`` are checked the way QEMU's QObject input visitor
+checks them (strict JSON types, sized integers, "Parameter 'x' expects
+uint32"), and properties that cannot be read or written fail with QEMU's
+texts.  ``child<T>`` properties read as the child's canonical path;
+``link<T>`` properties read as the target's path (or "" when unset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qmpd.errors import GenericError
+from qmpd.inttypes import INT_RANGES, is_unsigned
+
+if TYPE_CHECKING:
+    from qmpd.qom.object import QObject
+
+Getter = Callable[["QObject"], Any]
+Setter = Callable[["QObject", Any], None]
+
+
+def visit_value(kind: str, name: str, value: Any) -> Any:
+    """Check ``value`` as QEMU's strict input visitor checks a property of type ``kind``."""
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise GenericError(f"Invalid parameter type for '{name}', expected: boolean")
+        return value
+    if kind in ("string", "str"):
+        if not isinstance(value, str):
+            raise GenericError(f"Invalid parameter type for '{name}', expected: string")
+        return value
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
+        if is_unsigned(kind):
+            if not isinstance(value, int) or isinstance(value, bool) or not -(1 << 63) <= value < 1 << 64:
+                raise GenericError(f"Parameter '{name}' expects uint64")
+            if value < 0:
+                value += 1 << 64
+        elif not isinstance(value, int) or isinstance(value, bool) or not -(1 << 63) <= value < 1 << 63:
+            raise GenericError(f"Invalid parameter type for '{name}', expected: integer")
+        if not low <= value <= high:
+            raise GenericError(f"Parameter '{name}' expects {kind}")
+        return value
+    return value
+
+
+@dataclass(frozen=True)
+class PropertyDef:
+    """A property as a type declares it; instances share the definition."""
+
+    name: str
+    type: str
+    getter: Getter | None = None
+    setter: Setter | None = None
+    description: str | None = None
+    #: Shown by device-list-properties as ``default-value`` (static properties).
+    default: Any = None
+    has_default: bool = False
+    #: A qdev static property: refused once the device is realized.
+    static: bool = False
+    #: Error text for a getter that always fails (QEMU's "No crash occurred").
+    get_error: str | None = None
+
+    @property
+    def is_child(self) -> bool:
+        """True for ``child<T>`` properties."""
+        return self.type.startswith("child<")
+
+    @property
+    def is_link(self) -> bool:
+        """True for ``link<T>`` properties."""
+        return self.type.startswith("link<")
+
+    def info(self, *, with_default: bool = False) -> dict[str, Any]:
+        """ObjectPropertyInfo for qom-list and friends."""
+        entry: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.description is not None:
+            entry["description"] = self.description
+        if with_default and self.has_default:
+            entry["default-value"] = self.default
+        return entry

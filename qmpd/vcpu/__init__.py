@@ -1,0 +1,1 @@
+"""vCPU execution: the only place where host threads meet the event loop."""
