@@ -10,6 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m compileall -q qmpd
 	touch $@
 
 run: $(VENV)/.installed
@@ -20,11 +21,12 @@ run: $(VENV)/.installed
 	exec $(VENV)/bin/qmpd -machine pc -qmp unix:$(SOCKET),server=on,wait=off
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check qmpd tests examples bench
+	$(PY) -m ruff check qmpd tests examples bench tools
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
+	$(PY) -m compileall -q qmpd
 	$(PY) bench/qmp_bench.py
 
 clean:

@@ -50,7 +50,16 @@ UNICORN_MODELS = {
 }  # fmt: skip
 #: Names QEMU keeps only as aliases of a canonical feature name.
 EXTRA_ALIASES = {"sse3": "pni", "pclmuldq": "pclmulqdq", "xd": "nx", "ffxsr": "fxsr-opt", "i64": "lm"}
-SETTABLE_AFTER_REALIZE = {"realized", "start-powered-off", "family", "model", "stepping", "vendor", "model-id", "tsc-frequency"}
+SETTABLE_AFTER_REALIZE = {
+    "realized",
+    "start-powered-off",
+    "family",
+    "model",
+    "stepping",
+    "vendor",
+    "model-id",
+    "tsc-frequency",
+}
 
 
 class QEMU:
@@ -104,13 +113,17 @@ def measure_properties() -> dict[str, Any]:
     path = "/machine/unattached/device[0]"
     try:
         listing = qemu.cmd("qom-list", path=path)["return"]
-        defaults = {p["name"]: p.get("default-value") for p in qemu.cmd("device-list-properties", typename="Haswell-x86_64-cpu")["return"]}
+        listed = qemu.cmd("device-list-properties", typename="Haswell-x86_64-cpu")["return"]
+        defaults = {p["name"]: p.get("default-value") for p in listed}
+        descriptions = {p["name"]: p["description"] for p in listed if "description" in p}
         words = qemu.cmd("qom-get", path=path, property="feature-words")["return"]
         properties = []
         for prop in listing:
             if prop["type"].startswith("child<"):
                 continue
             entry: dict[str, Any] = {"name": prop["name"], "type": prop["type"]}
+            if prop["name"] in descriptions:
+                entry["description"] = descriptions[prop["name"]]
             if prop["name"] in defaults:
                 entry["static"] = True
                 if defaults[prop["name"]] is not None:
@@ -128,11 +141,17 @@ def measure_properties() -> dict[str, Any]:
                     entry["get_error"] = got["error"]["desc"].replace("Haswell-x86_64-cpu", "{type}")
             properties.append(entry)
         word_order = [[w["cpuid-input-eax"], w.get("cpuid-input-ecx"), w["cpuid-register"]] for w in words]
-        static = qemu.cmd("query-cpu-model-expansion", type="static", model={"name": "Haswell"})["return"]["model"]["props"]
+        static = qemu.cmd("query-cpu-model-expansion", type="static", model={"name": "Haswell"})["return"]["model"][
+            "props"
+        ]
         full = qemu.cmd("query-cpu-model-expansion", type="full", model={"name": "Haswell"})["return"]["model"]["props"]
     finally:
         qemu.close()
-    bools = [p["name"] for p in properties if p["type"] == "bool" and p["name"] not in ("realized", "hotplugged", "hotpluggable", "start-powered-off")]
+    bools = [
+        p["name"]
+        for p in properties
+        if p["type"] == "bool" and p["name"] not in ("realized", "hotplugged", "hotpluggable", "start-powered-off")
+    ]
     bits = _measure_feature_bits(bools)
     for entry in properties:
         found = bits.get(entry["name"])
@@ -163,7 +182,12 @@ def _measure_feature_bits(names: list[str]) -> dict[str, list[Any]]:
             slot = 0
         slot += 1
         try:
-            added = qemu.cmd("device_add", driver="base-x86_64-cpu", id=f"c{slot}", **{"socket-id": 0, "core-id": slot, "thread-id": 0, name: True})
+            added = qemu.cmd(
+                "device_add",
+                driver="base-x86_64-cpu",
+                id=f"c{slot}",
+                **{"socket-id": 0, "core-id": slot, "thread-id": 0, name: True},
+            )
         except (EOFError, OSError):
             qemu.close()
             qemu = None
@@ -206,7 +230,10 @@ def _cpuid(uc: unicorn.Uc, leaf: int, subleaf: int) -> list[int]:
     uc.reg_write(x86.UC_X86_REG_RAX, leaf)
     uc.reg_write(x86.UC_X86_REG_RCX, subleaf)
     uc.emu_start(0x1000, 0x1002)
-    return [uc.reg_read(r) & 0xFFFFFFFF for r in (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX)]
+    return [
+        uc.reg_read(r) & 0xFFFFFFFF
+        for r in (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX)
+    ]
 
 
 def dump_unicorn(const: str) -> dict[str, list[int]]:
@@ -247,7 +274,11 @@ def measure_models(properties: list[dict[str, Any]]) -> dict[str, Any]:
             present = _features_in(table, properties)
             entry: dict[str, Any] = {"unicorn": const, "cpuid": table, "features": present}
             if f"{name}-v1" in definitions or name in definitions:
-                expansion = qemu.cmd("query-cpu-model-expansion", type="full", model={"name": f"{name}-v1" if f"{name}-v1" in definitions else name})
+                expansion = qemu.cmd(
+                    "query-cpu-model-expansion",
+                    type="full",
+                    model={"name": f"{name}-v1" if f"{name}-v1" in definitions else name},
+                )
                 props = expansion["return"]["model"]["props"]
                 nominal = sorted(f for f in features if props.get(f) is True)
                 entry["nominal_features"] = nominal
@@ -259,9 +290,13 @@ def measure_models(properties: list[dict[str, Any]]) -> dict[str, Any]:
                 entry["in_qemu"] = False
             models[name] = entry
         for special in ("max", "base"):
-            props = qemu.cmd("query-cpu-model-expansion", type="full", model={"name": special})["return"]["model"]["props"]
+            props = qemu.cmd("query-cpu-model-expansion", type="full", model={"name": special})["return"]["model"][
+                "props"
+            ]
             models[special] = {
-                "qemu_props": {k: props[k] for k in ("family", "model", "stepping", "vendor", "model-id", "level", "xlevel")},
+                "qemu_props": {
+                    k: props[k] for k in ("family", "model", "stepping", "vendor", "model-id", "level", "xlevel")
+                },
                 "nominal_features": sorted(f for f in features if props.get(f) is True),
             }
     finally:

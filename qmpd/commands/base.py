@@ -52,6 +52,8 @@ class CommandContext:
     daemon: DaemonControl
     #: Names of every registered command (for query-commands).
     command_names: Sequence[str]
+    #: The human monitor's current CPU (human-monitor-command's cpu-index), if chosen.
+    hmp_cpu_index: int | None = None
 
 
 class CommandRegistry:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
 from qmpd.hmp import commands as _hmp_commands  # noqa: F401  (fills the HMP table)
@@ -12,4 +14,4 @@ from qmpd.hmp.monitor import HMP
 def human_monitor_command(ctx: CommandContext, command_line: str, cpu_index: int | None = None) -> str:
     if cpu_index is not None and cpu_index not in ctx.machine.cpu_indexes():
         raise GenericError("Parameter 'cpu-index' expects a CPU number")
-    return HMP.execute(ctx, command_line)
+    return HMP.execute(replace(ctx, hmp_cpu_index=cpu_index), command_line)

@@ -47,8 +47,8 @@ def qom_list_properties(ctx: CommandContext, typename: str) -> list[dict[str, An
     if info is None:
         raise DeviceNotFound(f"Class '{typename}' not found")
     if info.abstract or info.factory is None:
-        return [prop.info() for prop in registry.class_properties(typename)]
-    return [prop.info() for prop in new_object(typename).properties()]
+        return [prop.info(description=True) for prop in registry.class_properties(typename)]
+    return [prop.info(description=True) for prop in new_object(typename).properties()]
 
 
 @qmp_command("device-list-properties")
@@ -60,7 +60,7 @@ def device_list_properties(ctx: CommandContext, typename: str) -> list[dict[str,
     if info.abstract or info.factory is None or not registry.is_a(typename, "device"):
         raise GenericError("Parameter 'typename' expects a non-abstract device type")
     return [
-        prop.info(with_default=True)
+        prop.info(description=True, default=True)
         for prop in new_object(typename).properties()
         if prop.name not in DEVICE_LIST_EXCLUDED and not prop.name.startswith("legacy-")
     ]

@@ -70,8 +70,8 @@ class CPUModel(NamedTuple):
 
     @property
     def unavailable(self) -> frozenset[str]:
-        """Nominal features the engine cannot provide."""
-        return self.nominal - self.features
+        """Nominal features no engine model can provide (QEMU: the accelerator lacks them)."""
+        return self.nominal - engine_capability()
 
 
 class PropertyInfo(NamedTuple):
@@ -86,6 +86,7 @@ class PropertyInfo(NamedTuple):
     get_error: str | None
     feature: Feature | None
     alias_of: str | None
+    description: str | None
 
 
 #: The measured tables (read with plain file I/O: importlib.resources costs more than
@@ -119,6 +120,7 @@ def cpu_properties() -> tuple[PropertyInfo, ...]:
                 get_error=entry.get("get_error"),
                 feature=feature,
                 alias_of=entry.get("alias_of"),
+                description=entry.get("description"),
             )
         )
     return tuple(out)
@@ -230,6 +232,26 @@ def cpu_models() -> dict[str, CPUModel]:
         static=True,
     )
     return models
+
+
+@cache
+def engine_capability() -> frozenset[str]:
+    """Every feature some Unicorn model has: what qmpd's "accelerator" can run."""
+    found: set[str] = set()
+    for model in cpu_models().values():
+        found |= model.features
+    return frozenset(found)
+
+
+def choose_engine(model: CPUModel, wanted: frozenset[str]) -> CPUModel:
+    """The engine model to run a CPU that wants ``wanted``: its own when it has them all,
+    else the one that has the most of them (Unicorn decodes an instruction only when its
+    model's CPUID has the feature; the guest's CPUID is served separately)."""
+    runnable = wanted & engine_capability()
+    if runnable <= model.features:
+        return model
+    engines = [m for m in cpu_models().values() if m.versioned is not None]
+    return max(engines, key=lambda m: (len(runnable & m.features), len(m.features)))
 
 
 def find_model(name: str) -> CPUModel | None:

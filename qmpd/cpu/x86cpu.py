@@ -20,7 +20,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qmpd.cpu.models import CPUModel, PropertyInfo, cpu_models, cpu_properties, feature_aliases, feature_words, features
+from qmpd.cpu.models import (
+    CPUModel,
+    PropertyInfo,
+    choose_engine,
+    cpu_models,
+    cpu_properties,
+    engine_capability,
+    feature_aliases,
+    feature_words,
+    features,
+)
 from qmpd.errors import GenericError
 from qmpd.qom.device import Device
 from qmpd.qom.object import QObject
@@ -80,10 +90,14 @@ class X86CPU(Device):
         return (wanted | self.plus) - self.minus
 
     def guest_features(self) -> set[str]:
-        """What the guest sees: requested features the engine provides."""
+        """What the guest sees: requested features an engine can provide."""
         if self.realized:
             return self.requested_features() - self.filtered
-        return self.requested_features() & self.model.features
+        return self.requested_features() & engine_capability()
+
+    def engine(self) -> CPUModel:
+        """The Unicorn model that will run this CPU."""
+        return choose_engine(self.model, frozenset(self.requested_features()))
 
     def _word_masks(self, names: set[str]) -> dict[tuple[int, int | None, str], int]:
         masks: dict[tuple[int, int | None, str], int] = {}
@@ -111,7 +125,7 @@ class X86CPU(Device):
 
         feature-words lists words last-first, so the word order is its reverse.
         """
-        filtered = self.filtered if self.realized else self.requested_features() - self.model.features
+        filtered = self.filtered if self.realized else self.requested_features() - engine_capability()
         order = {word: index for index, word in enumerate(reversed(feature_words()))}
         table = features()
         present = [table[name] for name in filtered if name in table]
@@ -165,7 +179,8 @@ class X86CPU(Device):
     def realize(self) -> None:
         """QEMU's x86_cpu_realizefn, as far as qmpd's engine is concerned."""
         self.expand()
-        self.filtered = frozenset(self.requested_features() - self.model.features)
+        requested = frozenset(self.requested_features())
+        self.filtered = requested - choose_engine(self.model, requested).features
         if not self.values.get("phys-bits"):
             self.values["phys-bits"] = TCG_PHYS_BITS
         if not self.values.get("ucode-rev"):
@@ -204,7 +219,15 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
         obj.switched[canonical] = bool(value)
 
     return PropertyDef(
-        info.name, info.type, getter=get, setter=set_, static=True, default=info.default, has_default=info.has_default
+        info.name,
+        info.type,
+        getter=get,
+        setter=set_,
+        static=True,
+        default=info.default,
+        has_default=info.has_default,
+        description=info.description,
+        alias_of=info.alias_of,
     )
 
 
@@ -236,6 +259,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
             setter=set_identity,
             default=info.default,
             has_default=info.has_default,
+            description=info.description,
         )
 
     reader = readers.get(name)
@@ -258,6 +282,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         default=info.default,
         has_default=info.has_default,
         get_error=info.get_error,
+        description=info.description,
     )
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from qmpd.commands.base import CommandContext
+from qmpd.cpu.cpu_option import CPUOptionError, parse_value
+from qmpd.errors import GenericError
 from qmpd.hmp.monitor import HMP
 from qmpd.machine.runstate import RunState, ShutdownCause
+from qmpd.protocol.parser import JSONParseError
+from qmpd.protocol.streamer import JSONMessageStreamer
+from qmpd.protocol.writer import encode_pretty
+from qmpd.qom.object import QObject, lookup, resolve_path
 from qmpd.version import version_info
 
 
@@ -70,3 +76,101 @@ def hmp_info_name(ctx: CommandContext) -> str:
 @HMP.info_command("kvm", "", "", "show KVM information")
 def hmp_info_kvm(ctx: CommandContext) -> str:
     return "kvm support: not compiled\n"
+
+
+def _current_cpu(ctx: CommandContext) -> int | None:
+    """The monitor's current CPU: human-monitor-command's cpu-index, else the first CPU."""
+    indexes = ctx.machine.cpu_indexes()
+    if ctx.hmp_cpu_index is not None:
+        return ctx.hmp_cpu_index
+    return indexes[0] if indexes else None
+
+
+@HMP.info_command("cpus", "", "", "show infos for each CPU")
+def hmp_info_cpus(ctx: CommandContext) -> str:
+    current = _current_cpu(ctx)
+    lines = []
+    for entry in ctx.machine.cpus_fast():
+        marker = "*" if entry["cpu-index"] == current else " "
+        lines.append(f"{marker} CPU #{entry['cpu-index']}: thread_id={entry['thread-id']}\n")
+    return "".join(lines)
+
+
+@HMP.info_command("hotpluggable-cpus", "", "", "Show information about hotpluggable CPUs")
+def hmp_info_hotpluggable_cpus(ctx: CommandContext) -> str:
+    lines = ["Hotpluggable CPUs:\n"]
+    for entry in ctx.machine.hotpluggable_cpus():
+        lines.append(f'  type: "{entry["type"]}"\n')
+        lines.append(f'  vcpus_count: "{entry["vcpus-count"]}"\n')
+        if "qom-path" in entry:
+            lines.append(f'  qom_path: "{entry["qom-path"]}"\n')
+        lines.append("  CPUInstance Properties:\n")
+        for key in ("node-id", "socket-id", "die-id", "cluster-id", "core-id", "thread-id"):
+            if key in entry["props"]:
+                lines.append(f'    {key}: "{entry["props"][key]}"\n')
+    return "".join(lines)
+
+
+@HMP.command("cpu", "index:i", "index", "set the default CPU")
+def hmp_cpu(ctx: CommandContext, index: int) -> str:
+    return "" if index in ctx.machine.cpu_indexes() else "invalid CPU index\n"
+
+
+@HMP.command("qom-list", "path:s?", "path", "list QOM properties")
+def hmp_qom_list(ctx: CommandContext, path: str | None = None) -> str:
+    if path is None:
+        return "/\n"
+    obj = lookup(ctx.machine.qom.root, path)
+    return "".join(f"{prop.name} ({prop.type})\n" for prop in obj.properties())
+
+
+@HMP.command("qom-get", "path:s,property:s", "path property", "print QOM property")
+def hmp_qom_get(ctx: CommandContext, path: str, property: str) -> str:
+    value = lookup(ctx.machine.qom.root, path).get_property(property)
+    return encode_pretty(value) + "\n"
+
+
+@HMP.command("qom-set", "json:-j,path:s,property:s,value:S", "[-j] path property value", "set QOM property")
+def hmp_qom_set(ctx: CommandContext, path: str, property: str, value: str, json: bool = False) -> None:
+    obj = lookup(ctx.machine.qom.root, path)
+    if json:
+        parsed = list(JSONMessageStreamer().feed(value.encode() + b"\n"))
+        if len(parsed) != 1 or isinstance(parsed[0], JSONParseError):
+            raise GenericError(
+                parsed[0].desc if parsed and isinstance(parsed[0], JSONParseError) else "Expecting a value"
+            )
+        ctx.machine.qom_set(obj, property, parsed[0])
+        return
+    prop = obj.find_property(property)
+    if prop is None:
+        raise GenericError(f"Property '{obj.type_name}.{property}' not found")
+    try:
+        typed = parse_value(prop.type, property, value)
+    except CPUOptionError as exc:
+        raise GenericError(str(exc)) from None
+    ctx.machine.qom_set(obj, property, typed)
+
+
+@HMP.info_command("qom-tree", "path:s?", "[path]", "show QOM composition tree")
+def hmp_info_qom_tree(ctx: CommandContext, path: str | None = None) -> str:
+    root = ctx.machine.qom.root
+    obj: QObject
+    if path is None:
+        obj = ctx.machine.qom.machine
+    else:
+        found, ambiguous = resolve_path(root, path)
+        if found is None:
+            return f"Path '{path}' could not be resolved.\n"
+        if ambiguous:
+            return f"Warning: Path '{path}' is ambiguous.\n"
+        obj = found
+    lines: list[str] = []
+
+    def show(node: QObject, indent: int) -> None:
+        name = "" if node is root else node.name_in_parent
+        lines.append(f"{' ' * indent}/{name} ({node.type_name})\n")
+        for _, child in sorted(node.children(), key=lambda item: item[0]):
+            show(child, indent + 2)
+
+    show(obj, 0)
+    return "".join(lines)

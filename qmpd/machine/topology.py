@@ -56,7 +56,7 @@ def parse_smp(
     warnings: list[str] = []
     for key, value in parse_opts(text or "", implied="cpus"):
         if key not in _KEYS:
-            raise TopologyError(f"Invalid parameter '{key}'")
+            raise TopologyError(f"Parameter 'smp.{key}' is unexpected")
         try:
             number = int(value, 0)
         except ValueError:

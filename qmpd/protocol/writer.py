@@ -176,3 +176,23 @@ def encode(message: Mapping[str, Any]) -> bytes:
 def encode_preordered(text: str) -> bytes:
     """Finish a message body produced elsewhere (e.g. a cached schema reply)."""
     return (_qemu_escapes(text) + "\r\n").encode("ascii")
+
+
+def encode_pretty(value: Any, indent: int = 0) -> str:
+    """QEMU's pretty JSON (HMP qom-get): four-space indents, QDict key order."""
+    pad = "    " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [
+            f"{pad}{_encode_str(key)}: {encode_pretty(value[key], indent + 1)}" for key in qdict_order(tuple(value))
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + "    " * indent + "}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        items = [f"{pad}{encode_pretty(item, indent + 1)}" for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + "    " * indent + "]"
+    if isinstance(value, float):
+        return format_double(value)
+    return _qemu_escapes(_encoder.encode(value))

@@ -33,8 +33,9 @@ class Device(QObject):
     def check_settable(self, prop: PropertyDef) -> None:
         if prop.static and self.realized:
             where = f"device '{self.qdev_id}'" if self.qdev_id is not None else "anonymous device"
+            name = prop.alias_of or prop.name
             raise GenericError(
-                f"Attempt to set property '{prop.name}' on {where} (type '{self.type_name}') after it was realized"
+                f"Attempt to set property '{name}' on {where} (type '{self.type_name}') after it was realized"
             )
 
     def realize(self) -> None:

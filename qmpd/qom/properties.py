@@ -64,6 +64,8 @@ class PropertyDef:
     static: bool = False
     #: Error text for a getter that always fails (QEMU's "No crash occurred").
     get_error: str | None = None
+    #: For alias properties: the property errors are reported under.
+    alias_of: str | None = None
 
     @property
     def is_child(self) -> bool:
@@ -75,11 +77,12 @@ class PropertyDef:
         """True for ``link<T>`` properties."""
         return self.type.startswith("link<")
 
-    def info(self, *, with_default: bool = False) -> dict[str, Any]:
-        """ObjectPropertyInfo for qom-list and friends."""
+    def info(self, *, description: bool = False, default: bool = False) -> dict[str, Any]:
+        """ObjectPropertyInfo: qom-list shows name and type, qom-list-properties adds the
+        description, device-list-properties also the default value."""
         entry: dict[str, Any] = {"name": self.name, "type": self.type}
-        if self.description is not None:
+        if description and self.description is not None:
             entry["description"] = self.description
-        if with_default and self.has_default:
+        if default and self.has_default:
             entry["default-value"] = self.default
         return entry
