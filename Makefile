@@ -4,9 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SOCKET ?= $(CURDIR)/qmpd.sock
 
-.PHONY: run test lint typecheck bench clean
+FIRMWARE := qmpd/firmware/qmpd-firmware.bin
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: run test lint typecheck bench clean firmware
+
+$(VENV)/.installed: pyproject.toml hatch_build.py qmpd/vcpu/_blockhook.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -28,6 +30,10 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m compileall -q qmpd
 	$(PY) bench/qmp_bench.py
+
+# Rebuild the bundled default firmware from its GNU as sources (needs binutils).
+firmware:
+	$(MAKE) -C examples/firmware OUT=$(CURDIR)/$(FIRMWARE)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache qmpd.sock

@@ -14,12 +14,22 @@ README.  Everything else is refused with a clear message.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from qmpd import __version__
-from qmpd.config import Config, LogFormat, MachineConfig, MonitorConfig, MonitorKind, ServerConfig
+from qmpd.config import (
+    CharConfig,
+    Config,
+    DeviceConfig,
+    LogFormat,
+    MachineConfig,
+    MonitorConfig,
+    MonitorKind,
+    ServerConfig,
+)
 from qmpd.machine.types import find_machine_type, machine_help
 from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
 from qmpd.version import QEMU_VERSION
@@ -65,10 +75,11 @@ class _Builder:
         self.accel: list[str] = []
         self.tcg_thread = "multi"
         self.qmp: list[MonitorConfig] = []
-        self.chardevs: dict[str, MonitorConfig | None] = {}
+        self.chardevs: dict[str, MonitorConfig | CharConfig] = {}
         self.mons: list[tuple[str, str]] = []
         self.server: dict[str, object] = {}
         self.ignored: list[str] = []
+        self.devices: list[DeviceConfig] = []
 
 
 def _where(option: str, arg: str | None) -> str:
@@ -158,8 +169,16 @@ def _opt_chardev(b: _Builder, arg: str) -> None:
         b.chardevs[chardev_id] = _socket_settings("chardev", arg, pairs[1:], chardev_id)
     elif backend == "stdio":
         b.chardevs[chardev_id] = MonitorConfig(kind=MonitorKind.STDIO, chardev_id=chardev_id)
+    elif backend == "file":
+        if "path" not in settings:
+            raise CLIError(f"-chardev {arg}: chardev: file: no filename given")
+        b.chardevs[chardev_id] = CharConfig("file", settings["path"])
+    elif backend == "null":
+        b.chardevs[chardev_id] = CharConfig("null")
     else:
-        raise CLIError(f"-chardev {arg}: chardev backend '{backend}' is not supported by qmpd (socket and stdio are)")
+        raise CLIError(
+            f"-chardev {arg}: chardev backend '{backend}' is not supported by qmpd (socket, stdio, file and null are)"
+        )
 
 
 def _opt_mon(b: _Builder, arg: str) -> None:
@@ -226,8 +245,42 @@ def _opt_display(b: _Builder, arg: str) -> None:
         raise CLIError(f"-display {arg}: qmpd has no display; only '-display none' is accepted")
 
 
+#: Devices -device may create, and the properties each takes.
+DEVICE_PROPERTIES = {
+    "isa-debug-exit": ("iobase", "iosize", "id"),
+    "isa-debugcon": ("iobase", "chardev", "readback", "id"),
+}
+
+
 def _opt_device(b: _Builder, arg: str) -> None:
-    raise CLIError(f"-device {arg}: qmpd cannot create this device from the command line")
+    pairs = parse(arg, implied="driver")
+    driver = pairs[0][1] if pairs and pairs[0][0] == "driver" else ""
+    if driver not in DEVICE_PROPERTIES:
+        raise CLIError(
+            f"-device {arg}: '{driver}' is not a valid device model name (qmpd creates "
+            + ", ".join(DEVICE_PROPERTIES)
+            + " from the command line)"
+        )
+    for key, _ in pairs[1:]:
+        if key not in DEVICE_PROPERTIES[driver]:
+            raise CLIError(f"-device {arg}: Property '{driver}.{key}' not found")
+    b.devices.append(DeviceConfig(driver, tuple(pairs[1:])))
+
+
+def _opt_debugcon(b: _Builder, arg: str) -> None:
+    """``-debugcon dev``: QEMU's shorthand for a debugcon chardev and an isa-debugcon on it."""
+    chardev_id = f"debugcon{len(b.devices)}"
+    if arg == "stdio":
+        b.chardevs[chardev_id] = CharConfig("stdio")
+    elif arg == "null" or arg == "none":
+        b.chardevs[chardev_id] = CharConfig("null")
+    elif arg.startswith("file:"):
+        b.chardevs[chardev_id] = CharConfig("file", arg[5:])
+    elif arg.startswith("chardev:"):
+        chardev_id = arg[8:]
+    else:
+        raise CLIError(f"-debugcon {arg}: '{arg.split(':', 1)[0]}' is not a valid char driver")
+    b.devices.append(DeviceConfig("isa-debugcon", (("chardev", chardev_id),)))
 
 
 def _opt_log_format(b: _Builder, arg: str) -> None:
@@ -291,7 +344,11 @@ _OPTIONS: dict[str, _Option] = {
     "no-shutdown": _Option(False, _set("machine", "no_shutdown", True), "-no-shutdown"),
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
     "display": _Option(True, _opt_display, "-display none"),
-    "device": _Option(True, _opt_device, "-device DRIVER[,prop=value,...]"),
+    "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),
+    "dump-dir": _Option(
+        True, lambda b, a: b.machine.__setitem__("dump_dir", a), "--dump-dir DIR (where memsave/pmemsave may write)"
+    ),
+    "device": _Option(True, _opt_device, "-device isa-debug-exit[,iobase=,iosize=] | isa-debugcon,chardev=ID"),
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
     "log-level": _Option(True, _opt_log_level, "--log-level debug|info|warning|error"),
     "log-file": _Option(True, lambda b, a: b.server.__setitem__("log_file", a), "--log-file FILE (default: stderr)"),
@@ -360,8 +417,21 @@ def _finish(b: _Builder) -> Config:
             raise CLIError(f"-mon {arg}: Device '{chardev_id}' is in use")
         used.add(chardev_id)
         monitor = b.chardevs[chardev_id]
-        assert monitor is not None
+        if not isinstance(monitor, MonitorConfig):
+            raise CLIError(f"-mon {arg}: chardev '{chardev_id}' cannot carry a monitor")
         monitors.append(monitor)
+    char_sinks: dict[str, CharConfig] = {}
+    for chardev_id, chardev in b.chardevs.items():
+        if isinstance(chardev, CharConfig):
+            char_sinks[chardev_id] = chardev
+        elif chardev.kind is MonitorKind.STDIO and chardev_id not in used:
+            char_sinks[chardev_id] = CharConfig("stdio")
+    for device in b.devices:
+        for key, value in device.props:
+            if key == "chardev" and value not in char_sinks:
+                raise CLIError(
+                    f"-device {device.driver}: Property '{device.driver}.chardev' can't find value '{value}'"
+                )
     machine_type = str(b.machine.get("machine_type", "pc"))
     if find_machine_type(machine_type) is None:
         raise CLIError("unsupported machine type\nUse -machine help to list supported machines")
@@ -377,8 +447,12 @@ def _finish(b: _Builder) -> Config:
     machine = MachineConfig()._replace(
         **b.machine,  # type: ignore[arg-type]
         machine_props=tuple(b.machine_props),
+        devices=tuple(b.devices),
+        chardevs=tuple(char_sinks.items()),
         accel=accel,
         tcg_thread=b.tcg_thread,
+        # Absolute now: -daemonize changes directory later.
+        dump_dir=os.path.abspath(str(b.machine.get("dump_dir", "."))),
     )
     server = ServerConfig()._replace(monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
     return Config(machine=machine, server=server, ignored=tuple(b.ignored))

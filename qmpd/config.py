@@ -57,6 +57,20 @@ class LogFormat(enum.Enum):
     CONSOLE = "console"
 
 
+class DeviceConfig(NamedTuple):
+    """A -device or -debugcon device: its driver and properties."""
+
+    driver: str
+    props: tuple[tuple[str, str], ...] = ()
+
+
+class CharConfig(NamedTuple):
+    """A character device backing debugcon: ``file`` (path), ``stdio`` or ``null``."""
+
+    kind: str
+    path: str | None = None
+
+
 class MachineConfig(NamedTuple):
     """The guest machine."""
 
@@ -87,6 +101,12 @@ class MachineConfig(NamedTuple):
     acpi: bool = True
     #: ``-nodefaults``: no default devices.
     nodefaults: bool = False
+    #: Devices from -device and -debugcon, in order.
+    devices: tuple[DeviceConfig, ...] = ()
+    #: Character devices by id (-chardev file/null/stdio), for devices that name one.
+    chardevs: tuple[tuple[str, CharConfig], ...] = ()
+    #: Where memsave/pmemsave may write (relative names resolve inside it).
+    dump_dir: str = "."
 
 
 class ServerConfig(NamedTuple):

@@ -63,6 +63,7 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.endpoints: list[MonitorEndpoint] = []
         self.machine: Machine | None = None
+        self._status = 0
 
     # DaemonControl -----------------------------------------------------------------
 
@@ -71,6 +72,12 @@ class Daemon:
         if self._dispatcher is not None:
             self._dispatcher.closing = True
         self._exit.set()
+
+    def _guest_exit(self, status: int) -> None:
+        """isa-debug-exit: the guest ends the process with this status (no SHUTDOWN, as QEMU)."""
+        log.info("qmpd.guest_exit", status=status)
+        self._status = status
+        self.request_exit()
 
     # --------------------------------------------------------------------------------
 
@@ -98,6 +105,7 @@ class Daemon:
         events = EventBus(schema)
         events.bind_loop(loop)
         self.machine = Machine(self.config.machine, events, self.spec)
+        self.machine.board.on_guest_exit = self._guest_exit
         dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self)
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher
@@ -134,8 +142,8 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.machine.close()
-            log.info("qmpd.exited")
-        return 0
+            log.info("qmpd.exited", status=self._status)
+        return self._status
 
     async def _wait_either(self, waiter: Coroutine[Any, Any, Any]) -> None:
         done = asyncio.ensure_future(waiter)

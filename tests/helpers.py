@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,15 @@ class Server:
 
 def qmpd_command() -> list[str]:
     return [sys.executable, "-m", "qmpd"]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0, interval: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
 
 
 def wait_for_socket(path: str, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

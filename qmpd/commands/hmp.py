@@ -11,7 +11,7 @@ from qmpd.hmp.monitor import HMP
 
 
 @qmp_command("human-monitor-command")
-def human_monitor_command(ctx: CommandContext, command_line: str, cpu_index: int | None = None) -> str:
+async def human_monitor_command(ctx: CommandContext, command_line: str, cpu_index: int | None = None) -> str:
     if cpu_index is not None and cpu_index not in ctx.machine.cpu_indexes():
         raise GenericError("Parameter 'cpu-index' expects a CPU number")
-    return HMP.execute(replace(ctx, hmp_cpu_index=cpu_index), command_line)
+    return await HMP.execute(replace(ctx, hmp_cpu_index=cpu_index), command_line)

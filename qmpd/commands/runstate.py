@@ -14,8 +14,8 @@ def query_status(ctx: CommandContext) -> dict[str, Any]:
 
 
 @qmp_command("stop")
-def stop(ctx: CommandContext) -> None:
-    ctx.machine.stop()
+async def stop(ctx: CommandContext) -> None:
+    await ctx.machine.stop()
 
 
 @qmp_command("cont")
@@ -24,8 +24,8 @@ def cont(ctx: CommandContext) -> None:
 
 
 @qmp_command("system_reset")
-def system_reset(ctx: CommandContext) -> None:
-    ctx.machine.system_reset(ShutdownCause.HOST_QMP_SYSTEM_RESET)
+async def system_reset(ctx: CommandContext) -> None:
+    await ctx.machine.system_reset(ShutdownCause.HOST_QMP_SYSTEM_RESET)
 
 
 @qmp_command("system_powerdown")

@@ -1,11 +1,18 @@
-"""The local APIC of each CPU, as QOM sees it: the ``lapic`` child of a CPU.
+"""The local APIC of each CPU: the ``lapic`` child in QOM, and its registers at 0xFEE00000.
 
 QEMU gives every x86 CPU a ``lapic`` child of type ``apic`` (under TCG) whose
-``id`` is the CPU's APIC ID.
+``id`` is the CPU's APIC ID.  qmpd implements the registers a firmware needs
+to identify itself and to start other CPUs: ID, version, TPR, EOI, SVR, LDR,
+DFR and the interrupt command register (ICR).  Writing the low ICR word sends
+an IPI: INIT and STARTUP (to bring a CPU up at vector x 4096) and fixed
+interrupts (to wake a halted CPU), to one APIC ID or by shorthand (self, all,
+all but self).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from qmpd.qom.device import Device
@@ -15,6 +22,30 @@ from qmpd.qom.types import TypeInfo, TypeRegistry
 
 #: APIC version register value of QEMU's APIC (an integrated 82489DX successor).
 APIC_VERSION = 0x14
+#: Physical base of the local APIC registers.
+LAPIC_BASE = 0xFEE00000
+LAPIC_SIZE = 0x1000
+
+#: ICR delivery modes (bits 10:8).
+DELIVERY_FIXED = 0
+DELIVERY_INIT = 5
+DELIVERY_STARTUP = 6
+#: ICR destination shorthands (bits 19:18).
+DEST_FIELD, DEST_SELF, DEST_ALL, DEST_ALL_BUT_SELF = 0, 1, 2, 3
+
+
+def extended_destination(icr_high: int) -> int:
+    """The destination APIC ID of an ICR high word.
+
+    Bits 31:24 are the xAPIC destination.  xAPIC cannot address APIC IDs above
+    255, and Unicorn has no x2APIC; qmpd takes bits 23:8 (reserved in xAPIC)
+    as the higher bits of the ID, so a firmware can reach all 1024 slots.
+    """
+    return (icr_high >> 24 & 0xFF) | (icr_high >> 8 & 0xFFFF) << 8
+
+
+#: send_ipi(source APIC ID, shorthand, destination APIC ID, delivery mode, vector)
+IPISender = Callable[[int, int, int, int, int], None]
 
 
 class LocalAPIC(Device):
@@ -26,6 +57,64 @@ class LocalAPIC(Device):
         super().__init__(registry, type_name)
         self.apic_id = 0
         self.vapic = True
+        self._lock = threading.Lock()
+        #: Where IPIs go (the vCPU manager sets it when the CPU is plugged).
+        self.send_ipi: IPISender | None = None
+        self.reset_registers()
+
+    def reset_registers(self) -> None:
+        """Power-on values."""
+        self.tpr = 0
+        self.svr = 0xFF
+        self.ldr = 0
+        self.dfr = 0xFFFFFFFF
+        self.icr_low = 0
+        self.icr_high = 0
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        """A register read from the vCPU that owns this APIC."""
+        with self._lock:
+            register = offset & ~0xF
+            value = {
+                0x20: self.apic_id << 24,
+                0x30: APIC_VERSION | 5 << 16,
+                0x80: self.tpr,
+                0xD0: self.ldr,
+                0xE0: self.dfr,
+                0xF0: self.svr,
+                0x300: self.icr_low & ~(1 << 12),
+                0x310: self.icr_high,
+            }.get(register, 0)
+        return value >> (8 * (offset & 3)) if size < 4 else value
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        """A register write; the low ICR word sends an IPI."""
+        register = offset & ~0xF
+        with self._lock:
+            if register == 0x80:
+                self.tpr = value & 0xFF
+            elif register == 0xD0:
+                self.ldr = value & 0xFF000000
+            elif register == 0xE0:
+                self.dfr = value | 0x0FFFFFFF
+            elif register == 0xF0:
+                self.svr = value & 0x13FF
+            elif register == 0x310:
+                self.icr_high = value
+            elif register == 0x300:
+                self.icr_low = value
+            else:
+                return
+            if register != 0x300:
+                return
+            mode = value >> 8 & 7
+            shorthand = value >> 18 & 3
+            destination = extended_destination(self.icr_high)
+            level_deassert = mode == DELIVERY_INIT and not value & 1 << 14 and value & 1 << 15
+            sender = self.send_ipi
+            source = self.apic_id
+        if sender is not None and not level_deassert:
+            sender(source, shorthand, destination, mode, value & 0xFF)
 
 
 def _getter(attribute: str) -> Any:

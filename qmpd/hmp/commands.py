@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from qmpd.commands.base import CommandContext
+from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.errors import GenericError
+from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
+from qmpd.hmp.registers import format_registers
+from qmpd.machine.guest_memory import read_virtual
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.protocol.parser import JSONParseError
 from qmpd.protocol.streamer import JSONMessageStreamer
@@ -25,8 +29,8 @@ def hmp_info(ctx: CommandContext, item: str | None = None) -> str:
 
 
 @HMP.command("stop|s", "", "", "stop emulation")
-def hmp_stop(ctx: CommandContext) -> None:
-    ctx.machine.stop()
+async def hmp_stop(ctx: CommandContext) -> None:
+    await ctx.machine.stop()
 
 
 @HMP.command("cont|c", "", "", "resume emulation")
@@ -35,8 +39,8 @@ def hmp_cont(ctx: CommandContext) -> None:
 
 
 @HMP.command("system_reset", "", "", "reset the system")
-def hmp_system_reset(ctx: CommandContext) -> None:
-    ctx.machine.system_reset(ShutdownCause.HOST_QMP_SYSTEM_RESET)
+async def hmp_system_reset(ctx: CommandContext) -> None:
+    await ctx.machine.system_reset(ShutdownCause.HOST_QMP_SYSTEM_RESET)
 
 
 @HMP.command("system_powerdown", "", "", "send system power down event")
@@ -174,3 +178,65 @@ def hmp_info_qom_tree(ctx: CommandContext, path: str | None = None) -> str:
 
     show(obj, 0)
     return "".join(lines)
+
+
+@HMP.info_command(
+    "registers",
+    "cpustate_all:-a,vcpu:i?",
+    "[-a|vcpu]",
+    "show the cpu registers (-a: show register info for all cpus; vcpu: specific vCPU to query; "
+    "show the current CPU's registers if no argument is specified)",
+)
+async def hmp_info_registers(ctx: CommandContext, cpustate_all: bool = False, vcpu: int | None = None) -> str:
+    indexes = ctx.machine.cpu_indexes()
+    if cpustate_all:
+        texts = [format_registers(index, await ctx.machine.cpu_snapshot(index)) for index in indexes]
+        return "".join(texts)
+    index = vcpu if vcpu is not None else _current_cpu(ctx)
+    if index is None or index not in indexes:
+        return f"CPU#{vcpu} not available\n" if vcpu is not None else "No CPU available\n"
+    return format_registers(index, await ctx.machine.cpu_snapshot(index))
+
+
+async def _dump(ctx: CommandContext, count: int, format: str, size: int, addr: int, physical: bool) -> str:
+    index = _current_cpu(ctx)
+    if index is None and (format == "i" or not physical):
+        return "Can not dump without CPU\n"
+    if format == "i":
+        return "qmpd: the 'i' format (disassembly) is not supported\n"
+    if physical:
+        return memory_dump(count, format, size, addr, ctx.machine.read_physical)
+    assert index is not None
+    snapshot = await ctx.machine.cpu_snapshot(index)
+    ram = ctx.machine.board.ram
+    return memory_dump(count, format, size, addr, lambda a, n: read_virtual(ram, snapshot, a, n))
+
+
+@HMP.command("x", "fmt:/,addr:l", "/fmt addr", "virtual memory dump starting at 'addr'")
+async def hmp_x(ctx: CommandContext, count: int, format: str, size: int, addr: int) -> str:
+    return await _dump(ctx, count, format, size, addr, physical=False)
+
+
+@HMP.command("xp", "fmt:/,addr:l", "/fmt addr", "physical memory dump starting at 'addr'")
+async def hmp_xp(ctx: CommandContext, count: int, format: str, size: int, addr: int) -> str:
+    return await _dump(ctx, count, format, size, addr, physical=True)
+
+
+@HMP.command(
+    "memsave", "val:l,size:i,filename:s", "addr size file",
+    "save to disk virtual memory dump starting at 'addr' of size 'size'",
+)  # fmt: skip
+async def hmp_memsave(ctx: CommandContext, val: int, size: int, filename: str) -> str | None:
+    index = _current_cpu(ctx)
+    if index is None:
+        return "No CPU available\n"
+    await memsave(ctx, val, size & 0xFFFFFFFF, filename, index)
+    return None
+
+
+@HMP.command(
+    "pmemsave", "val:l,size:i,filename:s", "addr size file",
+    "save to disk physical memory dump starting at 'addr' of size 'size'",
+)  # fmt: skip
+def hmp_pmemsave(ctx: CommandContext, val: int, size: int, filename: str) -> None:
+    pmemsave(ctx, val, size & 0xFFFFFFFF, filename)

@@ -9,14 +9,16 @@ reported in the reply text, not as a QMP error, as QEMU does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from qmpd.commands.base import CommandContext
 from qmpd.errors import QMPError
 from qmpd.hmp.parser import HMPSyntaxError, parse_args_type, parse_arguments
 
-HMPHandler = Callable[..., str | None]
+#: A handler returns its text (or None), directly or from a coroutine (commands that wait for vCPUs).
+HMPHandler = Callable[..., str | Awaitable[str | None] | None]
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,11 @@ class HMPTable:
         entry = self._find(self.commands, words[0])
         return entry.help_line() if entry else f"unknown command: '{words[0]}'\n"
 
-    def execute(self, ctx: CommandContext, line: str) -> str:
+    async def execute(self, ctx: CommandContext, line: str) -> str:
         """Run one command line; return its output with CRLF line ends."""
-        return _crlf(self._execute(ctx, line))
+        return _crlf(await self._execute(ctx, line))
 
-    def _execute(self, ctx: CommandContext, line: str) -> str:
+    async def _execute(self, ctx: CommandContext, line: str) -> str:
         text = line.strip()
         if not text:
             return ""
@@ -118,7 +120,10 @@ class HMPTable:
         except HMPSyntaxError as exc:
             return f'{exc}\nTry "help {typed}" for more information\n'
         try:
-            return entry.handler(ctx, **args) or ""
+            result = entry.handler(ctx, **args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result or ""
         except QMPError as error:
             return f"Error: {error.desc}\n"
 

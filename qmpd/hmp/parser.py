@@ -158,6 +158,53 @@ def _word(text: str, pos: int) -> tuple[str | None, int]:
     return text[start:pos], pos
 
 
+class FormatDefaults:
+    """The ``/fmt`` a bare ``x``/``xp`` uses: the last one given (one per process, as QEMU's)."""
+
+    def __init__(self) -> None:
+        self.format = "x"
+        self.size = 4
+
+
+FORMAT_DEFAULTS = FormatDefaults()
+_FORMAT_SIZES = {"b": 1, "h": 2, "w": 4, "g": 8, "L": 8}
+
+
+def _parse_format(cmd_name: str, text: str, pos: int) -> tuple[dict[str, object], int]:
+    """``/[count][format][size]`` (QEMU's ``/`` argument type): count, format letter, unit size."""
+    defaults = FORMAT_DEFAULTS
+    if not text.startswith("/", pos):
+        return {"count": 1, "format": defaults.format, "size": -1 if defaults.format == "i" else defaults.size}, pos
+    pos += 1
+    count = 1
+    if pos < len(text) and text[pos].isdigit():
+        count = 0
+        while pos < len(text) and text[pos].isdigit():
+            count = count * 10 + int(text[pos])
+            pos += 1
+    size = -1
+    fmt: str | None = None
+    while pos < len(text):
+        char = text[pos]
+        if char in "oduxic":
+            fmt = char
+        elif char in _FORMAT_SIZES:
+            size = _FORMAT_SIZES[char]
+        else:
+            break
+        pos += 1
+    if pos < len(text) and not text[pos].isspace():
+        raise HMPSyntaxError(f"invalid char in format: '{text[pos]}'")
+    if fmt is None:
+        fmt = defaults.format
+    if fmt != "i":
+        if size < 0:
+            size = defaults.size
+        defaults.size = size
+    defaults.format = fmt
+    return {"count": count, "format": fmt, "size": size}, pos
+
+
 def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str, object]:
     """Parse ``text`` (what follows the command name) against ``specs``."""
     args: dict[str, object] = {}
@@ -187,6 +234,9 @@ def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str,
                 raise HMPSyntaxError(f"{cmd_name}: string expected")
             args[spec.name] = text[pos:].rstrip()
             pos = len(text)
+        elif spec.kind == "/":
+            values, pos = _parse_format(cmd_name, text, pos)
+            args.update(values)
         elif spec.kind.startswith("-"):
             flag = spec.kind[1:2]
             args[spec.name] = False

@@ -10,6 +10,9 @@ in ``prelaunch``, as QEMU's main loop does).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from typing import Any
 
 import structlog
@@ -20,12 +23,14 @@ from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
+from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
+from qmpd.machine.guest_memory import read_physical, read_virtual
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
 from qmpd.qom.object import QObject
-from qmpd.vcpu.thread import VCPUThread
+from qmpd.vcpu.engine import CPUSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +55,17 @@ class Machine:
         self.cpus: list[X86CPU] = []
         #: Occupied slots: index -> CPU.
         self.slots: dict[int, X86CPU] = {}
-        self.threads: dict[int, VCPUThread] = {}
+        self.board = Board(self.spec, config.ram_size, single_threaded=config.tcg_thread == "single")
+        with contextlib.suppress(RuntimeError):  # no loop: built by a unit test, the guest never runs
+            self.board.bridge.bind(asyncio.get_running_loop())
+        self.board.vcpus.on_crash = self._on_vcpu_crash
+        self.board.on_ost = self._on_ost
+        #: Serialises pause/resume/reset (commands and guest crashes may overlap).
+        self._lifecycle = asyncio.Lock()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._create_boot_cpus()
+        if self.cpus:
+            self.board.start_boot_cpu(self.boot_index)
 
     def _machine_settings(self) -> dict[str, Any]:
         smp = self.spec.smp
@@ -113,9 +127,9 @@ class Machine:
         cpu.add_child("lapic", lapic)
         lapic.realize()
         cpu.realize()
-        thread = VCPUThread(slot.cpu_index)
-        thread.start()
-        self.threads[slot.cpu_index] = thread
+        self.board.attach_cpu(cpu, lapic, running=self.running)
+        if self.board.cpuhp is not None:
+            self.board.cpuhp.plug(slot.cpu_index, cpu.qdev_id, hotplugged=hotplugged)
         self.cpus.append(cpu)
         self.slots[slot.cpu_index] = cpu
         node = self.qom.thread_nodes.get(slot.cpu_index)
@@ -126,9 +140,10 @@ class Machine:
         """Take a CPU out of service: its thread ends, its slot frees, its lapic goes."""
         assert cpu.cpu_index is not None
         index = cpu.cpu_index
-        thread = self.threads.pop(index, None)
-        if thread is not None:
-            thread.stop()
+        if index in self.board.vcpus.runners:
+            self.board.vcpus.remove(index)
+        if self.board.cpuhp is not None:
+            self.board.cpuhp.unplug(index)
         if cpu in self.cpus:
             self.cpus.remove(cpu)
         self.slots.pop(index, None)
@@ -169,7 +184,7 @@ class Machine:
                 {
                     "cpu-index": cpu.cpu_index,
                     "qom-path": cpu.canonical_path(),
-                    "thread-id": self.threads[cpu.cpu_index].native_id,
+                    "thread-id": self.board.vcpus.runners[cpu.cpu_index].native_id,
                     "props": instance_props(slot, self.spec.smp.dies),
                     "target": "x86_64",
                 }
@@ -184,14 +199,59 @@ class Machine:
             self.unrealize_cpu(obj)
 
     def acpi_ospm_status(self) -> list[dict[str, Any]]:
-        """query-acpi-ospm-status: the CPU hot-plug block starts in legacy mode, which reports nothing."""
-        return []
+        """query-acpi-ospm-status: nothing while the CPU hot-plug block is in legacy mode."""
+        if self.board.cpuhp is None:
+            return []
+        return self.board.cpuhp.ospm_status()
+
+    @property
+    def boot_index(self) -> int:
+        """cpu-index of the boot CPU (the first realized one)."""
+        assert self.cpus and self.cpus[0].cpu_index is not None
+        return self.cpus[0].cpu_index
+
+    def _on_ost(self, info: dict[str, object]) -> None:
+        """The guest reported an _OST status through the hot-plug block."""
+        self.events.emit("ACPI_DEVICE_OST", {"info": info})
+
+    def _on_vcpu_crash(self, index: int, reason: str) -> None:
+        """A vCPU faulted: QEMU's guest-panic handling with action ``pause``."""
+        log.warning("machine.guest_panicked", cpu=index, reason=reason)
+        task = asyncio.ensure_future(self._guest_panicked())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guest_panicked(self) -> None:
+        async with self._lifecycle:
+            self.events.emit("GUEST_PANICKED", {"action": "pause"})
+            await self._vm_stop(RunState.GUEST_PANICKED)
+
+    # -- guest memory (monitor reads) ------------------------------------------------------
+
+    async def cpu_snapshot(self, index: int) -> CPUSnapshot:
+        """Registers of CPU ``index`` (read between two of its blocks, so they are consistent)."""
+        return await self.board.vcpus.snapshot(index)
+
+    def read_physical(self, address: int, length: int) -> bytes | None:
+        """Guest physical memory, or None if it is not all RAM."""
+        return read_physical(self.board.ram, address, length)
+
+    async def read_virtual(self, index: int, address: int, length: int) -> bytes | None:
+        """Memory as CPU ``index`` sees it at a virtual address, or None if not all of it is mapped."""
+        cpu = await self.cpu_snapshot(index)
+        return read_virtual(self.board.ram, cpu, address, length)
+
+    def dump_path(self, filename: str) -> str:
+        """Where memsave/pmemsave may write ``filename``: inside the dump directory only."""
+        root = os.path.realpath(self.config.dump_dir)
+        path = os.path.realpath(os.path.join(root, filename))
+        if os.path.commonpath([root, path]) != root:
+            raise GenericError(f"Could not open '{filename}': qmpd writes memory dumps only inside {root}")
+        return path
 
     def close(self) -> None:
-        """Stop every vCPU thread (the daemon is exiting)."""
-        for thread in self.threads.values():
-            thread.stop()
-        self.threads.clear()
+        """Stop every vCPU thread and release the board (the daemon is exiting)."""
+        self.board.close()
 
     @property
     def runstate(self) -> RunState:
@@ -233,18 +293,21 @@ class Machine:
             return
         self.events.emit("RESUME")
         self.set_runstate(RunState.RUNNING)
+        self.board.vcpus.resume_all()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """QMP ``stop``: pause a running guest (no-op otherwise)."""
         if self._runstate is RunState.INMIGRATE:
             self.autostart = False
             return
-        self.vm_stop(RunState.PAUSED)
+        async with self._lifecycle:
+            await self._vm_stop(RunState.PAUSED)
 
-    def vm_stop(self, state: RunState) -> None:
-        """Stop the vCPUs and enter ``state``; STOP is sent after they stopped."""
+    async def _vm_stop(self, state: RunState) -> None:
+        """Stop the vCPUs and enter ``state``; STOP is sent once none of them runs any more."""
         if not self.running:
             return
+        await self.board.vcpus.pause_all()
         self.set_runstate(state)
         self.events.emit("STOP")
 
@@ -261,15 +324,29 @@ class Machine:
             return
         self.vm_start()
 
-    def system_reset(self, cause: ShutdownCause) -> None:
-        """Reset the machine; a machine that was not running ends in ``prelaunch``."""
-        self.reset_devices()
-        self.events.emit("RESET", {"guest": cause.by_guest, "reason": cause.value})
-        if self._runstate not in (RunState.RUNNING, RunState.INMIGRATE, RunState.FINISH_MIGRATE):
-            self.set_runstate(RunState.PRELAUNCH)
+    async def system_reset(self, cause: ShutdownCause) -> None:
+        """Reset the machine; a machine that was not running ends in ``prelaunch``.
+
+        Every vCPU is paused first, then the firmware is restored, the boot CPU
+        restarts at its entry and the others are powered off until the
+        firmware starts them again; RAM is otherwise left as the guest had it.
+        """
+        async with self._lifecycle:
+            await self.board.vcpus.pause_all()
+            self.reset_devices()
+            self.events.emit("RESET", {"guest": cause.by_guest, "reason": cause.value})
+            if self._runstate not in (RunState.RUNNING, RunState.INMIGRATE, RunState.FINISH_MIGRATE):
+                self.set_runstate(RunState.PRELAUNCH)
+            if self.running:
+                self.board.vcpus.resume_all()
 
     def reset_devices(self) -> None:
-        """Put every device and vCPU back into its power-on state."""
+        """Put every device and vCPU back into its power-on state (vCPUs are paused)."""
+        for cpu in self.cpus:
+            lapic = cpu.child("lapic")
+            if isinstance(lapic, LocalAPIC):
+                lapic.reset_registers()
+        self.board.reset(self.boot_index if self.cpus else None)
 
     def system_powerdown(self) -> None:
         """Press the ACPI power button: POWERDOWN, then it is up to the guest."""

@@ -8,12 +8,32 @@ without failing, or raises SpecError with QEMU's text.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
-from qmpd.config import MachineConfig
+from qmpd.config import CharConfig, MachineConfig
 from qmpd.cpu.cpu_option import CPUOption, CPUOptionError, parse_cpu_option
 from qmpd.machine.topology import SMP, Topology, TopologyError, parse_smp
 from qmpd.machine.types import MachineType, default_machine_type, find_machine_type
+from qmpd.vcpu.loader import Firmware, FirmwareError, load_file
+
+#: The firmware qmpd boots without -bios/-kernel (built from examples/firmware).
+DEFAULT_FIRMWARE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware", "qmpd-firmware.bin"
+)
+#: RAM must end below the local APIC (and the I/O APIC below it).
+MAX_RAM = 0xFEC00000
+#: Boot stack per possible CPU (counted down from the top of RAM).
+STACK_SIZE = 16 << 10
+
+
+class PortDeviceSpec(NamedTuple):
+    """An ISA device on the port bus."""
+
+    driver: str
+    iobase: int
+    iosize: int
+    chardev: CharConfig | None
 
 
 class SpecError(ValueError):
@@ -29,6 +49,9 @@ class MachineSpec(NamedTuple):
     #: The -cpu option (None: machine none without -cpu, which has no CPU).
     cpu: CPUOption | None
     warnings: tuple[str, ...]
+    #: What the boot CPU runs (None without CPUs).
+    firmware: Firmware | None = None
+    port_devices: tuple[PortDeviceSpec, ...] = ()
 
     @property
     def cpu_type(self) -> str | None:
@@ -55,4 +78,52 @@ def build_spec(config: MachineConfig) -> MachineSpec:
         except CPUOptionError as exc:
             raise SpecError(str(exc)) from None
         warnings += cpu.warnings
-    return MachineSpec(machine_type, smp, Topology(smp), cpu, tuple(warnings))
+    if config.ram_size > MAX_RAM:
+        raise SpecError(f"-m: qmpd maps guest RAM below the APICs: at most {MAX_RAM >> 20} MiB")
+    if config.ram_size < smp.max_cpus * STACK_SIZE + (4 << 20):
+        raise SpecError(f"-m: {config.ram_size >> 20} MiB is too small for {smp.max_cpus} CPUs' boot stacks")
+    firmware = None
+    if cpu is not None:
+        try:
+            firmware = load_file(config.kernel or config.bios or DEFAULT_FIRMWARE)
+        except FirmwareError as exc:
+            raise SpecError(str(exc)) from None
+        low, high = firmware.extent
+        if high > config.ram_size - smp.max_cpus * STACK_SIZE:
+            raise SpecError(f"{firmware.path}: the image ({low:#x}-{high:#x}) does not fit in guest RAM")
+    return MachineSpec(machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, _port_devices(config))
+
+
+def _int(text: str, name: str, driver: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise SpecError(f"{driver}: Parameter '{name}' expects integer") from None
+
+
+def _port_devices(config: MachineConfig) -> tuple[PortDeviceSpec, ...]:
+    chardevs = dict(config.chardevs)
+    out = []
+    for device in config.devices:
+        props = dict(device.props)
+        if device.driver == "isa-debug-exit":
+            out.append(
+                PortDeviceSpec(
+                    "isa-debug-exit",
+                    _int(props.get("iobase", "0x501"), "iobase", device.driver),
+                    _int(props.get("iosize", "0x02"), "iosize", device.driver),
+                    None,
+                )
+            )
+        elif device.driver == "isa-debugcon":
+            chardev = chardevs.get(props.get("chardev", ""), CharConfig("null"))
+            out.append(
+                PortDeviceSpec("isa-debugcon", _int(props.get("iobase", "0xe9"), "iobase", device.driver), 1, chardev)
+            )
+    ports: dict[int, str] = {}
+    for spec in out:
+        for port in range(spec.iobase, spec.iobase + spec.iosize):
+            if port in ports:
+                raise SpecError(f"{spec.driver}: I/O port {port:#x} is already used by {ports[port]}")
+            ports[port] = spec.driver
+    return tuple(out)

@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, RawClient, wait_for_socket
+from tests.helpers import REPO, RawClient, wait_for_socket, wait_until
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 
@@ -31,6 +32,7 @@ def test_dockerfile_uses_the_steps_this_test_runs() -> None:
     assert "RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist ." in DOCKERFILE
     assert "RUN pip install --no-cache-dir /tmp/dist/*.whl" in DOCKERFILE
     assert "USER qmpd" in DOCKERFILE, "the image runs as a non-root user"
+    assert "install -y --no-install-recommends gcc" in DOCKERFILE, "the build stage compiles the block hook"
     assert _instruction("ENTRYPOINT")[0] == "qmpd"
 
 
@@ -44,6 +46,10 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
         timeout=600,
     )
     (wheel,) = dist.glob("qmpd-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "qmpd/firmware/qmpd-firmware.bin" in names, "the default firmware ships in the wheel"
+    assert "qmpd/vcpu/_blockhook.so" in names, "the block hook is compiled into the wheel"
     env_dir = tmp_path / "image"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -68,6 +74,7 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
             assert client.execute("query-version")["return"]["package"].startswith("qmpd ")
             schema = client.execute("query-qmp-schema")["return"]
             assert any(entry["name"] == "query-status" for entry in schema), "schema/ ships inside the wheel"
+            wait_until(lambda: "CPU 1 (APIC ID 1) online" in _read(workdir / "debugcon.log"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
@@ -76,3 +83,7 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     logs = [json.loads(line) for line in (tmp_path / "stderr").read_text().splitlines()]
     assert any(entry["event"] == "qmp.listening" for entry in logs), "JSON logs"
     assert not (workdir / "qmp.sock").exists()
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""

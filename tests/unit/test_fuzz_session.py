@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -26,16 +27,24 @@ class _Daemon:
         """quit is fine here: the fuzzer checks the session, not the process."""
 
 
-def _session(negotiate: bool) -> tuple[Session, FakeChannel]:
+def _session(negotiate: bool) -> tuple[Session, FakeChannel, Machine]:
     events = EventBus(SCHEMA, strict=True)
-    machine = Machine(MachineConfig(start_paused=True), events)
+    machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), events)
     dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon())
     channel = FakeChannel()
     session = Session(dispatcher, events, channel, name="fuzz", greeting={"QMP": {}})
     session.start()
     if negotiate:
         session.feed(b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}')
-    return session, channel
+    return session, channel, machine
+
+
+async def _until_probe(channel: FakeChannel) -> None:
+    """Let queued commands that wait (stop, system_reset, HMP) finish before looking."""
+    for _ in range(10_000):
+        if channel.lines and b"__probe__" in channel.lines[-1]:
+            return
+        await asyncio.sleep(0)
 
 
 def _assert_probe_answered(channel: FakeChannel) -> None:
@@ -49,14 +58,18 @@ def _assert_probe_answered(channel: FakeChannel) -> None:
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=64), max_size=8), st.booleans())
 async def test_random_bytes_then_probe(chunks: list[bytes], negotiate: bool) -> None:
-    session, channel = _session(negotiate)
-    for chunk in chunks:
-        session.feed(chunk)
-    session.feed(PROBE)
-    if negotiate:
-        _assert_probe_answered(channel)
-    else:
-        assert json.loads(channel.lines[-1]).get("id") == "__probe__"
+    session, channel, machine = _session(negotiate)
+    try:
+        for chunk in chunks:
+            session.feed(chunk)
+        session.feed(PROBE)
+        await _until_probe(channel)
+        if negotiate:
+            _assert_probe_answered(channel)
+        else:
+            assert json.loads(channel.lines[-1]).get("id") == "__probe__"
+    finally:
+        machine.close()
 
 
 json_values = st.recursive(
@@ -88,10 +101,14 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(requests(), max_size=6))
 async def test_random_requests_then_probe(batch: list[dict[str, Any]]) -> None:
-    session, channel = _session(True)
-    for request in batch:
-        session.feed(json.dumps(request, allow_nan=True).encode())
-    session.feed(PROBE)
+    session, channel, machine = _session(True)
+    try:
+        for request in batch:
+            session.feed(json.dumps(request, allow_nan=True).encode())
+        session.feed(PROBE)
+        await _until_probe(channel)
+    finally:
+        machine.close()
     _assert_probe_answered(channel)
     errors = [json.loads(line)["error"] for line in channel.lines[2:] if b'"error"' in line]
     assert all(e["class"] in ("GenericError", "CommandNotFound") for e in errors)

@@ -1,0 +1,244 @@
+"""QEMU's ACPI CPU hot-plug register block (docs/specs/acpi_cpu_hotplug.rst), legacy and modern.
+
+At start the block is in legacy mode: a read-only 32-byte bitmap of present
+CPUs by APIC ID.  Writing 0 at offset 0 switches it to the modern 12-byte
+interface at the same base (QEMU's cpu_status_write):
+
+====  ========================================  ===========================================
+off   read                                      write
+====  ========================================  ===========================================
+0     command data 2 (cmd 3: arch ID >> 32)     CPU selector
+4     flags: 0 enabled, 1 insert, 2 remove,     control: 1 clear insert, 2 clear remove,
+      4 firmware-eject                          3 eject, 4 hand the eject to firmware
+5     0                                         command: 0 next CPU with an event, 1 OST
+                                                event, 2 OST status, 3 arch ID
+8     command data (cmd 0: selector, cmd 3:     cmd 1: OST event; cmd 2: OST status
+      arch ID low 32 bits)                      (sends ACPI_DEVICE_OST)
+====  ========================================  ===========================================
+
+With the selector out of range every read is 0 and every write but the
+selector's is ignored.  Control bits are tested in that order, first set bit
+wins.  Plugging a hot-plugged CPU sets ``insert``, an unplug request sets
+``remove``; both raise GPE0 status bit 2 and the SCI (which wakes the vCPUs).
+Eject (not for the boot CPU, not for an empty slot) asks the machine to
+unplug the CPU.  vCPU threads access it, so its state has a lock; what the
+machine must do goes through the callbacks (which post to the event loop).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Modern block length and legacy bitmap length.
+MODERN_LEN = 12
+LEGACY_LEN = 32
+#: GPE0 status bit QEMU sets for CPU hot-plug (ACPI_CPU_HOTPLUG_STATUS).
+GPE_CPU_HOTPLUG = 4
+
+
+@dataclass
+class CPUSlot:
+    """One possible CPU, as the block sees it."""
+
+    arch_id: int
+    device_id: str | None = None
+    present: bool = False
+    is_inserting: bool = False
+    is_removing: bool = False
+    fw_remove: bool = False
+    ost_event: int = 0
+    ost_status: int = 0
+
+
+class GPEBlock:
+    """GPE0 status and enable registers (status bits are write-1-to-clear)."""
+
+    def __init__(self, length: int, on_sci: Callable[[], None]) -> None:
+        self.half = length // 2
+        self.status = 0
+        self.enable = 0
+        self._on_sci = on_sci
+        self._lock = threading.Lock()
+
+    def raise_event(self, bit: int) -> None:
+        """Set a status bit; signal the SCI if it is enabled."""
+        with self._lock:
+            self.status |= bit
+            fire = bool(self.enable & bit)
+        if fire:
+            self._on_sci()
+
+    def io_read(self, offset: int, size: int) -> int:
+        with self._lock:
+            if offset < self.half:
+                return self.status >> (8 * offset)
+            return self.enable >> (8 * (offset - self.half))
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        fire = False
+        with self._lock:
+            if offset < self.half:
+                self.status &= ~(value << (8 * offset))
+            else:
+                shift = 8 * (offset - self.half)
+                mask = ((1 << (8 * size)) - 1) << shift
+                self.enable = (self.enable & ~mask) | (value << shift & mask)
+                fire = bool(self.enable & self.status)
+        if fire:
+            self._on_sci()
+
+
+class CPUHotplugBlock:
+    """The register block and its slots (one per possible CPU, by cpu index)."""
+
+    def __init__(
+        self,
+        arch_ids: list[int],
+        gpe: GPEBlock,
+        *,
+        on_eject: Callable[[int], None],
+        on_ost: Callable[[dict[str, object]], None],
+        on_mode_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.slots = [CPUSlot(arch_id) for arch_id in arch_ids]
+        self.gpe = gpe
+        self.legacy = True
+        self.selector = 0
+        self.command = 0
+        self._on_eject = on_eject
+        self._on_ost = on_ost
+        self._on_mode_change = on_mode_change
+        self._lock = threading.Lock()
+
+    # -- machine side ----------------------------------------------------------------------
+
+    def plug(self, index: int, device_id: str | None, *, hotplugged: bool) -> None:
+        """A CPU was realized in slot ``index`` (acpi_cpu_plug_cb)."""
+        with self._lock:
+            slot = self.slots[index]
+            slot.present = True
+            slot.device_id = device_id
+            slot.is_inserting = hotplugged
+        if hotplugged:
+            self.gpe.raise_event(GPE_CPU_HOTPLUG)
+
+    def request_unplug(self, index: int) -> None:
+        """device_del of the CPU in slot ``index`` (acpi_cpu_unplug_request_cb)."""
+        with self._lock:
+            self.slots[index].is_removing = True
+        self.gpe.raise_event(GPE_CPU_HOTPLUG)
+
+    def unplug(self, index: int) -> None:
+        """The CPU is gone (acpi_cpu_unplug_cb)."""
+        with self._lock:
+            slot = self.slots[index]
+            slot.present = False
+            slot.is_inserting = slot.is_removing = slot.fw_remove = False
+            slot.device_id = None
+
+    def ospm_status(self) -> list[dict[str, object]]:
+        """query-acpi-ospm-status: every slot in modern mode, nothing in legacy mode."""
+        if self.legacy:
+            return []
+        with self._lock:
+            return [self._ost_info(index) for index in range(len(self.slots))]
+
+    def reset(self) -> None:
+        """System reset: back to legacy mode, events dropped (the selector is kept)."""
+        with self._lock:
+            self.legacy = True
+            for slot in self.slots:
+                slot.is_inserting = slot.is_removing = slot.fw_remove = False
+
+    def _ost_info(self, index: int) -> dict[str, object]:
+        slot = self.slots[index]
+        info: dict[str, object] = {}
+        if slot.device_id is not None:
+            info["device"] = slot.device_id
+        info.update({"slot": str(index), "slot-type": "CPU", "source": slot.ost_event, "status": slot.ost_status})
+        return info
+
+    # -- guest side (vCPU threads) ------------------------------------------------------------
+
+    def io_read(self, offset: int, size: int) -> int:
+        with self._lock:
+            if self.legacy:
+                return self._legacy_byte(offset) if offset < LEGACY_LEN else 0
+            if offset >= MODERN_LEN or self.selector >= len(self.slots):
+                return 0
+            slot = self.slots[self.selector]
+            if offset == 0:
+                return slot.arch_id >> 32 if self.command == 3 else 0
+            if offset == 4:
+                return (
+                    int(slot.present)
+                    | int(slot.is_inserting) << 1
+                    | int(slot.is_removing) << 2
+                    | int(slot.fw_remove) << 4
+                )
+            if offset == 8:
+                if self.command == 0:
+                    return self.selector
+                if self.command == 3:
+                    return slot.arch_id & 0xFFFFFFFF
+            return 0
+
+    def _legacy_byte(self, offset: int) -> int:
+        value = 0
+        for slot in self.slots:
+            if slot.present and slot.arch_id // 8 == offset:
+                value |= 1 << (slot.arch_id % 8)
+        return value
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        eject: int | None = None
+        ost: dict[str, object] | None = None
+        switched = False
+        with self._lock:
+            if self.legacy:
+                if offset == 0 and value == 0:
+                    self.legacy = False
+                    switched = True
+            elif offset == 0:
+                self.selector = value
+            elif self.selector < len(self.slots):
+                slot = self.slots[self.selector]
+                if offset == 4:
+                    if value & 2:
+                        slot.is_inserting = False
+                    elif value & 4:
+                        slot.is_removing = False
+                    elif value & 8:
+                        if slot.present and self.selector != 0:
+                            eject = self.selector
+                            slot.fw_remove = False
+                    elif value & 16 and slot.present and self.selector != 0:
+                        slot.fw_remove = True
+                elif offset == 5:
+                    if value < 4:
+                        self.command = value
+                        if value == 0:
+                            self._scan()
+                elif offset == 8:
+                    if self.command == 1:
+                        slot.ost_event = value
+                    elif self.command == 2:
+                        slot.ost_status = value
+                        ost = self._ost_info(self.selector)
+        if switched:
+            self._on_mode_change()
+        if ost is not None:
+            self._on_ost(ost)
+        if eject is not None:
+            self._on_eject(eject)
+
+    def _scan(self) -> None:
+        count = len(self.slots)
+        for step in range(count):
+            index = (self.selector + step) % count
+            slot = self.slots[index]
+            if slot.is_inserting or slot.is_removing or slot.fw_remove:
+                self.selector = index
+                return

@@ -1,0 +1,1 @@
+"""The bundled default firmware image (built from examples/firmware by `make firmware`)."""

@@ -1,0 +1,120 @@
+"""The hardware behind the QOM tree: RAM, the port bus and its devices, the vCPU threads.
+
+A pc (or q35) board has QEMU's ACPI CPU hot-plug block (0xaf00 on pc, 0x0cd8
+on q35) with its GPE0 block, plus whatever ISA devices the command line asked
+for (isa-debugcon, isa-debug-exit).  Guest RAM is one shared mapping; the
+firmware image is copied into it at power-on and at every reset.  CPUs are
+wired here when plugged: a runner thread, a local APIC that can send IPIs,
+and an engine (with its own CPUID table) created when the CPU first starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from qmpd.cpu.x86cpu import X86CPU
+from qmpd.devices.acpi_cpuhp import LEGACY_LEN, CPUHotplugBlock, GPEBlock
+from qmpd.devices.bus import PortBus
+from qmpd.devices.debug_exit import DebugExit
+from qmpd.devices.debugcon import CharSink, DebugCon
+from qmpd.devices.lapic import LocalAPIC
+from qmpd.machine.spec import MachineSpec
+from qmpd.vcpu.bridge import LoopBridge
+from qmpd.vcpu.cpuid import build_cpuid
+from qmpd.vcpu.engine import VCPUEngine
+from qmpd.vcpu.manager import VCPUManager
+from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.runner import VCPURunner
+
+log = structlog.get_logger(__name__)
+
+#: GPE0 block of each chipset: (base, length).
+GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (0x0620, 16)}
+
+
+class Board:
+    """RAM, devices and vCPUs of one machine."""
+
+    def __init__(self, spec: MachineSpec, ram_size: int, *, single_threaded: bool) -> None:
+        self.spec = spec
+        self.ram = GuestRAM(ram_size)
+        self.bus = PortBus()
+        self.bridge = LoopBridge()
+        self.vcpus = VCPUManager(self.bridge, self.ram.size, single_threaded=single_threaded)
+        self._sinks: list[CharSink] = []
+        #: Called on the loop thread when the guest writes isa-debug-exit: the exit status.
+        self.on_guest_exit: Callable[[int], None] = lambda status: None
+        #: Called on the loop thread for ACPI_DEVICE_OST (the info) and for an eject (the slot).
+        self.on_ost: Callable[[dict[str, object]], None] = lambda info: None
+        self.on_eject: Callable[[int], None] = lambda index: None
+        self.cpuhp: CPUHotplugBlock | None = None
+        self.gpe: GPEBlock | None = None
+        machine = spec.machine_type
+        if machine.cpuhp_base is not None:
+            gpe_base, gpe_len = GPE0_BLOCKS[machine.name]
+            self.gpe = GPEBlock(gpe_len, on_sci=self.vcpus.kick_all)
+            self.bus.add(gpe_base, gpe_len, self.gpe)
+            self.cpuhp = CPUHotplugBlock(
+                [slot.apic_id for slot in spec.topology.slots],
+                self.gpe,
+                on_eject=lambda index: self.bridge.post(self.on_eject, index),
+                on_ost=lambda info: self.bridge.post(self.on_ost, info),
+            )
+            self.bus.add(machine.cpuhp_base, LEGACY_LEN, self.cpuhp)
+        for device in spec.port_devices:
+            if device.driver == "isa-debugcon":
+                assert device.chardev is not None
+                sink = CharSink(device.chardev.kind, device.chardev.path)
+                self._sinks.append(sink)
+                self.bus.add(device.iobase, 1, DebugCon(sink))
+            elif device.driver == "isa-debug-exit":
+                exit_device = DebugExit(lambda status: self.bridge.post(self.on_guest_exit, status))
+                self.bus.add(device.iobase, device.iosize, exit_device)
+        self.vcpus.boot_args = (machine.cpuhp_base or 0, self.gpe_base)
+        if spec.firmware is not None:
+            spec.firmware.load(self.ram)
+
+    @property
+    def gpe_base(self) -> int:
+        """Base port of GPE0 (0 without ACPI)."""
+        return GPE0_BLOCKS.get(self.spec.machine_type.name, (0, 0))[0]
+
+    def attach_cpu(self, cpu: X86CPU, lapic: LocalAPIC, *, running: bool) -> VCPURunner:
+        """Give a realized CPU its thread; it stays powered off until started."""
+        assert cpu.cpu_index is not None
+        index = cpu.cpu_index
+        apic_id = int(cpu.values["apic-id"])
+        lapic.send_ipi = self.vcpus.send_ipi
+
+        def make_engine() -> VCPUEngine:
+            engine_model = cpu.engine()
+            levels = {name: cpu.level(name) for name in ("level", "xlevel", "xlevel2", "level-func7")}
+            table = build_cpuid(engine_model, cpu.identity, cpu.guest_features(), levels, self.spec.topology, apic_id)
+            return VCPUEngine(engine_model.engine, self.ram, self.bus, lapic, table)
+
+        return self.vcpus.add(index, apic_id, make_engine, paused=not running)
+
+    def start_boot_cpu(self, index: int) -> None:
+        """The boot CPU begins at the firmware's entry."""
+        if self.spec.firmware is not None:
+            self.vcpus.power_on(index, self.spec.firmware.entry)
+
+    def reset(self, boot_index: int | None) -> None:
+        """While every vCPU is paused: restore the firmware, power CPUs off, restart the boot CPU."""
+        if self.spec.firmware is not None:
+            self.spec.firmware.load(self.ram)
+        if self.cpuhp is not None:
+            self.cpuhp.reset()
+        for index, runner in self.vcpus.runners.items():
+            if index == boot_index and self.spec.firmware is not None:
+                runner.reset(self.vcpus.entry(runner, self.spec.firmware.entry))
+            else:
+                runner.reset(None)
+
+    def close(self) -> None:
+        """Stop every vCPU thread and close the character devices."""
+        self.vcpus.shutdown()
+        for sink in self._sinks:
+            sink.close()

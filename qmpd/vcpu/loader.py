@@ -1,0 +1,91 @@
+"""Firmware images: a flat binary (loaded at FLAT_LOAD_ADDRESS) or an ELF64 executable.
+
+ELF64 images are loaded segment by segment at their physical addresses
+(p_paddr) and start at e_entry; anything else is a flat binary loaded at
+FLAT_LOAD_ADDRESS and started there.  The boot CPU starts at the entry in
+64-bit flat mode; the image is kept so that a reset can restore it, as
+QEMU restores its ROMs.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from qmpd.vcpu.ram import GuestRAM
+
+#: Where a flat binary is placed (below 1 MiB, so that STARTUP IPI vectors can reach it).
+FLAT_LOAD_ADDRESS = 0x10000
+_PT_LOAD = 1
+
+
+class FirmwareError(ValueError):
+    """The image cannot be loaded; the text is shown to the user."""
+
+
+class Segment(NamedTuple):
+    """Bytes to place at a guest physical address (memsz beyond the data is zeroed)."""
+
+    address: int
+    data: bytes
+    memsz: int
+
+
+class Firmware(NamedTuple):
+    """A loadable image."""
+
+    path: str
+    entry: int
+    segments: tuple[Segment, ...]
+
+    def load(self, ram: GuestRAM) -> None:
+        """Copy the image into RAM (at boot and at every reset)."""
+        for segment in self.segments:
+            if not ram.contains(segment.address, segment.memsz):
+                raise FirmwareError(f"{self.path}: segment at {segment.address:#x} does not fit in RAM")
+            ram.write(segment.address, segment.data + bytes(segment.memsz - len(segment.data)))
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """Lowest and highest guest address the image covers."""
+        low = min(s.address for s in self.segments)
+        high = max(s.address + s.memsz for s in self.segments)
+        return low, high
+
+
+def parse_image(path: str, data: bytes) -> Firmware:
+    """A Firmware from file contents."""
+    if data[:4] == b"\x7fELF":
+        return _parse_elf(path, data)
+    if not data:
+        raise FirmwareError(f"{path}: empty image")
+    return Firmware(path, FLAT_LOAD_ADDRESS, (Segment(FLAT_LOAD_ADDRESS, data, len(data)),))
+
+
+def load_file(path: str) -> Firmware:
+    """Read and parse a firmware file."""
+    try:
+        with open(path, "rb") as image:
+            data = image.read()
+    except OSError as exc:
+        raise FirmwareError(f"could not load firmware '{path}': {exc.strerror}") from exc
+    return parse_image(path, data)
+
+
+def _parse_elf(path: str, data: bytes) -> Firmware:
+    if len(data) < 64 or data[4] != 2 or data[5] != 1:
+        raise FirmwareError(f"{path}: not a little-endian ELF64 image")
+    machine = struct.unpack_from("<H", data, 18)[0]
+    if machine != 62:
+        raise FirmwareError(f"{path}: not an x86-64 ELF image (e_machine {machine})")
+    entry, phoff = struct.unpack_from("<QQ", data, 24)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    segments = []
+    for index in range(phnum):
+        offset = phoff + index * phentsize
+        p_type, _flags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz = struct.unpack_from("<IIQQQQQ", data, offset)
+        if p_type == _PT_LOAD and p_memsz:
+            segments.append(Segment(p_paddr, data[p_offset : p_offset + p_filesz], p_memsz))
+    if not segments:
+        raise FirmwareError(f"{path}: no loadable segments")
+    return Firmware(path, entry, tuple(segments))

@@ -1,0 +1,65 @@
+"""The compiled block hook (_blockhook.c) and the per-vCPU control block it reads.
+
+Loaded with ctypes; Unicorn's ``uc_emu_stop`` is handed to it once.  If the
+shared object is missing (no compiler at install time), ``available`` is
+False and engines fall back to Unicorn's counted slices, which are exact
+too, but cost a call per guest instruction.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import structlog
+from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn.unicorn_py3.arch.types import uc_hook_h
+from unicorn.unicorn_py3.unicorn import uclib
+
+log = structlog.get_logger(__name__)
+
+
+class BlockControl(ctypes.Structure):
+    """``struct qmpd_vcpu_control``: shared between the loop side and the C hook."""
+
+    _fields_ = [
+        ("stop", ctypes.c_int32),
+        ("stopped_by_hook", ctypes.c_int32),
+        ("budget", ctypes.c_int64),
+        ("blocks", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+def _load() -> ctypes.CDLL | None:
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_blockhook.so")
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        log.warning("vcpu.blockhook_missing", path=path, fallback="counted slices")
+        return None
+    library.qmpd_blockhook_init(ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p))
+    return library
+
+
+_LIBRARY = _load()
+#: Whether exact, cheap block-boundary stops are available.
+available = _LIBRARY is not None
+
+
+def install_block_hook(uc: Uc, control: BlockControl) -> uc_hook_h:
+    """Hook every block of ``uc`` with the C stopper reading ``control``."""
+    assert _LIBRARY is not None
+    handle = uc_hook_h()
+    status = uclib.uc_hook_add(
+        uc._uch,
+        ctypes.byref(handle),
+        UC_HOOK_BLOCK,
+        ctypes.cast(_LIBRARY.qmpd_block_hook, ctypes.c_void_p),
+        ctypes.cast(ctypes.pointer(control), ctypes.c_void_p),
+        ctypes.c_uint64(1),
+        ctypes.c_uint64(0),
+    )
+    if status != 0:
+        raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with {status}")
+    return handle

@@ -1,0 +1,300 @@
+"""A vCPU's thread and its states.
+
+States: powered-off (waiting for INIT+STARTUP), running, halted (HLT, waiting
+for an IPI or a device event), crashed (a fault), exited.  On top of that the
+machine may pause every vCPU.  All changes go through one Condition; other
+threads only set flags, ask the engine to stop at its next block boundary,
+and notify.  The engine is created in this thread when the CPU first starts
+(so powered-off CPUs cost no Unicorn instance) and closed by this thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from typing import NamedTuple
+
+import structlog
+
+from qmpd.vcpu.engine import EngineFactory, Exit, VCPUEngine
+
+log = structlog.get_logger(__name__)
+
+
+class VCPUState(enum.Enum):
+    """What a vCPU is doing."""
+
+    POWERED_OFF = "powered-off"
+    RUNNING = "running"
+    HALTED = "halted"
+    CRASHED = "crashed"
+    EXITED = "exited"
+
+
+class Entry(NamedTuple):
+    """Where and how a (re)started vCPU begins: qmpd's boot protocol registers."""
+
+    rip: int
+    rsp: int
+    #: cpu index, APIC ID, CPU hot-plug block base, GPE0 base.
+    rdi: int
+    rsi: int
+    rdx: int = 0
+    rcx: int = 0
+
+
+class Scheduler:
+    """thread=single: one vCPU runs at a time, in turn (a fair ticket lock)."""
+
+    #: Blocks a vCPU runs before it yields its turn.
+    SLICE_BLOCKS = 20_000
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def acquire(self) -> None:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket:
+                self._cond.wait()
+
+    def release(self) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+class VCPURunner:
+    """One vCPU thread (named "CPU N/TCG" like QEMU's with debug-threads=on)."""
+
+    def __init__(
+        self,
+        index: int,
+        apic_id: int,
+        make_engine: EngineFactory,
+        *,
+        on_crash: Callable[[int, str], None],
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.index = index
+        self.apic_id = apic_id
+        self._make_engine = make_engine
+        self._on_crash = on_crash
+        self._scheduler = scheduler
+        self._cond = threading.Condition()
+        self.state = VCPUState.POWERED_OFF
+        self.paused = True
+        self._in_emu = False
+        self._want_exit = False
+        self._kicked = False
+        self._wait_sipi = True
+        self._pending_entry: Entry | None = None
+        self._pending_init = False
+        self._engine: VCPUEngine | None = None
+        self._rip = 0
+        self._stopped_waiters: list[Callable[[], None]] = []
+        self._jobs: list[Callable[[VCPUEngine | None], None]] = []
+        self.fault: str | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"CPU {index}/TCG", daemon=True)
+
+    # -- life ------------------------------------------------------------------------
+
+    def start_thread(self) -> None:
+        """Start the thread; return once its native id is known."""
+        self._thread.start()
+        self._started.wait()
+
+    @property
+    def native_id(self) -> int:
+        """Kernel thread id (query-cpus-fast's thread-id)."""
+        native = self._thread.native_id
+        assert native is not None
+        return native
+
+    def exit(self) -> None:
+        """Any thread: end this vCPU; returns after the thread has finished."""
+        with self._cond:
+            self._want_exit = True
+            self._stop_engine()
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # -- requests from other threads (all under the condition) -----------------------------
+
+    def power_on(self, entry: Entry) -> None:
+        """Start running at ``entry`` (the boot CPU at machine start)."""
+        with self._cond:
+            self._pending_entry = entry
+            self._wait_sipi = False
+            self.fault = None
+            self._cond.notify_all()
+
+    def init(self) -> None:
+        """INIT IPI: stop whatever it does and wait for STARTUP."""
+        with self._cond:
+            self._pending_init = True
+            self._wait_sipi = True
+            self._pending_entry = None
+            self._stop_engine()
+            self._cond.notify_all()
+
+    def startup(self, entry: Entry) -> bool:
+        """STARTUP IPI: begin at ``entry`` if waiting for it (ignored otherwise, as on hardware)."""
+        with self._cond:
+            if not self._wait_sipi:
+                return False
+            self._pending_entry = entry
+            self._wait_sipi = False
+            self._cond.notify_all()
+            return True
+
+    def kick(self) -> None:
+        """An interrupt or device event: wake from HLT."""
+        with self._cond:
+            self._kicked = True
+            self._cond.notify_all()
+
+    def pause(self, on_stopped: Callable[[], None]) -> bool:
+        """Machine pause; returns True if ``on_stopped`` will be called (from this vCPU's thread)."""
+        with self._cond:
+            self.paused = True
+            if self._in_emu:
+                self._stopped_waiters.append(on_stopped)
+                self._stop_engine()
+                return True
+            return False
+
+    def resume(self) -> None:
+        """Machine resume."""
+        with self._cond:
+            self.paused = False
+            self._cond.notify_all()
+
+    def reset(self, entry: Entry | None) -> None:
+        """While paused: power off (or restart at ``entry``), forgetting any fault or HLT."""
+        with self._cond:
+            assert self.paused and not self._in_emu
+            self._pending_entry = entry
+            self._wait_sipi = entry is None
+            self._pending_init = False
+            self.fault = None
+            self._kicked = False
+            self.state = VCPUState.POWERED_OFF
+            self._cond.notify_all()
+
+    def run_in_thread(self, job: Callable[[VCPUEngine | None], None]) -> bool:
+        """Run ``job(engine)`` in this vCPU's thread while it is not executing (e.g. read registers).
+
+        Returns False (and never runs the job) if the thread has already ended.
+        """
+        with self._cond:
+            if self._want_exit or self.state is VCPUState.EXITED:
+                return False
+            self._jobs.append(job)
+            self._stop_engine()
+            self._cond.notify_all()
+            return True
+
+    def _stop_engine(self) -> None:
+        if self._in_emu and self._engine is not None:
+            self._engine.request_stop()
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _runnable(self) -> bool:
+        if self.paused or self._wait_sipi:
+            return False
+        if self._pending_entry is not None:
+            return True
+        if self._engine is None or self.state in (VCPUState.CRASHED, VCPUState.POWERED_OFF):
+            return False
+        if self.state is VCPUState.HALTED:
+            return self._kicked
+        return True
+
+    def _main(self) -> None:
+        self._started.set()
+        try:
+            self._loop()
+        finally:
+            with self._cond:
+                self.state = VCPUState.EXITED
+                waiters, self._stopped_waiters = self._stopped_waiters, []
+                self._cond.notify_all()
+            for waiter in waiters:
+                waiter()
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    self._run_jobs()
+                    if self._want_exit:
+                        return
+                    if self._pending_init:
+                        self._pending_init = False
+                        self.state = VCPUState.POWERED_OFF
+                    if self._runnable():
+                        break
+                    self._cond.wait()
+                entry, self._pending_entry = self._pending_entry, None
+                self._kicked = False
+                self.state = VCPUState.RUNNING
+                self._in_emu = True
+            engine = self._engine
+            if entry is not None:
+                if engine is not None:
+                    engine.close()
+                engine = self._engine = self._make_engine()
+                engine.set_entry(entry)
+                self._rip = entry.rip
+            assert engine is not None
+            engine.clear_stop()
+            with self._cond:
+                # A stop requested while the engine did not exist yet must not be lost.
+                if self.paused or self._want_exit or self._pending_init or self._jobs:
+                    engine.request_stop()
+            if self._scheduler is not None:
+                self._scheduler.acquire()
+            try:
+                result = engine.run(self._rip, Scheduler.SLICE_BLOCKS if self._scheduler else 0)
+            finally:
+                if self._scheduler is not None:
+                    self._scheduler.release()
+            self._rip = result.rip
+            with self._cond:
+                self._in_emu = False
+                if result.exit is Exit.FAULT:
+                    self.state = VCPUState.CRASHED
+                    self.fault = result.error
+                elif result.exit is Exit.HALTED and not self._kicked:
+                    self.state = VCPUState.HALTED
+                waiters, self._stopped_waiters = self._stopped_waiters, []
+                self._cond.notify_all()
+            if result.exit is Exit.FAULT:
+                log.warning("vcpu.fault", cpu=self.index, rip=hex(result.rip), error=result.error)
+                self._on_crash(self.index, result.error or "fault")
+            for waiter in waiters:
+                waiter()
+
+    def _run_jobs(self) -> None:
+        jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            try:
+                job(self._engine)
+            except Exception:
+                log.exception("vcpu.job_failed", cpu=self.index)
+
+    @property
+    def rip(self) -> int:
+        """Where the vCPU resumes (meaningful while it is not running)."""
+        return self._rip
