@@ -19,8 +19,8 @@ run: $(VENV)/.installed
 	@echo "qmpd: QMP socket at $(SOCKET)"
 	@echo "  connect with:  $(VENV)/bin/qmp-shell $(SOCKET)"
 	@echo "            or:  socat - UNIX-CONNECT:$(SOCKET)   (then type {\"execute\":\"qmp_capabilities\"})"
-	@echo "  stop with Ctrl-C (or the QMP command quit)"
-	exec $(VENV)/bin/qmpd -machine pc -qmp unix:$(SOCKET),server=on,wait=off
+	@echo "  stop with Ctrl-C (or the QMP command quit); the guest firmware writes below (debugcon)"
+	exec $(VENV)/bin/qmpd -machine pc -smp 2 -debugcon stdio -qmp unix:$(SOCKET),server=on,wait=off
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check qmpd tests examples bench tools

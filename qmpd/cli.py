@@ -451,9 +451,9 @@ def _finish(b: _Builder) -> Config:
         chardevs=tuple(char_sinks.items()),
         accel=accel,
         tcg_thread=b.tcg_thread,
-        # Absolute now: -daemonize changes directory later.
-        dump_dir=os.path.abspath(str(b.machine.get("dump_dir", "."))),
     )
+    # Absolute now: -daemonize changes directory later.
+    machine = machine._replace(dump_dir=os.path.abspath(machine.dump_dir))
     server = ServerConfig()._replace(monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
     return Config(machine=machine, server=server, ignored=tuple(b.ignored))
 

@@ -90,7 +90,10 @@ def start(
     stderr_path = tmp_path / f"{name}.stderr"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with open(stderr_path, "wb") as err:
-        process = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        # Run in the test's directory: files a server writes (memsave, QEMU's fopen before an error) land there.
+        process = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path
+        )
     server = Server(process, sock, full, stderr_path)
     if extra_qmp:
         try:
@@ -203,3 +206,38 @@ def mask(line: bytes) -> bytes:
     line = _TIMESTAMP.sub(b'"timestamp": {"seconds": S, "microseconds": U}', line)
     line = _VERSION.sub(b"VERSION", line)
     return _THREAD_ID.sub(b'"thread-id": T', line)
+
+
+GUESTS = REPO / "tests" / "guests"
+
+
+def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = None, include: str = "") -> Path:
+    """Assemble tests/guests/NAME.S (GNU as) into a flat binary for -bios; ``include`` becomes leaves.inc etc."""
+    work = out_dir / f"guest-{name}"
+    work.mkdir(exist_ok=True)
+    if include:
+        (work / "leaves.inc").write_text(include)
+    symbols = [f"--defsym={key}={value}" for key, value in (defsym or {}).items()]
+    obj = work / f"{name}.o"
+    image = work / f"{name}.bin"
+    subprocess.run(["as", "--64", *symbols, "-I", str(work), "-o", str(obj), str(GUESTS / f"{name}.S")], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(obj), str(image)], check=True)
+    return image
+
+
+def hmp(client: RawClient, line: str) -> str:
+    """Run an HMP command line through human-monitor-command; return its text."""
+    reply = client.execute("human-monitor-command", {"command-line": line})
+    assert "return" in reply, reply
+    text: str = reply["return"]
+    return text
+
+
+def read_u64s(client: RawClient, address: int, count: int) -> list[int]:
+    """``count`` little-endian 64-bit words of guest physical memory, read with HMP ``xp``."""
+    values: list[int] = []
+    for line in hmp(client, f"xp /{count}xg {address:#x}").splitlines():
+        _, _, words = line.partition(": ")
+        values += [int(word, 16) for word in words.split()]
+    assert len(values) == count, values
+    return values

@@ -2,7 +2,9 @@
 
 Files are written only inside the dump directory (``--dump-dir``, default
 the directory qmpd started in).  The range is checked before the file is
-opened, so a bad address leaves no file behind.
+opened, so a bad address leaves no file behind.  As in QEMU, physical
+addresses outside RAM read as zeros, while a virtual range must be mapped.
+A dump is at most as large as guest RAM.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
 
 
-def _check_size(size: int) -> None:
+def _check_size(ctx: CommandContext, size: int) -> None:
     if size < 0:
         raise GenericError("Parameter 'size' expects a non-negative size")
+    limit = ctx.machine.board.ram.size
+    if size > limit:
+        raise GenericError(f"Parameter 'size' expects at most {limit} (the guest RAM size)")
 
 
 def _write(ctx: CommandContext, filename: str, data: bytes) -> None:
@@ -34,7 +39,7 @@ async def memsave(ctx: CommandContext, val: int, size: int, filename: str, cpu_i
     index = 0 if cpu_index is None else cpu_index
     if index not in ctx.machine.cpu_indexes():
         raise GenericError("Parameter 'cpu-index' expects a CPU number")
-    _check_size(size)
+    _check_size(ctx, size)
     ctx.machine.dump_path(filename)
     data = await ctx.machine.read_virtual(index, val, size)
     if data is None:
@@ -44,9 +49,6 @@ async def memsave(ctx: CommandContext, val: int, size: int, filename: str, cpu_i
 
 @qmp_command("pmemsave")
 def pmemsave(ctx: CommandContext, val: int, size: int, filename: str) -> None:
-    _check_size(size)
+    _check_size(ctx, size)
     ctx.machine.dump_path(filename)
-    data = ctx.machine.read_physical(val, size)
-    if data is None:
-        raise _invalid(val, size)
-    _write(ctx, filename, data)
+    _write(ctx, filename, ctx.machine.read_physical_or_zeros(val, size))

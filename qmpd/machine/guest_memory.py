@@ -26,6 +26,20 @@ def read_physical(ram: GuestRAM, address: int, length: int) -> bytes | None:
     return ram.read(address, length)
 
 
+def read_physical_or_zeros(ram: GuestRAM, address: int, length: int) -> bytes:
+    """``length`` bytes at a physical address (wrapping at 2**64), zeros where there is no RAM."""
+    address &= 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray(length)
+    start = max(address, 0)
+    end = min(address + length, ram.size)
+    if start < end:
+        out[start - address : end - address] = ram.read(start, end - start)
+    if address + length > 1 << 64:  # the range wraps to address 0
+        wrapped = min(address + length - (1 << 64), ram.size)
+        out[length - (address + length - (1 << 64)) :][:wrapped] = ram.read(0, wrapped)
+    return bytes(out)
+
+
 def translate(ram: GuestRAM, cpu: CPUSnapshot, address: int) -> int | None:
     """Physical address of virtual ``address`` for this CPU, or None if it is not mapped."""
     if not cpu.cr[0] & CR0_PG:

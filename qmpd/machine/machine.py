@@ -25,7 +25,7 @@ from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
-from qmpd.machine.guest_memory import read_physical, read_virtual
+from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
@@ -235,6 +235,10 @@ class Machine:
     def read_physical(self, address: int, length: int) -> bytes | None:
         """Guest physical memory, or None if it is not all RAM."""
         return read_physical(self.board.ram, address, length)
+
+    def read_physical_or_zeros(self, address: int, length: int) -> bytes:
+        """Guest physical memory, with zeros where there is no RAM (QEMU's unassigned reads)."""
+        return read_physical_or_zeros(self.board.ram, address, length)
 
     async def read_virtual(self, index: int, address: int, length: int) -> bytes | None:
         """Memory as CPU ``index`` sees it at a virtual address, or None if not all of it is mapped."""

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import structlog
 
+from qmpd.vcpu import native
 from qmpd.vcpu.engine import EngineFactory, Exit, VCPUEngine
 
 log = structlog.get_logger(__name__)
@@ -219,6 +220,7 @@ class VCPURunner:
         return True
 
     def _main(self) -> None:
+        native.name_thread(self._thread.name)
         self._started.set()
         try:
             self._loop()
@@ -247,7 +249,8 @@ class VCPURunner:
                         break
                     self._cond.wait()
                 entry, self._pending_entry = self._pending_entry, None
-                self._kicked = False
+                if entry is not None or self.state is VCPUState.HALTED:
+                    self._kicked = False  # a fresh start forgets it; a halted CPU has just used it
                 self.state = VCPUState.RUNNING
                 self._in_emu = True
             engine = self._engine
@@ -276,8 +279,11 @@ class VCPURunner:
                 if result.exit is Exit.FAULT:
                     self.state = VCPUState.CRASHED
                     self.fault = result.error
-                elif result.exit is Exit.HALTED and not self._kicked:
-                    self.state = VCPUState.HALTED
+                elif result.exit is Exit.HALTED:
+                    if self._kicked:
+                        self._kicked = False  # woken before it halted: the HLT ends at once, as with a pending IRQ
+                    else:
+                        self.state = VCPUState.HALTED
                 waiters, self._stopped_waiters = self._stopped_waiters, []
                 self._cond.notify_all()
             if result.exit is Exit.FAULT:

@@ -320,3 +320,29 @@ def test_hmp_machine_commands(tmp_path: Path) -> None:
         assert got == want, request
     marker = lambda text: [line[:9] for line in text.split("\r\n")]  # noqa: E731
     assert marker(actual[-1]["return"]) == marker(expected[-1]["return"])
+
+
+MEMORY_HMP = [
+    "xp /4xg 0x300000", "xp /2c 0x300000", "xp /3o 0x300000", "xp /5d 0x300000", "xp /2ub 0x300000",
+    "xp /2hx 0x7fffffc", "xp /3xb 0x7fffffe", "xp /2xg 0x8000000", "x /0xg 0", "xp /2xL 0x300000",
+    "xp /100xb 0x300000", "x /2xg -8", "xp /2xg -8", "x /4xw 0x300000", "xp 0x300000", "xp /q 0", "xp /x", "x",
+    "x /3xg 0x300000", "info registers x", "info registers -b", "info registers 5", "help x", "help xp",
+    "help info registers", "help memsave", "help pmemsave", "memsave 0 16 /tmp/not-a-number",
+    "memsave 0x7fffff8 16 m", "pmemsave 0 16",
+]  # fmt: skip
+
+
+def test_memory_inspection(tmp_path: Path) -> None:
+    """x/xp layout and errors, memsave/pmemsave errors, on RAM neither guest has touched (-S)."""
+    requests: list[tuple[str, dict[str, Any]]] = [
+        ("human-monitor-command", {"command-line": line}) for line in MEMORY_HMP
+    ]
+    requests += [
+        ("memsave", {"val": 0, "size": 16, "filename": "x", "cpu-index": 5}),
+        ("memsave", {"val": 0x7FFFFF8, "size": 16, "filename": "x"}),
+        ("memsave", {"val": 0, "size": 16}),
+        ("pmemsave", {"val": "0", "size": 16, "filename": "x"}),
+    ]
+    expected, actual = both(tmp_path, ["-machine", "pc", "-S", "-nodefaults"], requests)
+    for line, mine, qemus in zip(MEMORY_HMP + ["memsave"] * 4, actual, expected, strict=True):
+        assert mine == qemus, line
