@@ -267,6 +267,16 @@ def _opt_device(b: _Builder, arg: str) -> None:
     b.devices.append(DeviceConfig(driver, tuple(pairs[1:])))
 
 
+def _opt_vcpu_nice(b: _Builder, arg: str) -> None:
+    try:
+        value = int(arg)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise CLIError(f"--vcpu-nice {arg}: expected a nice value from 0 to 19")
+    b.machine["vcpu_nice"] = value
+
+
 def _opt_debugcon(b: _Builder, arg: str) -> None:
     """``-debugcon dev``: QEMU's shorthand for a debugcon chardev and an isa-debugcon on it."""
     chardev_id = f"debugcon{len(b.devices)}"
@@ -345,6 +355,7 @@ _OPTIONS: dict[str, _Option] = {
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
     "display": _Option(True, _opt_display, "-display none"),
     "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),
+    "vcpu-nice": _Option(True, _opt_vcpu_nice, "--vcpu-nice N (0-19, default 10: vCPU threads yield to the monitors)"),
     "dump-dir": _Option(
         True, lambda b, a: b.machine.__setitem__("dump_dir", a), "--dump-dir DIR (where memsave/pmemsave may write)"
     ),

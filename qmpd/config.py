@@ -107,6 +107,8 @@ class MachineConfig(NamedTuple):
     chardevs: tuple[tuple[str, CharConfig], ...] = ()
     #: Where memsave/pmemsave may write (relative names resolve inside it).
     dump_dir: str = "."
+    #: Nice value of vCPU threads (0-19): above 0, busy vCPUs yield the host CPU to the monitors.
+    vcpu_nice: int = 10
 
 
 class ServerConfig(NamedTuple):

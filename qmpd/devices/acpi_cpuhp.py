@@ -145,13 +145,6 @@ class CPUHotplugBlock:
         with self._lock:
             return [self._ost_info(index) for index in range(len(self.slots))]
 
-    def reset(self) -> None:
-        """System reset: back to legacy mode, events dropped (the selector is kept)."""
-        with self._lock:
-            self.legacy = True
-            for slot in self.slots:
-                slot.is_inserting = slot.is_removing = slot.fw_remove = False
-
     def _ost_info(self, index: int) -> dict[str, object]:
         slot = self.slots[index]
         info: dict[str, object] = {}

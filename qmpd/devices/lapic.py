@@ -76,7 +76,7 @@ class LocalAPIC(Device):
         with self._lock:
             register = offset & ~0xF
             value = {
-                0x20: self.apic_id << 24,
+                0x20: (self.apic_id & 0xFF) << 24,  # xAPIC: 8 bits
                 0x30: APIC_VERSION | 5 << 16,
                 0x80: self.tpr,
                 0xD0: self.ldr,
@@ -85,7 +85,7 @@ class LocalAPIC(Device):
                 0x300: self.icr_low & ~(1 << 12),
                 0x310: self.icr_high,
             }.get(register, 0)
-        return value >> (8 * (offset & 3)) if size < 4 else value
+        return (value >> (8 * (offset & 3))) & ((1 << (8 * size)) - 1) if size < 4 else value & 0xFFFFFFFF
 
     def mmio_write(self, offset: int, size: int, value: int) -> None:
         """A register write; the low ICR word sends an IPI."""
@@ -98,7 +98,7 @@ class LocalAPIC(Device):
             elif register == 0xE0:
                 self.dfr = value | 0x0FFFFFFF
             elif register == 0xF0:
-                self.svr = value & 0x13FF
+                self.svr = value & 0x1FF  # vector and APIC enable, as QEMU's apic.c
             elif register == 0x310:
                 self.icr_high = value
             elif register == 0x300:

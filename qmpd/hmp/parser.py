@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: QEMU's qemu_isdigit/qemu_isspace: ASCII only (str.isdigit() also accepts e.g. '²').
+_DIGITS = "0123456789"
+_SPACES = " \t\n\v\f\r"
+
 
 class HMPSyntaxError(Exception):
     """A parse failure; ``str()`` is the line QEMU prints before its "Try help" hint."""
@@ -41,7 +45,7 @@ class _Expr:
         self.pos = pos
 
     def _skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
+        while self.pos < len(self.text) and self.text[self.pos] in _SPACES:
             self.pos += 1
 
     def _peek(self) -> str:
@@ -112,7 +116,7 @@ class _Expr:
             digits, base = text[start + 2 : end], 16
         else:
             end = start
-            while end < len(text) and text[end].isdigit():
+            while end < len(text) and text[end] in _DIGITS:
                 end += 1
             digits, base = text[start:end], 10
             if len(digits) > 1 and digits.startswith("0"):
@@ -137,7 +141,7 @@ def parse_expression(text: str, pos: int) -> tuple[int, int]:
 
 
 def _word(text: str, pos: int) -> tuple[str | None, int]:
-    while pos < len(text) and text[pos].isspace():
+    while pos < len(text) and text[pos] in _SPACES:
         pos += 1
     if pos >= len(text):
         return None, pos
@@ -153,7 +157,7 @@ def _word(text: str, pos: int) -> tuple[str | None, int]:
             raise HMPSyntaxError("unterminated string")
         return "".join(out), pos + 1
     start = pos
-    while pos < len(text) and not text[pos].isspace():
+    while pos < len(text) and text[pos] not in _SPACES:
         pos += 1
     return text[start:pos], pos
 
@@ -177,9 +181,9 @@ def _parse_format(cmd_name: str, text: str, pos: int) -> tuple[dict[str, object]
         return {"count": 1, "format": defaults.format, "size": -1 if defaults.format == "i" else defaults.size}, pos
     pos += 1
     count = 1
-    if pos < len(text) and text[pos].isdigit():
+    if pos < len(text) and text[pos] in _DIGITS:
         count = 0
-        while pos < len(text) and text[pos].isdigit():
+        while pos < len(text) and text[pos] in _DIGITS:
             count = count * 10 + int(text[pos])
             pos += 1
     size = -1
@@ -193,7 +197,7 @@ def _parse_format(cmd_name: str, text: str, pos: int) -> tuple[dict[str, object]
         else:
             break
         pos += 1
-    if pos < len(text) and not text[pos].isspace():
+    if pos < len(text) and text[pos] not in _SPACES:
         raise HMPSyntaxError(f"invalid char in format: '{text[pos]}'")
     if fmt is None:
         fmt = defaults.format
@@ -210,7 +214,7 @@ def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str,
     args: dict[str, object] = {}
     pos = 0
     for spec in specs:
-        while pos < len(text) and text[pos].isspace():
+        while pos < len(text) and text[pos] in _SPACES:
             pos += 1
         at_end = pos >= len(text)
         if spec.kind in ("i", "l"):
@@ -247,7 +251,7 @@ def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str,
                 pos += 2
         else:
             raise ValueError(f"unsupported HMP argument type {spec.kind!r}")
-    while pos < len(text) and text[pos].isspace():
+    while pos < len(text) and text[pos] in _SPACES:
         pos += 1
     if pos < len(text):
         raise HMPSyntaxError(f"{cmd_name}: extraneous characters at the end of line")

@@ -37,12 +37,12 @@ GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (0x0620, 16)}
 class Board:
     """RAM, devices and vCPUs of one machine."""
 
-    def __init__(self, spec: MachineSpec, ram_size: int, *, single_threaded: bool) -> None:
+    def __init__(self, spec: MachineSpec, ram_size: int, *, single_threaded: bool, vcpu_nice: int = 0) -> None:
         self.spec = spec
         self.ram = GuestRAM(ram_size)
         self.bus = PortBus()
         self.bridge = LoopBridge()
-        self.vcpus = VCPUManager(self.bridge, self.ram.size, single_threaded=single_threaded)
+        self.vcpus = VCPUManager(self.bridge, self.ram.size, single_threaded=single_threaded, nice=vcpu_nice)
         self._sinks: list[CharSink] = []
         #: Called on the loop thread when the guest writes isa-debug-exit: the exit status.
         self.on_guest_exit: Callable[[int], None] = lambda status: None
@@ -105,8 +105,8 @@ class Board:
         """While every vCPU is paused: restore the firmware, power CPUs off, restart the boot CPU."""
         if self.spec.firmware is not None:
             self.spec.firmware.load(self.ram)
-        if self.cpuhp is not None:
-            self.cpuhp.reset()
+        # The CPU hot-plug block keeps its mode and pending events across a reset, as QEMU's does
+        # (measured: after qom-set cpu-hotplug-legacy=false and system_reset, QEMU is still modern).
         for index, runner in self.vcpus.runners.items():
             if index == boot_index and self.spec.firmware is not None:
                 runner.reset(self.vcpus.entry(runner, self.spec.firmware.entry))

@@ -34,9 +34,10 @@ def read_physical_or_zeros(ram: GuestRAM, address: int, length: int) -> bytes:
     end = min(address + length, ram.size)
     if start < end:
         out[start - address : end - address] = ram.read(start, end - start)
-    if address + length > 1 << 64:  # the range wraps to address 0
-        wrapped = min(address + length - (1 << 64), ram.size)
-        out[length - (address + length - (1 << 64)) :][:wrapped] = ram.read(0, wrapped)
+    wrapped = address + length - (1 << 64)
+    if wrapped > 0:  # the range wraps round to address 0
+        offset, taken = length - wrapped, min(wrapped, ram.size)
+        out[offset : offset + taken] = ram.read(0, taken)
     return bytes(out)
 
 

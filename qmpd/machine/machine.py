@@ -55,7 +55,9 @@ class Machine:
         self.cpus: list[X86CPU] = []
         #: Occupied slots: index -> CPU.
         self.slots: dict[int, X86CPU] = {}
-        self.board = Board(self.spec, config.ram_size, single_threaded=config.tcg_thread == "single")
+        self.board = Board(
+            self.spec, config.ram_size, single_threaded=config.tcg_thread == "single", vcpu_nice=config.vcpu_nice
+        )
         with contextlib.suppress(RuntimeError):  # no loop: built by a unit test, the guest never runs
             self.board.bridge.bind(asyncio.get_running_loop())
         self.board.vcpus.on_crash = self._on_vcpu_crash

@@ -19,6 +19,7 @@ struct qmpd_vcpu_control {
     int64_t budget;              /* blocks left in this slice (<= 0: unlimited) */
     uint64_t blocks;             /* blocks executed (statistics) */
     uint64_t bytes;              /* guest code bytes executed (statistics) */
+    uint8_t pad[96];             /* 128 bytes: two vCPUs' hot fields never share a cache line */
 };
 
 typedef int (*qmpd_stop_fn)(void *uc);

@@ -197,7 +197,7 @@ class VCPUEngine:
         if control.stopped_by_hook:
             return RunResult(Exit.STOPPED, after, None)
         if self._block_hook is None and not self._ends_with_hlt(after):
-            return RunResult(Exit.SLICE, after, None)
+            return RunResult(Exit.STOPPED if control.stop else Exit.SLICE, after, None)
         return RunResult(Exit.HALTED, after, None)
 
     def _ends_with_hlt(self, rip: int) -> bool:
@@ -207,10 +207,12 @@ class VCPUEngine:
             return False
 
     def request_stop(self) -> None:
-        """Any thread: stop at the next block boundary (exact)."""
+        """Any thread: stop at the next block boundary, or without the block hook at the end of the slice.
+
+        Never ``uc.emu_stop()`` from another thread: it can land after a read-modify-write's store,
+        and the instruction then runs again on resume (unicorn-facts Q5).
+        """
         self.control.stop = 1
-        if self._block_hook is None:
-            self.uc.emu_stop()
 
     def clear_stop(self) -> None:
         """Before the next run."""

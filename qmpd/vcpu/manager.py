@@ -28,8 +28,9 @@ STACK_SIZE = 16 << 10
 class VCPUManager:
     """The machine's vCPU threads."""
 
-    def __init__(self, bridge: LoopBridge, ram_size: int, *, single_threaded: bool = False) -> None:
+    def __init__(self, bridge: LoopBridge, ram_size: int, *, single_threaded: bool = False, nice: int = 0) -> None:
         self.bridge = bridge
+        self.nice = nice
         self.ram_size = ram_size
         self.scheduler = Scheduler() if single_threaded else None
         #: Runners by cpu index.
@@ -56,6 +57,7 @@ class VCPUManager:
             make_engine,
             on_crash=lambda i, reason: self.bridge.post(self.on_crash, i, reason),
             scheduler=self.scheduler,
+            nice=self.nice,
         )
         runner.start_thread()
         if not paused:

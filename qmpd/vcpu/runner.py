@@ -11,6 +11,7 @@ and notify.  The engine is created in this thread when the CPU first starts
 from __future__ import annotations
 
 import enum
+import os
 import threading
 from collections.abc import Callable
 from typing import NamedTuple
@@ -49,7 +50,7 @@ class Scheduler:
     """thread=single: one vCPU runs at a time, in turn (a fair ticket lock)."""
 
     #: Blocks a vCPU runs before it yields its turn.
-    SLICE_BLOCKS = 20_000
+    SLICE_BLOCKS = 200_000
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -80,8 +81,10 @@ class VCPURunner:
         *,
         on_crash: Callable[[int, str], None],
         scheduler: Scheduler | None = None,
+        nice: int = 0,
     ) -> None:
         self.index = index
+        self._nice = nice
         self.apic_id = apic_id
         self._make_engine = make_engine
         self._on_crash = on_crash
@@ -221,6 +224,9 @@ class VCPURunner:
 
     def _main(self) -> None:
         native.name_thread(self._thread.name)
+        if self._nice:
+            # Below the event loop's priority: a busy guest must not delay monitor replies.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         self._started.set()
         try:
             self._loop()

@@ -131,3 +131,24 @@ def test_memory_sizes() -> None:
     assert parse_args(["-m", "256"]).machine.ram_size == 256 << 20
     assert parse_args(["-m", "1G"]).machine.ram_size == 1 << 30
     assert parse_args(["-m", "size=64M,slots=2,maxmem=1G"]).machine.ram_size == 64 << 20
+
+
+def test_guest_devices_and_qmpd_machine_options() -> None:
+    config = parse_args(
+        [
+            "-debugcon", "file:/tmp/dc.log", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-accel", "tcg,thread=single", "--vcpu-nice", "0", "--dump-dir", "dumps",
+        ]
+    )  # fmt: skip
+    machine = config.machine
+    assert [device.driver for device in machine.devices] == ["isa-debugcon", "isa-debug-exit"]
+    assert dict(machine.devices[1].props) == {"iobase": "0xf4", "iosize": "0x04"}
+    assert dict(machine.chardevs)[dict(machine.devices[0].props)["chardev"]] == ("file", "/tmp/dc.log")
+    assert machine.tcg_thread == "single"
+    assert machine.vcpu_nice == 0 and parse_args([]).machine.vcpu_nice == 10
+    assert machine.dump_dir.startswith("/") and machine.dump_dir.endswith("/dumps")
+    for bad in ("20", "-1", "x"):
+        with pytest.raises(CLIError, match="--vcpu-nice"):
+            parse_args(["--vcpu-nice", bad])
+    with pytest.raises(CLIError, match="Invalid 'thread' setting"):
+        parse_args(["-accel", "tcg,thread=many"])

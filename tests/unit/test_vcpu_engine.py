@@ -1,0 +1,340 @@
+"""One real Unicorn vCPU engine, without the daemon: hand-assembled x86-64 code in a 16 MiB GuestRAM.
+
+What the engine must guarantee to the vCPU thread: CPUID answered from the
+vCPU's own table (vendor, APIC ID), IN/OUT reaching the port bus, the local
+APIC's registers at 0xFEE00000, HLT and faults reported with the right RIP,
+and stops requested from another thread landing on a block boundary, so that
+a read-modify-write instruction never runs twice across a pause.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from qmpd.config import MachineConfig
+from qmpd.cpu.models import CPUModel
+from qmpd.devices.bus import PortBus
+from qmpd.devices.lapic import DELIVERY_STARTUP, DEST_FIELD, LocalAPIC
+from qmpd.events import EventBus
+from qmpd.machine.machine import Machine
+from qmpd.machine.qom_tree import new_object
+from qmpd.qapi.schema import Schema
+from qmpd.vcpu import native
+from qmpd.vcpu.cpuid import CPUIDTable, build_cpuid
+from qmpd.vcpu.engine import Exit, VCPUEngine
+from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.runner import Entry
+
+CODE = 0x10000
+APIC_ID = 3
+RAX, RBX, RCX, RDX, RSI, RDI, RBP, RSP = range(8)
+needs_block_hook = pytest.mark.skipif(
+    not native.available,
+    reason="qmpd/vcpu/_blockhook.so is not built: without it a stop is Unicorn's emu_stop and reported as a SLICE",
+)
+
+
+@dataclass
+class CPUParts:
+    """What attach_cpu takes from a realized CPU: the engine model and its CPUID table."""
+
+    model: CPUModel
+    identity: dict[str, object]
+    level: int
+    table: CPUIDTable
+
+
+@pytest.fixture(scope="module")
+def parts() -> CPUParts:
+    """The default CPU (qemu64) of a 1-CPU pc machine, CPUID built for APIC ID 3 as Board.attach_cpu does."""
+    machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), EventBus(Schema.load(), strict=True))
+    try:
+        cpu = machine.cpus[0]
+        levels = {name: cpu.level(name) for name in ("level", "xlevel", "xlevel2", "level-func7")}
+        model = cpu.engine()
+        table = build_cpuid(model, cpu.identity, cpu.guest_features(), levels, machine.spec.topology, APIC_ID)
+        return CPUParts(model, dict(cpu.identity), levels["level"], table)
+    finally:
+        machine.close()
+
+
+@dataclass
+class Port:
+    """A port device that records accesses and answers reads with ``value``."""
+
+    value: int = 0
+    reads: list[tuple[int, int]] = field(default_factory=list)
+    writes: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def io_read(self, offset: int, size: int) -> int:
+        self.reads.append((offset, size))
+        return self.value
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        self.writes.append((offset, size, value))
+
+
+@dataclass
+class Rig:
+    ram: GuestRAM
+    bus: PortBus
+    lapic: LocalAPIC
+    engine: VCPUEngine
+    ipis: list[tuple[int, int, int, int, int]]
+
+    def load(self, code: str, address: int = CODE) -> None:
+        self.ram.write(address, bytes.fromhex(code.replace(" ", "")))
+
+    def gpr(self, index: int) -> int:
+        return self.engine.snapshot(halted=True).gpr[index]
+
+
+@pytest.fixture
+def rig(parts: CPUParts) -> Iterator[Rig]:
+    ram = GuestRAM(16 << 20)
+    bus = PortBus()
+    lapic = new_object("apic")
+    assert isinstance(lapic, LocalAPIC)
+    lapic.apic_id = APIC_ID
+    ipis: list[tuple[int, int, int, int, int]] = []
+    lapic.send_ipi = lambda *ipi: ipis.append(ipi)
+    engine = VCPUEngine(parts.model.engine, ram, bus, lapic, parts.table)
+    yield Rig(ram, bus, lapic, engine, ipis)
+    engine.close()
+
+
+def stop_later(engine: VCPUEngine, delay: float) -> threading.Thread:
+    """request_stop() from another thread after ``delay`` seconds (wherever the guest then is)."""
+
+    def stopper() -> None:
+        time.sleep(delay)
+        engine.request_stop()
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    return thread
+
+
+def stop_after_blocks(engine: VCPUEngine, blocks: int) -> threading.Thread:
+    """request_stop() from another thread once the guest has run ``blocks`` more blocks (load-independent)."""
+    target = engine.blocks_executed + blocks
+
+    def stopper() -> None:
+        deadline = time.monotonic() + 10
+        while engine.blocks_executed < target and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        engine.request_stop()
+
+    thread = threading.Thread(target=stopper)
+    thread.start()
+    return thread
+
+
+# -- CPUID ----------------------------------------------------------------------------------------
+
+
+def test_cpuid_leaf0_vendor_and_level(rig: Rig, parts: CPUParts) -> None:
+    rig.load("31 c0  0f a2  f4")  # xor eax,eax; cpuid; hlt
+    result = rig.engine.run(CODE)
+    assert result.exit is Exit.HALTED and result.rip == CODE + 5
+    snapshot = rig.engine.snapshot(halted=True)
+    eax, ebx, ecx, edx = snapshot.gpr[:4]
+    vendor = b"".join(value.to_bytes(4, "little") for value in (ebx, edx, ecx)).decode()
+    assert vendor == "AuthenticAMD" == parts.identity["vendor"], "qemu64 has QEMU's AMD vendor"
+    assert eax == parts.level == 0xD
+
+
+def test_cpuid_leaf1_carries_this_vcpus_apic_id(rig: Rig, parts: CPUParts) -> None:
+    rig.load("b8 01 00 00 00  0f a2  f4")  # mov eax,1; cpuid; hlt
+    rig.engine.run(CODE)
+    eax, ebx = rig.gpr(RAX), rig.gpr(RBX)
+    assert ebx >> 24 == APIC_ID, "Unicorn's own CPUID would say 0"
+    family, model, stepping = (int(str(parts.identity[key])) for key in ("family", "model", "stepping"))
+    assert (family, model, stepping) == (6, 6, 3)
+    assert eax == 0x663
+
+
+def test_cpuid_leaf_0b_x2apic_id(rig: Rig) -> None:
+    rig.load("b8 0b 00 00 00  31 c9  0f a2  f4")  # mov eax,0xb; xor ecx,ecx; cpuid; hlt
+    rig.engine.run(CODE)
+    assert rig.gpr(RDX) == APIC_ID
+    assert rig.gpr(RCX) == 0x100, "level 0 is the SMT level"
+
+
+# -- ports and the local APIC ----------------------------------------------------------------------
+
+
+def test_in_and_out_reach_the_port_bus(rig: Rig) -> None:
+    debugcon = Port()
+    wide = Port(value=0xCAFE_BABE)
+    rig.bus.add(0xE9, 1, debugcon)
+    rig.bus.add(0x1234, 4, wide)
+    rig.load(
+        "b0 41"  # mov al, 'A'
+        "e6 e9"  # out 0xe9, al
+        "66 ba 34 12"  # mov dx, 0x1234
+        "b8 78 56 34 12"  # mov eax, 0x12345678
+        "ef"  # out dx, eax
+        "ed"  # in eax, dx
+        "89 c3"  # mov ebx, eax
+        "31 c0"  # xor eax, eax
+        "e4 80"  # in al, 0x80 (nothing there)
+        "f4"  # hlt
+    )
+    result = rig.engine.run(CODE)
+    assert result.exit is Exit.HALTED
+    assert debugcon.writes == [(0, 1, 0x41)]
+    assert wide.writes == [(0, 4, 0x1234_5678)] and wide.reads == [(0, 4)]
+    assert rig.gpr(RBX) == 0xCAFE_BABE
+    assert rig.gpr(RAX) == 0xFF, "an unassigned port reads as all ones"
+
+
+def test_local_apic_registers_and_startup_ipi(rig: Rig) -> None:
+    rig.load(
+        "bb 00 00 e0 fe"  # mov ebx, 0xfee00000
+        "8b 43 20"  # mov eax, [rbx+0x20]   ID
+        "8b 4b 30"  # mov ecx, [rbx+0x30]   version
+        "c7 83 10 03 00 00 00 00 00 01"  # mov dword [rbx+0x310], 0x01000000
+        "c7 83 00 03 00 00 08 46 00 00"  # mov dword [rbx+0x300], 0x4608: STARTUP vector 8
+        "f4"
+    )
+    assert rig.engine.run(CODE).exit is Exit.HALTED
+    assert rig.gpr(RAX) == APIC_ID << 24
+    assert rig.gpr(RCX) == 0x0005_0014
+    assert rig.ipis == [(APIC_ID, DEST_FIELD, 1, DELIVERY_STARTUP, 8)]
+
+
+# -- HLT, faults, state ---------------------------------------------------------------------------
+
+
+def test_hlt_reports_the_address_after_it(rig: Rig) -> None:
+    rig.load("90 90 f4")
+    assert rig.engine.run(CODE) == (Exit.HALTED, CODE + 3, None)
+
+
+def test_ud2_is_a_fault_at_the_instruction(rig: Rig) -> None:
+    rig.load("90  0f 0b")
+    result = rig.engine.run(CODE)
+    assert result.exit is Exit.FAULT
+    assert result.rip == CODE + 1
+    assert result.error is not None and "UC_ERR_INSN_INVALID" in result.error
+
+
+def test_read_outside_ram_is_a_fault(rig: Rig) -> None:
+    rig.load("48 8b 04 25 00 00 00 40")  # mov rax, [0x40000000]: RAM is 16 MiB
+    result = rig.engine.run(CODE)
+    assert result.exit is Exit.FAULT and result.rip == CODE
+    assert result.error is not None and "UC_ERR_READ_UNMAPPED" in result.error
+
+
+def test_boots_in_flat_long_mode_without_paging(rig: Rig) -> None:
+    rig.load("f4")
+    rig.engine.run(CODE)
+    snapshot = rig.engine.snapshot(halted=True)
+    assert snapshot.halted
+    assert snapshot.efer & 0x500 == 0x500, "LME and LMA"
+    assert snapshot.cr[0] & 1 == 1 and snapshot.cr[0] & 1 << 31 == 0, "PE on, PG off: virtual = physical"
+
+
+def test_entry_registers_and_stack(rig: Rig) -> None:
+    rig.engine.set_entry(Entry(rip=CODE, rsp=0x8000, rdi=1, rsi=APIC_ID, rdx=0xAF00, rcx=0xAFE0))
+    rig.load("e8 00 00 00 00  58  f4")  # call next; pop rax; hlt
+    rig.engine.run(CODE)
+    snapshot = rig.engine.snapshot(halted=True)
+    assert snapshot.gpr[RAX] == CODE + 5, "the return address pushed by the call"
+    assert snapshot.gpr[RSP] == 0x8000
+    assert int.from_bytes(rig.ram.read(0x8000 - 8, 8), "little") == CODE + 5, "the stack is guest RAM"
+    assert (snapshot.gpr[RDI], snapshot.gpr[RSI], snapshot.gpr[RDX], snapshot.gpr[RCX]) == (1, APIC_ID, 0xAF00, 0xAFE0)
+
+
+def test_flush_translations_runs_rewritten_code(rig: Rig) -> None:
+    rig.load("b8 01 00 00 00  f4")  # mov eax,1; hlt
+    rig.engine.run(CODE)
+    assert rig.gpr(RAX) == 1
+    rig.load("b8 02 00 00 00  f4")
+    rig.engine.flush_translations()
+    rig.engine.run(CODE)
+    assert rig.gpr(RAX) == 2
+
+
+# -- stops from another thread ----------------------------------------------------------------------
+
+
+@needs_block_hook
+def test_request_stop_ends_an_infinite_loop(rig: Rig) -> None:
+    rig.load("eb fe")  # jmp $
+    rig.engine.clear_stop()
+    thread = stop_after_blocks(rig.engine, 1000)
+    result = rig.engine.run(CODE)
+    thread.join()
+    assert result == (Exit.STOPPED, CODE, None)
+    assert rig.engine.blocks_executed >= 1000
+
+
+@needs_block_hook
+def test_a_pending_stop_lands_before_the_first_instruction(rig: Rig) -> None:
+    rig.load("48 ff c1  eb fe")  # inc rcx; jmp $
+    rig.engine.request_stop()
+    assert rig.engine.run(CODE) == (Exit.STOPPED, CODE, None)
+    assert rig.gpr(RCX) == 0
+    assert rig.engine.run(CODE).exit is Exit.STOPPED, "a stop stays requested until clear_stop()"
+    rig.engine.clear_stop()
+    thread = stop_after_blocks(rig.engine, 10)
+    result = rig.engine.run(CODE)
+    thread.join()
+    assert result == (Exit.STOPPED, CODE + 3, None), "stopped at the start of the jmp $ block"
+    assert rig.gpr(RCX) == 1
+
+
+@needs_block_hook
+def test_200_stops_and_resumes_never_repeat_an_instruction(rig: Rig) -> None:
+    counter = 0x10_0000
+    loop = CODE + 7
+    rig.load(
+        "bb 00 00 10 00"  # mov ebx, 0x100000
+        "31 c9"  # xor ecx, ecx
+        "48 ff 03"  # loop: inc qword [rbx]
+        "48 ff c1"  # inc rcx
+        "eb f8"  # jmp loop
+    )
+    rip = CODE
+    for round_number in range(200):
+        rig.engine.clear_stop()
+        thread = stop_later(rig.engine, 0.0001 * (round_number % 5))
+        result = rig.engine.run(rip)
+        thread.join()
+        assert result.exit is Exit.STOPPED, result
+        assert result.rip in (CODE, loop), hex(result.rip)
+        rip = result.rip
+    memory_count = rig.ram.read_u64(counter)
+    assert memory_count > 0
+    assert memory_count == rig.gpr(RCX), "every inc [rbx] ran exactly as often as the inc rcx after it"
+
+
+def test_without_the_block_hook_counted_slices_stop_exactly(parts: CPUParts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No C compiler at install time: stops wait for the end of a counted slice, and stay exact."""
+    monkeypatch.setattr(native, "available", False)
+    ram = GuestRAM(16 << 20)
+    lapic = new_object("apic")
+    assert isinstance(lapic, LocalAPIC)
+    engine = VCPUEngine(parts.model.engine, ram, PortBus(), lapic, parts.table)
+    try:
+        ram.write(CODE, bytes.fromhex("bb0000100031c948ff0348ffc1ebf8"))
+        rip, stops = CODE, 0
+        for round_number in range(100):
+            engine.clear_stop()
+            thread = stop_later(engine, 0.0001 * (round_number % 5))
+            result = engine.run(rip)
+            thread.join()
+            assert result.exit in (Exit.STOPPED, Exit.SLICE), result
+            stops += result.exit is Exit.STOPPED
+            rip = result.rip
+        assert stops > 0
+        assert ram.read_u64(0x10_0000) == engine.snapshot(halted=False).gpr[RCX] > 0
+    finally:
+        engine.close()
