@@ -15,7 +15,8 @@
  * COUNTERS and SHADOW stay equal unless an instruction ran twice or not at
  * all, which is how the tests check that pausing loses or doubles nothing.
  *
- * Output goes to the debug console (port 0xe9), one line per event.
+ * Output goes to the debug console (port 0xe9), one line per event, all of
+ * it printed by the boot CPU so that lines never interleave.
  */
         .intel_syntax noprefix
         .code64
@@ -88,8 +89,7 @@ ap_entry:
         mov     r12, rsi
         mov     r14, rdx
         mov     r15, rcx
-        call    online_banner
-        /* fall through */
+        /* fall through: the boot CPU prints this CPU's banner once it is online */
 
 /* ---------------------------------------------------------------- per-CPU work */
 work:
@@ -114,8 +114,6 @@ work:
 /* A CPU asked to park (unplug) stops working and halts for good. */
 park:
         mov     qword ptr [r12 * 8 + STATE], 3
-        lea     rsi, [rip + msg_parked]
-        call    cpu_line
 4:      hlt
         jmp     4b
 
@@ -161,6 +159,10 @@ hotplug_events:
         mov     qword ptr [rcx * 8 + STATE], 2
 8:      cmp     qword ptr [rcx * 8 + STATE], 3  /* wait until it has parked */
         jne     8b
+        mov     r8, rbx
+        mov     r9, rcx
+        lea     rsi, [rip + msg_parked]
+        call    cpu_line
         mov     esi, OST_EVENT_EJECT
         mov     edi, OST_EJECT_DONE
         call    report_ost
@@ -210,9 +212,10 @@ report_ost:
         out     dx, eax
         ret
 
-/* eax = APIC ID: INIT, STARTUP(AP_VECTOR), then wait until it is online */
+/* eax = APIC ID, ebx = its cpu index: INIT, STARTUP(AP_VECTOR), wait until it is online, print its banner */
 start_cpu:
         push    rbx
+        mov     r8, rbx
         mov     ecx, eax
         mov     qword ptr [rcx * 8 + STATE], 0
         mov     ebx, LAPIC
@@ -230,23 +233,29 @@ start_cpu:
         mov     dword ptr [rbx + ICR_LOW], 0x4600 | AP_VECTOR  /* STARTUP */
 9:      cmp     qword ptr [rcx * 8 + STATE], 1
         jne     9b
+        mov     r9, rcx
+        lea     rsi, [rip + msg_online]
+        call    cpu_line
         pop     rbx
         ret
 
 /* ---------------------------------------------------------------- output */
+/* Only the boot CPU prints, so lines from several CPUs never interleave. */
 online_banner:
+        mov     r8, r13
+        mov     r9, r12
         lea     rsi, [rip + msg_online]
         /* fall through */
-/* "CPU <index> (APIC ID <id>) <rsi>" */
+/* "CPU <r8> (APIC ID <r9>) <rsi>" */
 cpu_line:
         push    rsi
         lea     rsi, [rip + msg_cpu]
         call    puts
-        mov     rax, r13
+        mov     rax, r8
         call    putdec
         lea     rsi, [rip + msg_apic]
         call    puts
-        mov     rax, r12
+        mov     rax, r9
         call    putdec
         pop     rsi
         call    puts

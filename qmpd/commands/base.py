@@ -84,10 +84,10 @@ class CommandRegistry:
             spec = schema.commands[name]
             params = list(inspect.signature(self.handlers[name]).parameters.values())[1:]
             named = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
-            expected = [member.replace("-", "_") for member in spec.members]
+            expected = [member.replace("-", "_") for member in spec.members] if spec.gen else []
             if [p.name for p in named] != expected:
                 problems.append(f"{name}: handler parameters {[p.name for p in named]} != schema members {expected}")
-            required = set(spec.document.get("required", ()))
+            required = set(spec.document.get("required", ())) if spec.gen else set()
             for param, member in zip(named, spec.members, strict=False):
                 has_default = param.default is not inspect.Parameter.empty
                 if (member in required) == has_default:

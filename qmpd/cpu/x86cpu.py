@@ -132,6 +132,18 @@ class X86CPU(Device):
         present.sort(key=lambda f: (order.get(f.word, len(order)), f.bit))
         return [f.name for f in present]
 
+    def filter_warnings(self) -> list[str]:
+        """QEMU's realize-time warnings for the features the engine cannot run (x86_cpu_filter_features)."""
+        table = features()
+        out = []
+        for name in self.unavailable_features():
+            feature = table[name]
+            out.append(
+                f"TCG doesn't support requested feature: CPUID.{feature.leaf:02X}H:{feature.register}.{name} "
+                f"[bit {feature.bit}]"
+            )
+        return out
+
     # -- levels ---------------------------------------------------------------------
 
     def _auto_levels(self) -> dict[str, int]:

@@ -148,4 +148,4 @@ def register_apic_types(registry: TypeRegistry) -> None:
             ),
         )
     )
-    registry.register(TypeInfo("apic", "apic-common", factory=LocalAPIC))
+    registry.register(TypeInfo("apic", "apic-common", factory=LocalAPIC, user_creatable=False))

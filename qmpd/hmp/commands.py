@@ -10,6 +10,7 @@ from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
 from qmpd.hmp.registers import format_registers
 from qmpd.machine.guest_memory import read_virtual
+from qmpd.machine.qdev import DeviceOptions, OptionsSyntaxError, options_from_text
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.protocol.parser import JSONParseError
 from qmpd.protocol.streamer import JSONMessageStreamer
@@ -240,3 +241,33 @@ async def hmp_memsave(ctx: CommandContext, val: int, size: int, filename: str) -
 )  # fmt: skip
 def hmp_pmemsave(ctx: CommandContext, val: int, size: int, filename: str) -> None:
     pmemsave(ctx, val, size & 0xFFFFFFFF, filename)
+
+
+@HMP.command("device_add", "device:S?", "driver[,prop=value][,...]", "add device, like -device on the command line")
+def hmp_device_add(ctx: CommandContext, device: str | None = None) -> str:
+    try:
+        opts = options_from_text(device or "") if device else DeviceOptions(None, ())
+    except OptionsSyntaxError:
+        return 'Try "help device_add" for more information\n'
+    warnings = ctx.machine.hotplug.device_add(opts)
+    return "".join(f"warning: {warning}\n" for warning in warnings)
+
+
+@HMP.command("device_del", "id:s", "device", "remove device")
+def hmp_device_del(ctx: CommandContext, id: str) -> None:
+    ctx.machine.hotplug.device_del(id)
+
+
+@HMP.command("cpu-add", "id:i", "id", "add cpu (deprecated, use device_add instead)")
+def hmp_cpu_add(ctx: CommandContext, id: int) -> str:
+    text = "cpu_add is deprecated, please use device_add instead\n"
+    try:
+        ctx.machine.hotplug.cpu_add(id)
+    except GenericError as error:
+        return f"{text}Error: {error.desc}\n"
+    return text
+
+
+@HMP.command("cpu_set", "cpu:i,state:s", "cpu [online|offline]", "change cpu state")
+def hmp_cpu_set(ctx: CommandContext, cpu: int, state: str) -> None:
+    ctx.machine.hotplug.cpu_set(cpu, state)

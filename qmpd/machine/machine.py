@@ -26,6 +26,7 @@ from qmpd.events import EventBus
 from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
+from qmpd.machine.hotplug import CPUHotplug
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
@@ -49,8 +50,10 @@ class Machine:
         self.autostart = not config.start_paused
         self.registry = type_registry()
         self.qom = QOMTree(self.machine_type, self._machine_settings())
+        #: The one hot-plug path (device_add, cpu-add, cpu_set, the topology links).
+        self.hotplug = CPUHotplug(self)
         if self.machine_type.hotpluggable_cpus:
-            self.qom.build_topology(self.topology)
+            self.qom.build_topology(self.topology, lambda node, value: self.hotplug.set_thread_link(node, value))
         #: Realized CPUs in creation order (query-cpus-fast order).
         self.cpus: list[X86CPU] = []
         #: Occupied slots: index -> CPU.
@@ -62,6 +65,7 @@ class Machine:
             self.board.bridge.bind(asyncio.get_running_loop())
         self.board.vcpus.on_crash = self._on_vcpu_crash
         self.board.on_ost = self._on_ost
+        self.board.on_eject = self.hotplug.ejected
         #: Serialises pause/resume/reset (commands and guest crashes may overlap).
         self._lifecycle = asyncio.Lock()
         self._tasks: set[asyncio.Future[None]] = set()

@@ -10,6 +10,7 @@ CPU in that slot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -95,7 +96,7 @@ def type_registry() -> TypeRegistry:
     registry.register(TypeInfo("accel", "object"))
     registry.register(TypeInfo("tcg-accel", "accel"))
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
-    registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC))
+    registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))
     register_apic_types(registry)
     register_cpu_types(registry)
     registry.register(TypeInfo("cpu-topology-node", "object", abstract=True))
@@ -149,6 +150,12 @@ class QOMTree:
         self.anon_count = 0
         self.thread_nodes: dict[int, TopologyNode] = {}
 
+    def next_anon(self) -> int:
+        """The next anonymous device number (QEMU's anon_count++)."""
+        number = self.anon_count
+        self.anon_count += 1
+        return number
+
     def attach_unattached(self, obj: QObject) -> str:
         """Place an object without parent at /machine/unattached/device[N]."""
         name = f"device[{self.unattached_count}]"
@@ -156,7 +163,7 @@ class QOMTree:
         self.unattached.add_child(name, obj)
         return name
 
-    def build_topology(self, topology: Topology) -> None:
+    def build_topology(self, topology: Topology, set_cpu: Callable[[TopologyNode, object], None]) -> None:
         """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread."""
         registry = type_registry()
         container = self.machine.add_child("topology", Container(registry, "container"))
@@ -174,7 +181,7 @@ class QOMTree:
                 parent = node
             thread = self._node("cpu-thread", slot, 4)
             thread.ids["apic-id"] = slot.apic_id
-            thread.add_link("cpu", "x86_64-cpu")
+            thread.add_link("cpu", "x86_64-cpu", setter=set_cpu)
             parent.add_child(f"thread[{slot.thread_id}]", thread)
             self.thread_nodes[slot.cpu_index] = thread
 

@@ -83,6 +83,8 @@ class CommandSpec:
     #: True when the command takes any further properties (device_add's driver properties).
     open_arguments: bool
     validator: Any = field(repr=False, compare=False)
+    #: QAPI's ``gen``: False for commands that take their arguments unchecked (device_add, as QEMU).
+    gen: bool = True
     #: Whether an empty argument object is valid (lets dispatch skip validation).
     empty_is_valid: bool = True
 
@@ -163,6 +165,7 @@ class Schema:
             open_arguments=doc.get("additionalProperties", False) is not False,
             validator=validator,
             empty_is_valid=validator.is_valid({}),
+            gen=bool(meta.get("gen", True)),
         )
 
     def _event(self, uri: str, doc: JSONSchema) -> EventSpec:

@@ -29,6 +29,8 @@ class TypeInfo:
     factory: Callable[..., QObject] | None = None
     #: Class properties this type adds (in the order qom-list shows them).
     properties: tuple[PropertyDef, ...] = ()
+    #: QEMU's DeviceClass.user_creatable: whether device_add may create it.
+    user_creatable: bool = True
     #: Free-form class data (e.g. the CPU model a CPU type stands for).
     data: dict[str, Any] = field(default_factory=dict, compare=False)
 

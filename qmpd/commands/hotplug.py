@@ -1,0 +1,63 @@
+"""CPU hot-plug commands: device_add/device_del, the legacy cpu-add and cpu_set, object-add/object-del.
+
+All of them lead to the machine's one hot-plug path (qmpd.machine.hotplug).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qmpd.commands.base import CommandContext, qmp_command
+from qmpd.errors import GenericError
+from qmpd.machine.qdev import check_id, options_from_arguments
+from qmpd.qom.object import QObject
+
+
+@qmp_command("device_add")
+def device_add(ctx: CommandContext, **arguments: Any) -> None:
+    ctx.machine.hotplug.device_add(options_from_arguments(arguments))
+
+
+@qmp_command("device_del")
+def device_del(ctx: CommandContext, id: str) -> None:
+    ctx.machine.hotplug.device_del(id)
+
+
+@qmp_command("cpu-add")
+def cpu_add(ctx: CommandContext, id: int) -> None:
+    ctx.machine.hotplug.cpu_add(id)
+
+
+@qmp_command("cpu_set")
+def cpu_set(ctx: CommandContext, cpu: int, state: str) -> None:
+    ctx.machine.hotplug.cpu_set(cpu, state)
+
+
+@qmp_command("object-add")
+def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> None:
+    machine = ctx.machine
+    info = machine.registry.get(qom_type)
+    if info is None or info.abstract or not machine.registry.is_a(qom_type, "x86_64-cpu"):
+        raise GenericError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
+    check_id(id)
+    objects = machine.qom.objects
+    if objects.child(id) is not None:
+        raise GenericError(f"attempt to add duplicate property '{id}' to object (type 'container')")
+    cpu = machine.new_cpu(qom_type)
+    for name, value in props.items():
+        if name in ("realized", "hotplugged"):
+            raise GenericError(f"Property '{qom_type}.{name}' is not writable")
+        cpu.set_property(name, value)
+    cpu.qdev_id = id
+    objects.add_child(id, cpu)
+
+
+@qmp_command("object-del")
+def object_del(ctx: CommandContext, id: str) -> None:
+    objects: QObject = ctx.machine.qom.objects
+    obj = objects.child(id)
+    if obj is None:
+        raise GenericError(f"object '{id}' not found")
+    if getattr(obj, "realized", False):
+        raise GenericError(f"object '{id}' is in use, can not be deleted")
+    objects.remove_child(id)

@@ -1,0 +1,247 @@
+"""``device_add`` as QEMU's qdev-monitor runs it: options, driver, bus, id, properties, realize.
+
+QMP and HMP arguments both become QemuOpts first, so every value is text:
+numbers are printed, booleans become ``on``/``off``, a non-string ``id`` and
+null/object/array members are dropped (QEMU's qemu_opts_from_qdict).  The
+steps then run in QEMU's order, each with its error text:
+
+1. ``id`` must be an identifier (checked while building the options);
+2. ``driver`` present, a device type, concrete, user-creatable;
+3. ``bus``, if given, must exist and take the device (CPUs take none);
+4. the machine must have a hot-plug handler for the device;
+5. the id must be free (``/machine/peripheral/<id>``), or the device is
+   anonymous (``/machine/peripheral-anon/device[N]``, N from a counter that
+   every anonymous device_add reaching this step advances, failed or not);
+6. properties are set in QDict order (text parsed by the property's type);
+7. realize: the hot-plug handler's pre-plug checks, realize, plug.
+
+A failure after step 5 unparents the device again, so nothing is left but
+the counter's step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from qmpd.errors import GenericError, QMPError
+from qmpd.inttypes import INT_RANGES
+from qmpd.protocol.writer import format_double, qdict_order
+from qmpd.qom.device import Device
+from qmpd.qom.object import QObject
+from qmpd.qom.types import TypeRegistry
+
+#: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
+#: Properties device_add must not set (QEMU asserts or misbehaves on them).
+_RESERVED = {"realized"}
+_TRUE = {"on", "yes", "true", "y"}
+_FALSE = {"off", "no", "false", "n"}
+
+
+class DeviceOptions(NamedTuple):
+    """A device's QemuOpts: its id and its other options as text, in QDict iteration order."""
+
+    id: str | None
+    options: tuple[tuple[str, str], ...]
+
+
+class OptionsSyntaxError(Exception):
+    """HMP device_add text that QemuOpts refuses (QEMU then prints only the "Try help" line)."""
+
+
+def check_id(value: str) -> None:
+    """QEMU's qemu_opts_create check."""
+    if not _IDENTIFIER.match(value):
+        raise GenericError("Parameter 'id' expects an identifier")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_double(value)
+    if isinstance(value, str):
+        return value
+    return None  # null, objects and arrays are not options
+
+
+def options_from_arguments(arguments: dict[str, Any]) -> DeviceOptions:
+    """QMP device_add arguments to options (qemu_opts_from_qdict)."""
+    device_id = arguments.get("id")
+    if not isinstance(device_id, str):
+        device_id = None
+    elif device_id is not None:
+        check_id(device_id)
+    options = []
+    for key in qdict_order(list(arguments)):
+        if key == "id":
+            continue
+        text = _text(arguments[key])
+        if text is not None:
+            options.append((key, text))
+    return DeviceOptions(device_id, tuple(options))
+
+
+def options_from_text(text: str) -> DeviceOptions:
+    """HMP ``driver[,prop=value][,...]`` to options (QemuOpts parsing; ``,,`` is a literal comma)."""
+    items: list[str] = []
+    current: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == ",":
+            if text.startswith(",,", index):
+                current.append(",")
+                index += 2
+                continue
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    items.append("".join(current))
+    device_id: str | None = None
+    options: list[tuple[str, str]] = []
+    for position, item in enumerate(items):
+        key, equals, value = item.partition("=")
+        if not equals:
+            if position == 0:
+                key, value = "driver", item
+            else:
+                value = "on"  # a bare name is a flag
+        if key == "id":
+            if not _IDENTIFIER.match(value):
+                raise OptionsSyntaxError(value)
+            device_id = value
+            continue
+        options.append((key, value))
+    ordered = dict(options)
+    return DeviceOptions(device_id, tuple((key, ordered[key]) for key in qdict_order(list(ordered))))
+
+
+def parse_text(type_name: str, name: str, text: str) -> Any:
+    """A device property from text, as QEMU's keyval input visitor parses it."""
+    if type_name == "bool":
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise GenericError(f"Parameter '{name}' expects 'on' or 'off'")
+    if type_name in INT_RANGES or type_name == "int":
+        value = _strtoll(text, unsigned=type_name.startswith("uint"))
+        if value is None:
+            raise GenericError(f"Parameter '{name}' expects integer")
+        if type_name in INT_RANGES and type_name not in ("int", "int64", "uint64"):
+            low, high = INT_RANGES[type_name]
+            if not low <= value <= high:
+                raise GenericError(f"Parameter '{name}' expects {type_name}_t")
+        return value
+    return text
+
+
+def _strtoll(text: str, *, unsigned: bool) -> int | None:
+    """qemu_strtoi64/qemu_strtou64 with base 0: the whole text, C's prefixes, overflow refused."""
+    match = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if match is None:
+        return None
+    sign, digits = match.groups()
+    if digits[:2].lower() == "0x":
+        value = int(digits, 16)
+    elif digits.startswith("0") and len(digits) > 1:
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    if unsigned:
+        if value >= 1 << 64:
+            return None
+        return (-value) % (1 << 64) if sign == "-" else value  # strtoull wraps negative input
+    value = -value if sign == "-" else value
+    return value if -(1 << 63) <= value < 1 << 63 else None
+
+
+class Buses(NamedTuple):
+    """The buses a machine has, by name, with their QOM type names as QEMU prints them."""
+
+    kinds: dict[str, str]
+    #: Buses that exist but take no hot-plugged device.
+    cold: frozenset[str] = frozenset()
+
+
+#: Buses of each machine type (qbus names; device_add accepts a bare bus name).
+MACHINE_BUSES = {
+    "pc-i440fx-7.2": Buses({"pci.0": "PCI", "isa.0": "ISA", "main-system-bus": "System"}, frozenset({"isa.0"})),
+    "pc-q35-7.2": Buses({"pcie.0": "PCIE", "isa.0": "ISA", "main-system-bus": "System"}, frozenset({"isa.0"})),
+    "none": Buses({"main-system-bus": "System"}),
+}
+
+
+class DeviceHost(NamedTuple):
+    """What device_add needs from the machine."""
+
+    registry: TypeRegistry
+    machine_type: str
+    peripheral: QObject
+    peripheral_anon: QObject
+    #: Returns the next anonymous device number and advances QEMU's anon_count.
+    next_anon: Callable[[], int]
+    #: The machine's hot-plug handler for a device type, or None.
+    hotplug_handler: Callable[[str], Callable[[Device], None] | None]
+    new_object: Callable[[str], QObject]
+
+
+def device_add(host: DeviceHost, opts: DeviceOptions) -> Device:
+    """Create, configure and plug a device; on any error nothing stays but the anon counter's step."""
+    options = dict(opts.options)
+    driver = options.pop("driver", None)
+    if driver is None:
+        raise GenericError("Parameter 'driver' is missing")
+    registry = host.registry
+    info = registry.get(driver)
+    if info is None or not registry.is_a(driver, "device"):
+        raise GenericError(f"'{driver}' is not a valid device model name")
+    if info.abstract or info.factory is None:
+        raise GenericError("Parameter 'driver' expects a non-abstract device type")
+    if not info.user_creatable:
+        raise GenericError("Parameter 'driver' expects a pluggable device type")
+    bus = options.pop("bus", None)
+    if bus is not None:
+        buses = MACHINE_BUSES.get(host.machine_type, Buses({}))
+        if bus not in buses.kinds:
+            raise GenericError(f"Bus '{bus}' not found")
+        raise GenericError(f"Device '{driver}' can't go on {buses.kinds[bus]} bus")
+    plug = host.hotplug_handler(driver)
+    if plug is None:
+        raise GenericError(f"Device '{driver}' can not be hotplugged on this machine")
+    device = host.new_object(driver)
+    assert isinstance(device, Device)
+    if opts.id is not None:
+        if host.peripheral.child(opts.id) is not None:
+            raise GenericError(f"Duplicate device ID '{opts.id}'")
+        device.qdev_id = opts.id
+        host.peripheral.add_child(opts.id, device)
+    else:
+        host.peripheral_anon.add_child(f"device[{host.next_anon()}]", device)
+    try:
+        for name, text in options.items():
+            _set_option(device, name, text)
+        device.hotplugged = True
+        plug(device)
+    except QMPError:
+        parent = device.parent
+        if parent is not None and device.name_in_parent is not None:
+            parent.remove_child(device.name_in_parent)
+        raise
+    return device
+
+
+def _set_option(device: Device, name: str, text: str) -> None:
+    prop = device.find_property(name)
+    if prop is None:
+        raise GenericError(f"Property '{device.type_name}.{name}' not found")
+    if prop.setter is None or prop.is_child or prop.is_link or name in _RESERVED:
+        raise GenericError(f"Property '{device.type_name}.{name}' is not writable")
+    device.set_property(name, parse_text(prop.type, name, text))
