@@ -156,6 +156,8 @@ hotplug_events:
         out     dx, al
         call    arch_id
         mov     ecx, eax
+        cmp     qword ptr [rcx * 8 + STATE], 3  /* already parked (a repeated request) */
+        je      8f
         mov     qword ptr [rcx * 8 + STATE], 2
 8:      cmp     qword ptr [rcx * 8 + STATE], 3  /* wait until it has parked */
         jne     8b

@@ -120,14 +120,18 @@ class CPUHotplugBlock:
             slot = self.slots[index]
             slot.present = True
             slot.device_id = device_id
-            slot.is_inserting = hotplugged
+            # In legacy mode QEMU plugs through the bitmap only: no insert event survives the switch.
+            slot.is_inserting = hotplugged and not self.legacy
         if hotplugged:
             self.gpe.raise_event(GPE_CPU_HOTPLUG)
 
     def request_unplug(self, index: int) -> None:
-        """device_del of the CPU in slot ``index`` (acpi_cpu_unplug_request_cb)."""
+        """device_del of the CPU in slot ``index`` (acpi_cpu_unplug_request_cb); ignored once it is ejected."""
         with self._lock:
-            self.slots[index].is_removing = True
+            slot = self.slots[index]
+            if not slot.present:
+                return
+            slot.is_removing = True
         self.gpe.raise_event(GPE_CPU_HOTPLUG)
 
     def unplug(self, index: int) -> None:
@@ -206,7 +210,9 @@ class CPUHotplugBlock:
                     elif value & 8:
                         if slot.present and self.selector != 0:
                             eject = self.selector
-                            slot.fw_remove = False
+                            # QEMU unplugs here, synchronously: the slot is empty from now on, even
+                            # before the machine (on the event loop) has taken the CPU away.
+                            slot.present = slot.is_inserting = slot.is_removing = slot.fw_remove = False
                     elif value & 16 and slot.present and self.selector != 0:
                         slot.fw_remove = True
                 elif offset == 5:
