@@ -37,7 +37,9 @@ GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (0x0620, 16)}
 class Board:
     """RAM, devices and vCPUs of one machine."""
 
-    def __init__(self, spec: MachineSpec, ram_size: int, *, single_threaded: bool, vcpu_nice: int = 0) -> None:
+    def __init__(
+        self, spec: MachineSpec, ram_size: int, *, single_threaded: bool, vcpu_nice: int = 0, acpi: bool = True
+    ) -> None:
         self.spec = spec
         self.ram = GuestRAM(ram_size)
         self.bus = PortBus()
@@ -52,7 +54,7 @@ class Board:
         self.cpuhp: CPUHotplugBlock | None = None
         self.gpe: GPEBlock | None = None
         machine = spec.machine_type
-        if machine.cpuhp_base is not None:
+        if machine.cpuhp_base is not None and acpi:
             gpe_base, gpe_len = GPE0_BLOCKS[machine.name]
             self.gpe = GPEBlock(gpe_len, on_sci=self.vcpus.kick_all)
             self.bus.add(gpe_base, gpe_len, self.gpe)
@@ -72,7 +74,7 @@ class Board:
             elif device.driver == "isa-debug-exit":
                 exit_device = DebugExit(lambda status: self.bridge.post(self.on_guest_exit, status))
                 self.bus.add(device.iobase, device.iosize, exit_device)
-        self.vcpus.boot_args = (machine.cpuhp_base or 0, self.gpe_base)
+        self.vcpus.boot_args = (machine.cpuhp_base or 0, self.gpe_base) if self.cpuhp is not None else (0, 0)
         if spec.firmware is not None:
             spec.firmware.load(self.ram)
 

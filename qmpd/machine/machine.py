@@ -59,7 +59,11 @@ class Machine:
         #: Occupied slots: index -> CPU.
         self.slots: dict[int, X86CPU] = {}
         self.board = Board(
-            self.spec, config.ram_size, single_threaded=config.tcg_thread == "single", vcpu_nice=config.vcpu_nice
+            self.spec,
+            config.ram_size,
+            single_threaded=config.tcg_thread == "single",
+            vcpu_nice=config.vcpu_nice,
+            acpi=config.acpi,
         )
         with contextlib.suppress(RuntimeError):  # no loop: built by a unit test, the guest never runs
             self.board.bridge.bind(asyncio.get_running_loop())

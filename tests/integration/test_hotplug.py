@@ -342,3 +342,19 @@ def test_register_sequence_seen_by_a_guest_matches_qemus(tmp_path: Path) -> None
         0x00,  # after the eject the slot is empty
         0x01,  # the boot CPU's eject was ignored
     ]  # fmt: skip
+
+
+def test_without_acpi_cpus_plug_but_never_unplug(tmp_path: Path) -> None:
+    """-no-acpi: device_add works (the guest is not told), device_del is QEMU's refusal."""
+    server = start_qmpd(["-machine", "pc", "-smp", "1,maxcpus=2", "-no-acpi"], tmp_path)
+    try:
+        with RawClient(server.socket_path) as client:
+            client.negotiate()
+            args = {"driver": "qemu64-x86_64-cpu", "id": "c1", "socket-id": 0, "core-id": 1, "thread-id": 0}
+            assert client.execute("device_add", args) == {"return": {}}
+            reply = client.execute("device_del", {"id": "c1"})
+            assert reply["error"]["desc"] == "CPU hot unplug not supported without ACPI"
+            assert client.execute("query-acpi-ospm-status") == {"return": []}
+            assert [cpu["cpu-index"] for cpu in client.execute("query-cpus-fast")["return"]] == [0, 1]
+    finally:
+        server.stop()
