@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(PY) -m compileall -q qmpd
 	$(PY) bench/qmp_bench.py
 	$(PY) bench/guest_bench.py
+	$(PY) bench/hotplug_bench.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).
 firmware:

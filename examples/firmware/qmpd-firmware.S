@@ -42,6 +42,7 @@
         .set CMD_OST_EVENT,  1
         .set CMD_OST_STATUS, 2
         .set CMD_ARCH_ID,    3
+        .set GPE_CPU_HOTPLUG,   4               /* GPE0 status bit QEMU sets */
         .set CTRL_CLEAR_INSERT, 2
         .set CTRL_CLEAR_REMOVE, 4
         .set CTRL_EJECT,        8
@@ -102,12 +103,18 @@ work:
         cmp     qword ptr [r12 * 8 + STATE], 2
         je      park
         inc     ebp
-        test    ebp, 0xffff
+        test    ebp, 0xfff
         jnz     3b
         test    r13, r13                        /* the boot CPU handles hot-plug events */
         jnz     3b
         test    r14, r14
         jz      3b
+        mov     dx, r15w                        /* GPE0 status: a CPU hot-plug event pending? */
+        in      ax, dx
+        test    al, GPE_CPU_HOTPLUG
+        jz      3b
+        mov     ax, GPE_CPU_HOTPLUG
+        out     dx, ax                          /* acknowledge it, then handle every event */
         call    hotplug_events
         jmp     3b
 

@@ -64,8 +64,8 @@ class CPUHotplug:
         assert isinstance(device, X86CPU)
         self.machine.plug_cpu(device, hotplugged=True)
         self.warnings = device.filter_warnings()
-        for warning in self.warnings:
-            log.warning("cpu.unavailable_feature", cpu=device.canonical_path(), warning=warning)
+        if self.warnings:
+            log.warning("cpu.unavailable_features", cpu=device.canonical_path(), features=device.unavailable_features())
 
     def request_unplug(self, device: QObject, name: str) -> None:
         """device_del's checks in QEMU's order, then the eject request to the guest."""

@@ -122,6 +122,9 @@ class Machine:
             cpu.values["apic-id"] = self.topology.slots[index].apic_id
             self.qom.attach_unattached(cpu)
             self.plug_cpu(cpu, hotplugged=False)
+            missing = cpu.unavailable_features()
+            if missing:  # QEMU warns at every CPU's realize ("TCG doesn't support requested feature")
+                log.warning("cpu.unavailable_features", cpu=cpu.canonical_path(), features=missing)
             if index == 0 and self.machine_type.name != "none":
                 self.qom.attach_unattached(new_object("kvmvapic"))
 

@@ -54,10 +54,7 @@ class QObject:
         prop = self._instance_props.get(name)
         if prop is not None:
             return prop
-        for candidate in self.registry.class_properties(self.type_name):
-            if candidate.name == name:
-                return candidate
-        return None
+        return self.registry.class_property(self.type_name, name)
 
     def _property_or_error(self, name: str) -> PropertyDef:
         prop = self.find_property(name)

@@ -40,6 +40,8 @@ class TypeRegistry:
 
     def __init__(self) -> None:
         self._types: dict[str, TypeInfo] = {}
+        #: class_properties per type, by name (types never change once registered).
+        self._class_props: dict[str, dict[str, PropertyDef]] = {}
 
     def register(self, info: TypeInfo) -> TypeInfo:
         """Add a type; its parent must already be known."""
@@ -48,6 +50,7 @@ class TypeRegistry:
         if info.parent is not None and info.parent not in self._types:
             raise ValueError(f"type {info.name}: unknown parent {info.parent}")
         self._types[info.name] = info
+        self._class_props.clear()
         return info
 
     def get(self, name: str) -> TypeInfo | None:
@@ -91,11 +94,18 @@ class TypeRegistry:
 
     def class_properties(self, name: str) -> list[PropertyDef]:
         """Class properties of a type, base classes first (QEMU's iteration order)."""
-        props: list[PropertyDef] = []
-        seen: set[str] = set()
-        for info in reversed(self.ancestry(name)):
-            for prop in info.properties:
-                if prop.name not in seen:
-                    seen.add(prop.name)
-                    props.append(prop)
-        return props
+        return list(self._class_property_index(name).values())
+
+    def class_property(self, type_name: str, name: str) -> PropertyDef | None:
+        """One class property of a type, by name."""
+        return self._class_property_index(type_name).get(name)
+
+    def _class_property_index(self, name: str) -> dict[str, PropertyDef]:
+        index = self._class_props.get(name)
+        if index is None:
+            index = {}
+            for info in reversed(self.ancestry(name)):
+                for prop in info.properties:
+                    index.setdefault(prop.name, prop)
+            self._class_props[name] = index
+        return index

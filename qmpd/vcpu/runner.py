@@ -10,6 +10,7 @@ and notify.  The engine is created in this thread when the CPU first starts
 
 from __future__ import annotations
 
+import _thread
 import enum
 import os
 import threading
@@ -103,22 +104,28 @@ class VCPURunner:
         self._stopped_waiters: list[Callable[[], None]] = []
         self._jobs: list[Callable[[VCPUEngine | None], None]] = []
         self.fault: str | None = None
+        self.name = f"CPU {index}/TCG"
+        #: Set by the thread once its ids are known; then when it has finished.
         self._started = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=f"CPU {index}/TCG", daemon=True)
+        self._finished = threading.Event()
+        self._native_id = 0
+        self._ident = 0
 
     # -- life ------------------------------------------------------------------------
 
     def start_thread(self) -> None:
-        """Start the thread; return once its native id is known."""
-        self._thread.start()
-        self._started.wait()
+        """Start the thread without waiting for it to be scheduled (a plug should not wait for that).
+
+        A bare ``_thread`` thread: threading.Thread.start() blocks until the new thread has run,
+        which costs a scheduler round trip per hot-plugged CPU.
+        """
+        _thread.start_new_thread(self._bootstrap, ())
 
     @property
     def native_id(self) -> int:
-        """Kernel thread id (query-cpus-fast's thread-id)."""
-        native = self._thread.native_id
-        assert native is not None
-        return native
+        """Kernel thread id (query-cpus-fast's thread-id); waits the moment the thread needs to start."""
+        self._started.wait()
+        return self._native_id
 
     def exit(self) -> None:
         """Any thread: end this vCPU; returns after the thread has finished."""
@@ -126,8 +133,8 @@ class VCPURunner:
             self._want_exit = True
             self._stop_engine()
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if threading.get_ident() != self._ident:
+            self._finished.wait()
 
     # -- requests from other threads (all under the condition) -----------------------------
 
@@ -222,12 +229,22 @@ class VCPURunner:
             return self._kicked
         return True
 
-    def _main(self) -> None:
-        native.name_thread(self._thread.name)
+    def _bootstrap(self) -> None:
+        self._native_id = threading.get_native_id()
+        self._ident = threading.get_ident()
+        native.name_thread(self.name)
         if self._nice:
             # Below the event loop's priority: a busy guest must not delay monitor replies.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            os.setpriority(os.PRIO_PROCESS, self._native_id, self._nice)
         self._started.set()
+        try:
+            self._main()
+        except BaseException:
+            log.exception("vcpu.thread_failed", cpu=self.index)
+        finally:
+            self._finished.set()
+
+    def _main(self) -> None:
         try:
             self._loop()
         finally:
