@@ -311,7 +311,7 @@ def test_locked_increments_are_exact_with_thread_single(tmp_path: Path, thread: 
         if thread == "single":
             assert total == 2_000_000
         else:
-            # Unicorn's `lock` is not atomic across instances: some increments may be lost, none added.
-            assert 1_000_000 <= total <= 2_000_000
+            # Unicorn's `lock` is not atomic across instances: increments may be lost (any number), none added.
+            assert 0 < total <= 2_000_000
     finally:
         server.stop()
