@@ -279,7 +279,8 @@ def _opt_vcpu_nice(b: _Builder, arg: str) -> None:
 
 def _opt_debugcon(b: _Builder, arg: str) -> None:
     """``-debugcon dev``: QEMU's shorthand for a debugcon chardev and an isa-debugcon on it."""
-    chardev_id = f"debugcon{len(b.devices)}"
+    # QEMU names the chardev "debugcon" (query-chardev shows it); a second one gets a number.
+    chardev_id = "debugcon" if "debugcon" not in b.chardevs else f"debugcon{len(b.chardevs)}"
     if arg == "stdio":
         b.chardevs[chardev_id] = CharConfig("stdio")
     elif arg == "null" or arg == "none":
@@ -467,6 +468,11 @@ def _finish(b: _Builder) -> Config:
     machine = machine._replace(dump_dir=os.path.abspath(machine.dump_dir))
     server = ServerConfig()._replace(monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
     return Config(machine=machine, server=server, ignored=tuple(b.ignored))
+
+
+def option_names() -> tuple[str, ...]:
+    """Every option qmpd implements (without the leading dashes)."""
+    return tuple(_OPTIONS)
 
 
 def parse_or_exit(argv: Sequence[str]) -> Config:

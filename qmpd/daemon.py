@@ -34,6 +34,7 @@ from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session
 from qmpd.protocol.transport import MonitorEndpoint, SessionFactory
+from qmpd.qapi.ghash import iteration_order
 from qmpd.qapi.schema import Schema
 from qmpd.version import greeting
 
@@ -72,6 +73,18 @@ class Daemon:
         if self._dispatcher is not None:
             self._dispatcher.closing = True
         self._exit.set()
+
+    def chardevs(self) -> list[dict[str, Any]]:
+        """Monitors and debug-console chardevs, in QEMU's order (its /chardevs hash table, reversed)."""
+        entries: dict[str, dict[str, Any]] = {}
+        used = {dict(device.props).get("chardev") for device in self.config.machine.devices}
+        for chardev_id, char in self.config.machine.chardevs:
+            filename = "stdio" if char.kind == "stdio" else char.kind
+            entries[chardev_id] = {"frontend-open": chardev_id in used, "filename": filename, "label": chardev_id}
+        for endpoint in self.endpoints:
+            label = endpoint.config.chardev_id
+            entries[label] = {"frontend-open": True, "filename": endpoint.chardev_filename, "label": label}
+        return [entries[label] for label in reversed(iteration_order(list(entries)))]
 
     def _guest_exit(self, status: int) -> None:
         """isa-debug-exit: the guest ends the process with this status (no SHUTDOWN, as QEMU)."""

@@ -40,6 +40,10 @@ class DaemonControl(Protocol):
 
     def request_exit(self) -> None: ...
 
+    def chardevs(self) -> list[dict[str, Any]]:
+        """query-chardev's entries for the character devices the daemon owns (monitors, debug consoles)."""
+        ...
+
 
 @dataclass
 class CommandContext:

@@ -276,9 +276,12 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
 
     reader = readers.get(name)
 
+    # Flags QEMU keeps in MSR or KVM feature words (vmx-*, kvm-*) read false until set, never null.
+    unset: Any = False if info.type == "bool" else None
+
     def get(obj: QObject) -> Any:
         assert isinstance(obj, X86CPU)
-        return reader(obj) if reader is not None else obj.values.get(name)
+        return reader(obj) if reader is not None else obj.values.get(name, unset)
 
     def set_(obj: QObject, value: Any) -> None:
         assert isinstance(obj, X86CPU)

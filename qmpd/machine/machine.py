@@ -70,6 +70,8 @@ class Machine:
         self.board.vcpus.on_crash = self._on_vcpu_crash
         self.board.on_ost = self._on_ost
         self.board.on_eject = self.hotplug.ejected
+        #: migrate-set-capabilities' flags (qmpd cannot migrate; clients such as libvirt set them anyway).
+        self.migration_capabilities: dict[str, bool] = {}
         #: Serialises pause/resume/reset (commands and guest crashes may overlap).
         self._lifecycle = asyncio.Lock()
         self._tasks: set[asyncio.Future[None]] = set()

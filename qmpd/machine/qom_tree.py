@@ -18,6 +18,7 @@ from qmpd.cpu.x86cpu import register_cpu_types
 from qmpd.devices.lapic import register_apic_types
 from qmpd.machine.topology import Slot, Topology
 from qmpd.machine.types import MACHINE_TYPES, MachineType
+from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device, register_base_types
 from qmpd.qom.object import Container, QObject
 from qmpd.qom.properties import PropertyDef
@@ -93,12 +94,11 @@ def type_registry() -> TypeRegistry:
         registry.register(
             TypeInfo(machine_type.qom_type, parent, factory=MachineObject, data={"machine": machine_type})
         )
-    registry.register(TypeInfo("accel", "object"))
-    registry.register(TypeInfo("tcg-accel", "accel"))
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
     registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))
     register_apic_types(registry)
     register_cpu_types(registry)
+    register_host_types(registry)
     registry.register(TypeInfo("cpu-topology-node", "object", abstract=True))
     registry.register(TypeInfo("cpu-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id")))
     registry.register(
@@ -118,6 +118,23 @@ def type_registry() -> TypeRegistry:
         )
     )
     return registry
+
+
+class HostObject(QObject):
+    """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties, never used."""
+
+
+def register_host_types(registry: TypeRegistry) -> None:
+    """tcg-accel and the memory backends, as QEMU 7.2 declares them (qmpd has no kvm-accel)."""
+    for name, info in host_tables()["types"].items():
+        properties = tuple(
+            PropertyDef(prop["name"], prop["type"], description=prop.get("description"))
+            for prop in info["properties"]
+            if prop["name"] != "type"
+        )
+        abstract = bool(info["abstract"])
+        factory = None if abstract else HostObject
+        registry.register(TypeInfo(name, info["parent"], abstract=abstract, factory=factory, properties=properties))
 
 
 def new_object(type_name: str) -> QObject:

@@ -130,6 +130,22 @@ class MonitorEndpoint:
         """Where clients connect."""
         return self.listener.address
 
+    @property
+    def chardev_filename(self) -> str:
+        """query-chardev's filename, as QEMU's socket chardev shows it (``disconnected:`` while no client)."""
+        if self.config.kind is MonitorKind.STDIO:
+            return "stdio"
+        address = self.address
+        sock = self.listener.sock
+        if self.config.kind is MonitorKind.FD and sock is not None:
+            name = sock.getsockname()
+            if isinstance(name, str):
+                address = f"unix:{name}"
+            elif isinstance(name, tuple):
+                address = f"tcp:{name[0]}:{name[1]}"
+        prefix = "" if self._current is not None else "disconnected:"
+        return f"{prefix}{address},server=on"
+
     async def serve(self) -> None:
         """Accept clients one after another until cancelled."""
         loop = asyncio.get_running_loop()

@@ -23,6 +23,9 @@ PROBE = b'\xff{"execute":"query-status","id":"__probe__"}'
 
 
 class _Daemon:
+    def chardevs(self) -> list[dict[str, object]]:
+        return []
+
     def request_exit(self) -> None:
         """quit is fine here: the fuzzer checks the session, not the process."""
 

@@ -109,6 +109,9 @@ class Harness:
         machine = Machine(MachineConfig(start_paused=True), self.events)
         self.dispatcher = Dispatcher(schema, registry, machine, self.events, self)
 
+    def chardevs(self) -> list[dict[str, object]]:
+        return []
+
     def request_exit(self) -> None:
         self.dispatcher.closing = True
 
