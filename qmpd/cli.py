@@ -14,6 +14,7 @@ README.  Everything else is refused with a clear message.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from qmpd.config import (
     MonitorKind,
     ServerConfig,
 )
+from qmpd.machine.properties import parse_machine_properties
 from qmpd.machine.types import find_machine_type, machine_help
 from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
 from qmpd.version import QEMU_VERSION
@@ -72,6 +74,10 @@ class _Builder:
     def __init__(self) -> None:
         self.machine: dict[str, object] = {}
         self.machine_props: list[tuple[str, str]] = []
+        self.memory_backends: list[str] = []
+        #: Chardev labels in QEMU's creation order: -qmp and -chardev as given, then -debugcon's.
+        self.chardev_order: list[str] = []
+        self.late_chardevs: list[str] = []
         self.accel: list[str] = []
         self.tcg_thread = "multi"
         self.qmp: list[MonitorConfig] = []
@@ -152,6 +158,7 @@ def _qmp_compat(arg: str, index: int) -> MonitorConfig:
 
 def _opt_qmp(b: _Builder, arg: str) -> None:
     b.qmp.append(_qmp_compat(arg, len(b.qmp)))
+    b.chardev_order.append(b.qmp[-1].chardev_id or "")
 
 
 def _opt_chardev(b: _Builder, arg: str) -> None:
@@ -179,6 +186,7 @@ def _opt_chardev(b: _Builder, arg: str) -> None:
         raise CLIError(
             f"-chardev {arg}: chardev backend '{backend}' is not supported by qmpd (socket, stdio, file and null are)"
         )
+    b.chardev_order.append(chardev_id)
 
 
 def _opt_mon(b: _Builder, arg: str) -> None:
@@ -204,6 +212,25 @@ def _opt_machine(b: _Builder, arg: str) -> None:
             b.accel = value.split(":")
         else:
             b.machine_props.append((key, value))
+
+
+def _opt_object(b: _Builder, arg: str) -> None:
+    """Accepted and ignored, except that memory backends' ids are kept for ``-machine memory-backend=``."""
+    if arg.lstrip().startswith("{"):
+        try:
+            spec = json.loads(arg)
+        except ValueError as exc:
+            raise CLIError(f"-object {arg}: {exc}") from None
+        if not isinstance(spec, dict):
+            raise CLIError(f"-object {arg}: JSON object expected")
+        settings = {str(key): str(value) for key, value in spec.items()}
+    else:
+        settings = dict(parse(arg, implied="qom-type"))
+    if "qom-type" not in settings:
+        raise CLIError(f"-object {arg}: Parameter 'qom-type' is missing")
+    if settings["qom-type"].startswith("memory-backend-") and "id" in settings:
+        b.memory_backends.append(settings["id"])
+    b.ignored.append("object")
 
 
 def _opt_accel(b: _Builder, arg: str) -> None:
@@ -291,6 +318,8 @@ def _opt_debugcon(b: _Builder, arg: str) -> None:
         chardev_id = arg[8:]
     else:
         raise CLIError(f"-debugcon {arg}: '{arg.split(':', 1)[0]}' is not a valid char driver")
+    if not arg.startswith("chardev:"):
+        b.late_chardevs.append(chardev_id)
     b.devices.append(DeviceConfig("isa-debugcon", (("chardev", chardev_id),)))
 
 
@@ -337,7 +366,8 @@ _OPTIONS: dict[str, _Option] = {
     "qmp": _Option(True, _opt_qmp, "-qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off | stdio"),
     "chardev": _Option(True, _opt_chardev, "-chardev socket,id=ID,path=PATH|fd=N|host=H,port=P,server=on,wait=off"),
     "mon": _Option(True, _opt_mon, "-mon chardev=ID,mode=control"),
-    "machine": _Option(True, _opt_machine, "-machine pc|q35|none[,accel=tcg]"),
+    "machine": _Option(True, _opt_machine, "-machine pc|q35|none[,accel=tcg][,usb=on|off][,acpi=on|off|auto]..."),
+    "object": _Option(True, _opt_object, "-object QOM-TYPE,id=ID,... (accepted, ignored; memory backends named)"),
     "M": _Option(True, _opt_machine, "-M TYPE (same as -machine)"),
     "accel": _Option(True, _opt_accel, "-accel tcg[,thread=multi|single]"),
     "cpu": _Option(True, lambda b, a: b.machine.__setitem__("cpu", a), "-cpu MODEL[,feature=on|off,...]"),
@@ -444,9 +474,15 @@ def _finish(b: _Builder) -> Config:
                 raise CLIError(
                     f"-device {device.driver}: Property '{device.driver}.chardev' can't find value '{value}'"
                 )
-    machine_type = str(b.machine.get("machine_type", "pc"))
-    if find_machine_type(machine_type) is None:
+    machine_type = find_machine_type(str(b.machine.get("machine_type", "pc")))
+    if machine_type is None:
         raise CLIError("unsupported machine type\nUse -machine help to list supported machines")
+    try:
+        settings = parse_machine_properties(machine_type, b.machine_props, b.memory_backends)
+    except OptionError as exc:
+        raise CLIError(str(exc)) from None
+    if settings.get("acpi") == "off":
+        b.machine["acpi"] = False
     accel = tuple(b.accel) or ("tcg",)
     for name in accel:
         if name not in _ACCELS:
@@ -458,7 +494,7 @@ def _finish(b: _Builder) -> Config:
             raise CLIError("-daemonize: a monitor on stdio cannot be used with -daemonize")
     machine = MachineConfig()._replace(
         **b.machine,  # type: ignore[arg-type]
-        machine_props=tuple(b.machine_props),
+        machine_settings=tuple(settings.items()),
         devices=tuple(b.devices),
         chardevs=tuple(char_sinks.items()),
         accel=accel,
@@ -466,7 +502,11 @@ def _finish(b: _Builder) -> Config:
     )
     # Absolute now: -daemonize changes directory later.
     machine = machine._replace(dump_dir=os.path.abspath(machine.dump_dir))
-    server = ServerConfig()._replace(monitors=tuple(monitors), **b.server)  # type: ignore[arg-type]
+    server = ServerConfig()._replace(
+        monitors=tuple(monitors),
+        chardev_labels=(*b.chardev_order, *b.late_chardevs),
+        **b.server,  # type: ignore[arg-type]
+    )
     return Config(machine=machine, server=server, ignored=tuple(b.ignored))
 
 

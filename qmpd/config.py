@@ -11,7 +11,7 @@ start-up.
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class MonitorKind(enum.Enum):
@@ -80,8 +80,8 @@ class MachineConfig(NamedTuple):
     accel: tuple[str, ...] = ("tcg",)
     #: ``-accel tcg,thread=``: ``multi`` runs vCPUs in parallel, ``single`` one at a time.
     tcg_thread: str = "multi"
-    #: Properties given with -machine (besides type and accel), in order.
-    machine_props: tuple[tuple[str, str], ...] = ()
+    #: ``/machine`` properties set with -machine (checked; see qmpd.machine.properties).
+    machine_settings: tuple[tuple[str, Any], ...] = ()
     #: ``-cpu`` as given (model and features), or None for the default.
     cpu: str | None = None
     #: ``-smp`` as given, or None for the default.
@@ -115,6 +115,8 @@ class ServerConfig(NamedTuple):
     """The daemon process."""
 
     monitors: tuple[MonitorConfig, ...] = ()
+    #: Every chardev's label in QEMU's creation order (it decides query-chardev's order).
+    chardev_labels: tuple[str, ...] = ()
     pidfile: str | None = None
     daemonize: bool = False
     log_format: LogFormat = LogFormat.CONSOLE

@@ -75,7 +75,8 @@ class Daemon:
         self._exit.set()
 
     def chardevs(self) -> list[dict[str, Any]]:
-        """Monitors and debug-console chardevs, in QEMU's order (its /chardevs hash table, reversed)."""
+        """Monitors and debug-console chardevs in QEMU's order: its /chardevs hash table, filled in
+        creation order, iterated and listed in reverse."""
         entries: dict[str, dict[str, Any]] = {}
         used = {dict(device.props).get("chardev") for device in self.config.machine.devices}
         for chardev_id, char in self.config.machine.chardevs:
@@ -84,7 +85,9 @@ class Daemon:
         for endpoint in self.endpoints:
             label = endpoint.config.chardev_id
             entries[label] = {"frontend-open": True, "filename": endpoint.chardev_filename, "label": label}
-        return [entries[label] for label in reversed(iteration_order(list(entries)))]
+        created = [label for label in self.config.server.chardev_labels if label in entries]
+        created += [label for label in entries if label not in created]
+        return [entries[label] for label in reversed(iteration_order(created))]
 
     def _guest_exit(self, status: int) -> None:
         """isa-debug-exit: the guest ends the process with this status (no SHUTDOWN, as QEMU)."""

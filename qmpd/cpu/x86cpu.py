@@ -243,6 +243,11 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
     )
 
 
+#: Models whose QEMU definition carries its own cache descriptors (cache_info): for them QEMU
+#: leaves ``legacy-cache`` off; every other model reports the legacy cache layout (measured, QEMU 7.2).
+MODELS_WITH_CACHE_INFO = frozenset({"EPYC", "Dhyana", "EPYC-Rome"})
+
+
 def _value_property(info: PropertyInfo) -> PropertyDef:
     name = info.name
     readers: dict[str, Callable[[X86CPU], Any]] = {
@@ -253,6 +258,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         "unavailable-features": lambda cpu: cpu.unavailable_features(),
         "feature-words": lambda cpu: cpu._word_list(cpu.guest_features()),
         "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
+        "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
     }
     if name in _IDENTITY or name in ("vendor", "model-id"):
 

@@ -27,6 +27,7 @@ from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
 from qmpd.machine.hotplug import CPUHotplug
+from qmpd.machine.properties import DEFAULTS
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
@@ -94,9 +95,9 @@ class Machine:
                 "sockets": smp.sockets,
                 "clusters": smp.clusters,
             },
-            "dump-guest-core": True,
-            "usb": False,
+            **DEFAULTS,
             "acpi": "auto" if self.config.acpi else "off",
+            **dict(self.config.machine_settings),
         }
 
     # -- CPUs ---------------------------------------------------------------------------

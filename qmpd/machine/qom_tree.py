@@ -16,6 +16,7 @@ from typing import Any
 
 from qmpd.cpu.x86cpu import register_cpu_types
 from qmpd.devices.lapic import register_apic_types
+from qmpd.machine.properties import MACHINE_PROPERTIES
 from qmpd.machine.topology import Slot, Topology
 from qmpd.machine.types import MACHINE_TYPES, MachineType
 from qmpd.qapi.host_tables import host_tables
@@ -70,15 +71,12 @@ def _ids(*names: str, kind: str = "int32") -> tuple[PropertyDef, ...]:
     return tuple(PropertyDef(name, kind, getter=getter(name)) for name in names)
 
 
-_MACHINE_PROPERTIES = (
-    PropertyDef("kernel", "string", getter=_setting("kernel")),
-    PropertyDef("firmware", "string", getter=_setting("firmware")),
-    PropertyDef("memory", "MemorySizeConfiguration", getter=_setting("memory")),
-    PropertyDef("smp", "SMPConfiguration", getter=_setting("smp")),
-    PropertyDef("dump-guest-core", "bool", getter=_setting("dump-guest-core")),
-    PropertyDef("usb", "bool", getter=_setting("usb")),
-)
-_PC_PROPERTIES = (PropertyDef("acpi", "OnOffAuto", getter=_setting("acpi")),)
+def _machine_properties(x86: bool) -> tuple[PropertyDef, ...]:
+    return tuple(
+        PropertyDef(prop.name, prop.qapi_type, getter=_setting(prop.name), description=prop.description)
+        for prop in MACHINE_PROPERTIES
+        if prop.x86_only == x86
+    )
 
 
 @cache
@@ -86,8 +84,8 @@ def type_registry() -> TypeRegistry:
     """Every QOM type qmpd has (built once; types are static data)."""
     registry = TypeRegistry()
     register_base_types(registry)
-    registry.register(TypeInfo("machine", "object", abstract=True, properties=_MACHINE_PROPERTIES))
-    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_PC_PROPERTIES))
+    registry.register(TypeInfo("machine", "object", abstract=True, properties=_machine_properties(False)))
+    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_machine_properties(True)))
     registry.register(TypeInfo("generic-pc-machine", "x86-machine", abstract=True, interfaces=("hotplug-handler",)))
     for machine_type in MACHINE_TYPES:
         parent = "machine" if machine_type.name == "none" else "generic-pc-machine"

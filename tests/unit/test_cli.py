@@ -54,7 +54,8 @@ def test_libvirt_start_argv() -> None:
     (monitor,) = config.server.monitors
     assert (monitor.kind, monitor.fd, monitor.chardev_id) == (MonitorKind.FD, 24, "charmonitor")
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
-    assert "uuid" in config.ignored and "sandbox" in config.ignored
+    assert "uuid" in config.ignored and "sandbox" in config.ignored and "object" in config.ignored
+    assert dict(config.machine.machine_settings) == {"usb": False, "dump-guest-core": False}
 
 
 def test_several_monitors_and_double_dash_spelling() -> None:
@@ -89,6 +90,12 @@ def test_several_monitors_and_double_dash_spelling() -> None:
         (["-machine", "none,accel=foo"], "invalid accelerator foo"),
         (["-mon", "chardev=zz,mode=control"], '-mon chardev=zz,mode=control: chardev "zz" not found'),
         (["-chardev", "socket,path=/x,server=on"], "-chardev socket,path=/x,server=on: Parameter 'id' is missing"),
+        (["-machine", "pc,foo=bar"], "Property 'pc-i440fx-7.2-machine.foo' not found"),
+        (["-machine", "none,acpi=off"], "Property 'none-machine.acpi' not found"),
+        (["-machine", "none,usb=maybe"], "Parameter 'usb' expects 'on' or 'off'"),
+        (["-machine", "q35,acpi=maybe"], "Parameter 'acpi' does not accept value 'maybe'"),
+        (["-machine", "pc,memory-backend=pc.ram"], "Memory backend 'pc.ram' not found"),
+        (["-object", "id=x"], "-object id=x: Parameter 'qom-type' is missing"),
     ],
 )
 def test_errors_use_qemu_wording(argv: list[str], message: str) -> None:
@@ -125,6 +132,17 @@ def test_help_and_version_exit_zero() -> None:
     with pytest.raises(ExitRequest) as machines:
         parse_args(["-machine", "help"])
     assert "pc-i440fx-7.2" in machines.value.text
+
+
+def test_machine_properties_and_memory_backends() -> None:
+    config = parse_args(
+        ["-object", "memory-backend-ram,id=pc.ram,size=128M", "-machine", "q35,memory-backend=pc.ram,acpi=off"]
+    )
+    assert dict(config.machine.machine_settings) == {"acpi": "off"}
+    assert config.machine.acpi is False
+    config = parse_args(["-machine", "pc,mem-merge=off,suppress-vmdesc=on,acpi=on"])
+    assert dict(config.machine.machine_settings) == {"mem-merge": False, "suppress-vmdesc": True, "acpi": "on"}
+    assert config.machine.acpi is True
 
 
 def test_memory_sizes() -> None:
