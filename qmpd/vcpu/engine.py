@@ -219,8 +219,9 @@ class VCPUEngine:
         self.control.stop = 0
 
     def flush_translations(self) -> None:
-        """Forget translated code (after the host rewrote guest code)."""
+        """Forget translated code (after the host rewrote guest code), and the hook's block counts."""
         self.uc.ctl_flush_tb()
+        self.control.forget_blocks()
 
     def snapshot(self, *, halted: bool) -> CPUSnapshot:
         """The registers (only from this vCPU's thread, while it is not executing)."""
@@ -251,6 +252,11 @@ class VCPUEngine:
             xmm=tuple(read(getattr(x86, f"UC_X86_REG_XMM{n}")) for n in range(16)),
             halted=halted,
         )
+
+    @property
+    def instructions_executed(self) -> int | None:
+        """Guest instructions run so far (None without the compiled block hook, which counts them)."""
+        return int(self.control.instructions) if self._block_hook is not None else None
 
     @property
     def blocks_executed(self) -> int:

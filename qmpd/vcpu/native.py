@@ -13,10 +13,17 @@ import os
 
 import structlog
 from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn.unicorn_const import UC_CTL_IO_READ_WRITE, UC_CTL_TB_REQUEST_CACHE
 from unicorn.unicorn_py3.arch.types import uc_hook_h
 from unicorn.unicorn_py3.unicorn import uclib
 
 log = structlog.get_logger(__name__)
+
+
+#: QMPD_TB_ENTRIES x sizeof(struct qmpd_tb_entry) in _blockhook.c.
+TB_TABLE_BYTES = 1024 * 16
+#: uc_ctl's code for "request the translation block at an address" (read+write, two arguments).
+_REQUEST_CACHE = (UC_CTL_IO_READ_WRITE << 30) | (2 << 26) | UC_CTL_TB_REQUEST_CACHE
 
 
 class BlockControl(ctypes.Structure):
@@ -27,11 +34,26 @@ class BlockControl(ctypes.Structure):
         ("stopped_by_hook", ctypes.c_int32),
         ("budget", ctypes.c_int64),
         ("blocks", ctypes.c_uint64),
-        ("bytes", ctypes.c_uint64),
+        ("instructions", ctypes.c_uint64),
+        ("tbs", ctypes.c_void_p),
+        ("last_address", ctypes.c_uint64),
+        ("last_size", ctypes.c_uint32),
+        ("last_icount", ctypes.c_uint32),
         # 128 bytes in all: each vCPU writes its counters every block; padding keeps two vCPUs'
         # control blocks off one cache line (false sharing halves two-vCPU throughput).
-        ("pad", ctypes.c_uint8 * 96),
+        ("pad", ctypes.c_uint8 * 72),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The hook's (address, size) -> instruction count table; kept alive with the control block.
+        self.tb_table = (ctypes.c_uint8 * TB_TABLE_BYTES)()
+        self.tbs = ctypes.cast(self.tb_table, ctypes.c_void_p).value
+
+    def forget_blocks(self) -> None:
+        """Drop the cached instruction counts (the code they describe was rewritten)."""
+        self.last_icount = 0
+        ctypes.memset(self.tb_table, 0, TB_TABLE_BYTES)
 
 
 def _load() -> ctypes.CDLL | None:
@@ -41,7 +63,11 @@ def _load() -> ctypes.CDLL | None:
     except OSError:
         log.warning("vcpu.blockhook_missing", path=path, fallback="counted slices")
         return None
-    library.qmpd_blockhook_init(ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p))
+    library.qmpd_blockhook_init(
+        ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p),
+        ctypes.cast(uclib.uc_ctl, ctypes.c_void_p),
+        ctypes.c_uint32(_REQUEST_CACHE),
+    )
     return library
 
 

@@ -338,3 +338,22 @@ def test_without_the_block_hook_counted_slices_stop_exactly(parts: CPUParts, mon
         assert ram.read_u64(0x10_0000) == engine.snapshot(halted=False).gpr[RCX] > 0
     finally:
         engine.close()
+
+
+@needs_block_hook
+def test_instructions_are_counted_exactly(rig: Rig) -> None:
+    # mov ecx, 1000; loop: dec ecx; jnz loop; mov eax, 7; hlt  ->  1 + 2 * 1000 + 1 + 1 instructions
+    rig.load("b9 e8 03 00 00  ff c9  75 fc  b8 07 00 00 00  f4")
+    assert rig.engine.instructions_executed == 0
+    assert rig.engine.run(CODE).exit is Exit.HALTED
+    assert rig.engine.instructions_executed == 2003
+    rig.engine.run(CODE)
+    assert rig.engine.instructions_executed == 4006, "cached block counts are reused"
+    rig.load("b9 02 00 00 00  ff c9  75 fc  90 90 f4")  # rewritten code at the same address
+    rig.engine.flush_translations()
+    rig.engine.run(CODE)
+    assert rig.engine.instructions_executed == 4006 + 1 + 4 + 3
+    rig.load("b9 02 00 00 00  ff c9  75 fc  0f 1f 00 f4")  # same block sizes, one instruction fewer
+    rig.engine.flush_translations()
+    rig.engine.run(CODE)
+    assert rig.engine.instructions_executed == 4014 + 1 + 4 + 2
