@@ -14,6 +14,7 @@ README.  Everything else is refused with a clear message.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -343,6 +344,27 @@ def _opt_socket_mode(b: _Builder, arg: str) -> None:
         raise CLIError(f"--socket-mode {arg}: expected an octal mode such as 0600") from None
 
 
+def _opt_http(b: _Builder, arg: str) -> None:
+    host, sep, port = arg.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise CLIError(f"--http {arg}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    b.server["http"] = (host, int(port))
+
+
+def _opt_http_token(b: _Builder, arg: str) -> None:
+    if len(arg) < 16:
+        raise CLIError("--http-token: a token of at least 16 characters is required")
+    b.server["http_token"] = arg
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _opt_event_loop(b: _Builder, arg: str) -> None:
     if arg not in ("uvloop", "asyncio"):
         raise CLIError(f"--event-loop {arg}: expected 'uvloop' or 'asyncio'")
@@ -396,6 +418,10 @@ _OPTIONS: dict[str, _Option] = {
     "log-file": _Option(True, lambda b, a: b.server.__setitem__("log_file", a), "--log-file FILE (default: stderr)"),
     "socket-mode": _Option(True, _opt_socket_mode, "--socket-mode MODE (Unix socket permissions, default 0600)"),
     "event-loop": _Option(True, _opt_event_loop, "--event-loop uvloop|asyncio (default uvloop when installed)"),
+    "http": _Option(True, _opt_http, "--http HOST:PORT (QMP over WebSocket, REST, metrics, dashboard)"),
+    "http-token": _Option(
+        True, _opt_http_token, "--http-token TOKEN (bearer token for --http; or env QMPD_HTTP_TOKEN)"
+    ),
     "h": _Option(False, None, "-h, --help"),
     "help": _Option(False, None, "-help"),
     "version": _Option(False, None, "-version"),
@@ -492,6 +518,11 @@ def _finish(b: _Builder) -> Config:
     for monitor in monitors:
         if monitor.kind is MonitorKind.STDIO and b.server.get("daemonize"):
             raise CLIError("-daemonize: a monitor on stdio cannot be used with -daemonize")
+    if "http" in b.server and "http_token" not in b.server and os.environ.get("QMPD_HTTP_TOKEN"):
+        _opt_http_token(b, os.environ["QMPD_HTTP_TOKEN"])
+    http = b.server.get("http")
+    if isinstance(http, tuple) and not _is_loopback(http[0]) and "http_token" not in b.server:
+        raise CLIError(f"--http {http[0]}:{http[1]}: binding beyond loopback requires --http-token")
     machine = MachineConfig()._replace(
         **b.machine,  # type: ignore[arg-type]
         machine_settings=tuple(settings.items()),

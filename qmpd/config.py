@@ -127,6 +127,10 @@ class ServerConfig(NamedTuple):
     socket_mode: int = 0o600
     #: Event loop implementation: "uvloop" (faster, the default when installed) or "asyncio".
     event_loop: str = "uvloop"
+    #: ``--http HOST:PORT``: the HTTP/WebSocket front (qmpd.http), or None.
+    http: tuple[str, int] | None = None
+    #: Bearer token every HTTP request must carry (required when ``http`` is not loopback).
+    http_token: str | None = None
 
 
 class Config(NamedTuple):

@@ -15,6 +15,7 @@ import gc
 import os
 import signal
 import sys
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,19 +27,24 @@ from qmpd.commands import REGISTRY
 from qmpd.config import Config, LogFormat
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
+from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import ShutdownCause
 from qmpd.machine.spec import MachineSpec
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
-from qmpd.protocol.session import Channel, Session
+from qmpd.protocol.session import Channel, Session, SessionState
 from qmpd.protocol.transport import MonitorEndpoint, SessionFactory
 from qmpd.qapi.ghash import iteration_order
 from qmpd.qapi.schema import Schema
 from qmpd.version import greeting
 
 log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The daemon could not start (the text says why; the process exits 1)."""
 
 
 class Daemon:
@@ -64,6 +70,8 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.endpoints: list[MonitorEndpoint] = []
         self.machine: Machine | None = None
+        #: Every QMP session made (weakly held: closed ones go with their connection).
+        self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._status = 0
 
     # DaemonControl -----------------------------------------------------------------
@@ -101,9 +109,39 @@ class Daemon:
         hello = greeting()
 
         def make(channel: Channel, name: str) -> Session:
-            return Session(dispatcher, events, channel, name=name, greeting=hello)
+            session = Session(dispatcher, events, channel, name=name, greeting=hello)
+            self.sessions.add(session)
+            return session
 
         return make
+
+    def sessions_open(self) -> int:
+        """QMP sessions (any transport) not yet closed."""
+        return sum(1 for session in self.sessions if session.state is not SessionState.CLOSED)
+
+    async def _start_http(self, dispatcher: Dispatcher, events: EventBus, factory: SessionFactory) -> HttpFront | None:
+        """The --http front, or None; a port that cannot be bound ends start-up as QEMU's bad -qmp does."""
+        if self.config.server.http is None:
+            return None
+        assert self.machine is not None
+        host, port = self.config.server.http
+        front = HttpFront(
+            host=host,
+            port=port,
+            token=self.config.server.http_token,
+            machine=self.machine,
+            dispatcher=dispatcher,
+            events=events,
+            make_session=factory,
+            sessions_open=self.sessions_open,
+            accepting=lambda: not self._exit.is_set(),
+        )
+        try:
+            await front.start()
+        except OSError as exc:
+            await front.close()
+            raise StartupError(f"--http {host}:{port}: {exc.strerror or exc}") from None
+        return front
 
     def _on_signal(self, signum: int) -> None:
         if self.config.server.log_format is LogFormat.CONSOLE:
@@ -127,6 +165,11 @@ class Daemon:
         self._dispatcher = dispatcher
         factory = self._session_factory(dispatcher, events)
         greeted = self._greeter.stop()
+        try:
+            front = await self._start_http(dispatcher, events, factory)
+        except StartupError:
+            self.machine.close()
+            raise
         for listener in self._listeners:
             endpoint = MonitorEndpoint(listener, factory, greeted=greeted.get(id(listener)))
             self.endpoints.append(endpoint)
@@ -151,6 +194,8 @@ class Daemon:
                 self.machine.power_on()
             await self._exit.wait()
         finally:
+            if front is not None:
+                await wait_closed(front)
             for endpoint in self.endpoints:
                 endpoint.close()
             await asyncio.gather(*(endpoint.wait_closed() for endpoint in self.endpoints))
@@ -205,4 +250,8 @@ def run_daemon(
     setup_logging(config.server.log_format, config.server.log_level, config.server.log_file)
     daemon = Daemon(config, spec, listeners, greeter, ready_fd=ready_fd, early_signals=early_signals)
     with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
-        return runner.run(daemon.run())
+        try:
+            return runner.run(daemon.run())
+        except StartupError as exc:
+            sys.stderr.write(f"{PROG}: {exc}\n")
+            return 1

@@ -21,6 +21,7 @@ The interfaces:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,29 @@ class CPUHotplug:
         self.machine = machine
         #: Warnings of the last plug (HMP device_add prints them, as QEMU's monitor does).
         self.warnings: list[str] = []
+        #: Called with "plug" or "unplug" when one is asked of the guest (metrics).
+        self.on_requested: list[Callable[[str], None]] = []
+        #: Called with the operation and the seconds the guest took to complete it (online / ejected).
+        self.on_completed: list[Callable[[str, float], None]] = []
+        self._pending: dict[int, tuple[str, float]] = {}
+
+    def _requested(self, index: int, operation: str) -> None:
+        self._pending[index] = (operation, time.perf_counter())
+        for observer in self.on_requested:
+            observer(operation)
+
+    def _completed(self, index: int, operation: str) -> None:
+        pending = self._pending.get(index)
+        if pending is None or pending[0] != operation:
+            return
+        del self._pending[index]
+        for observer in self.on_completed:
+            observer(operation, time.perf_counter() - pending[1])
+
+    def ost(self, info: dict[str, object]) -> None:
+        """The guest's _OST: source 1 (insert) with status 0 means it put the plugged CPU online."""
+        if info.get("source") == 1 and info.get("status") == 0:
+            self._completed(int(str(info.get("slot"))), "plug")
 
     # -- the one path -------------------------------------------------------------------
 
@@ -63,6 +87,8 @@ class CPUHotplug:
         """Pre-plug checks, realize and plug; the guest is told through the ACPI block."""
         assert isinstance(device, X86CPU)
         self.machine.plug_cpu(device, hotplugged=True)
+        if device.cpu_index is not None and self.machine.board.cpuhp is not None:
+            self._requested(device.cpu_index, "plug")
         self.warnings = device.filter_warnings()
         if self.warnings:
             log.warning("cpu.unavailable_features", cpu=device.canonical_path(), features=device.unavailable_features())
@@ -84,6 +110,7 @@ class CPUHotplug:
         if cpuhp.legacy:
             raise GenericError(f"acpi: device unplug request for not supported device type: {device.type_name}")
         cpuhp.request_unplug(device.cpu_index)
+        self._requested(device.cpu_index, "unplug")
 
     def ejected(self, index: int) -> None:
         """The guest ejected slot ``index``: the CPU goes, its slot frees, DEVICE_DELETED is sent."""
@@ -100,6 +127,7 @@ class CPUHotplug:
             data = {"device": cpu.qdev_id, "path": path}
         self.machine.events.emit("DEVICE_DELETED", data)
         log.info("cpu.unplugged", cpu_index=index, path=path)
+        self._completed(index, "unplug")
 
     # -- interface 1: device_add / device_del ------------------------------------------------
 

@@ -229,6 +229,7 @@ class Machine:
     def _on_ost(self, info: dict[str, object]) -> None:
         """The guest reported an _OST status through the hot-plug block."""
         self.events.emit("ACPI_DEVICE_OST", {"info": info})
+        self.hotplug.ost(info)
 
     def _on_vcpu_crash(self, index: int, reason: str) -> None:
         """A vCPU faulted: QEMU's guest-panic handling with action ``pause``."""

@@ -127,6 +127,22 @@ class VCPURunner:
         self._started.wait()
         return self._native_id
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended (after exit(), or if it died)."""
+        return not self._finished.is_set()
+
+    @property
+    def instructions_executed(self) -> int | None:
+        """Guest instructions this vCPU ran (0 before it first started; None if not counted).
+
+        Read from any thread: a counter the vCPU thread increments, read whole.
+        """
+        if not native.available:
+            return None
+        engine = self._engine
+        return engine.instructions_executed if engine is not None else 0
+
     def exit(self) -> None:
         """Any thread: end this vCPU; returns after the thread has finished."""
         with self._cond:

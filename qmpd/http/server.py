@@ -1,0 +1,173 @@
+"""The HTTP front's aiohttp application: routes, bearer-token check, limits, start and stop.
+
+Routes: ``/qmp`` (QMP over WebSocket), ``/api/v1/...`` (REST, rest.py), ``/api/v1/openapi.json``,
+``/api/v1/live`` (a WebSocket on which the server pushes vCPU counters twice a second, for the
+dashboard), ``/metrics``, ``/healthz``, ``/readyz``, and the dashboard at ``/`` with ``/static/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from qmpd.dispatch import Dispatcher
+from qmpd.events import EventBus
+from qmpd.http.metrics import CONTENT_TYPE, Metrics
+from qmpd.http.rest import RestAPI, error_response
+from qmpd.http.websocket import SessionFactory, serve_qmp
+from qmpd.machine.machine import Machine
+from qmpd.machine.view import live_sample
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+#: Largest request body (REST bodies are a few bytes).
+MAX_BODY = 64 << 10
+#: Seconds between two pushes on /api/v1/live.
+LIVE_INTERVAL = 0.5
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpFront:
+    """One aiohttp server on ``--http HOST:PORT``, serving the daemon's machine."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        token: str | None,
+        machine: Machine,
+        dispatcher: Dispatcher,
+        events: EventBus,
+        make_session: SessionFactory,
+        sessions_open: Callable[[], int],
+        accepting: Callable[[], bool],
+    ) -> None:
+        self.host, self.port = host, port
+        self._token = token
+        self._machine = machine
+        self._make_session = make_session
+        self._accepting = accepting
+        self.metrics = Metrics(dispatcher, machine, sessions_open)
+        self.rest = RestAPI(dispatcher, events, machine)
+        self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize, self._json_errors])
+        self.app.add_routes(
+            [
+                web.get("/qmp", self._qmp),
+                web.get("/api/v1/live", self._live),
+                web.get("/api/v1/openapi.json", self._openapi),
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+                web.get("/", self._dashboard),
+                web.static("/static", STATIC),
+                *self.rest.routes(),
+            ]
+        )
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("http.listening", address=f"http://{self.host}:{self.port}/", token=self._token is not None)
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- middleware ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With a token, every request carries it: ``Authorization: Bearer T``, or ``?token=T`` (browsers'
+        WebSockets cannot set headers)."""
+        if self._token is not None:
+            given = request.headers.get("Authorization", "")
+            supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
+            if not hmac.compare_digest(supplied.encode(), self._token.encode()):
+                response = error_response("GenericError", "missing or wrong bearer token", 401)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="qmpd"'
+                return response
+        return await handler(request)
+
+    @web.middleware
+    async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """HTTP errors (404, 405, 413 ...) as JSON in QMP's error shape."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response("GenericError", exc.reason, exc.status)
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _qmp(self, request: web.Request) -> web.StreamResponse:
+        return await serve_qmp(request, self._make_session, self._sockets)
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=30)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            while not ws.closed:
+                await ws.send_str(json.dumps(live_sample(self._machine, time.monotonic())))
+                try:
+                    # Anything the client sends is ignored; a close ends the loop.
+                    await ws.receive(timeout=LIVE_INTERVAL)
+                except TimeoutError:
+                    continue
+        except ConnectionError:
+            pass
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(HERE / "openapi.json", headers={"Content-Type": "application/json"})
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        """The loop answers (this handler runs) and the machine's vCPU threads are alive."""
+        dead = [index for index, runner in self._machine.board.vcpus.runners.items() if not runner.alive]
+        body: dict[str, object] = {"status": "ok" if not dead else "failing", "runstate": self._machine.runstate.value}
+        if dead:
+            body["dead_vcpu_threads"] = dead
+        return web.json_response(body, status=200 if not dead else 503)
+
+    async def _readyz(self, request: web.Request) -> web.StreamResponse:
+        """Ready once the monitors listen and until the daemon starts exiting."""
+        ready = self._accepting()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _dashboard(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+
+async def wait_closed(front: HttpFront) -> None:
+    """Close the front, bounded in time (a stuck client must not hold the exit)."""
+    try:
+        await asyncio.wait_for(front.close(), timeout=5)
+    except TimeoutError:
+        log.warning("http.close_timeout")

@@ -1,0 +1,97 @@
+"""The machine as the service front reports it: a summary, every CPU slot, and live vCPU counters.
+
+Read on the event loop thread.  Per-vCPU state and instruction counts come from the vCPU runners
+(single words their threads write), so a reading never waits for a vCPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qmpd.machine.cpus import instance_props
+from qmpd.machine.machine import Machine
+from qmpd.vcpu.runner import VCPUState
+
+
+def machine_summary(machine: Machine) -> dict[str, Any]:
+    """Type, run state, CPU model, RAM and topology."""
+    smp = machine.spec.smp
+    cpu_type = machine.spec.cpu_type
+    return {
+        "type": machine.machine_type.name,
+        "runstate": machine.runstate.value,
+        "name": machine.config.name,
+        "model": machine.spec.cpu.model.name if machine.spec.cpu is not None else None,
+        "cpu_type": cpu_type,
+        "ram_bytes": machine.config.ram_size,
+        "topology": {
+            "sockets": smp.sockets,
+            "dies": smp.dies,
+            "cores": smp.cores,
+            "threads": smp.threads,
+            "max_cpus": smp.max_cpus,
+            "boot_cpus": smp.cpus,
+        },
+    }
+
+
+def _state(machine: Machine, index: int) -> VCPUState | None:
+    runner = machine.board.vcpus.runners.get(index)
+    return runner.state if runner is not None else None
+
+
+def _online(machine: Machine, index: int, state: VCPUState | None) -> bool:
+    """Started by the guest (INIT/SIPI or boot) and not parked for an unplug it was asked for."""
+    if state not in (VCPUState.RUNNING, VCPUState.HALTED):
+        return False
+    cpuhp = machine.board.cpuhp
+    return not (cpuhp is not None and cpuhp.slots[index].is_removing)
+
+
+def cpu_slots(machine: Machine) -> list[dict[str, Any]]:
+    """Every possible CPU, by cpu index: where it sits, whether present and online, its thread and counters."""
+    out = []
+    for slot in machine.topology.slots:
+        cpu = machine.slots.get(slot.cpu_index)
+        state = _state(machine, slot.cpu_index) if cpu is not None else None
+        runner = machine.board.vcpus.runners.get(slot.cpu_index) if cpu is not None else None
+        out.append(
+            {
+                "slot": slot.cpu_index,
+                "props": instance_props(slot, machine.spec.smp.dies),
+                "socket_id": slot.socket_id,
+                "die_id": slot.die_id,
+                "core_id": slot.core_id,
+                "thread_id": slot.thread_id,
+                "apic_id": slot.apic_id,
+                "type": cpu.type_name if cpu is not None else machine.spec.cpu_type,
+                "present": cpu is not None,
+                "online": _online(machine, slot.cpu_index, state),
+                "state": state.value if state is not None else "absent",
+                "qom_path": cpu.canonical_path() if cpu is not None else None,
+                "id": cpu.qdev_id if cpu is not None else None,
+                # What device_del accepts: any CPU but the boot CPU, with the ACPI hot-plug block.
+                "hotpluggable": cpu is not None and slot.cpu_index != 0 and machine.board.cpuhp is not None,
+                "host_thread_id": runner.native_id if runner is not None else None,
+                "instructions": runner.instructions_executed if runner is not None else None,
+            }
+        )
+    return out
+
+
+def live_sample(machine: Machine, now: float) -> dict[str, Any]:
+    """What the dashboard's live feed pushes: run state and each slot's counters."""
+    cpus = []
+    for slot in machine.topology.slots:
+        runner = machine.board.vcpus.runners.get(slot.cpu_index)
+        state = runner.state if runner is not None and slot.cpu_index in machine.slots else None
+        cpus.append(
+            {
+                "slot": slot.cpu_index,
+                "present": slot.cpu_index in machine.slots,
+                "online": _online(machine, slot.cpu_index, state),
+                "state": state.value if state is not None else "absent",
+                "instructions": runner.instructions_executed if runner is not None else None,
+            }
+        )
+    return {"time": now, "runstate": machine.runstate.value, "cpus": cpus}
