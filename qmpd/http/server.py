@@ -112,6 +112,8 @@ class HttpFront:
     @web.middleware
     async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """HTTP errors (404, 405, 413 ...) as JSON in QMP's error shape."""
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return error_response("GenericError", f"request body larger than {MAX_BODY} bytes", 413)
         try:
             return await handler(request)
         except web.HTTPException as exc:
