@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOCKET ?= $(CURDIR)/qmpd.sock
+HTTP ?= 127.0.0.1:8080
 
 FIRMWARE := qmpd/firmware/qmpd-firmware.bin
 
@@ -19,8 +20,10 @@ run: $(VENV)/.installed
 	@echo "qmpd: QMP socket at $(SOCKET)"
 	@echo "  connect with:  $(VENV)/bin/qmp-shell $(SOCKET)"
 	@echo "            or:  socat - UNIX-CONNECT:$(SOCKET)   (then type {\"execute\":\"qmp_capabilities\"})"
+	@echo "  dashboard, REST, metrics and QMP over WebSocket: http://$(HTTP)/  (/api/v1/cpus, /metrics, ws://$(HTTP)/qmp)"
 	@echo "  stop with Ctrl-C (or the QMP command quit); the guest firmware writes below (debugcon)"
-	exec $(VENV)/bin/qmpd -machine pc -smp 2 -debugcon stdio -qmp unix:$(SOCKET),server=on,wait=off
+	exec $(VENV)/bin/qmpd -machine pc -cpu Haswell -smp 2,sockets=2,cores=2,threads=2,maxcpus=8 -debugcon stdio \
+		-qmp unix:$(SOCKET),server=on,wait=off --http $(HTTP)
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check qmpd tests examples bench tools

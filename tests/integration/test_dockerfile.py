@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import venv
@@ -29,43 +31,69 @@ def _instruction(name: str) -> list[str]:
 
 def test_dockerfile_uses_the_steps_this_test_runs() -> None:
     assert "FROM python:3.11-slim" in DOCKERFILE
-    assert "RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist ." in DOCKERFILE
-    assert "RUN pip install --no-cache-dir /tmp/dist/*.whl" in DOCKERFILE
+    assert "RUN pip wheel --no-cache-dir --wheel-dir /dist ." in DOCKERFILE
+    assert "RUN pip install --no-cache-dir --no-index --find-links /tmp/dist qmpd" in DOCKERFILE
+    assert "RUN make -C examples/firmware OUT=/src/qmpd/firmware/qmpd-firmware.bin" in DOCKERFILE
     assert "USER qmpd" in DOCKERFILE, "the image runs as a non-root user"
     assert "install -y --no-install-recommends gcc" in DOCKERFILE, "the build stage compiles the block hook"
     assert _instruction("ENTRYPOINT")[0] == "qmpd"
+    assert "--http" in _instruction("CMD") and "EXPOSE 8080" in DOCKERFILE
+
+
+def _healthcheck() -> list[str]:
+    match = re.search(r"^HEALTHCHECK .* CMD (\[.*\])$", DOCKERFILE, re.MULTILINE)
+    assert match, "Dockerfile has no JSON-form HEALTHCHECK"
+    value: list[str] = json.loads(match.group(1))
+    return value
+
+
+def test_the_firmware_built_inside_is_the_shipped_one(tmp_path: Path) -> None:
+    if not (shutil.which("as") and shutil.which("ld") and shutil.which("objcopy") and shutil.which("make")):
+        pytest.skip("binutils and make are needed to build the firmware")
+    # As the build stage does: make in the firmware's source directory (a copy here), OUT inside the package.
+    firmware = tmp_path / "firmware"
+    shutil.copytree(REPO / "examples" / "firmware", firmware)
+    out = tmp_path / "qmpd-firmware.bin"
+    subprocess.run(["make", "-C", str(firmware), f"OUT={out}"], check=True, capture_output=True)
+    assert out.read_bytes() == (REPO / "qmpd" / "firmware" / "qmpd-firmware.bin").read_bytes()
 
 
 @pytest.mark.slow
 def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", "--wheel-dir", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--wheel-dir", str(dist), str(REPO)],
         check=True,
         capture_output=True,
         timeout=600,
     )
     (wheel,) = dist.glob("qmpd-*.whl")
+    assert list(dist.glob("aiohttp-*.whl")) and list(dist.glob("unicorn-*.whl")), "dependencies as wheels"
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert "qmpd/firmware/qmpd-firmware.bin" in names, "the default firmware ships in the wheel"
     assert "qmpd/vcpu/_blockhook.so" in names, "the block hook is compiled into the wheel"
+    assert {"qmpd/http/openapi.json", "qmpd/http/static/index.html"} <= names, "the HTTP front's files ship"
     env_dir = tmp_path / "image"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-cache-dir", str(wheel)],
+        [str(python), "-m", "pip", "install", "--no-cache-dir", "--no-index", "--find-links", str(dist), "qmpd"],
         check=True,
         capture_output=True,
         timeout=600,
     )
     workdir = tmp_path / "var-lib-qmpd"
     workdir.mkdir()
+    port = _free_port()
     command = [arg.replace("/var/lib/qmpd", str(workdir)) for arg in _instruction("ENTRYPOINT") + _instruction("CMD")]
+    command = [arg.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for arg in command]
     command[0] = str(env_dir / "bin" / command[0])
+    health = [arg.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for arg in _healthcheck()]
+    health[0] = str(env_dir / "bin" / health[0])
     clean_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    with open(tmp_path / "stderr", "wb") as stderr:
-        process = subprocess.Popen(command, cwd=workdir, env=clean_env, stderr=stderr, stdout=subprocess.DEVNULL)
+    with open(tmp_path / "stdout", "wb") as stdout:
+        process = subprocess.Popen(command, cwd=workdir, env=clean_env, stdout=stdout, stderr=subprocess.DEVNULL)
     try:
         sock = str(workdir / "qmp.sock")
         wait_for_socket(sock, process)
@@ -75,14 +103,23 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
             schema = client.execute("query-qmp-schema")["return"]
             assert any(entry["name"] == "query-status" for entry in schema), "schema/ ships inside the wheel"
             wait_until(lambda: "CPU 1 (APIC ID 1) online" in _read(workdir / "debugcon.log"))
+        wait_until(lambda: subprocess.run(health, capture_output=True, env=clean_env).returncode == 0, timeout=20)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
         if process.poll() is None:
             process.kill()
-    logs = [json.loads(line) for line in (tmp_path / "stderr").read_text().splitlines()]
-    assert any(entry["event"] == "qmp.listening" for entry in logs), "JSON logs"
+    logs = [json.loads(line) for line in (tmp_path / "stdout").read_text().splitlines()]
+    assert any(entry["event"] == "qmp.listening" for entry in logs), "JSON logs on stdout"
+    assert any(entry["event"] == "http.listening" for entry in logs)
     assert not (workdir / "qmp.sock").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _read(path: Path) -> str:

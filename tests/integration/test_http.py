@@ -344,3 +344,28 @@ def test_example_clients(front: Callable[..., Front], tmp_path: Path) -> None:
     )
     assert curl.returncode == 0, curl.stderr
     assert '"desired_vcpus": 2' in curl.stdout and '"unplugged": [1]' in curl.stdout
+
+
+def test_make_run_starts_the_default_machine_with_the_http_front(tmp_path: Path) -> None:
+    """The README's first command: the Makefile's `run` recipe, with this checkout's interpreter."""
+    recipe = (REPO / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    command_line = recipe.split("exec ", 1)[1].replace("\\\n", " ")
+    port = free_port()
+    sock = tmp_path / "qmpd.sock"
+    words = command_line.replace("$(SOCKET)", str(sock)).replace("$(HTTP)", f"127.0.0.1:{port}").split()
+    assert words[0] == "$(VENV)/bin/qmpd"
+    with open(tmp_path / "stdout", "wb") as stdout:
+        process = subprocess.Popen([*qmpd_command(), *words[1:]], stdout=stdout, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        web = Front(Server(process, str(sock), words, tmp_path / "stdout"), port)
+        wait_until(lambda: _ready(web), timeout=20)
+        wait_until(lambda: "online" in (tmp_path / "stdout").read_text(errors="replace"))
+        cpus = web.request("GET", "/api/v1/cpus")[1]["cpus"]
+        assert sum(c["present"] for c in cpus) == 2 and len(cpus) > 2, "free slots to plug into"
+        assert web.request("GET", "/")[0] == 200
+        with RawClient(str(sock)) as client:
+            client.negotiate()
+            assert client.execute("query-status")["return"]["status"] == "running"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
