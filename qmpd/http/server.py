@@ -99,8 +99,10 @@ class HttpFront:
     @web.middleware
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """With a token, every request carries it: ``Authorization: Bearer T``, or ``?token=T`` (browsers'
-        WebSockets cannot set headers)."""
-        if self._token is not None:
+        WebSockets cannot set headers).  The dashboard's own files and the health probes hold nothing
+        secret and are open: a browser fetches the page's scripts without the token, a container
+        runtime probes health without it."""
+        if self._token is not None and not _open_path(request.path):
             given = request.headers.get("Authorization", "")
             supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
             if not hmac.compare_digest(supplied.encode(), self._token.encode()):
@@ -153,7 +155,7 @@ class HttpFront:
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
         """The loop answers (this handler runs) and the machine's vCPU threads are alive."""
         dead = [index for index, runner in self._machine.board.vcpus.runners.items() if not runner.alive]
-        body: dict[str, object] = {"status": "ok" if not dead else "failing", "runstate": self._machine.runstate.value}
+        body: dict[str, object] = {"status": "ok" if not dead else "failing"}
         if dead:
             body["dead_vcpu_threads"] = dead
         return web.json_response(body, status=200 if not dead else 503)
@@ -165,6 +167,10 @@ class HttpFront:
 
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")
+
+
+def _open_path(path: str) -> bool:
+    return path in ("/", "/healthz", "/readyz") or path.startswith("/static/")
 
 
 async def wait_closed(front: HttpFront) -> None:
