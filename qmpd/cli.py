@@ -34,6 +34,7 @@ from qmpd.config import (
 )
 from qmpd.machine.properties import parse_machine_properties
 from qmpd.machine.types import find_machine_type, machine_help
+from qmpd.migration.stream import STATE_FILE
 from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
 from qmpd.version import QEMU_VERSION
 
@@ -344,6 +345,18 @@ def _opt_socket_mode(b: _Builder, arg: str) -> None:
         raise CLIError(f"--socket-mode {arg}: expected an octal mode such as 0600") from None
 
 
+def _opt_incoming(b: _Builder, arg: str) -> None:
+    if arg != "defer" and not (arg.startswith(("file:", "exec:")) and len(arg) > 5):
+        raise CLIError(f"-incoming {arg}: Parameter 'uri' expects a valid migration protocol (file:, exec: or defer)")
+    b.machine["incoming"] = arg
+
+
+def _opt_state_dir(b: _Builder, arg: str) -> None:
+    if not os.path.isdir(arg):
+        raise CLIError(f"--state-dir {arg}: not a directory")
+    b.server["state_dir"] = os.path.abspath(arg)
+
+
 def _opt_http(b: _Builder, arg: str) -> None:
     host, sep, port = arg.rpartition(":")
     host = host.strip("[]")
@@ -398,6 +411,8 @@ _OPTIONS: dict[str, _Option] = {
     ),
     "m": _Option(True, _opt_m, "-m SIZE[M|G] (guest RAM, default 128M)"),
     "S": _Option(False, _set("machine", "start_paused", True), "-S (do not start the vCPUs until 'cont')"),
+    "state-dir": _Option(True, _opt_state_dir, "--state-dir DIR (save the machine on SIGTERM, restore it at start)"),
+    "incoming": _Option(True, _opt_incoming, "-incoming file:PATH | exec:CMD | defer (load a migration stream)"),
     "nodefaults": _Option(False, _set("machine", "nodefaults", True), "-nodefaults"),
     "name": _Option(True, _opt_name, "-name [guest=]NAME[,debug-threads=on]"),
     "pidfile": _Option(True, lambda b, a: b.server.__setitem__("pidfile", a), "-pidfile FILE"),
@@ -520,6 +535,11 @@ def _finish(b: _Builder) -> Config:
             raise CLIError("-daemonize: a monitor on stdio cannot be used with -daemonize")
     if "http" in b.server and "http_token" not in b.server and os.environ.get("QMPD_HTTP_TOKEN"):
         _opt_http_token(b, os.environ["QMPD_HTTP_TOKEN"])
+    state_dir = b.server.get("state_dir")
+    if isinstance(state_dir, str) and os.path.exists(os.path.join(state_dir, STATE_FILE)):
+        if "incoming" in b.machine:
+            raise CLIError("--state-dir: a saved state exists there; -incoming cannot be used with it")
+        b.machine["incoming"] = "file:" + os.path.join(state_dir, STATE_FILE)
     http = b.server.get("http")
     if isinstance(http, tuple) and not _is_loopback(http[0]) and "http_token" not in b.server:
         raise CLIError(f"--http {http[0]}:{http[1]}: binding beyond loopback requires --http-token")

@@ -93,6 +93,8 @@ class MachineConfig(NamedTuple):
     #: Firmware image (``-bios``) and kernel (``-kernel``).
     bios: str | None = None
     kernel: str | None = None
+    #: ``-incoming``: ``defer``, ``file:PATH`` or ``exec:CMD`` (wait for a migration stream), or None.
+    incoming: str | None = None
     #: ``-S``: do not start the vCPUs until ``cont``.
     start_paused: bool = False
     #: ``-no-shutdown``: a guest shutdown stops the machine instead of exiting.
@@ -127,6 +129,8 @@ class ServerConfig(NamedTuple):
     socket_mode: int = 0o600
     #: Event loop implementation: "uvloop" (faster, the default when installed) or "asyncio".
     event_loop: str = "uvloop"
+    #: ``--state-dir DIR``: save the machine there on SIGTERM, restore it from there at start.
+    state_dir: str | None = None
     #: ``--http HOST:PORT``: the HTTP/WebSocket front (qmpd.http), or None.
     http: tuple[str, int] | None = None
     #: Bearer token every HTTP request must carry (required when ``http`` is not loopback).

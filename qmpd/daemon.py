@@ -30,8 +30,10 @@ from qmpd.events import EventBus
 from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
-from qmpd.machine.runstate import ShutdownCause
+from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
+from qmpd.migration.state import capture
+from qmpd.migration.stream import STATE_FILE, save_atomically
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session, SessionState
@@ -70,6 +72,8 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.endpoints: list[MonitorEndpoint] = []
         self.machine: Machine | None = None
+        self._saving = False
+        self._tasks: set[asyncio.Future[None]] = set()
         #: Every QMP session made (weakly held: closed ones go with their connection).
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._status = 0
@@ -148,8 +152,37 @@ class Daemon:
             sys.stderr.write(f"{PROG}: terminating on signal {signum}\n")
         else:
             log.warning("qmpd.terminating", signal=signum)
+        state_dir = self.config.server.state_dir
+        if state_dir is not None and self.machine is not None and not self._saving:
+            self._saving = True
+            task = asyncio.ensure_future(self._save_then_exit(state_dir))
+            task.add_done_callback(lambda _: None)
+            self._tasks.add(task)
+            return
         if self.machine is not None and not self._exit.is_set():
             self.machine.shutdown(ShutdownCause.HOST_SIGNAL)
+        self.request_exit()
+
+    async def _save_then_exit(self, state_dir: str) -> None:
+        """--state-dir: pause, save the machine atomically, then exit as on any signal."""
+        machine = self.machine
+        assert machine is not None
+        path = os.path.join(state_dir, STATE_FILE)
+        try:
+            if machine.runstate is not RunState.INMIGRATE:
+                before = machine.runstate
+                await machine.stop_for_migration()
+                meta = await capture(machine)
+                meta["runstate"] = before.value
+                size = await asyncio.get_running_loop().run_in_executor(
+                    None, save_atomically, path, meta, machine.board.ram.view()
+                )
+                log.info("qmpd.state_saved", path=path, bytes=size)
+        except Exception as exc:  # the previous state file stays as it was
+            log.error("qmpd.state_save_failed", path=path, error=str(exc))
+            self._status = 1
+        if not self._exit.is_set():
+            machine.shutdown(ShutdownCause.HOST_SIGNAL)
         self.request_exit()
 
     async def run(self) -> int:

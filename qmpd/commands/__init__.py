@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from qmpd.commands import control, cpu_models, hmp, host, hotplug, machine, memory, misc, qom, runstate
+from qmpd.commands import (
+    control,
+    cpu_models,
+    hmp,
+    host,
+    hotplug,
+    machine,
+    memory,
+    migration,
+    misc,
+    qom,
+    runstate,
+)
 from qmpd.commands.base import REGISTRY
 
 __all__ = [
@@ -14,6 +26,7 @@ __all__ = [
     "hotplug",
     "machine",
     "memory",
+    "migration",
     "misc",
     "qom",
     "runstate",

@@ -129,6 +129,13 @@ class CPUHotplug:
         log.info("cpu.unplugged", cpu_index=index, path=path)
         self._completed(index, "unplug")
 
+    def ejected_silently(self, cpu: X86CPU) -> None:
+        """Remove a CPU without telling anyone (restoring a state in which it had been unplugged)."""
+        self.machine.unrealize_cpu(cpu)
+        parent, name = cpu.parent, cpu.name_in_parent
+        if parent is not None and name is not None:
+            parent.remove_child(name)
+
     # -- interface 1: device_add / device_del ------------------------------------------------
 
     def device_add(self, opts: DeviceOptions) -> list[str]:

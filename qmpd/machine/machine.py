@@ -31,6 +31,7 @@ from qmpd.machine.properties import DEFAULTS
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
+from qmpd.migration.migrator import Migrator
 from qmpd.qom.object import QObject
 from qmpd.vcpu.engine import CPUSnapshot
 
@@ -71,8 +72,11 @@ class Machine:
         self.board.vcpus.on_crash = self._on_vcpu_crash
         self.board.on_ost = self._on_ost
         self.board.on_eject = self.hotplug.ejected
-        #: migrate-set-capabilities' flags (qmpd cannot migrate; clients such as libvirt set them anyway).
+        #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).
         self.migration_capabilities: dict[str, bool] = {}
+        self.migrator = Migrator(self, config.incoming)
+        if config.incoming is not None:
+            self.begin_incoming()
         #: Serialises pause/resume/reset (commands and guest crashes may overlap).
         self._lifecycle = asyncio.Lock()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -304,7 +308,12 @@ class Machine:
         return self._runstate in (RunState.INTERNAL_ERROR, RunState.SHUTDOWN)
 
     def power_on(self) -> None:
-        """End of machine creation: start unless -S asked to wait (RESUME is sent then)."""
+        """End of machine creation: start unless -S asked to wait (RESUME is sent then), or wait for
+        an incoming migration (-incoming file:/exec: starts loading it now)."""
+        if self.config.incoming is not None:
+            if self.config.incoming != "defer":
+                self.migrator.begin_accept(self.config.incoming)
+            return
         if not self.config.start_paused:
             self.vm_start()
 
@@ -323,6 +332,26 @@ class Machine:
             return
         async with self._lifecycle:
             await self._vm_stop(RunState.PAUSED)
+
+    async def stop_for_migration(self) -> None:
+        """The vCPUs stop for the final pass of an outgoing migration (run state finish-migrate)."""
+        async with self._lifecycle:
+            if self.running:
+                await self._vm_stop(RunState.FINISH_MIGRATE)
+            else:
+                await self.board.vcpus.pause_all()
+                self.set_runstate(RunState.FINISH_MIGRATE)
+
+    def begin_incoming(self) -> None:
+        """-incoming: the machine waits for a migration stream instead of starting."""
+        self.set_runstate(RunState.INMIGRATE)
+
+    def finish_incoming(self, saved_runstate: str) -> None:
+        """A stream was loaded: run if the source ran (and no -S or stop said otherwise), else pause."""
+        if saved_runstate == RunState.RUNNING.value and self.autostart:
+            self.vm_start()
+        else:
+            self.set_runstate(RunState.PAUSED)
 
     async def _vm_stop(self, state: RunState) -> None:
         """Stop the vCPUs and enter ``state``; STOP is sent once none of them runs any more."""

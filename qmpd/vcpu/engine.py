@@ -253,6 +253,40 @@ class VCPUEngine:
             halted=halted,
         )
 
+    def restore_registers(self, saved: CPUSnapshot) -> None:
+        """Load a snapshot taken by ``snapshot`` (a restored vCPU; guest RAM is already in place).
+
+        Control and segment state is written only where it differs from this fresh engine's
+        (Unicorn starts in flat long mode, which is what qmpd's guests run in).
+        """
+        write, read = self.uc.reg_write, self.uc.reg_read
+        for name, value in zip(GPR_NAMES, saved.gpr, strict=True):
+            write(getattr(x86, f"UC_X86_REG_{name.upper()}"), value)
+        write(x86.UC_X86_REG_RIP, saved.rip)
+        write(x86.UC_X86_REG_RFLAGS, saved.rflags)
+        if self.uc.msr_read(MSR_EFER) != saved.efer:
+            self.uc.msr_write(MSR_EFER, saved.efer)
+        for number, value in zip((0, 2, 3, 4), saved.cr, strict=True):
+            register = getattr(x86, f"UC_X86_REG_CR{number}")
+            if read(register) != value:
+                write(register, value)
+        if (read(x86.UC_X86_REG_GDTR)[1:3]) != tuple(saved.gdtr):
+            write(x86.UC_X86_REG_GDTR, (0, saved.gdtr[0], saved.gdtr[1], 0))
+        if (read(x86.UC_X86_REG_IDTR)[1:3]) != tuple(saved.idtr):
+            write(x86.UC_X86_REG_IDTR, (0, saved.idtr[0], saved.idtr[1], 0))
+        for name, value in zip(SEGMENT_NAMES, saved.selectors, strict=True):
+            register = getattr(x86, f"UC_X86_REG_{name.upper()}")
+            if read(register) != value:
+                write(register, value)
+        write(x86.UC_X86_REG_FS_BASE, saved.fs_base)
+        write(x86.UC_X86_REG_GS_BASE, saved.gs_base)
+        for number, value in enumerate(saved.dr[:4]):
+            write(getattr(x86, f"UC_X86_REG_DR{number}"), value)
+        write(x86.UC_X86_REG_FPCW, saved.fpcw)
+        write(x86.UC_X86_REG_MXCSR, saved.mxcsr)
+        for number, value in enumerate(saved.xmm):
+            write(getattr(x86, f"UC_X86_REG_XMM{number}"), value)
+
     @property
     def instructions_executed(self) -> int | None:
         """Guest instructions run so far (None without the compiled block hook, which counts them)."""

@@ -21,6 +21,10 @@ class GuestRAM:
         #: Host address of guest physical 0 (for mem_map_ptr).
         self.address = ctypes.addressof(self._anchor)
 
+    def view(self) -> memoryview:
+        """All of guest RAM, without a copy (for saving it; vCPUs must be stopped)."""
+        return memoryview(self._map)
+
     def read(self, address: int, length: int) -> bytes:
         """Guest physical bytes (raises ValueError outside RAM)."""
         self._check(address, length)

@@ -15,12 +15,12 @@ import enum
 import os
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 
 from qmpd.vcpu import native
-from qmpd.vcpu.engine import EngineFactory, Exit, VCPUEngine
+from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, Exit, VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +99,7 @@ class VCPURunner:
         self._wait_sipi = True
         self._pending_entry: Entry | None = None
         self._pending_init = False
+        self._pending_registers: CPUSnapshot | None = None
         self._engine: VCPUEngine | None = None
         self._rip = 0
         self._stopped_waiters: list[Callable[[], None]] = []
@@ -215,6 +216,32 @@ class VCPURunner:
             self.state = VCPUState.POWERED_OFF
             self._cond.notify_all()
 
+    def saved_state(self) -> dict[str, Any]:
+        """What restore_state needs, besides the registers (the machine is paused)."""
+        with self._cond:
+            return {
+                "state": self.state.value,
+                "wait_sipi": self._wait_sipi,
+                "rip": self._rip,
+                "kicked": self._kicked,
+                "fault": self.fault,
+                "engine": self._engine is not None,
+            }
+
+    def restore_state(self, saved: dict[str, Any], registers: CPUSnapshot) -> None:
+        """While paused: become the saved vCPU; its thread builds an engine with ``registers``."""
+        with self._cond:
+            assert self.paused and not self._in_emu
+            self.state = VCPUState(saved["state"])
+            self._wait_sipi = bool(saved["wait_sipi"])
+            self._rip = int(saved["rip"])
+            self._kicked = bool(saved["kicked"])
+            self.fault = saved["fault"]
+            self._pending_entry = None
+            self._pending_init = False
+            self._pending_registers = registers if saved["engine"] else None
+            self._cond.notify_all()
+
     def run_in_thread(self, job: Callable[[VCPUEngine | None], None]) -> bool:
         """Run ``job(engine)`` in this vCPU's thread while it is not executing (e.g. read registers).
 
@@ -281,6 +308,9 @@ class VCPURunner:
                     self._run_jobs()
                     if self._want_exit:
                         return
+                    if self._pending_registers is not None:
+                        self._load_registers(self._pending_registers)
+                        self._pending_registers = None
                     if self._pending_init:
                         self._pending_init = False
                         self.state = VCPUState.POWERED_OFF
@@ -330,6 +360,13 @@ class VCPURunner:
                 self._on_crash(self.index, result.error or "fault")
             for waiter in waiters:
                 waiter()
+
+    def _load_registers(self, registers: CPUSnapshot) -> None:
+        """In this thread: a new engine holding ``registers`` (a restored vCPU)."""
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = self._make_engine()
+        self._engine.restore_registers(registers)
 
     def _run_jobs(self) -> None:
         jobs, self._jobs = self._jobs, []

@@ -1,0 +1,46 @@
+"""Migration commands: migrate, query-migrate, migrate_cancel, migrate-incoming (qmpd.migration)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qmpd.commands.base import CommandContext, qmp_command
+from qmpd.errors import GenericError
+from qmpd.machine.runstate import RunState
+
+
+@qmp_command("migrate")
+def migrate(
+    ctx: CommandContext,
+    uri: str,
+    blk: bool | None = None,
+    inc: bool | None = None,
+    detach: bool | None = None,
+    resume: bool | None = None,
+) -> None:
+    if blk or inc:
+        raise GenericError("qmpd has no block devices to migrate: 'blk' and 'inc' are not supported")
+    if resume:
+        raise GenericError("Cannot resume if there is no paused migration")
+    ctx.machine.migrator.start(uri)
+
+
+@qmp_command("query-migrate")
+def query_migrate(ctx: CommandContext) -> dict[str, Any]:
+    return ctx.machine.migrator.info()
+
+
+@qmp_command("migrate_cancel")
+def migrate_cancel(ctx: CommandContext) -> None:
+    ctx.machine.migrator.cancel()
+
+
+@qmp_command("migrate-incoming")
+def migrate_incoming(ctx: CommandContext, uri: str) -> None:
+    migrator = ctx.machine.migrator
+    if migrator.incoming is None:
+        raise GenericError("'-incoming' was not specified on the command line")
+    busy = migrator.status not in ("none", "failed")
+    if migrator.incoming != "defer" or ctx.machine.runstate is not RunState.INMIGRATE or busy:
+        raise GenericError("The incoming migration has already been started")
+    migrator.begin_accept(uri)
