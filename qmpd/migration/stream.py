@@ -129,7 +129,11 @@ def save_atomically(path: str, meta: dict[str, Any], ram: memoryview) -> int:
     A crash at any point leaves either the previous file or the new one, never a mixture.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    prefix = f".{os.path.basename(path)}."
+    for name in os.listdir(directory):  # left by a save that was killed
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            os.unlink(os.path.join(directory, name))
+    temporary = os.path.join(directory, f"{prefix}{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as out:
             size = write_state(out, meta, ram)
