@@ -36,6 +36,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/guest_bench.py
 	$(PY) bench/hotplug_bench.py
 	$(PY) bench/probe_bench.py
+	$(PY) bench/migration_bench.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).
 firmware:

@@ -33,7 +33,7 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
 from qmpd.migration.state import capture
-from qmpd.migration.stream import STATE_FILE, save_atomically
+from qmpd.migration.stream import CHUNK, STATE_FILE, save_atomically
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session, SessionState
@@ -174,8 +174,9 @@ class Daemon:
                 await machine.stop_for_migration()
                 meta = await capture(machine)
                 meta["runstate"] = before.value
+                ram = machine.board.ram
                 size = await asyncio.get_running_loop().run_in_executor(
-                    None, save_atomically, path, meta, machine.board.ram.view()
+                    None, save_atomically, path, meta, ram.view(), ram.touched_chunks(CHUNK)
                 )
                 log.info("qmpd.state_saved", path=path, bytes=size)
         except Exception as exc:  # the previous state file stays as it was

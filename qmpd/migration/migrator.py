@@ -22,8 +22,8 @@ import structlog
 
 from qmpd.errors import GenericError
 from qmpd.machine.runstate import RunState
-from qmpd.migration.state import capture, check_compatible, restore
-from qmpd.migration.stream import StateFormatError, parse_state, write_state
+from qmpd.migration.state import capture, check_compatible, load_ram, restore
+from qmpd.migration.stream import CHUNK, RAMImage, StateFormatError, parse_state, write_state
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
@@ -52,6 +52,7 @@ class Migrator:
         self._ram_bytes = 0
         self._transferred = 0
         self._cancel = False
+        self._touched: bytes | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- outgoing ------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class Migrator:
             meta = await capture(machine)
             meta["runstate"] = before.value
             ram = machine.board.ram.view()
+            self._touched = machine.board.ram.touched_chunks(CHUNK)
             self._ram_bytes = len(ram)
             if self._events:
                 machine.events.emit("MIGRATION_PASS", {"pass": 2})
@@ -126,7 +128,7 @@ class Migrator:
             temporary = f"{target}.{os.getpid()}.part"
             try:
                 with open(temporary, "wb") as out:
-                    size = write_state(out, meta, ram, lambda: self._cancel)
+                    size = write_state(out, meta, ram, lambda: self._cancel, self._touched)
                     out.flush()
                     os.fsync(out.fileno())
                 if self._cancel:
@@ -139,7 +141,7 @@ class Migrator:
         with subprocess.Popen(["/bin/sh", "-c", target], stdin=subprocess.PIPE) as process:
             assert process.stdin is not None
             try:
-                size = write_state(process.stdin, meta, ram, lambda: self._cancel)  # type: ignore[arg-type]
+                size = write_state(process.stdin, meta, ram, lambda: self._cancel, self._touched)  # type: ignore[arg-type]
             finally:
                 process.stdin.close()
             status = process.wait()
@@ -166,12 +168,13 @@ class Migrator:
             loop = asyncio.get_running_loop()
             meta, ram = await loop.run_in_executor(None, _read_stream, uri)
             check_compatible(machine, meta)
+            await loop.run_in_executor(None, load_ram, machine, ram)
         except (StateFormatError, GenericError, OSError) as exc:
             self.error = str(exc)
             log.warning("migration.incoming_failed", uri=uri, error=self.error)
             self._set_status("failed")
             return
-        restore(machine, meta, ram)
+        restore(machine, meta)
         self._times = {"total-time": int((time.monotonic() - self._started) * 1000)}
         self._set_status("completed")
         log.info("migration.incoming_completed", uri=uri, ms=self._times["total-time"])
@@ -203,7 +206,7 @@ class Migrator:
             self.machine.events.emit("MIGRATION", {"status": status})
 
 
-def _read_stream(uri: str) -> tuple[dict[str, Any], bytearray]:
+def _read_stream(uri: str) -> tuple[dict[str, Any], RAMImage]:
     scheme, target = uri.split(":", 1)
     if scheme == "file":
         with open(target, "rb") as source:

@@ -16,6 +16,7 @@ from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.machine.qdev import DeviceOptions
+from qmpd.migration.stream import RAMImage
 from qmpd.vcpu.engine import CPUSnapshot
 
 if TYPE_CHECKING:
@@ -88,9 +89,15 @@ async def capture(machine: Machine) -> dict[str, Any]:
     return meta
 
 
-def restore(machine: Machine, meta: dict[str, Any], ram: bytearray) -> None:
-    """Make a just-built, paused machine the saved one.  Call check_compatible first."""
-    machine.board.ram.write(0, bytes(ram))
+def load_ram(machine: Machine, ram: RAMImage) -> None:
+    """Guest RAM from the image (any thread: the machine's vCPUs are stopped, waiting in inmigrate)."""
+    if ram.size != machine.board.ram.size:
+        raise GenericError(f"the saved RAM is {ram.size} bytes, this machine's {machine.board.ram.size}")
+    ram.load_into(machine.board.ram.view(), machine.board.ram.touched_chunks(ram.chunk))
+
+
+def restore(machine: Machine, meta: dict[str, Any]) -> None:
+    """Make a just-built, paused machine with the saved RAM loaded the saved one (after check_compatible)."""
     saved = {entry["index"]: entry for entry in meta["cpus"]}
     # Boot CPUs the source had unplugged go (the ACPI block and slots are restored below).
     for cpu in list(machine.cpus):

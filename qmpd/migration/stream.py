@@ -49,9 +49,14 @@ class _HashingWriter:
 
 
 def write_state(
-    out: BinaryIO, meta: dict[str, Any], ram: memoryview, cancelled: Callable[[], bool] = lambda: False
+    out: BinaryIO,
+    meta: dict[str, Any],
+    ram: memoryview,
+    cancelled: Callable[[], bool] = lambda: False,
+    touched: bytes | None = None,
 ) -> int:
-    """Write one state; returns the bytes written.  ``cancelled`` is polled between RAM chunks."""
+    """Write one state; returns the bytes written.  ``cancelled`` is polled between RAM chunks;
+    ``touched`` (one byte per CHUNK, see GuestRAM.touched_chunks) spares reading chunks never used."""
     writer = _HashingWriter(out)
     encoded = json.dumps(meta, separators=(",", ":")).encode()
     writer.write(MAGIC + struct.pack("<IQ", FORMAT_VERSION, len(encoded)))
@@ -59,8 +64,11 @@ def write_state(
     count = (len(ram) + CHUNK - 1) // CHUNK
     flags = bytearray(count)
     for index in range(count):
-        chunk = ram[index * CHUNK : (index + 1) * CHUNK]
-        flags[index] = 0 if chunk == _ZERO[: len(chunk)] else 1
+        if touched is not None and not touched[index]:
+            continue
+        # tobytes() + bytes equality is a memcpy and a memcmp; comparing memoryviews goes byte by byte.
+        chunk = ram[index * CHUNK : (index + 1) * CHUNK].tobytes()
+        flags[index] = 0 if chunk == (_ZERO if len(chunk) == CHUNK else bytes(len(chunk))) else 1
     writer.write(struct.pack("<QI", len(ram), CHUNK))
     writer.write(bytes(flags))
     for index in range(count):
@@ -72,7 +80,34 @@ def write_state(
     return writer.written + 32 + len(TRAILER)
 
 
-def read_state(path: str) -> tuple[dict[str, Any], bytearray]:
+class RAMImage:
+    """Guest RAM as stored: its size and the non-zero chunks (views into the file's bytes)."""
+
+    def __init__(self, size: int, chunk: int, chunks: dict[int, memoryview]) -> None:
+        self.size = size
+        self.chunk = chunk
+        self.chunks = chunks
+
+    def load_into(self, view: memoryview, touched: bytes | None = None) -> None:
+        """Make ``view`` (guest RAM, same size) equal to the image: stored chunks are copied, other
+        chunks cleared where they are not zero already (``touched``: which chunks may hold data)."""
+        zero = bytes(self.chunk)
+        for index in range((self.size + self.chunk - 1) // self.chunk):
+            start = index * self.chunk
+            end = min(start + self.chunk, self.size)
+            data = self.chunks.get(index)
+            if data is not None:
+                view[start:end] = data
+            elif (touched is None or touched[index]) and view[start:end].tobytes() != zero[: end - start]:
+                view[start:end] = zero[: end - start]
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(self.size)
+        self.load_into(memoryview(out))
+        return bytes(out)
+
+
+def read_state(path: str) -> tuple[dict[str, Any], RAMImage]:
     """The machine description and guest RAM of a state file, after checking all of it."""
     try:
         with open(path, "rb") as source:
@@ -82,7 +117,7 @@ def read_state(path: str) -> tuple[dict[str, Any], bytearray]:
     return parse_state(data, path)
 
 
-def parse_state(data: memoryview, name: str = "state") -> tuple[dict[str, Any], bytearray]:
+def parse_state(data: memoryview, name: str = "state") -> tuple[dict[str, Any], RAMImage]:
     """As read_state, from bytes in memory."""
     head = len(MAGIC) + 12
     if len(data) < head or bytes(data[: len(MAGIC)]) != MAGIC:
@@ -107,23 +142,22 @@ def parse_state(data: memoryview, name: str = "state") -> tuple[dict[str, Any], 
     count = (ram_size + chunk - 1) // chunk if chunk else 0
     if chunk == 0 or offset + count > end:
         raise StateFormatError(f"{name}: truncated (RAM map)")
-    flags = data[offset : offset + count]
+    flags = bytes(data[offset : offset + count])
     offset += count
-    ram = bytearray(ram_size)
+    chunks: dict[int, memoryview] = {}
     for index in range(count):
         if flags[index]:
-            start = index * chunk
-            length = min(chunk, ram_size - start)
+            length = min(chunk, ram_size - index * chunk)
             if offset + length > end:
                 raise StateFormatError(f"{name}: truncated (RAM)")
-            ram[start : start + length] = data[offset : offset + length]
+            chunks[index] = data[offset : offset + length]
             offset += length
     if offset != end:
         raise StateFormatError(f"{name}: {end - offset} unexpected bytes after the RAM")
-    return meta, ram
+    return meta, RAMImage(ram_size, chunk, chunks)
 
 
-def save_atomically(path: str, meta: dict[str, Any], ram: memoryview) -> int:
+def save_atomically(path: str, meta: dict[str, Any], ram: memoryview, touched: bytes | None = None) -> int:
     """Write to a temporary file beside ``path``, fsync, rename over it, fsync the directory.
 
     A crash at any point leaves either the previous file or the new one, never a mixture.
@@ -136,7 +170,7 @@ def save_atomically(path: str, meta: dict[str, Any], ram: memoryview) -> int:
     temporary = os.path.join(directory, f"{prefix}{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as out:
-            size = write_state(out, meta, ram)
+            size = write_state(out, meta, ram, touched=touched)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import mmap
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LOW_BIT = bytes(value & 1 for value in range(256))
+
 
 class GuestRAM:
     """The machine's memory."""
@@ -20,6 +23,20 @@ class GuestRAM:
         self._anchor = ctypes.c_char.from_buffer(self._map)
         #: Host address of guest physical 0 (for mem_map_ptr).
         self.address = ctypes.addressof(self._anchor)
+
+    def touched_chunks(self, chunk: int) -> bytes:
+        """One byte per ``chunk`` bytes of RAM: 1 where some page is resident (maybe non-zero),
+        0 where no page has ever been touched (certainly zero).
+
+        From mincore(2), so a save need not read (and thereby allocate) untouched RAM.
+        """
+        pages = self.size // mmap.PAGESIZE
+        vector = (ctypes.c_ubyte * pages)()
+        if _LIBC.mincore(ctypes.c_void_p(self.address), ctypes.c_size_t(self.size), vector) != 0:
+            return b"\x01" * ((self.size + chunk - 1) // chunk)
+        resident = bytes(vector).translate(_LOW_BIT)  # bit 0: resident; the others are reserved
+        per_chunk = max(1, chunk // mmap.PAGESIZE)
+        return bytes(1 if 1 in resident[start : start + per_chunk] else 0 for start in range(0, pages, per_chunk))
 
     def view(self) -> memoryview:
         """All of guest RAM, without a copy (for saving it; vCPUs must be stopped)."""

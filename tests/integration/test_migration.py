@@ -327,4 +327,4 @@ def test_state_file_is_json_described_and_versioned(tmp_path: Path) -> None:
     assert int.from_bytes(data[10:14], "little") == 1
     meta, ram = read_state(str(state))
     assert json.loads(json.dumps(meta))["machine"]["type"] == "pc-i440fx-7.2"
-    assert len(ram) == 128 << 20 and len(data) < 4 << 20, "zero chunks are not stored"
+    assert ram.size == 128 << 20 and len(data) < 4 << 20, "zero chunks are not stored"
