@@ -283,6 +283,10 @@ class VCPUEngine:
         for number, value in enumerate(saved.dr[:4]):
             write(getattr(x86, f"UC_X86_REG_DR{number}"), value)
         write(x86.UC_X86_REG_FPCW, saved.fpcw)
+        write(x86.UC_X86_REG_FPSW, saved.fpsw)
+        write(x86.UC_X86_REG_FPTAG, saved.fptag)
+        for number, value in enumerate(saved.fpr):
+            write(getattr(x86, f"UC_X86_REG_FP{number}"), tuple(value))
         write(x86.UC_X86_REG_MXCSR, saved.mxcsr)
         for number, value in enumerate(saved.xmm):
             write(getattr(x86, f"UC_X86_REG_XMM{number}"), value)

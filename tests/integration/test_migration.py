@@ -328,3 +328,28 @@ def test_state_file_is_json_described_and_versioned(tmp_path: Path) -> None:
     meta, ram = read_state(str(state))
     assert json.loads(json.dumps(meta))["machine"]["type"] == "pc-i440fx-7.2"
     assert ram.size == 128 << 20 and len(data) < 4 << 20, "zero chunks are not stored"
+
+
+def test_state_dir_with_dash_s_restores_paused(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    console = tmp_path / "first.log"
+    first = _daemon(tmp_path, state_dir, console, "first")
+    try:
+        wait_until(lambda: "online" in _console(console))
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=30) == 0
+    finally:
+        first.stop()
+    second = start_qmpd([*ARGV, "-S", "--state-dir", str(state_dir)], tmp_path, "second")
+    try:
+        with RawClient(second.socket_path) as client:
+            client.negotiate()
+            wait_until(lambda: client.execute("query-migrate")["return"].get("status") == "completed")
+            assert client.execute("query-status")["return"]["status"] == "paused"
+            frozen = read_u64s(client, 0x200000, 1)[0]
+            assert frozen > 0
+            assert client.execute("cont") == {"return": {}}
+            wait_until(lambda: read_u64s(client, 0x200000, 1)[0] > frozen)
+    finally:
+        second.stop()

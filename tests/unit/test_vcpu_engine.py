@@ -357,3 +357,19 @@ def test_instructions_are_counted_exactly(rig: Rig) -> None:
     rig.engine.flush_translations()
     rig.engine.run(CODE)
     assert rig.engine.instructions_executed == 4014 + 1 + 4 + 2
+
+
+def test_registers_survive_a_snapshot_and_restore(rig: Rig, parts: CPUParts) -> None:
+    # mov rax, 0x1122334455667788; mov r15, 7; fld1; fldpi; hlt
+    rig.load("48 b8 88 77 66 55 44 33 22 11  49 c7 c7 07 00 00 00  d9 e8  d9 eb  f4")
+    assert rig.engine.run(CODE).exit is Exit.HALTED
+    saved = rig.engine.snapshot(halted=True)
+    fresh = VCPUEngine(parts.model.engine, rig.ram, rig.bus, rig.lapic, parts.table)
+    try:
+        fresh.restore_registers(saved)
+        again = fresh.snapshot(halted=True)
+    finally:
+        fresh.close()
+    assert again == saved
+    assert again.gpr[RAX] == 0x1122334455667788 and again.rip == CODE + 22
+    assert again.fpr != saved.powered_off().fpr, "the x87 stack (1, pi) came back"
