@@ -1,6 +1,7 @@
 # qmpd in a container: one machine per container, QMP on a Unix socket in a volume, the HTTP front
 # (REST, QMP over WebSocket, /metrics, dashboard) on port 8080, JSON logs on stdout, SIGTERM handled
-# (SHUTDOWN event, sockets removed); the bundled firmware's output goes to debugcon.log in the volume.
+# (the machine is saved to the volume and restored at the next start, SHUTDOWN event, sockets removed);
+# the bundled firmware's output goes to debugcon.log in the volume.
 # tests/integration/test_dockerfile.py runs these same steps without a container engine.
 #
 # The HTTP front listens on the container's loopback unless given a token: to publish it, run with
@@ -30,4 +31,4 @@ EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 ENTRYPOINT ["qmpd", "--log-format", "json", "--log-file", "/dev/stdout"]
-CMD ["-machine", "pc", "-smp", "2", "-debugcon", "file:/var/lib/qmpd/debugcon.log", "-qmp", "unix:/var/lib/qmpd/qmp.sock,server=on,wait=off", "--http", "127.0.0.1:8080"]
+CMD ["-machine", "pc", "-smp", "2", "-debugcon", "file:/var/lib/qmpd/debugcon.log", "-qmp", "unix:/var/lib/qmpd/qmp.sock,server=on,wait=off", "--http", "127.0.0.1:8080", "--state-dir", "/var/lib/qmpd"]

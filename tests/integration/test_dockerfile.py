@@ -113,6 +113,7 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     assert any(entry["event"] == "qmp.listening" for entry in logs), "JSON logs on stdout"
     assert any(entry["event"] == "http.listening" for entry in logs)
     assert not (workdir / "qmp.sock").exists()
+    assert (workdir / "qmpd.state").exists(), "--state-dir: the machine was saved in the volume on SIGTERM"
 
 
 def _free_port() -> int:
