@@ -351,6 +351,12 @@ def _opt_incoming(b: _Builder, arg: str) -> None:
     b.machine["incoming"] = arg
 
 
+def _opt_max_sessions(b: _Builder, arg: str) -> None:
+    if not arg.isdigit() or not 1 <= int(arg) <= 100000:
+        raise CLIError(f"--max-sessions {arg}: expected a number from 1 to 100000")
+    b.server["max_sessions"] = int(arg)
+
+
 def _opt_state_dir(b: _Builder, arg: str) -> None:
     if not os.path.isdir(arg):
         raise CLIError(f"--state-dir {arg}: not a directory")
@@ -411,6 +417,7 @@ _OPTIONS: dict[str, _Option] = {
     ),
     "m": _Option(True, _opt_m, "-m SIZE[M|G] (guest RAM, default 128M)"),
     "S": _Option(False, _set("machine", "start_paused", True), "-S (do not start the vCPUs until 'cont')"),
+    "max-sessions": _Option(True, _opt_max_sessions, "--max-sessions N (QMP sessions at once, default 64)"),
     "state-dir": _Option(True, _opt_state_dir, "--state-dir DIR (save the machine on SIGTERM, restore it at start)"),
     "incoming": _Option(True, _opt_incoming, "-incoming file:PATH | exec:CMD | defer (load a migration stream)"),
     "nodefaults": _Option(False, _set("machine", "nodefaults", True), "-nodefaults"),

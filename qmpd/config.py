@@ -131,6 +131,8 @@ class ServerConfig(NamedTuple):
     event_loop: str = "uvloop"
     #: ``--state-dir DIR``: save the machine there on SIGTERM, restore it from there at start.
     state_dir: str | None = None
+    #: ``--max-sessions N``: QMP sessions open at once (monitors and WebSockets); more are refused.
+    max_sessions: int = 64
     #: ``--http HOST:PORT``: the HTTP/WebSocket front (qmpd.http), or None.
     http: tuple[str, int] | None = None
     #: Bearer token every HTTP request must carry (required when ``http`` is not loopback).

@@ -139,6 +139,7 @@ class Daemon:
             make_session=factory,
             sessions_open=self.sessions_open,
             accepting=lambda: not self._exit.is_set(),
+            max_sessions=self.config.server.max_sessions,
         )
         try:
             await front.start()

@@ -52,12 +52,15 @@ class HttpFront:
         make_session: SessionFactory,
         sessions_open: Callable[[], int],
         accepting: Callable[[], bool],
+        max_sessions: int = 64,
     ) -> None:
         self.host, self.port = host, port
         self._token = token
         self._machine = machine
         self._make_session = make_session
         self._accepting = accepting
+        self._sessions_open = sessions_open
+        self._max_sessions = max_sessions
         self.metrics = Metrics(dispatcher, machine, sessions_open)
         self.rest = RestAPI(dispatcher, events, machine)
         self._runner: web.AppRunner | None = None
@@ -126,6 +129,9 @@ class HttpFront:
     # -- handlers ------------------------------------------------------------------------
 
     async def _qmp(self, request: web.Request) -> web.StreamResponse:
+        if self._sessions_open() >= self._max_sessions:
+            log.warning("qmp.websocket.refused", peer=request.remote, max_sessions=self._max_sessions)
+            return error_response("GenericError", f"too many QMP sessions (--max-sessions {self._max_sessions})", 503)
         return await serve_qmp(request, self._make_session, self._sockets)
 
     async def _live(self, request: web.Request) -> web.StreamResponse:

@@ -285,8 +285,8 @@ class VCPUEngine:
         write(x86.UC_X86_REG_FPCW, saved.fpcw)
         write(x86.UC_X86_REG_FPSW, saved.fpsw)
         write(x86.UC_X86_REG_FPTAG, saved.fptag)
-        for number, value in enumerate(saved.fpr):
-            write(getattr(x86, f"UC_X86_REG_FP{number}"), tuple(value))
+        for number, pair in enumerate(saved.fpr):
+            write(getattr(x86, f"UC_X86_REG_FP{number}"), tuple(pair))
         write(x86.UC_X86_REG_MXCSR, saved.mxcsr)
         for number, value in enumerate(saved.xmm):
             write(getattr(x86, f"UC_X86_REG_XMM{number}"), value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -373,3 +374,90 @@ def test_make_run_starts_the_default_machine_with_the_http_front(tmp_path: Path)
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_sessions_beyond_max_sessions_are_refused_clearly(front: Callable[..., Front]) -> None:
+    web = front("-machine", "none", "-S", "--max-sessions", "3")
+
+    async def go() -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as client:
+            first = await client.ws_connect(web.url + "/qmp")
+            second = await client.ws_connect(web.url + "/qmp")
+            for ws in (first, second):
+                await ws.receive_str(timeout=10)
+            # The Unix monitor counts only while a client is on it: two WebSockets + one more = 3.
+            third = await client.ws_connect(web.url + "/qmp")
+            await third.receive_str(timeout=10)
+            try:
+                await client.ws_connect(web.url + "/qmp")
+            except aiohttp.WSServerHandshakeError as refused:
+                status = refused.status
+            async with client.get(web.url + "/qmp") as response:
+                body = await response.json()
+            await first.close()
+            # A slot frees when a session ends.
+            fourth = await client.ws_connect(web.url + "/qmp")
+            assert "QMP" in json.loads(await fourth.receive_str(timeout=10))
+            for ws in (second, third, fourth):
+                await ws.close()
+            return status, body
+
+    status, body = asyncio.run(go())
+    assert status == 503
+    assert body == {"error": {"class": "GenericError", "desc": "too many QMP sessions (--max-sessions 3)"}}
+
+
+def test_256_websocket_sessions_plug_unplug_and_query_concurrently(front: Callable[..., Front], tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    web = front(*GUEST, "-debugcon", f"file:{console}", "--max-sessions", "300")
+    wait_until(lambda: "online" in (console.read_text() if console.exists() else ""))
+    slots = [{"socket-id": 0, "core-id": 1}, {"socket-id": 1, "core-id": 0}, {"socket-id": 1, "core-id": 1}]
+
+    async def worker(client: aiohttp.ClientSession, number: int) -> list[str]:
+        classes = []
+        async with client.ws_connect(web.url + "/qmp", max_msg_size=0) as ws:
+            await ws.receive_str(timeout=30)
+            await ws.send_str('{"execute":"qmp_capabilities"}')
+            await ws.receive_str(timeout=30)
+            slot = slots[number % 3]
+            for step, (name, arguments) in enumerate(
+                [
+                    ("device_add", {"driver": "Haswell-x86_64-cpu", "id": f"w{number}", "thread-id": 0, **slot}),
+                    ("query-cpus-fast", {}),
+                    ("device_del", {"id": f"w{number}"}),
+                    ("query-hotpluggable-cpus", {}),
+                ]
+            ):
+                await ws.send_str(json.dumps({"execute": name, "arguments": arguments, "id": step}))
+                while True:
+                    message = json.loads(await ws.receive_str(timeout=60))
+                    if message.get("id") == step:
+                        classes.append(message["error"]["class"] if "error" in message else "ok")
+                        break
+        return classes
+
+    async def go() -> list[list[str]]:
+        async with aiohttp.ClientSession() as client:
+            return await asyncio.gather(*(worker(client, n) for n in range(256)))
+
+    results = asyncio.run(go())
+    assert len(results) == 256 and all(len(r) == 4 for r in results), "every session got every reply"
+    assert all(r[1] == "ok" and r[3] == "ok" for r in results)
+    assert {r[0] for r in results} <= {"ok", "GenericError"}, "a busy slot is a clean error"
+    # Afterwards the machine is consistent: what QOM, the slots and the threads say agree.
+    wait_until(lambda: web.request("GET", "/api/v1/cpus")[1]["cpus"][0]["present"])
+    with RawClient(web.server.socket_path) as client:
+        client.negotiate()
+
+        def settled() -> bool:
+            cpus = client.execute("query-cpus-fast")["return"]
+            slots_now = client.execute("query-hotpluggable-cpus")["return"]
+            occupied = sorted(s["qom-path"] for s in slots_now if "qom-path" in s)
+            return occupied == sorted(c["qom-path"] for c in cpus)
+
+        wait_until(settled, timeout=30)
+        cpus = client.execute("query-cpus-fast")["return"]
+        tasks = os.listdir(f"/proc/{web.server.process.pid}/task")
+        names = [Path(f"/proc/{web.server.process.pid}/task/{t}/comm").read_text().strip() for t in tasks]
+        assert sum(name.startswith("CPU ") for name in names) == len(cpus), "no vCPU thread leaked"
+    assert web.request("GET", "/healthz")[0] == 200
