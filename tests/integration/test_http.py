@@ -413,12 +413,13 @@ def test_256_websocket_sessions_plug_unplug_and_query_concurrently(front: Callab
     wait_until(lambda: "online" in (console.read_text() if console.exists() else ""))
     slots = [{"socket-id": 0, "core-id": 1}, {"socket-id": 1, "core-id": 0}, {"socket-id": 1, "core-id": 1}]
 
-    async def worker(client: aiohttp.ClientSession, number: int) -> list[str]:
+    async def worker(client: aiohttp.ClientSession, number: int, together: asyncio.Barrier) -> list[str]:
         classes = []
         async with client.ws_connect(web.url + "/qmp", max_msg_size=0) as ws:
             await ws.receive_str(timeout=30)
             await ws.send_str('{"execute":"qmp_capabilities"}')
             await ws.receive_str(timeout=30)
+            await asyncio.wait_for(together.wait(), 60)  # all 256 sessions are open before any goes on
             slot = slots[number % 3]
             for step, (name, arguments) in enumerate(
                 [
@@ -437,8 +438,10 @@ def test_256_websocket_sessions_plug_unplug_and_query_concurrently(front: Callab
         return classes
 
     async def go() -> list[list[str]]:
-        async with aiohttp.ClientSession() as client:
-            return await asyncio.gather(*(worker(client, n) for n in range(256)))
+        # No connection pool limit (aiohttp's default of 100 would queue the rest): 256 at once.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
+            together = asyncio.Barrier(256)
+            return await asyncio.gather(*(worker(client, n, together) for n in range(256)))
 
     results = asyncio.run(go())
     assert len(results) == 256 and all(len(r) == 4 for r in results), "every session got every reply"
