@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from qmpd.dispatch import Dispatcher
 from qmpd.machine.machine import Machine
 from qmpd.machine.view import cpu_slots
+from qmpd.vcpu.engine import VCPUEngine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,6 +46,9 @@ class _MachineCollector(Collector):
                 instructions.add_metric([str(slot["slot"]), str(slot["apic_id"])], slot["instructions"])
         yield instructions
         yield GaugeMetricFamily("qmpd_qmp_sessions_open", "QMP sessions connected", self._sessions_open())
+        runners = self._machine.board.vcpus.runners.values()
+        yield GaugeMetricFamily("qmpd_vcpu_threads", "vCPU threads alive", sum(r.alive for r in runners))
+        yield GaugeMetricFamily("qmpd_vcpu_engines", "Unicorn engines alive (started vCPUs)", VCPUEngine.live)
 
 
 class Metrics:

@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 #: QEMU's QMP_REQ_QUEUE_LEN_MAX: in-band requests that may wait while one runs.
 INBAND_QUEUE_MAX = 8
 #: Reply bytes a client may leave unread before it is disconnected.
-DEFAULT_MAX_OUTPUT = 256 << 20
+DEFAULT_MAX_OUTPUT = 16 << 20
 
 _END = object()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -100,8 +101,14 @@ class CPUSnapshot(NamedTuple):
         )  # fmt: skip
 
 
+_LIVE_LOCK = threading.Lock()
+
+
 class VCPUEngine:
     """A Unicorn instance for one vCPU."""
+
+    #: Engines created and not yet closed, in the whole process (leak checks, /metrics).
+    live = 0
 
     def __init__(
         self,
@@ -112,6 +119,9 @@ class VCPUEngine:
         cpuid: CPUIDTable,
     ) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64, cpu=getattr(x86, f"UC_CPU_X86_{engine_model}"))
+        self._closed = False
+        with _LIVE_LOCK:
+            VCPUEngine.live += 1
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER)
         self.uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.address)
         self.uc.mmio_map(LAPIC_BASE, LAPIC_SIZE, self._lapic_read, None, self._lapic_write, None)
@@ -310,6 +320,10 @@ class VCPUEngine:
         finalizer = getattr(self.uc, "_Uc__finalizer", None)
         if finalizer is not None:
             finalizer()
+        if not self._closed:
+            self._closed = True
+            with _LIVE_LOCK:
+                VCPUEngine.live -= 1
 
 
 EngineFactory = Callable[[], VCPUEngine]
