@@ -117,6 +117,7 @@ class Board:
 
     def close(self) -> None:
         """Stop every vCPU thread and close the character devices."""
+        self.bridge.close()
         self.vcpus.shutdown()
         for sink in self._sinks:
             sink.close()
