@@ -55,6 +55,8 @@ class JSONMessageStreamer:
         self._texts: list[bytes | None] = []
         self._size = 0
         self._braces = 0
+        #: Exact-path feeds whose items have not all been pulled yet.
+        self._unfinished = 0
         self._brackets = 0
 
     def reset(self) -> None:
@@ -67,11 +69,21 @@ class JSONMessageStreamer:
         # A chunk of n bytes holds at most n tokens of n bytes in all, so with the
         # limits above the chunk size the fast path cannot miss a limit error.
         small = len(data) <= FAST_PATH_MAX and len(data) < min(self.max_token_count, self.max_token_size)
-        if small and self._lexer.idle and not self._kinds:
+        # The exact path is lazy: bytes of an earlier feed reach the lexer only as its items are
+        # pulled.  While such a feed is unfinished the lexer only looks idle; parsing this chunk
+        # at once would put it before them (found by fuzz/fuzz_stream.py).
+        if small and self._unfinished == 0 and self._lexer.idle and not self._kinds:
             items = _fast_parse(data, self.max_nesting)
             if items is not None:
                 return iter(items)
-        return self._feed_exact(data)
+        self._unfinished += 1
+        return self._counted(self._feed_exact(data))
+
+    def _counted(self, items: Iterator[StreamItem]) -> Iterator[StreamItem]:
+        try:
+            yield from items
+        finally:
+            self._unfinished -= 1
 
     def _feed_exact(self, data: bytes) -> Iterator[StreamItem]:
         for box in self._lexer.feed(data, self._on_token):
