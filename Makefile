@@ -30,13 +30,11 @@ test: $(VENV)/.installed
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
+# Every benchmark against qemu-system-x86_64 and raw Unicorn: bench/results/latest.md and latest.png
+# (the run before is kept as previous.*).  bench/report.py --quick is a medium run, --smoke a minimal one.
 bench: $(VENV)/.installed
 	$(PY) -m compileall -q qmpd
-	$(PY) bench/qmp_bench.py
-	$(PY) bench/guest_bench.py
-	$(PY) bench/hotplug_bench.py
-	$(PY) bench/probe_bench.py
-	$(PY) bench/migration_bench.py
+	$(PY) bench/report.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).
 firmware:

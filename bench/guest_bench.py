@@ -177,14 +177,14 @@ RUNNERS = {
 }
 
 
-def guest_rates(reps: int, l2: dict[str, int]) -> dict[str, dict[str, list[float]]]:
+def guest_rates(reps: int, l2: dict[str, int], loops: tuple[Loop, ...] = LOOPS) -> dict[str, dict[str, list[float]]]:
     """rates[loop][runner]: insns/s of each repetition."""
     kinds = [kind for kind in RUNNERS if kind != "qemu" or QEMU]
-    rates: dict[str, dict[str, list[float]]] = {loop.name: {kind: [] for kind in kinds} for loop in LOOPS}
+    rates: dict[str, dict[str, list[float]]] = {loop.name: {kind: [] for kind in kinds} for loop in loops}
     images = Images()
     try:
         for rep in range(reps):
-            for loop in LOOPS:
+            for loop in loops:
                 for kind in kinds if rep % 2 == 0 else list(reversed(kinds)):
                     runner = RUNNERS[kind]
                     t1 = runner.run(images, loop, L1)
@@ -199,6 +199,12 @@ def guest_rates(reps: int, l2: dict[str, int]) -> dict[str, dict[str, list[float
 
 def qmp_latency(busy: bool, n: int) -> tuple[float, float]:
     """p50 and p99 of n sequential query-status round trips, in microseconds."""
+    samples = qmp_samples(busy, n)
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def qmp_samples(busy: bool, n: int) -> list[float]:
+    """Seconds of n sequential query-status round trips against an idle or a busy qmpd, sorted."""
     tmp = tempfile.mkdtemp(prefix="guest-bench-qmp-")
     path = os.path.join(tmp, "qmp.sock")
     argv = [*QMPD, "-machine", "pc", "-nodefaults", "-smp", "2", "-qmp", f"unix:{path},server=on,wait=off"]
@@ -245,7 +251,7 @@ def qmp_latency(busy: bool, n: int) -> tuple[float, float]:
             request(QUERY)
             samples.append(time.perf_counter() - t0)
         samples.sort()
-        return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+        return samples
     finally:
         sock.close()
         proc.kill()

@@ -107,7 +107,8 @@ def m_start(kind: str) -> dict[str, float]:
     return {"start_ms": statistics.median(times) * 1000}
 
 
-def m_rtt(kind: str, n: int = 2000) -> dict[str, float]:
+def rtt_samples(kind: str, n: int = 2000) -> list[float]:
+    """Seconds of n sequential query-status round trips (after 100 warm-up ones), sorted."""
     proc = Proc(kind)
     try:
         conn = Conn(proc.connect())
@@ -122,9 +123,14 @@ def m_rtt(kind: str, n: int = 2000) -> dict[str, float]:
             conn.line()
             samples.append(time.perf_counter() - t0)
         samples.sort()
-        return {"rtt_p50_us": samples[len(samples) // 2] * 1e6, "rtt_p99_us": samples[int(len(samples) * 0.99)] * 1e6}
+        return samples
     finally:
         proc.close()
+
+
+def m_rtt(kind: str, n: int = 2000) -> dict[str, float]:
+    samples = rtt_samples(kind, n)
+    return {"rtt_p50_us": samples[len(samples) // 2] * 1e6, "rtt_p99_us": samples[int(len(samples) * 0.99)] * 1e6}
 
 
 def m_pipe(kind: str, n: int = 1000) -> dict[str, float]:
@@ -173,7 +179,7 @@ def m_clients(kind: str, clients: int = 8, per_client: int = 500) -> dict[str, f
                     else:
                         active -= 1
                         selector.unregister(conn.sock)
-        return {"clients8_cmd_s": clients * per_client / (time.perf_counter() - t0)}
+        return {f"clients{clients}_cmd_s": clients * per_client / (time.perf_counter() - t0)}
     finally:
         proc.close()
 
@@ -192,7 +198,7 @@ def m_input(kind: str, size: int = 1 << 20) -> dict[str, float]:
         proc.close()
 
 
-METRICS: dict[str, Callable[[str], dict[str, float]]] = {
+METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "start": m_start,
     "rtt": m_rtt,
     "pipe": m_pipe,
@@ -210,13 +216,25 @@ GOALS = {
 }
 
 
-def run(reps: int, only: list[str]) -> dict[str, dict[str, list[float]]]:
+#: --quick: smaller request counts and input (QEMU takes seconds to parse 1 MiB): a smoke run.
+QUICK_SIZES: dict[str, dict[str, int]] = {
+    "rtt": {"n": 300},
+    "pipe": {"n": 200},
+    "clients": {"per_client": 100},
+    "input": {"size": 1 << 16},
+}
+
+
+def run(
+    reps: int, only: list[str], sizes: dict[str, dict[str, int]] | None = None
+) -> dict[str, dict[str, list[float]]]:
     results: dict[str, dict[str, list[float]]] = {"qmpd": {}, "qemu": {}}
     kinds = ["qmpd", "qemu"] if QEMU else ["qmpd"]
     for name in only:
+        kwargs = (sizes or {}).get(name, {})
         for rep in range(reps):
             for kind in kinds if rep % 2 == 0 else list(reversed(kinds)):
-                for key, value in METRICS[name](kind).items():
+                for key, value in METRICS[name](kind, **kwargs).items():
                     results[kind].setdefault(key, []).append(value)
     return results
 
@@ -243,9 +261,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(METRICS), choices=list(METRICS))
+    parser.add_argument(
+        "--quick", action="store_true", help="one repetition, fewer requests, 64 KiB input: a smoke run"
+    )
     parser.add_argument("--json", help="also write raw results to this file")
     args = parser.parse_args()
-    results = run(args.reps, args.only)
+    results = run(1 if args.quick else args.reps, args.only, QUICK_SIZES if args.quick else None)
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
