@@ -60,9 +60,10 @@ class JSONMessageStreamer:
         self._brackets = 0
 
     def reset(self) -> None:
-        """Drop everything buffered (a fresh connection)."""
+        """Drop everything buffered (a fresh connection); unfinished feeds are abandoned."""
         self._lexer.reset()
         self._drop()
+        self._unfinished = 0
 
     def feed(self, data: bytes) -> Iterator[StreamItem]:
         """Consume ``data``; yield every message it completes, in order."""
@@ -83,7 +84,7 @@ class JSONMessageStreamer:
         try:
             yield from items
         finally:
-            self._unfinished -= 1
+            self._unfinished = max(0, self._unfinished - 1)
 
     def _feed_exact(self, data: bytes) -> Iterator[StreamItem]:
         for box in self._lexer.feed(data, self._on_token):
@@ -166,6 +167,10 @@ _NONCHARACTER = re.compile(NONCHARACTERS)
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
+#: A number "0" directly followed by an exponent (maybe inside a string: then the exact path decides).
+_ZERO_EXPONENT = re.compile(r"(?<![0-9.])0[eE]")
+
+
 def _fast_parse(data: bytes, max_nesting: int) -> list[StreamItem] | None:
     """Whole, plain JSON objects in one chunk, parsed in C; None means "use the exact path".
 
@@ -181,6 +186,8 @@ def _fast_parse(data: bytes, max_nesting: int) -> list[StreamItem] | None:
     except UnicodeDecodeError:
         return None
     if "\\u" in text or "'" in text or (not text.isascii() and _NONCHARACTER.search(text)):
+        return None
+    if _ZERO_EXPONENT.search(text):  # QEMU's lexer has no exponent after a lone 0 ("0e3"); Python's json has
         return None
     if text.count("{") + text.count("[") > max_nesting:
         return None

@@ -116,3 +116,22 @@ async def test_random_requests_then_probe(batch: list[dict[str, Any]]) -> None:
     errors = [json.loads(line)["error"] for line in channel.lines[2:] if b'"error"' in line]
     assert all(e["class"] in ("GenericError", "CommandNotFound") for e in errors)
     assert not any("Internal error" in e["desc"] for e in errors)
+
+
+async def test_input_fed_while_paused_is_parsed_in_order() -> None:
+    """Found by fuzz/fuzz_stream.py in lazy mode; fixed in 6f52acf."""
+    session, channel, machine = _session(False)
+    try:
+        session.feed(b'{"execute":"qmp_capabilities"}')
+        # human-monitor-command runs asynchronously: without oob the session pauses reading until it is answered.
+        session.feed(b'{"execute":"human-monitor-command","arguments":{"command-line":"info status"},"id":1} {"a":')
+        assert channel.paused
+        session.feed(b'{"execute":"query-name","id":2}')
+        session.feed(b"}")
+        session.feed(PROBE)
+        await _until_probe(channel)
+    finally:
+        machine.close()
+    errors = [json.loads(line).get("error", {}).get("desc") for line in channel.lines[2:]]
+    expected = [None, "QMP input member 'a' is unexpected", "JSON parse error, stray '\ufffd'", None]
+    assert errors == expected, channel.lines[2:]

@@ -189,3 +189,22 @@ def test_fast_path_values_equal_exact_values(value: object) -> None:
     exact = list(JSONMessageStreamer()._feed_exact(data))
     if fast is not None:
         assert fast == exact
+
+
+def test_feeding_before_the_previous_items_are_pulled_keeps_the_stream_order() -> None:
+    # Found by fuzz/fuzz_stream.py in lazy mode (corpus: regression-lazy-feed-before-drain); fixed in 6f52acf.
+    streamer = JSONMessageStreamer()
+    first = streamer.feed(b'{"execute":"x"} {"a":')
+    second = streamer.feed(b'{"b":1}')
+    third = streamer.feed(b"}")
+    assert [*first, *second, *third] == [{"execute": "x"}, {"a": {"b": 1}}]
+
+
+@pytest.mark.parametrize("number", [b"0e3", b"-0E1", b"0e+2"])
+def test_zero_with_an_exponent_is_not_a_number_as_in_qemu(number: bytes) -> None:
+    # Found by fuzz/fuzz_stream.py: Python's json (the fast path) reads 0e3 as 0.0; QEMU's lexer refuses it.
+    data = b'{"execute":"query-status","id":' + number + b"}"
+    fast = list(JSONMessageStreamer().feed(data))
+    exact = list(JSONMessageStreamer()._feed_exact(data))
+    assert repr(fast) == repr(exact)
+    assert any(isinstance(item, JSONParseError) for item in fast)
