@@ -26,7 +26,7 @@ run: $(VENV)/.installed
 		-qmp unix:$(SOCKET),server=on,wait=off --http $(HTTP)
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check qmpd tests examples bench tools
+	$(PY) -m ruff check qmpd tests examples bench tools fuzz
 	$(PY) -m mypy
 	$(PY) -m pytest -q
 
