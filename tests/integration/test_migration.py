@@ -336,7 +336,9 @@ def test_state_dir_with_dash_s_restores_paused(tmp_path: Path) -> None:
     console = tmp_path / "first.log"
     first = _daemon(tmp_path, state_dir, console, "first")
     try:
-        wait_until(lambda: "online" in _console(console))
+        with RawClient(first.socket_path) as client:
+            client.negotiate()
+            wait_until(lambda: read_u64s(client, 0x200000, 1)[0] > 0)  # the guest has counted
         first.process.send_signal(signal.SIGTERM)
         assert first.process.wait(timeout=30) == 0
     finally:
