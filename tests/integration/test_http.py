@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.differential.test_protocol_diff import COMMANDS, END, MALFORMED, OOB_CASES
+from tests.differential.test_protocol_diff import COMMANDS, END, MALFORMED, OOB_CASES, exchange
 from tests.helpers import REPO, RawClient, Server, mask, qmpd_command, start_qmpd, wait_until
 
 TOKEN = "s3cret-token-of-some-length"
@@ -107,15 +107,7 @@ async def _ws_exchange(url: str, chunks: list[bytes], negotiate: str | None, hea
 
 
 def _unix_exchange(server: Server, chunks: list[bytes], negotiate: str | None) -> list[bytes]:
-    with RawClient(server.socket_path, timeout=20) as client:
-        client.greeting()
-        if negotiate is not None:
-            args = {"enable": [negotiate]} if negotiate else {}
-            client.send(json.dumps({"execute": "qmp_capabilities", "arguments": args}).encode())
-            assert client.message() == {"return": {}}
-        for chunk in [*chunks, END]:
-            client.send(chunk)
-        return [mask(line.rstrip(b"\r\n")) for line in client.lines_until(b'"__end__"')]
+    return [line.rstrip(b"\r\n") for line in exchange(server, chunks, negotiate)]
 
 
 CASES = [(data, negotiate) for data in MALFORMED + COMMANDS for negotiate in (None, "")]
