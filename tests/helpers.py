@@ -48,6 +48,14 @@ class Server:
         return self.process.returncode
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def qmpd_command() -> list[str]:
     return [sys.executable, "-m", "qmpd"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 try:
     from playwright.sync_api import ConsoleMessage, Error, Locator, Page, expect, sync_playwright
@@ -55,13 +56,6 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait_ready(process: subprocess.Popen[bytes], url: str, stderr_path: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,7 +85,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def dashboard_url(tmp_path: Path) -> Iterator[str]:
     """A qmpd with 1 of 4 CPUs (2 sockets x 2 cores) and its HTTP front; the dashboard's URL."""
     _require_browser()
-    port = _free_port()
+    port = free_port()
     argv = [
         sys.executable,
         "-m",

@@ -13,23 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_QEMU
-from tests.helpers import QEMU_BINARY, RawClient, Server, start_qemu, start_qmpd
+from tests.differential.test_machine_diff import _need_qemu
+from tests.helpers import RawClient, Server, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
+__all__ = ["_need_qemu"]  # the autouse fixture, shared with test_machine_diff
 CPU0 = "/machine/unattached/device[0]"
 PROBE_ARGV = ["-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=tcg"]
 
 #: Features Unicorn's CPU cannot run: qmpd's Haswell reports them off and unavailable (qemu-facts §5).
 UNICORN_LACKS = {"avx", "avx2", "fma", "f16c"}
-
-
-@pytest.fixture(autouse=True)
-def _need_qemu() -> None:
-    if QEMU_BINARY is None:
-        if REQUIRE_QEMU:
-            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
-        pytest.skip("qemu-system-x86_64 is not installed")
 
 
 def _both(tmp_path: Path, argv: list[str], requests: list[tuple[str, dict[str, Any]]]) -> tuple[list[Any], list[Any]]:

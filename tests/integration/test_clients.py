@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,16 +13,9 @@ import pytest
 from qemu.qmp import EventListener, ExecuteError, QMPClient
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from tests.helpers import REPO, Server
+from tests.helpers import REPO, Server, free_port
 
 EXAMPLES = REPO / "examples" / "clients"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_qemu_qmp_client_over_unix_with_oob_and_events(qmpd: Callable[..., Server]) -> None:
@@ -52,7 +44,7 @@ async def test_qemu_qmp_client_over_unix_with_oob_and_events(qmpd: Callable[...,
 
 
 async def test_qemu_qmp_client_over_tcp(qmpd: Callable[..., Server]) -> None:
-    port = _free_port()
+    port = free_port()
     qmpd("-machine", "none", "-S", "-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off")
     client = QMPClient("tcp")
     await client.connect(("127.0.0.1", port))

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import venv
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, RawClient, wait_for_socket, wait_until
+from tests.helpers import REPO, RawClient, free_port, wait_for_socket, wait_until
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 
@@ -85,7 +84,7 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     )
     workdir = tmp_path / "var-lib-qmpd"
     workdir.mkdir()
-    port = _free_port()
+    port = free_port()
     command = [arg.replace("/var/lib/qmpd", str(workdir)) for arg in _instruction("ENTRYPOINT") + _instruction("CMD")]
     command = [arg.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for arg in command]
     command[0] = str(env_dir / "bin" / command[0])
@@ -114,13 +113,6 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     assert any(entry["event"] == "http.listening" for entry in logs)
     assert not (workdir / "qmp.sock").exists()
     assert (workdir / "qmpd.state").exists(), "--state-dir: the machine was saved in the volume on SIGTERM"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _read(path: Path) -> str:

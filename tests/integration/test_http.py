@@ -22,16 +22,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.differential.test_protocol_diff import COMMANDS, END, MALFORMED, OOB_CASES, exchange
-from tests.helpers import REPO, RawClient, Server, mask, qmpd_command, start_qmpd, wait_until
+from tests.helpers import REPO, RawClient, Server, free_port, mask, qmpd_command, start_qmpd, wait_until
 
 TOKEN = "s3cret-token-of-some-length"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Front:

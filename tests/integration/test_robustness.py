@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import threading
 import time
@@ -22,17 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import RawClient, Server, start_qmpd, wait_until
+from tests.helpers import RawClient, Server, free_port, start_qmpd, wait_until
 
 GUEST = ["-machine", "pc", "-cpu", "Haswell", "-smp", "1,sockets=2,cores=2,threads=2,maxcpus=8"]
 CPU = "Haswell-x86_64-cpu"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -40,7 +32,7 @@ def guest(tmp_path: Path) -> Iterator[Callable[..., tuple[Server, str]]]:
     servers: list[Server] = []
 
     def start(*extra: str) -> tuple[Server, str]:
-        port = _free_port()
+        port = free_port()
         console = tmp_path / f"console{len(servers)}.log"
         argv = [*GUEST, "-debugcon", f"file:{console}", "--http", f"127.0.0.1:{port}", *extra]
         server = start_qmpd(argv, tmp_path, f"qmpd{len(servers)}")
