@@ -148,6 +148,35 @@ _RUNS: dict[int, re.Pattern[bytes]] = {
     _S.EXP_DIGITS: re.compile(rb"[0-9]+"),
     _S.KEYWORD: re.compile(rb"[a-z]+"),
 }
+#: One whole token at the start state, optionally after whitespace: a structural character, a
+#: complete string, a number or keyword whose end is decided by the byte after it (present in
+#: the data, not consumed), or a byte that cannot start a token.  This is only a shortcut
+#: through the automaton below (which handles everything else: tokens cut by the end of the
+#: data, malformed numbers, bytes that end strings, oversize tokens) and yields what it would.
+_WHOLE_TOKEN = re.compile(
+    rb"[ \t\r\n]*(?:"
+    rb"([\x7b\x7d\x5b\x5d:,])"
+    rb'|("[\x20\x21\x23-\x5b\x5d-\xfd]*(?:\\[\x20-\xfd][\x20\x21\x23-\x5b\x5d-\xfd]*)*")'
+    rb"|('[\x20-\x26\x28-\x5b\x5d-\xfd]*(?:\\[\x20-\xfd][\x20-\x26\x28-\x5b\x5d-\xfd]*)*')"
+    rb"|(-?(?:0(?=[^0-9.])|[1-9][0-9]*(?=[^0-9eE.])))"
+    rb"|(-?(?:(?:0|[1-9][0-9]*)\.[0-9]+(?=[^0-9eE])"
+    rb"|(?:[1-9][0-9]*|(?:0|[1-9][0-9]*)\.[0-9]+)[eE][-+]?[0-9]+(?=[^0-9])))"
+    rb"|([a-z]+(?=[^a-z]))"
+    rb"|([^\"'0-9\x2da-z\x7b\x7d\x5b\x5d:, \t\r\n])"
+    rb")"
+)
+#: Token type by _WHOLE_TOKEN group (group 1, structural, goes by the byte).
+_GROUP_TOKEN = (Tok.ERROR, Tok.ERROR, Tok.STRING, Tok.STRING, Tok.INTEGER, Tok.FLOAT, Tok.KEYWORD, Tok.ERROR)
+_ERROR_GROUP = 7
+_STRUCTURAL = {
+    ord(ch): tok
+    for ch, tok in zip("{}[]:,", (Tok.LCURLY, Tok.RCURLY, Tok.LSQUARE, Tok.RSQUARE, Tok.COLON, Tok.COMMA), strict=True)
+}
+_TOKS = tuple(Tok)
+_START = int(_S.START)
+_RECOVERY = int(_S.RECOVERY)
+_RECOVERY_RUN = _RUNS[_S.RECOVERY]
+
 #: States whose self-loop bytes are dropped instead of collected into a token.
 _DISCARDING = frozenset({_S.START, _S.RECOVERY})
 
@@ -187,11 +216,40 @@ class JSONLexer:
     def feed(self, data: bytes, on_token: Callable[[Tok, bytes], _T | None]) -> Iterator[_T]:
         """Lex ``data``; yield each non-None result of ``on_token``."""
         runs = _RUNS
+        whole = _WHOLE_TOKEN.match
         limit = self.max_token_size
         pos = 0
         n = len(data)
         while pos < n:
             state = self._state
+            if state == _START:
+                # At the start state nothing is collected yet (self._parts is empty).
+                m = whole(data, pos)
+                if m is not None:
+                    group = m.lastindex
+                    assert group is not None
+                    start = m.start(group)
+                    end = m.end()
+                    if end - start <= limit:
+                        pos = end
+                        if group == 1:
+                            tok = _STRUCTURAL[data[start]]
+                        else:
+                            tok = _GROUP_TOKEN[group]
+                            if group == _ERROR_GROUP:
+                                self._state = _RECOVERY
+                        result = on_token(tok, data[start:end])
+                        if result is not None:
+                            yield result
+                        continue
+            elif state == _RECOVERY:
+                # Recovery drops bytes up to one it does not take, which goes back to the start state.
+                m = _RECOVERY_RUN.match(data, pos)
+                if m is not None:
+                    pos = m.end()
+                if pos < n:
+                    self._state = _START
+                continue
             run = runs.get(state)
             if run is not None:
                 m = run.match(data, pos)
@@ -240,9 +298,9 @@ class JSONLexer:
                     self._size = 0
                 self._state = target
                 continue
-            tok = Tok(target - _TOKEN)
+            tok = _TOKS[target - _TOKEN]
             result = on_token(tok, self._take())
-            self._state = _S.RECOVERY if tok is Tok.ERROR else _S.START
+            self._state = _RECOVERY if tok is Tok.ERROR else _START
             if result is not None:
                 if results is None:
                     results = [result]

@@ -9,6 +9,7 @@ stricter about ``C0 80`` and more lenient about noncharacters).
 
 from __future__ import annotations
 
+import codecs
 import re
 
 #: Smallest code point that may be encoded with a sequence of 2, 3, 4, 5, 6 bytes.
@@ -63,22 +64,39 @@ def decode_codepoint(data: bytes, pos: int) -> tuple[int, int]:
     return cp, pos
 
 
+def _qemu_replace(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: one invalid sequence as QEMU reads it (U+FFFD, or NUL for ``C0 80``)."""
+    assert isinstance(exc, UnicodeDecodeError)
+    cp, nxt = decode_codepoint(exc.object, exc.start)
+    return ("\ufffd" if cp < 0 else chr(cp)), nxt
+
+
+def _qemu_strict(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: accept only what QEMU accepts beyond UTF-8 (``C0 80``), else stop."""
+    assert isinstance(exc, UnicodeDecodeError)
+    cp, nxt = decode_codepoint(exc.object, exc.start)
+    if cp < 0:
+        raise exc
+    return chr(cp), nxt
+
+
+codecs.register_error("qmpd-mutf8-replace", _qemu_replace)
+codecs.register_error("qmpd-mutf8-strict", _qemu_strict)
+
+
 def to_text(data: bytes) -> str:
-    """Bytes as QEMU's JSON writer would show them: invalid sequences become U+FFFD."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    else:
-        if not _NONCHARACTER.search(text):
-            return text
-    out: list[str] = []
-    pos = 0
-    n = len(data)
-    while pos < n:
-        cp, pos = decode_codepoint(data, pos)
-        out.append("\ufffd" if cp < 0 else chr(cp))
-    return "".join(out)
+    """Bytes as QEMU's JSON writer would show them: invalid sequences become U+FFFD.
+
+    Python's UTF-8 decoder does the valid stretches; at each byte it rejects, the
+    handler decodes one sequence the way QEMU does (so ``C0 80`` is NUL, an overlong
+    or surrogate sequence is one U+FFFD) and decoding resumes where QEMU's would.
+    Every sequence Python accepts is read by QEMU with the same length, so the
+    sequence boundaries agree; the noncharacters it lets through are QEMU's U+FFFD.
+    """
+    text = data.decode("utf-8", "qmpd-mutf8-replace")
+    if _NONCHARACTER.search(text):
+        return _NONCHARACTER.sub("\ufffd", text)
+    return text
 
 
 def decode_string_body(data: bytes, pos: int, end: int) -> tuple[str, int] | None:
@@ -91,17 +109,14 @@ def decode_string_body(data: bytes, pos: int, end: int) -> tuple[str, int] | Non
     try:
         text = chunk.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    else:
-        if not _NONCHARACTER.search(text):
-            return text, end
-        return None
-    # Slow path: modified UTF-8 allows C0 80 for NUL, which Python rejects.
-    out: list[str] = []
-    while pos < end:
-        cp, nxt = decode_codepoint(data, pos)
-        if cp < 0 or nxt > end:
+        # QEMU's reading stops at a NUL byte (the lexer never puts one in a string token).
+        if b"\0" in chunk:
             return None
-        out.append(chr(cp))
-        pos = nxt
-    return "".join(out), end
+        try:
+            # Modified UTF-8 also allows C0 80 for NUL, which Python rejects: the handler takes it.
+            text = chunk.decode("utf-8", "qmpd-mutf8-strict")
+        except UnicodeDecodeError:
+            return None
+    if _NONCHARACTER.search(text):
+        return None
+    return text, end

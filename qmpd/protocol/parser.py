@@ -10,6 +10,7 @@ what bounds depth.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -152,7 +153,7 @@ _OBJ_VALUE = 1  # waiting for the value of `key`
 _ARR_VALUE = 2  # waiting for an element
 
 
-def parse(kinds: bytearray | bytes, texts: list[bytes | None]) -> JSONValue | JSONParseError:
+def parse(kinds: bytearray | bytes, texts: Sequence[bytes | None]) -> JSONValue | JSONParseError:
     """Parse one complete message's tokens into a value, or QEMU's parse error."""
     try:
         return _parse(kinds, texts)
@@ -160,7 +161,7 @@ def parse(kinds: bytearray | bytes, texts: list[bytes | None]) -> JSONValue | JS
         return error_from_message(exc.message)
 
 
-def _parse(kinds: bytearray | bytes, texts: list[bytes | None]) -> JSONValue:
+def _parse(kinds: bytearray | bytes, texts: Sequence[bytes | None]) -> JSONValue:
     n = len(kinds)
     pos = 0
     # Each frame: [container, state, pending key]

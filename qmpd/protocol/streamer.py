@@ -32,6 +32,13 @@ _TOKEN_SIZE_EXCEEDED = JSONParseError("JSON token size limit exceeded")
 _TOKEN_COUNT_EXCEEDED = JSONParseError("JSON token count limit exceeded")
 _NESTING_EXCEEDED = JSONParseError("JSON nesting depth limit exceeded")
 
+#: What each token type does to the brace and the bracket count.
+_BRACE_STEP = tuple(1 if kind == Tok.LCURLY else -1 if kind == Tok.RCURLY else 0 for kind in Tok)
+_BRACKET_STEP = tuple(1 if kind == Tok.LSQUARE else -1 if kind == Tok.RSQUARE else 0 for kind in Tok)
+#: "stray" errors by token (runs of one bad byte are common; the texts are immutable values).
+_STRAY_ERRORS: dict[bytes, JSONParseError] = {}
+_STRAY_CACHE_MAX = 4096
+
 
 class JSONMessageStreamer:
     """Feed bytes, iterate over complete messages (values or parse errors).
@@ -52,7 +59,7 @@ class JSONMessageStreamer:
         self.max_nesting = max_nesting
         self._lexer = JSONLexer(max_token_size=max_token_size)
         self._kinds = bytearray()
-        self._texts: list[bytes | None] = []
+        self._texts: list[bytes] = []
         self._size = 0
         self._braces = 0
         #: Exact-path feeds whose items have not all been pulled yet.
@@ -103,32 +110,40 @@ class JSONMessageStreamer:
 
     def _on_token(self, kind: Tok, text: bytes) -> _Complete | None:
         """Collect a token; return the finished message, boxed, or None."""
-        if kind == Tok.LCURLY:
-            self._braces += 1
-        elif kind == Tok.RCURLY:
-            self._braces -= 1
-        elif kind == Tok.LSQUARE:
-            self._brackets += 1
-        elif kind == Tok.RSQUARE:
-            self._brackets -= 1
-        elif kind == Tok.ERROR:
-            # QEMU formats the token with %s: it ends at the first NUL byte.
-            shown = text.split(b"\0", 1)[0]
-            return self._emit_error(JSONParseError(to_text(b"JSON parse error, stray '" + shown + b"'")))
+        if kind == Tok.ERROR:
+            return self._emit_error(_stray(text))
+        braces = self._braces + _BRACE_STEP[kind]
+        brackets = self._brackets + _BRACKET_STEP[kind]
+        self._braces = braces
+        self._brackets = brackets
         if self._size + len(text) + 1 > self.max_token_size:
             return self._emit_error(_TOKEN_SIZE_EXCEEDED)
         if len(self._kinds) + 1 > self.max_token_count:
             return self._emit_error(_TOKEN_COUNT_EXCEEDED)
-        if self._braces + self._brackets > self.max_nesting:
+        if braces + brackets > self.max_nesting:
             return self._emit_error(_NESTING_EXCEEDED)
         self._kinds.append(kind)
-        self._texts.append(text if kind >= Tok.INTEGER else None)
+        self._texts.append(text)
         self._size += len(text)
-        if (self._braces > 0 or self._brackets > 0) and self._braces >= 0 and self._brackets >= 0:
+        # Incomplete while one count is open and neither went negative (then both are >= 0
+        # and one is > 0, which is what a bitwise or of the two being > 0 says).
+        if braces | brackets > 0:
             return None
         result = parse(self._kinds, self._texts)
         self._drop()
         return _Complete(result)
+
+
+def _stray(text: bytes) -> JSONParseError:
+    """QEMU's error for a token the lexer rejected."""
+    error = _STRAY_ERRORS.get(text)
+    if error is None:
+        # QEMU formats the token with %s: it ends at the first NUL byte.
+        shown = text.split(b"\0", 1)[0]
+        error = JSONParseError(to_text(b"JSON parse error, stray '" + shown + b"'"))
+        if len(text) <= 8 and len(_STRAY_ERRORS) < _STRAY_CACHE_MAX:
+            _STRAY_ERRORS[text] = error
+    return error
 
 
 class _Complete:
