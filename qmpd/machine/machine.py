@@ -70,6 +70,7 @@ class Machine:
         with contextlib.suppress(RuntimeError):  # no loop: built by a unit test, the guest never runs
             self.board.bridge.bind(asyncio.get_running_loop())
         self.board.vcpus.on_crash = self._on_vcpu_crash
+        self.board.vcpus.on_triple_fault = self._on_triple_fault
         self.board.on_ost = self._on_ost
         self.board.on_eject = self.hotplug.ejected
         #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).
@@ -235,8 +236,15 @@ class Machine:
         self.events.emit("ACPI_DEVICE_OST", {"info": info})
         self.hotplug.ost(info)
 
+    def _on_triple_fault(self, index: int, reason: str) -> None:
+        """A vCPU shut down on a triple fault: QEMU resets the machine (RESET, reason guest-reset)."""
+        log.warning("machine.triple_fault", cpu=index, reason=reason)
+        task = asyncio.ensure_future(self.system_reset(ShutdownCause.GUEST_RESET))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _on_vcpu_crash(self, index: int, reason: str) -> None:
-        """A vCPU faulted: QEMU's guest-panic handling with action ``pause``."""
+        """qmpd's emulator could not go on with a vCPU: QEMU's guest-panic handling with action ``pause``."""
         log.warning("machine.guest_panicked", cpu=index, reason=reason)
         task = asyncio.ensure_future(self._guest_panicked())
         self._tasks.add(task)

@@ -24,6 +24,14 @@ from qmpd.devices.bus import PortBus
 from qmpd.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalAPIC
 from qmpd.vcpu import native
 from qmpd.vcpu.cpuid import CPUIDTable
+from qmpd.vcpu.exceptions import (
+    ERROR_VECTORS,
+    InterruptHook,
+    TripleFault,
+    UnassignedMemory,
+    is_software_interrupt,
+    raise_exception,
+)
 from qmpd.vcpu.ram import GuestRAM
 
 if TYPE_CHECKING:
@@ -46,7 +54,8 @@ class Exit(enum.Enum):
     STOPPED = "stopped"  # a stop was requested (pause, budget, INIT, exit)
     HALTED = "halted"  # the guest executed HLT
     SLICE = "slice"  # a counted slice ended (no block hook)
-    FAULT = "fault"  # Unicorn reported an error: the guest crashed
+    FAULT = "fault"  # Unicorn reported an error qmpd cannot turn into a guest exception
+    TRIPLE_FAULT = "triple-fault"  # an exception nothing could handle: the CPU shut down
 
 
 class RunResult(NamedTuple):
@@ -131,6 +140,10 @@ class VCPUEngine:
         self.uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, x86.UC_X86_INS_IN)
         self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
         self._install_cpuid_hook()
+        self._interrupts = InterruptHook(self.uc)
+        self.unassigned = UnassignedMemory(self.uc)
+        #: Exceptions and INT n delivered to the guest's handlers.
+        self.exceptions_delivered = 0
         self.control = native.BlockControl()
         self._block_hook = native.install_block_hook(self.uc, self.control) if native.available else None
 
@@ -192,18 +205,45 @@ class VCPUEngine:
         self.uc.reg_write(x86.UC_X86_REG_RFLAGS, 0x2)
 
     def run(self, rip: int, budget: int = 0) -> RunResult:
-        """Run from ``rip`` until a stop, HLT or fault (or one counted slice)."""
+        """Run from ``rip`` until a stop, HLT or fault (or one counted slice).
+
+        Guest exceptions are delivered to the guest's handlers here, between two
+        ``emu_start`` calls, and the run goes on at the handler.
+        """
         control = self.control
         control.stopped_by_hook = 0
         control.budget = budget
-        try:
-            if self._block_hook is not None:
-                self.uc.emu_start(rip, UNTIL)
+        while True:
+            try:
+                if self._block_hook is not None:
+                    self.uc.emu_start(rip, UNTIL)
+                else:
+                    self.uc.emu_start(rip, UNTIL, count=COUNTED_SLICE)
+            except UcError as exc:
+                where = self.uc.reg_read(x86.UC_X86_REG_RIP)
+                vector = ERROR_VECTORS.get(exc.errno)
+                if vector is None:
+                    return RunResult(Exit.FAULT, where, str(exc))
+                software = False
             else:
-                self.uc.emu_start(rip, UNTIL, count=COUNTED_SLICE)
-        except UcError as exc:
-            return RunResult(Exit.FAULT, self.uc.reg_read(x86.UC_X86_REG_RIP), str(exc))
-        after = self.uc.reg_read(x86.UC_X86_REG_RIP)
+                where = self.uc.reg_read(x86.UC_X86_REG_RIP)
+                interrupt = self._interrupts.take()
+                if interrupt is None:
+                    return self._outcome(where)
+                vector = interrupt
+                software = is_software_interrupt(self.uc, vector, where)
+            try:
+                raise_exception(self.uc, vector, where, software=software)
+            except TripleFault:
+                return RunResult(Exit.TRIPLE_FAULT, where, f"triple fault (exception {vector} at {where:#x})")
+            self.exceptions_delivered += 1
+            rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
+            if control.stop or control.stopped_by_hook:
+                return RunResult(Exit.STOPPED, rip, None)
+
+    def _outcome(self, after: int) -> RunResult:
+        """Why an ``emu_start`` that raised nothing returned."""
+        control = self.control
         if control.stopped_by_hook:
             return RunResult(Exit.STOPPED, after, None)
         if self._block_hook is None and not self._ends_with_hlt(after):

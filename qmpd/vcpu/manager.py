@@ -38,6 +38,8 @@ class VCPUManager:
         self._by_apic: dict[int, VCPURunner] = {}
         #: Called on the loop thread when a vCPU faults: (cpu index, reason).
         self.on_crash: Callable[[int, str], None] = lambda index, reason: None
+        #: Called on the loop thread when a vCPU triple-faults: (cpu index, reason).
+        self.on_triple_fault: Callable[[int, str], None] = lambda index, reason: None
         #: RDX and RCX at every CPU start: CPU hot-plug block base, GPE0 base.
         self.boot_args = (0, 0)
 
@@ -56,6 +58,7 @@ class VCPUManager:
             apic_id,
             make_engine,
             on_crash=lambda i, reason: self.bridge.post(self.on_crash, i, reason),
+            on_triple_fault=lambda i, reason: self.bridge.post(self.on_triple_fault, i, reason),
             scheduler=self.scheduler,
             nice=self.nice,
         )

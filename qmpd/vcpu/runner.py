@@ -1,7 +1,8 @@
 """A vCPU's thread and its states.
 
 States: powered-off (waiting for INIT+STARTUP), running, halted (HLT, waiting
-for an IPI or a device event), crashed (a fault), exited.  On top of that the
+for an IPI or a device event), crashed (a triple fault or an emulator error;
+only a reset or INIT+STARTUP restarts it), exited.  On top of that the
 machine may pause every vCPU.  All changes go through one Condition; other
 threads only set flags, ask the engine to stop at its next block boundary,
 and notify.  The engine is created in this thread when the CPU first starts
@@ -81,6 +82,7 @@ class VCPURunner:
         make_engine: EngineFactory,
         *,
         on_crash: Callable[[int, str], None],
+        on_triple_fault: Callable[[int, str], None] = lambda index, reason: None,
         scheduler: Scheduler | None = None,
         nice: int = 0,
     ) -> None:
@@ -89,6 +91,7 @@ class VCPURunner:
         self.apic_id = apic_id
         self._make_engine = make_engine
         self._on_crash = on_crash
+        self._on_triple_fault = on_triple_fault
         self._scheduler = scheduler
         self._cond = threading.Condition()
         self.state = VCPUState.POWERED_OFF
@@ -345,7 +348,8 @@ class VCPURunner:
             self._rip = result.rip
             with self._cond:
                 self._in_emu = False
-                if result.exit is Exit.FAULT:
+                if result.exit in (Exit.FAULT, Exit.TRIPLE_FAULT):
+                    # Shut down until a reset (or INIT + STARTUP) brings it back.
                     self.state = VCPUState.CRASHED
                     self.fault = result.error
                 elif result.exit is Exit.HALTED:
@@ -358,6 +362,9 @@ class VCPURunner:
             if result.exit is Exit.FAULT:
                 log.warning("vcpu.fault", cpu=self.index, rip=hex(result.rip), error=result.error)
                 self._on_crash(self.index, result.error or "fault")
+            elif result.exit is Exit.TRIPLE_FAULT:
+                log.warning("vcpu.triple_fault", cpu=self.index, rip=hex(result.rip), error=result.error)
+                self._on_triple_fault(self.index, result.error or "triple fault")
             for waiter in waiters:
                 waiter()
 

@@ -1,9 +1,11 @@
 /*
- * Guest for test_guest.py: crashes the first time it runs, in the way
- * selected with `as --defsym KIND=n` (0 invalid opcode, 1 read of unmapped
- * memory, 2 breakpoint with no handler, 3 divide error with no handler).
- * A flag in RAM (kept across system_reset) makes the second boot print
- * "recovered" on debugcon and halt instead.
+ * Guest for test_guest.py, with no IDT: misbehaves the first time it runs, in
+ * the way selected with `as --defsym KIND=n` (0 invalid opcode, 1 read of
+ * unassigned memory, 2 breakpoint, 3 divide error, 4 a sweep through
+ * unassigned memory).  Without an IDT, 0, 2 and 3 are triple faults (the
+ * machine resets); 1 reads 0 and goes on to halt; 4 exhausts qmpd's bound on
+ * unassigned pages.  A flag in RAM (kept across resets) makes the second
+ * boot print "recovered" on debugcon and halt instead.
  */
         .intel_syntax noprefix
         .code64
@@ -27,6 +29,11 @@ _start:
         mov     rax, [rax]
 .elseif KIND == 2
         int3
+.elseif KIND == 4
+        mov     rax, 0x4000000000
+1:      mov     rcx, [rax]
+        add     rax, 0x1000
+        jmp     1b
 .else
         xor     ecx, ecx
         div     ecx

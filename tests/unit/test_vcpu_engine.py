@@ -2,7 +2,8 @@
 
 What the engine must guarantee to the vCPU thread: CPUID answered from the
 vCPU's own table (vendor, APIC ID), IN/OUT reaching the port bus, the local
-APIC's registers at 0xFEE00000, HLT and faults reported with the right RIP,
+APIC's registers at 0xFEE00000, HLT reported with the right RIP, guest
+exceptions delivered through the guest's IDT as the processor does,
 and stops requested from another thread landing on a block boundary, so that
 a read-modify-write instruction never runs twice across a pause.
 """
@@ -10,12 +11,14 @@ a read-modify-write instruction never runs twice across a pause.
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import unicorn.x86_const as x86
 
 from qmpd.config import MachineConfig
 from qmpd.cpu.models import CPUModel
@@ -28,6 +31,7 @@ from qmpd.qapi.schema import Schema
 from qmpd.vcpu import native
 from qmpd.vcpu.cpuid import CPUIDTable, build_cpuid
 from qmpd.vcpu.engine import Exit, VCPUEngine
+from qmpd.vcpu.exceptions import MAX_UNASSIGNED_PAGES
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import Entry
 
@@ -218,19 +222,114 @@ def test_hlt_reports_the_address_after_it(rig: Rig) -> None:
     assert rig.engine.run(CODE) == (Exit.HALTED, CODE + 3, None)
 
 
-def test_ud2_is_a_fault_at_the_instruction(rig: Rig) -> None:
+IDT = 0x1000
+HANDLER = 0x20000
+STACK = 0x8000
+
+
+def gate(target: int, *, kind: int = 0xE, ist: int = 0, present: bool = True) -> bytes:
+    """A 64-bit IDT gate (0xE interrupt, 0xF trap)."""
+    flags = kind | (0x80 if present else 0)
+    return struct.pack("<HHBBHII", target & 0xFFFF, 0, ist, flags, target >> 16 & 0xFFFF, target >> 32, 0)
+
+
+def set_idt(rig: Rig, gates: dict[int, bytes], limit: int = 256 * 16 - 1) -> None:
+    for vector, entry in gates.items():
+        rig.ram.write(IDT + vector * 16, entry)
+    rig.engine.uc.reg_write(x86.UC_X86_REG_IDTR, (0, IDT, limit, 0))
+    rig.engine.uc.reg_write(x86.UC_X86_REG_RSP, STACK + 8)  # not 16-aligned: delivery aligns it
+
+
+def frame(rig: Rig, words: int) -> list[int]:
+    rsp = rig.gpr(RSP)
+    return list(struct.unpack(f"<{words}Q", rig.ram.read(rsp, 8 * words)))
+
+
+def test_ud2_goes_to_the_guests_handler_with_the_processors_frame(rig: Rig) -> None:
+    set_idt(rig, {6: gate(HANDLER)})
+    rig.load("fb 90 0f 0b")  # sti; nop; ud2
+    rig.load("f4", HANDLER)
+    result = rig.engine.run(CODE)
+    assert result == (Exit.HALTED, HANDLER + 1, None)
+    rip, cs, rflags, rsp, ss = frame(rig, 5)
+    assert rip == CODE + 2, "a fault pushes the faulting instruction's address"
+    assert rflags & 1 << 9, "the pushed RFLAGS has IF as the guest set it"
+    assert rsp == STACK + 8 and (cs, ss) == (0, 0)
+    assert rig.gpr(RSP) == STACK - 40, "the stack was aligned to 16 bytes first"
+    assert not rig.engine.snapshot(halted=True).rflags & 1 << 9, "an interrupt gate clears IF"
+    assert rig.engine.exceptions_delivered == 1
+
+
+def test_trap_gate_keeps_if_and_int_n_pushes_the_next_instruction(rig: Rig) -> None:
+    set_idt(rig, {0x80: gate(HANDLER, kind=0xF), 13: gate(HANDLER + 0x100, kind=0xF)})
+    rig.load("fb cd 80")  # sti; int 0x80
+    rig.load("f4", HANDLER)
+    assert rig.engine.run(CODE).exit is Exit.HALTED
+    assert frame(rig, 1) == [CODE + 3]
+    assert rig.engine.snapshot(halted=True).rflags & 1 << 9
+    rig.load("cd 0d", CODE + 0x40)  # int 0x0d: software, so no error code although #GP has one
+    rig.load("f4", HANDLER + 0x100)
+    set_idt(rig, {})
+    assert rig.engine.run(CODE + 0x40).rip == HANDLER + 0x101
+    assert frame(rig, 2)[0] == CODE + 0x42
+
+
+def test_repeated_divide_errors_each_reach_the_divide_handler(rig: Rig) -> None:
+    """Unicorn would report the second as #DF and silently stop at the third (unicorn-facts Q7)."""
+    set_idt(rig, {0: gate(HANDLER)})  # no #DF gate: a double fault would be a triple fault
+    # r15 = where to go on; three times: lea r15,[rip+2]; div ecx (ecx = 0); then hlt
+    step = "4c 8d 3d 02 00 00 00  f7 f1"
+    rig.load("31 c9  31 db " + step * 3 + " f4")
+    rig.load("48 ff c3  48 c7 c4 00 80 00 00  41 ff e7", HANDLER)  # inc rbx; mov rsp, 0x8000; jmp r15
+    result = rig.engine.run(CODE)
+    assert result.exit is Exit.HALTED, result
+    assert rig.gpr(RBX) == 3
+
+
+def test_unusable_gate_escalates_to_general_protection_then_double_fault(rig: Rig) -> None:
+    set_idt(rig, {6: gate(HANDLER, present=False), 8: gate(HANDLER + 0x100)})
+    rig.load("0f 0b")
+    rig.load("f4", HANDLER + 0x100)
+    assert rig.engine.run(CODE).rip == HANDLER + 0x101
+    assert frame(rig, 2) == [0, CODE], "#DF pushes error code 0, then the faulting address"
+    set_idt(rig, {6: gate(HANDLER, present=False), 8: b"\0" * 16, 13: gate(HANDLER + 0x200)})
+    rig.load("f4", HANDLER + 0x200)
+    assert rig.engine.run(CODE).rip == HANDLER + 0x201, "#UD is benign: its failed delivery is a plain #GP"
+
+
+def test_no_idt_is_a_triple_fault(rig: Rig) -> None:
     rig.load("90  0f 0b")
     result = rig.engine.run(CODE)
-    assert result.exit is Exit.FAULT
+    assert result.exit is Exit.TRIPLE_FAULT
     assert result.rip == CODE + 1
-    assert result.error is not None and "UC_ERR_INSN_INVALID" in result.error
+    assert result.error == f"triple fault (exception 6 at {CODE + 1:#x})"
 
 
-def test_read_outside_ram_is_a_fault(rig: Rig) -> None:
-    rig.load("48 8b 04 25 00 00 00 40")  # mov rax, [0x40000000]: RAM is 16 MiB
+def test_unassigned_memory_reads_zero_and_drops_writes_as_in_qemu(rig: Rig) -> None:
+    # mov rax, 0x4000000000; mov qword [rax], -1; mov rbx, [rax]; mov rcx, [0x40000008]; hlt  (RAM is 16 MiB)
+    rig.load("48 b8 00 00 00 00 40 00 00 00  48 c7 00 ff ff ff ff  48 8b 18  48 8b 0c 25 08 00 00 40  f4")
+    rig.engine.uc.reg_write(x86.UC_X86_REG_RBX, 7)
+    rig.engine.uc.reg_write(x86.UC_X86_REG_RCX, 7)
+    assert rig.engine.run(CODE).exit is Exit.HALTED
+    assert (rig.gpr(RBX), rig.gpr(RCX)) == (0, 0)
+    assert rig.engine.unassigned.pages == 2
+
+
+def test_fetch_from_unassigned_memory_is_an_invalid_opcode(rig: Rig) -> None:
+    set_idt(rig, {6: gate(HANDLER)})
+    rig.load("48 b8 00 00 00 00 50 00 00 00  ff e0")  # mov rax, 0x5000000000; jmp rax
+    rig.load("f4", HANDLER)
+    assert rig.engine.run(CODE).rip == HANDLER + 1
+    assert frame(rig, 1) == [0x50_0000_0000]
+
+
+def test_a_guest_sweeping_unassigned_memory_stops_with_an_emulator_error(rig: Rig) -> None:
+    # rax = 0x4000000000; loop: mov rbx, [rax]; add rax, 0x1000; jmp loop
+    rig.load("48 b8 00 00 00 00 40 00 00 00  48 8b 18  48 05 00 10 00 00  eb f5")
     result = rig.engine.run(CODE)
-    assert result.exit is Exit.FAULT and result.rip == CODE
+    assert result.exit is Exit.FAULT
     assert result.error is not None and "UC_ERR_READ_UNMAPPED" in result.error
+    assert rig.engine.unassigned.pages == MAX_UNASSIGNED_PAGES
 
 
 def test_boots_in_flat_long_mode_without_paging(rig: Rig) -> None:
