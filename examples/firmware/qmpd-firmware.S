@@ -11,9 +11,23 @@
  * Per CPU, indexed by APIC ID (8 bytes each, 1024 entries):
  *   COUNTERS  incremented with a read-modify-write `inc [mem]`
  *   SHADOW    incremented with a separate load, inc and store
- *   STATE     0 off, 1 online, 2 asked to park, 3 parked
+ *   STATE     0 off, 1 online, 2 asked to park, 3 parked,
+ *             4 stopped by an exception, 5 the same, reported
  * COUNTERS and SHADOW stay equal unless an instruction ran twice or not at
  * all, which is how the tests check that pausing loses or doubles nothing.
+ *
+ * Exceptions: every CPU loads one IDT whose 32 exception gates lead to a
+ * handler that records the vector, marks the CPU stopped (4) and halts it for
+ * good; the boot CPU prints "CPU n (APIC ID m) exception v".  The other CPUs
+ * go on.  A CPU asked to park that has not parked after PARK_TIMEOUT polls is
+ * stopped with an INIT IPI before it is ejected, so a stuck CPU can still be
+ * unplugged.
+ *
+ * Test variants (`as --defsym FAULT=k`, FAULT_APIC, FAULT_AFTER): after
+ * FAULT_AFTER iterations the CPU with APIC ID FAULT_APIC does, for k =
+ *   1 ud2                 4 a tight loop with interrupts off, forever
+ *   2 unassigned r/w      5 keep working but never park when asked
+ *   3 triple fault, once  6 jump to unassigned memory
  *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
@@ -28,7 +42,24 @@
         .set COUNTERS,   0x200000
         .set SHADOW,     0x202000
         .set STATE,      0x204000
+        .set FAULT_VECTOR, 0x206000
+        .set FAULT_CPU,    0x208000
+        .set IDT,          0x20a000
+        .set FAULTS_PENDING, 0x20b000           /* set by a CPU that took an exception */
+        .set TRIPLE_DONE,  0x20b008             /* variant 3: survives the reset */
+        .set UNASSIGNED_RESULT, 0x20b010        /* variant 2: what it read back, plus one */
+        .set STOPPED,    4
         .set MAX_CPUS,   1024
+        .set PARK_TIMEOUT, 0x1000000
+        .ifndef FAULT
+        .set FAULT, 0
+        .endif
+        .ifndef FAULT_APIC
+        .set FAULT_APIC, 1
+        .endif
+        .ifndef FAULT_AFTER
+        .set FAULT_AFTER, 0x2000
+        .endif
         .set AP_VECTOR,  0x11
         /* ACPI CPU hot-plug block, modern interface */
         .set CPU_SEL,    0
@@ -60,6 +91,8 @@ _start:
         mov     r12, rsi                        /* APIC ID */
         mov     r14, rdx                        /* hot-plug block base */
         mov     r15, rcx                        /* GPE0 base */
+        call    build_idt
+        lidt    [rip + idt_descriptor]
         lea     rsi, [rip + msg_hello]
         call    puts
         call    online_banner
@@ -90,6 +123,7 @@ ap_entry:
         mov     r12, rsi
         mov     r14, rdx
         mov     r15, rcx
+        lidt    [rip + idt_descriptor]
         /* fall through: the boot CPU prints this CPU's banner once it is online */
 
 /* ---------------------------------------------------------------- per-CPU work */
@@ -100,14 +134,27 @@ work:
         mov     rax, [r12 * 8 + SHADOW]
         inc     rax
         mov     [r12 * 8 + SHADOW], rax
+.if FAULT
+        cmp     r12, FAULT_APIC
+        jne     19f
+        cmp     ebp, FAULT_AFTER
+        je      misbehave
+  .if FAULT == 5
+        jmp     20f                             /* never looks at its park request */
+  .endif
+19:
+.endif
         cmp     qword ptr [r12 * 8 + STATE], 2
         je      park
-        inc     ebp
+20:     inc     ebp
         test    ebp, 0xfff
         jnz     3b
-        test    r13, r13                        /* the boot CPU handles hot-plug events */
+        test    r13, r13                        /* the boot CPU reports exceptions, handles hot-plug */
         jnz     3b
-        test    r14, r14
+        cmp     qword ptr [FAULTS_PENDING], 0
+        je      13f
+        call    report_exceptions
+13:     test    r14, r14
         jz      3b
         mov     dx, r15w                        /* GPE0 status: a CPU hot-plug event pending? */
         in      ax, dx
@@ -123,6 +170,104 @@ park:
         mov     qword ptr [r12 * 8 + STATE], 3
 4:      hlt
         jmp     4b
+
+/* ---------------------------------------------------------------- exceptions */
+/* 32 stubs of 8 bytes: push the vector, go to the common handler. */
+        .balign 8
+exception_stubs:
+        .set    vector, 0
+        .rept   32
+        .balign 8
+        push    vector
+        jmp     exception
+        .set    vector, vector + 1
+        .endr
+
+/* Any CPU: record the vector, mark this CPU stopped and halt it for good. */
+exception:
+        pop     rax
+        mov     [r12 * 8 + FAULT_VECTOR], rax
+        mov     [r12 * 8 + FAULT_CPU], r13
+        mov     qword ptr [r12 * 8 + STATE], STOPPED
+        mov     qword ptr [FAULTS_PENDING], 1
+        test    r13, r13
+        jnz     18f
+        call    report_exceptions               /* the boot CPU reports its own */
+18:     hlt
+        jmp     18b
+
+/* Boot CPU: one line per newly stopped CPU. */
+report_exceptions:
+        push    rbx
+        mov     qword ptr [FAULTS_PENDING], 0
+        xor     ebx, ebx
+14:     cmp     qword ptr [rbx * 8 + STATE], STOPPED
+        jne     15f
+        mov     qword ptr [rbx * 8 + STATE], STOPPED + 1
+        mov     r8, [rbx * 8 + FAULT_CPU]
+        mov     r9, rbx
+        lea     rsi, [rip + msg_exception]
+        call    cpu_line
+        mov     rax, [rbx * 8 + FAULT_VECTOR]
+        call    putdec
+        lea     rsi, [rip + msg_newline]
+        call    puts
+15:     inc     ebx
+        cmp     ebx, MAX_CPUS
+        jb      14b
+        pop     rbx
+        ret
+
+/* Boot CPU: interrupt gates for vectors 0-31 into the shared IDT. */
+build_idt:
+        lea     rax, [rip + exception_stubs]
+        mov     rdi, IDT
+        mov     ecx, 32
+16:     mov     [rdi], ax                       /* offset 15:0 */
+        mov     dx, cs
+        mov     [rdi + 2], dx                   /* selector */
+        mov     word ptr [rdi + 4], 0x8e00      /* present, DPL 0, 64-bit interrupt gate, no IST */
+        mov     rdx, rax
+        shr     rdx, 16
+        mov     [rdi + 6], dx                   /* offset 31:16 */
+        shr     rdx, 16
+        mov     [rdi + 8], edx                  /* offset 63:32 */
+        mov     dword ptr [rdi + 12], 0
+        add     rax, 8
+        add     rdi, 16
+        loop    16b
+        ret
+
+.if FAULT
+/* The test variants' misbehaviour (see the top of this file). */
+misbehave:
+  .if FAULT == 1
+        ud2
+  .elseif FAULT == 2
+        mov     rax, 0x4000000000
+        mov     qword ptr [rax], -1
+        mov     rbx, [rax]
+        inc     rbx
+        mov     [UNASSIGNED_RESULT], rbx
+        jmp     19b
+  .elseif FAULT == 3
+        cmp     qword ptr [TRIPLE_DONE], 0
+        jne     19b
+        mov     qword ptr [TRIPLE_DONE], 1
+        lidt    [rip + no_idt]
+        ud2
+  .elseif FAULT == 4
+        cli
+21:     jmp     21b
+  .elseif FAULT == 6
+        mov     rax, 0x5000000000
+        jmp     rax
+  .else
+        jmp     19b
+  .endif
+no_idt: .word   0
+        .quad   0
+.endif
 
 /* ---------------------------------------------------------------- hot-plug (boot CPU) */
 /* Like QEMU's CSCN method: find slots with events, handle each. */
@@ -163,14 +308,24 @@ hotplug_events:
         out     dx, al
         call    arch_id
         mov     ecx, eax
-        cmp     qword ptr [rcx * 8 + STATE], 3  /* already parked (a repeated request) */
-        je      8f
-        mov     qword ptr [rcx * 8 + STATE], 2
-8:      cmp     qword ptr [rcx * 8 + STATE], 3  /* wait until it has parked */
-        jne     8b
-        mov     r8, rbx
-        mov     r9, rcx
         lea     rsi, [rip + msg_parked]
+        cmp     qword ptr [rcx * 8 + STATE], 3  /* already parked or stopped (a repeated request) */
+        jae     17f
+        mov     qword ptr [rcx * 8 + STATE], 2
+        mov     r10d, PARK_TIMEOUT
+8:      cmp     qword ptr [rcx * 8 + STATE], 3  /* wait until it has parked */
+        jae     17f
+        dec     r10d
+        jnz     8b
+        mov     eax, ecx                        /* it did not: stop it with INIT */
+        call    icr_high
+        mov     r10d, LAPIC
+        mov     [r10 + ICR_HIGH], eax
+        mov     dword ptr [r10 + ICR_LOW], 0x4500
+        mov     qword ptr [rcx * 8 + STATE], 3
+        lea     rsi, [rip + msg_init]
+17:     mov     r8, rbx
+        mov     r9, rcx
         call    cpu_line
         mov     esi, OST_EVENT_EJECT
         mov     edi, OST_EJECT_DONE
@@ -228,24 +383,30 @@ start_cpu:
         mov     ecx, eax
         mov     qword ptr [rcx * 8 + STATE], 0
         mov     ebx, LAPIC
-        /* ICR high: xAPIC destination in bits 31:24, qmpd's extension in 23:8 */
         mov     eax, ecx
-        and     eax, 0xff
-        shl     eax, 24
-        mov     edx, ecx
-        shr     edx, 8
-        shl     edx, 8
-        or      eax, edx
+        call    icr_high
         mov     [rbx + ICR_HIGH], eax
         mov     dword ptr [rbx + ICR_LOW], 0x4500              /* INIT, assert */
         mov     [rbx + ICR_HIGH], eax
         mov     dword ptr [rbx + ICR_LOW], 0x4600 | AP_VECTOR  /* STARTUP */
-9:      cmp     qword ptr [rcx * 8 + STATE], 1
-        jne     9b
+9:      cmp     qword ptr [rcx * 8 + STATE], 1  /* online (or already past it: stopped by an exception) */
+        jb      9b
         mov     r9, rcx
         lea     rsi, [rip + msg_online]
         call    cpu_line
         pop     rbx
+        ret
+
+/* eax = APIC ID -> ICR high: xAPIC destination in bits 31:24, qmpd's extension in 23:8 */
+icr_high:
+        push    rdx
+        mov     edx, eax
+        and     eax, 0xff
+        shl     eax, 24
+        shr     edx, 8
+        shl     edx, 8
+        or      eax, edx
+        pop     rdx
         ret
 
 /* ---------------------------------------------------------------- output */
@@ -308,3 +469,10 @@ msg_cpu:    .asciz "qmpd firmware: CPU "
 msg_apic:   .asciz " (APIC ID "
 msg_online: .asciz ") online\n"
 msg_parked: .asciz ") parked\n"
+msg_init:   .asciz ") did not park: stopped with INIT\n"
+msg_exception: .asciz ") exception "
+msg_newline: .asciz "\n"
+        .balign 8
+idt_descriptor:
+        .word   256 * 16 - 1
+        .quad   IDT
