@@ -8,8 +8,10 @@ lost instruction would make them differ the other way.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,65 +202,58 @@ def _check_cpuid(results: dict[tuple[int, int], tuple[int, ...]], prop: Any, api
     assert {(1, 0), (7, 0), (0x80000001, 0)} <= checked
 
 
-@pytest.mark.parametrize("kind", [0, 2, 3], ids=["invalid-opcode", "int3", "divide-error"])
-def test_an_exception_without_an_idt_is_a_triple_fault_that_resets_as_in_qemu(tmp_path: Path, kind: int) -> None:
+@contextlib.contextmanager
+def fault_guest(tmp_path: Path, kind: int, *argv: str) -> Iterator[tuple[RawClient, Path]]:
+    """tests/guests/fault.S built with KIND=kind on a pc machine: a negotiated client and the debugcon file."""
     image = build_guest("fault", tmp_path, defsym={"KIND": kind})
     debugcon = tmp_path / "debugcon.txt"
-    server = start_qmpd(["-machine", "pc", "-bios", str(image), "-debugcon", f"file:{debugcon}", "-S"], tmp_path)
+    server = start_qmpd(["-machine", "pc", "-bios", str(image), "-debugcon", f"file:{debugcon}", *argv], tmp_path)
     try:
         with RawClient(server.socket_path) as client:
             client.negotiate()
-            assert client.execute("cont") == {"return": {}}
-            wait_until(lambda: "recovered" in _debugcon(debugcon))
-            assert _status(client) == "running"  # and the events sent before its reply are in
-            assert [(e["event"], e.get("data")) for e in client.events] == [
-                ("RESUME", None),
-                ("RESET", {"guest": True, "reason": "guest-reset"}),
-            ]
-            assert read_u64s(client, FLAG, 1) == [1]
-        assert _debugcon(debugcon) == "F\nrecovered\n"
+            yield client, debugcon
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("kind", [0, 2, 3], ids=["invalid-opcode", "int3", "divide-error"])
+def test_an_exception_without_an_idt_is_a_triple_fault_that_resets_as_in_qemu(tmp_path: Path, kind: int) -> None:
+    with fault_guest(tmp_path, kind, "-S") as (client, debugcon):
+        assert client.execute("cont") == {"return": {}}
+        wait_until(lambda: "recovered" in _debugcon(debugcon))
+        assert _status(client) == "running"  # and the events sent before its reply are in
+        assert [(e["event"], e.get("data")) for e in client.events] == [
+            ("RESUME", None),
+            ("RESET", {"guest": True, "reason": "guest-reset"}),
+        ]
+        assert read_u64s(client, FLAG, 1) == [1]
+    assert _debugcon(debugcon) == "F\nrecovered\n"
 
 
 def test_unassigned_memory_reads_zero_without_a_fault(tmp_path: Path) -> None:
-    image = build_guest("fault", tmp_path, defsym={"KIND": 1})
-    debugcon = tmp_path / "debugcon.txt"
-    server = start_qmpd(["-machine", "pc", "-m", "128", "-bios", str(image), "-debugcon", f"file:{debugcon}"], tmp_path)
-    try:
-        with RawClient(server.socket_path) as client:
-            client.negotiate()
-            wait_until(lambda: "HLT=1" in hmp(client, "info registers"))
-            assert "RAX=0000000000000000" in hmp(client, "info registers")
-            assert _status(client) == "running"
-            assert client.events == [] and client.drain(0.2) == []
-        assert _debugcon(debugcon) == "F\n"
-    finally:
-        server.stop()
+    with fault_guest(tmp_path, 1) as (client, debugcon):
+        wait_until(lambda: "HLT=1" in hmp(client, "info registers"))
+        assert "RAX=0000000000000000" in hmp(client, "info registers")
+        assert _status(client) == "running"
+        assert client.events == [] and client.drain(0.2) == []
+    assert _debugcon(debugcon) == "F\n"
 
 
 def test_an_emulator_error_panics_and_system_reset_recovers(tmp_path: Path) -> None:
     """A guest sweeping unassigned memory past qmpd's bound: its CPU cannot go on (GUEST_PANICKED, paused)."""
-    image = build_guest("fault", tmp_path, defsym={"KIND": 4})
-    debugcon = tmp_path / "debugcon.txt"
-    server = start_qmpd(["-machine", "pc", "-bios", str(image), "-debugcon", f"file:{debugcon}", "-S"], tmp_path)
-    try:
-        with RawClient(server.socket_path) as client:
-            client.negotiate()
-            assert client.execute("cont") == {"return": {}}
-            wait_until(lambda: _status(client) == "guest-panicked")
-            names = [event["event"] for event in client.events]
-            assert names == ["RESUME", "GUEST_PANICKED", "STOP"], names
-            assert client.events[1]["data"] == {"action": "pause"}
-            assert "return" in client.execute("query-version")
-            assert client.execute("system_reset") == {"return": {}}
-            assert _status(client) == "prelaunch"
-            assert client.execute("cont") == {"return": {}}
-            wait_until(lambda: "recovered" in _debugcon(debugcon))
-            assert _status(client) == "running"
-        assert _debugcon(debugcon) == "F\nrecovered\n"
-    finally:
-        server.stop()
+    with fault_guest(tmp_path, 4, "-S") as (client, debugcon):
+        assert client.execute("cont") == {"return": {}}
+        wait_until(lambda: _status(client) == "guest-panicked")
+        names = [event["event"] for event in client.events]
+        assert names == ["RESUME", "GUEST_PANICKED", "STOP"], names
+        assert client.events[1]["data"] == {"action": "pause"}
+        assert "return" in client.execute("query-version")
+        assert client.execute("system_reset") == {"return": {}}
+        assert _status(client) == "prelaunch"
+        assert client.execute("cont") == {"return": {}}
+        wait_until(lambda: "recovered" in _debugcon(debugcon))
+        assert _status(client) == "running"
+    assert _debugcon(debugcon) == "F\nrecovered\n"
 
 
 def _status(client: RawClient) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, RawClient, read_u64s, start_qmpd, wait_until
-from tests.integration.test_hotplug import Guest
+from tests.helpers import REPO, read_u64s, wait_until
+from tests.integration.test_hotplug import Guest, running_guest
 
 COUNTERS = 0x200000
 STATE = 0x204000
@@ -49,17 +49,9 @@ def firmware_variant(tmp_path: Path, kind: int) -> Path:
 @pytest.fixture
 def variant(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Guest]:
     kind, smp = request.param
-    debugcon = tmp_path / "debugcon.txt"
     argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", smp, "-bios", str(firmware_variant(tmp_path, kind))]
-    server = start_qmpd([*argv, "-debugcon", f"file:{debugcon}"], tmp_path)
-    try:
-        with RawClient(server.socket_path, timeout=15) as client:
-            client.negotiate()
-            guest = Guest(server, client, debugcon)
-            guest.online(0, 0)
-            yield guest
-    finally:
-        server.stop()
+    with running_guest(argv, tmp_path) as guest:
+        yield guest
 
 
 def counter(guest: Guest, apic_id: int) -> int:

@@ -10,6 +10,7 @@ the new CPU's counter in guest RAM.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -69,9 +70,9 @@ class Guest:
         return read_u64s(self.client, COUNTERS + 8 * apic_id, 1)[0] > first
 
 
-@pytest.fixture
-def guest(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Guest]:
-    argv = getattr(request, "param", ["-machine", "pc", "-cpu", "Haswell", "-smp", SMP])
+@contextlib.contextmanager
+def running_guest(argv: list[str], tmp_path: Path) -> Iterator[Guest]:
+    """qmpd with ``argv`` and debugcon to a file, a negotiated client, once the boot CPU is online."""
     debugcon = tmp_path / "debugcon.txt"
     server = start_qmpd([*argv, "-debugcon", f"file:{debugcon}"], tmp_path)
     try:
@@ -82,6 +83,12 @@ def guest(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Guest]:
             yield machine
     finally:
         server.stop()
+
+
+@pytest.fixture
+def guest(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Guest]:
+    with running_guest(getattr(request, "param", ["-machine", "pc", "-cpu", "Haswell", "-smp", SMP]), tmp_path) as g:
+        yield g
 
 
 def _check_consistent(guest: Guest) -> None:
