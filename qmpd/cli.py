@@ -32,6 +32,7 @@ from qmpd.config import (
     MonitorKind,
     ServerConfig,
 )
+from qmpd.machine.actions import action_choices
 from qmpd.machine.properties import parse_machine_properties
 from qmpd.machine.types import find_machine_type, machine_help
 from qmpd.migration.stream import STATE_FILE
@@ -87,6 +88,7 @@ class _Builder:
         self.mons: list[tuple[str, str]] = []
         self.server: dict[str, object] = {}
         self.ignored: list[str] = []
+        self.actions: list[tuple[str, str]] = []
         self.devices: list[DeviceConfig] = []
 
 
@@ -274,10 +276,26 @@ def _opt_display(b: _Builder, arg: str) -> None:
         raise CLIError(f"-display {arg}: qmpd has no display; only '-display none' is accepted")
 
 
+def _set_action(b: _Builder, name: str, action: str) -> None:
+    b.actions.append((name, action))
+    b.machine["actions"] = tuple(b.actions)
+
+
+def _opt_action(b: _Builder, arg: str) -> None:
+    choices = action_choices()
+    for key, value in parse(arg):
+        if key not in choices:
+            raise CLIError(f"-action {arg}: Invalid parameter '{key}'")
+        if value not in choices[key]:
+            raise CLIError(f"-action {arg}: Parameter '{key}' does not accept value '{value}'")
+        _set_action(b, key, value)
+
+
 #: Devices -device may create, and the properties each takes.
 DEVICE_PROPERTIES = {
     "isa-debug-exit": ("iobase", "iosize", "id"),
     "isa-debugcon": ("iobase", "chardev", "readback", "id"),
+    "pvpanic": ("ioport", "events", "id"),
 }
 
 
@@ -426,7 +444,9 @@ _OPTIONS: dict[str, _Option] = {
     "daemonize": _Option(False, _set("server", "daemonize", True), "-daemonize"),
     "bios": _Option(True, lambda b, a: b.machine.__setitem__("bios", a), "-bios FILE (firmware image)"),
     "kernel": _Option(True, lambda b, a: b.machine.__setitem__("kernel", a), "-kernel FILE (flat binary or ELF64)"),
-    "no-shutdown": _Option(False, _set("machine", "no_shutdown", True), "-no-shutdown"),
+    "no-shutdown": _Option(False, lambda b: _set_action(b, "shutdown", "pause"), "-no-shutdown"),
+    "no-reboot": _Option(False, lambda b: _set_action(b, "reboot", "shutdown"), "-no-reboot"),
+    "action": _Option(True, _opt_action, "-action reboot=..,shutdown=..,panic=..,watchdog=.. (as QEMU)"),
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
     "display": _Option(True, _opt_display, "-display none"),
     "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),

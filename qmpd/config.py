@@ -97,8 +97,9 @@ class MachineConfig(NamedTuple):
     incoming: str | None = None
     #: ``-S``: do not start the vCPUs until ``cont``.
     start_paused: bool = False
-    #: ``-no-shutdown``: a guest shutdown stops the machine instead of exiting.
-    no_shutdown: bool = False
+    #: ``-action`` (and ``-no-reboot``, ``-no-shutdown``): what guest resets, shutdowns, panics and
+    #: watchdog expiries do, as (name, action) pairs; QEMU 7.2's defaults otherwise.
+    actions: tuple[tuple[str, str], ...] = ()
     #: False with ``-no-acpi``.
     acpi: bool = True
     #: ``-nodefaults``: no default devices.

@@ -102,7 +102,8 @@ class Daemon:
         return [entries[label] for label in reversed(iteration_order(created))]
 
     def _guest_exit(self, status: int) -> None:
-        """isa-debug-exit: the guest ends the process with this status (no SHUTDOWN, as QEMU)."""
+        """The guest ends the process with this status: isa-debug-exit (no SHUTDOWN, as QEMU), or a guest
+        shutdown or panic that powers off (after its SHUTDOWN)."""
         log.info("qmpd.guest_exit", status=status)
         self._status = status
         self.request_exit()
@@ -195,6 +196,7 @@ class Daemon:
         events.bind_loop(loop)
         self.machine = Machine(self.config.machine, events, self.spec)
         self.machine.board.on_guest_exit = self._guest_exit
+        self.machine.on_exit = self._guest_exit
         dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self)
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher

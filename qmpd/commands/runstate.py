@@ -31,3 +31,15 @@ async def system_reset(ctx: CommandContext) -> None:
 @qmp_command("system_powerdown")
 def system_powerdown(ctx: CommandContext) -> None:
     ctx.machine.system_powerdown()
+
+
+@qmp_command("set-action")
+def set_action(
+    ctx: CommandContext,
+    reboot: str | None = None,
+    shutdown: str | None = None,
+    panic: str | None = None,
+    watchdog: str | None = None,
+) -> None:
+    given = {"reboot": reboot, "shutdown": shutdown, "panic": panic, "watchdog": watchdog}
+    ctx.machine.actions.current.update({name: value for name, value in given.items() if value is not None})

@@ -20,6 +20,7 @@ from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
 from qmpd.devices.lapic import LocalAPIC
+from qmpd.devices.pvpanic import PVPanic
 from qmpd.machine.spec import MachineSpec
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.cpuid import build_cpuid
@@ -48,6 +49,9 @@ class Board:
         self._sinks: list[CharSink] = []
         #: Called on the loop thread when the guest writes isa-debug-exit: the exit status.
         self.on_guest_exit: Callable[[int], None] = lambda status: None
+        #: Called on the loop thread when the guest reports a panic / a loaded crash kernel (pvpanic).
+        self.on_panic: Callable[[], None] = lambda: None
+        self.on_crashloaded: Callable[[], None] = lambda: None
         #: Called on the loop thread for ACPI_DEVICE_OST (the info) and for an eject (the slot).
         self.on_ost: Callable[[dict[str, object]], None] = lambda info: None
         self.on_eject: Callable[[int], None] = lambda index: None
@@ -74,6 +78,13 @@ class Board:
             elif device.driver == "isa-debug-exit":
                 exit_device = DebugExit(lambda status: self.bridge.post(self.on_guest_exit, status))
                 self.bus.add(device.iobase, device.iosize, exit_device)
+            elif device.driver == "pvpanic":
+                panic = PVPanic(
+                    lambda: self.bridge.post(self.on_panic),
+                    lambda: self.bridge.post(self.on_crashloaded),
+                    device.events,
+                )
+                self.bus.add(device.iobase, device.iosize, panic)
         self.vcpus.boot_args = (machine.cpuhp_base or 0, self.gpe_base) if self.cpuhp is not None else (0, 0)
         if spec.firmware is not None:
             spec.firmware.load(self.ram)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -23,6 +24,7 @@ from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
+from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
@@ -71,6 +73,8 @@ class Machine:
             self.board.bridge.bind(asyncio.get_running_loop())
         self.board.vcpus.on_crash = self._on_vcpu_crash
         self.board.vcpus.on_triple_fault = self._on_triple_fault
+        self.board.on_panic = lambda: self._spawn(self.guest_panicked())
+        self.board.on_crashloaded = self.guest_crashloaded
         self.board.on_ost = self._on_ost
         self.board.on_eject = self.hotplug.ejected
         #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).
@@ -81,6 +85,10 @@ class Machine:
         #: Serialises pause/resume/reset (commands and guest crashes may overlap).
         self._lifecycle = asyncio.Lock()
         self._tasks: set[asyncio.Future[None]] = set()
+        #: -action / set-action.
+        self.actions = Actions(config.actions)
+        #: Called when the guest ends the process (a shutdown or panic that powers off): the exit status.
+        self.on_exit: Callable[[int], None] = lambda status: None
         self._create_boot_cpus()
         if self.cpus:
             self.board.start_boot_cpu(self.boot_index)
@@ -237,23 +245,50 @@ class Machine:
         self.hotplug.ost(info)
 
     def _on_triple_fault(self, index: int, reason: str) -> None:
-        """A vCPU shut down on a triple fault: QEMU resets the machine (RESET, reason guest-reset)."""
+        """A vCPU shut down on a triple fault: QEMU's guest reset request."""
         log.warning("machine.triple_fault", cpu=index, reason=reason)
-        task = asyncio.ensure_future(self.system_reset(ShutdownCause.GUEST_RESET))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self.guest_reset())
 
     def _on_vcpu_crash(self, index: int, reason: str) -> None:
-        """qmpd's emulator could not go on with a vCPU: QEMU's guest-panic handling with action ``pause``."""
+        """qmpd's emulator could not go on with a vCPU: reported as a guest panic."""
         log.warning("machine.guest_panicked", cpu=index, reason=reason)
-        task = asyncio.ensure_future(self._guest_panicked())
+        self._spawn(self.guest_panicked())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guest_panicked(self) -> None:
+    async def guest_reset(self) -> None:
+        """The guest asked for a reset: reset (RESET guest-reset), or shut down with -action reboot=shutdown."""
+        if self.actions.reset_shuts_down:
+            await self.guest_shutdown(ShutdownCause.GUEST_RESET)
+        else:
+            await self.system_reset(ShutdownCause.GUEST_RESET)
+
+    async def guest_shutdown(self, cause: ShutdownCause, exit_status: int = 0) -> None:
+        """SHUTDOWN, then stop in run state ``shutdown`` (-action shutdown=pause) or end the process."""
         async with self._lifecycle:
-            self.events.emit("GUEST_PANICKED", {"action": "pause"})
-            await self._vm_stop(RunState.GUEST_PANICKED)
+            self.events.emit("SHUTDOWN", {"guest": cause.by_guest, "reason": cause.value})
+            if self.actions.shutdown_pauses:
+                await self._vm_stop(RunState.SHUTDOWN)
+                return
+            await self.board.vcpus.pause_all()
+        self.on_exit(exit_status)
+
+    async def guest_panicked(self) -> None:
+        """GUEST_PANICKED, then what -action panic says (QEMU's qemu_system_guest_panicked)."""
+        outcome = self.actions.panic_outcome()
+        self.events.emit("GUEST_PANICKED", {"action": outcome})
+        if outcome == "pause":
+            async with self._lifecycle:
+                await self._vm_stop(RunState.GUEST_PANICKED)
+        elif outcome == "poweroff":
+            await self.guest_shutdown(ShutdownCause.GUEST_PANIC, self.actions.panic_exit_status)
+
+    def guest_crashloaded(self) -> None:
+        """pvpanic: the guest loaded a crash kernel; QEMU only reports it."""
+        self.events.emit("GUEST_CRASHLOADED", {"action": "run"})
 
     # -- guest memory (monitor reads) ------------------------------------------------------
 

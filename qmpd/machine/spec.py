@@ -34,6 +34,8 @@ class PortDeviceSpec(NamedTuple):
     iobase: int
     iosize: int
     chardev: CharConfig | None
+    #: pvpanic's ``events`` (the events it reports as supported).
+    events: int = 3
 
 
 class SpecError(ValueError):
@@ -114,6 +116,11 @@ def _port_devices(config: MachineConfig) -> tuple[PortDeviceSpec, ...]:
                     _int(props.get("iosize", "0x02"), "iosize", device.driver),
                     None,
                 )
+            )
+        elif device.driver == "pvpanic":
+            events = _int(props.get("events", "3"), "events", device.driver)
+            out.append(
+                PortDeviceSpec("pvpanic", _int(props.get("ioport", "0x505"), "ioport", device.driver), 1, None, events)
             )
         elif device.driver == "isa-debugcon":
             chardev = chardevs.get(props.get("chardev", ""), CharConfig("null"))

@@ -2,9 +2,9 @@
  * Guest for test_guest.py, with no IDT: misbehaves the first time it runs, in
  * the way selected with `as --defsym KIND=n` (0 invalid opcode, 1 read of
  * unassigned memory, 2 breakpoint, 3 divide error, 4 a sweep through
- * unassigned memory).  Without an IDT, 0, 2 and 3 are triple faults (the
- * machine resets); 1 reads 0 and goes on to halt; 4 exhausts qmpd's bound on
- * unassigned pages.  A flag in RAM (kept across resets) makes the second
+ * unassigned memory, 5 a pvpanic panic, 6 a pvpanic "crash kernel loaded").
+ * Without an IDT, 0, 2 and 3 are triple faults (the machine resets); 1 reads
+ * 0 and goes on to halt; 4 exhausts qmpd's bound on unassigned pages.  A flag in RAM (kept across resets) makes the second
  * boot print "recovered" on debugcon and halt instead.
  */
         .intel_syntax noprefix
@@ -29,6 +29,14 @@ _start:
         mov     rax, [rax]
 .elseif KIND == 2
         int3
+.elseif KIND == 5
+        mov     al, 1
+        mov     dx, 0x505
+        out     dx, al
+.elseif KIND == 6
+        mov     al, 2
+        mov     dx, 0x505
+        out     dx, al
 .elseif KIND == 4
         mov     rax, 0x4000000000
 1:      mov     rcx, [rax]

@@ -240,8 +240,9 @@ def test_unassigned_memory_reads_zero_without_a_fault(tmp_path: Path) -> None:
 
 
 def test_an_emulator_error_panics_and_system_reset_recovers(tmp_path: Path) -> None:
-    """A guest sweeping unassigned memory past qmpd's bound: its CPU cannot go on (GUEST_PANICKED, paused)."""
-    with fault_guest(tmp_path, 4, "-S") as (client, debugcon):
+    """A guest sweeping unassigned memory past qmpd's bound: its CPU cannot go on, a guest panic
+    (paused under -no-shutdown, as libvirt runs it; the default powers off, see test_guest_fault_diff)."""
+    with fault_guest(tmp_path, 4, "-S", "-no-shutdown") as (client, debugcon):
         assert client.execute("cont") == {"return": {}}
         wait_until(lambda: _status(client) == "guest-panicked")
         names = [event["event"] for event in client.events]

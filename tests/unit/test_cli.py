@@ -50,7 +50,7 @@ def test_libvirt_start_argv() -> None:
     assert config.machine.machine_type == "pc-i440fx-7.2"
     assert config.machine.cpu == "Haswell" and config.machine.ram_size == 128 << 20
     assert config.machine.smp == "1,maxcpus=4,sockets=2,dies=1,cores=2,threads=1"
-    assert config.machine.no_shutdown
+    assert config.machine.actions == (("shutdown", "pause"),)
     (monitor,) = config.server.monitors
     assert (monitor.kind, monitor.fd, monitor.chardev_id) == (MonitorKind.FD, 24, "charmonitor")
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
