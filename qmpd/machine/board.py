@@ -21,6 +21,12 @@ from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pvpanic import PVPanic
+from qmpd.devices.reset import (
+    KEYBOARD_COMMAND_PORT,
+    RESET_CONTROL_PORT,
+    KeyboardResetLine,
+    ResetControl,
+)
 from qmpd.machine.spec import MachineSpec
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.cpuid import build_cpuid
@@ -30,6 +36,9 @@ from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import VCPURunner
 
 log = structlog.get_logger(__name__)
+
+#: Bits of the reset control register that stay as written: PIIX3's RCR (pc), ICH9's RST_CNT (q35).
+RESET_CONTROL_KEPT_BITS = {"pc-i440fx-7.2": 0x2, "pc-q35-7.2": 0xA}
 
 #: GPE0 block of each chipset: (base, length).
 GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (0x0620, 16)}
@@ -52,6 +61,8 @@ class Board:
         #: Called on the loop thread when the guest reports a panic / a loaded crash kernel (pvpanic).
         self.on_panic: Callable[[], None] = lambda: None
         self.on_crashloaded: Callable[[], None] = lambda: None
+        #: Called on the loop thread when the guest resets the machine (port 0xCF9, the i8042 reset pulse).
+        self.on_guest_reset: Callable[[], None] = lambda: None
         #: Called on the loop thread for ACPI_DEVICE_OST (the info) and for an eject (the slot).
         self.on_ost: Callable[[dict[str, object]], None] = lambda info: None
         self.on_eject: Callable[[int], None] = lambda index: None
@@ -69,6 +80,11 @@ class Board:
                 on_ost=lambda info: self.bridge.post(self.on_ost, info),
             )
             self.bus.add(machine.cpuhp_base, LEGACY_LEN, self.cpuhp)
+        self.reset_control: ResetControl | None = None
+        if machine.name != "none":
+            self.reset_control = ResetControl(self._guest_reset, RESET_CONTROL_KEPT_BITS[machine.name])
+            self.bus.add(RESET_CONTROL_PORT, 1, self.reset_control)
+            self.bus.add(KEYBOARD_COMMAND_PORT, 1, KeyboardResetLine(self._guest_reset))
         for device in spec.port_devices:
             if device.driver == "isa-debugcon":
                 assert device.chardev is not None
@@ -114,8 +130,13 @@ class Board:
         if self.spec.firmware is not None:
             self.vcpus.power_on(index, self.spec.firmware.entry)
 
+    def _guest_reset(self) -> None:
+        self.bridge.post(self.on_guest_reset)
+
     def reset(self, boot_index: int | None) -> None:
         """While every vCPU is paused: restore the firmware, power CPUs off, restart the boot CPU."""
+        if self.reset_control is not None:
+            self.reset_control.reset_registers()
         if self.spec.firmware is not None:
             self.spec.firmware.load(self.ram)
         # The CPU hot-plug block keeps its mode and pending events across a reset, as QEMU's does

@@ -75,6 +75,7 @@ class Machine:
         self.board.vcpus.on_triple_fault = self._on_triple_fault
         self.board.on_panic = lambda: self._spawn(self.guest_panicked())
         self.board.on_crashloaded = self.guest_crashloaded
+        self.board.on_guest_reset = lambda: self._spawn(self.guest_reset())
         self.board.on_ost = self._on_ost
         self.board.on_eject = self.hotplug.ejected
         #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).

@@ -93,7 +93,9 @@ def build_spec(config: MachineConfig) -> MachineSpec:
         low, high = firmware.extent
         if high > config.ram_size - smp.max_cpus * STACK_SIZE:
             raise SpecError(f"{firmware.path}: the image ({low:#x}-{high:#x}) does not fit in guest RAM")
-    return MachineSpec(machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, _port_devices(config))
+    return MachineSpec(
+        machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, _port_devices(config, machine_type)
+    )
 
 
 def _int(text: str, name: str, driver: str) -> int:
@@ -103,7 +105,7 @@ def _int(text: str, name: str, driver: str) -> int:
         raise SpecError(f"{driver}: Parameter '{name}' expects integer") from None
 
 
-def _port_devices(config: MachineConfig) -> tuple[PortDeviceSpec, ...]:
+def _port_devices(config: MachineConfig, machine_type: MachineType) -> tuple[PortDeviceSpec, ...]:
     chardevs = dict(config.chardevs)
     out = []
     for device in config.devices:
@@ -127,7 +129,7 @@ def _port_devices(config: MachineConfig) -> tuple[PortDeviceSpec, ...]:
             out.append(
                 PortDeviceSpec("isa-debugcon", _int(props.get("iobase", "0xe9"), "iobase", device.driver), 1, chardev)
             )
-    ports: dict[int, str] = {}
+    ports: dict[int, str] = {0xCF9: "the reset control register", 0x64: "i8042"} if machine_type.name != "none" else {}
     for spec in out:
         for port in range(spec.iobase, spec.iobase + spec.iosize):
             if port in ports:

@@ -2,9 +2,10 @@
 
 QEMU's guests are 64 KiB BIOS images run from the reset vector: one loads an
 empty IDT and runs INT3 (real mode: past the limit -> #GP -> #DF -> triple
-fault, at every boot), one writes 1 (a panic) or 2 (a crash
-kernel loaded) to pvpanic's port.  qmpd's are
-tests/guests/fault.S (long mode, no IDT: INT3; or the same pvpanic write).
+fault, at every boot), others write 1 (a panic) or 2 (a crash kernel loaded)
+to pvpanic's port, or reset the machine through port 0xCF9 or the keyboard
+controller.  qmpd's are tests/guests/fault.S (long mode, no IDT: INT3; or the
+same port writes).
 The first events after ``cont``, then the run state (or the exit status when
 the process ends) must be the same.
 """
@@ -27,7 +28,18 @@ TRIPLE_FAULT = bytes.fromhex("2e0f011e00ff") + b"\xcc"
 #: mov al, 1 (2: crash kernel loaded); mov dx, 0x505; out dx, al; 1: hlt; jmp 1b.
 PANIC = bytes.fromhex("b001ba0505eef4ebfd")
 CRASHLOADED = bytes.fromhex("b002ba0505eef4ebfd")
-COMMON = ["-machine", "pc", "-accel", "tcg", "-nodefaults", "-nographic", "-S"]
+#: mov al, 6; mov dx, 0xcf9; out dx, al (reset control) | mov al, 0xfe; out 0x64, al (i8042 pulse); then hlt.
+RESET_CF9 = bytes.fromhex("b006baf90ceef4ebfd")
+RESET_I8042 = bytes.fromhex("b0fee664f4ebfd")
+#: Each guest: QEMU's BIOS code, qmpd's fault.S KIND and extra -device arguments.
+GUESTS = {
+    "triple-fault": (TRIPLE_FAULT, 2, []),
+    "panic": (PANIC, 5, ["-device", "pvpanic"]),
+    "crashloaded": (CRASHLOADED, 6, ["-device", "pvpanic"]),
+    "reset-0xcf9": (RESET_CF9, 7, []),
+    "reset-i8042": (RESET_I8042, 8, []),
+}
+COMMON = ["-accel", "tcg", "-nodefaults", "-nographic", "-S"]
 Outcome = tuple[list[tuple[str, Any]], str | None, int | None]
 
 
@@ -64,13 +76,11 @@ def outcome(server: Server, before: list[tuple[str, dict[str, Any]]]) -> Outcome
 def both(
     tmp_path: Path, guest: str, argv: list[str], before: list[tuple[str, dict[str, Any]]]
 ) -> tuple[Outcome, Outcome]:
-    if guest == "triple-fault":
-        qemu_argv = ["-bios", str(bios(tmp_path / "bios.bin", TRIPLE_FAULT))]
-        qmpd_argv = ["-bios", str(build_guest("fault", tmp_path, defsym={"KIND": 2}))]
-    else:
-        code, kind = (PANIC, 5) if guest == "panic" else (CRASHLOADED, 6)
-        qemu_argv = ["-bios", str(bios(tmp_path / "bios.bin", code)), "-device", "pvpanic"]
-        qmpd_argv = ["-bios", str(build_guest("fault", tmp_path, defsym={"KIND": kind})), "-device", "pvpanic"]
+    code, kind, devices = GUESTS[guest]
+    if "-machine" not in argv:
+        argv = ["-machine", "pc", *argv]
+    qemu_argv = ["-bios", str(bios(tmp_path / "bios.bin", code)), *devices]
+    qmpd_argv = ["-bios", str(build_guest("fault", tmp_path, defsym={"KIND": kind})), *devices]
     qemu = start_qemu([*COMMON, *argv, *qemu_argv], tmp_path, "qemu")
     qmpd = start_qmpd([*COMMON, *argv, *qmpd_argv], tmp_path, "qmpd")
     try:
@@ -96,6 +106,10 @@ CASES = [
     ("triple-fault", ["-action", "reboot=shutdown,shutdown=pause"], [], [RESUME, SHUTDOWN_RESET, STOP], "shutdown",
      None),
     ("triple-fault", [], PAUSE_TO_SHUTDOWN, [RESUME, SHUTDOWN_RESET, STOP], "shutdown", None),
+    ("reset-0xcf9", [], [], [RESUME, RESET], "running", None),
+    ("reset-0xcf9", ["-no-reboot"], [], [RESUME, SHUTDOWN_RESET], None, 0),
+    ("reset-i8042", ["-machine", "q35"], [], [RESUME, RESET], "running", None),
+    ("reset-i8042", ["-no-reboot", "-no-shutdown"], [], [RESUME, SHUTDOWN_RESET, STOP], "shutdown", None),
     ("panic", [], [], [RESUME, PANIC_POWEROFF, SHUTDOWN_PANIC], None, 0),
     ("panic", ["-no-shutdown"], [], [RESUME, PANIC_PAUSE, STOP], "guest-panicked", None),
     ("panic", ["-action", "panic=pause"], [], [RESUME, PANIC_PAUSE, STOP], "guest-panicked", None),

@@ -2,7 +2,8 @@
  * Guest for test_guest.py, with no IDT: misbehaves the first time it runs, in
  * the way selected with `as --defsym KIND=n` (0 invalid opcode, 1 read of
  * unassigned memory, 2 breakpoint, 3 divide error, 4 a sweep through
- * unassigned memory, 5 a pvpanic panic, 6 a pvpanic "crash kernel loaded").
+ * unassigned memory, 5 a pvpanic panic, 6 a pvpanic "crash kernel loaded",
+ * 7 a reset through port 0xCF9, 8 the keyboard controller's reset pulse).
  * Without an IDT, 0, 2 and 3 are triple faults (the machine resets); 1 reads
  * 0 and goes on to halt; 4 exhausts qmpd's bound on unassigned pages.  A flag in RAM (kept across resets) makes the second
  * boot print "recovered" on debugcon and halt instead.
@@ -37,6 +38,13 @@ _start:
         mov     al, 2
         mov     dx, 0x505
         out     dx, al
+.elseif KIND == 7
+        mov     al, 6
+        mov     dx, 0xcf9
+        out     dx, al
+.elseif KIND == 8
+        mov     al, 0xfe
+        out     0x64, al
 .elseif KIND == 4
         mov     rax, 0x4000000000
 1:      mov     rcx, [rax]

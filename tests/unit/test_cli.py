@@ -96,6 +96,9 @@ def test_several_monitors_and_double_dash_spelling() -> None:
         (["-machine", "q35,acpi=maybe"], "Parameter 'acpi' does not accept value 'maybe'"),
         (["-machine", "pc,memory-backend=pc.ram"], "Memory backend 'pc.ram' not found"),
         (["-object", "id=x"], "-object id=x: Parameter 'qom-type' is missing"),
+        (["-action", "panic=foo"], "-action panic=foo: Parameter 'panic' does not accept value 'foo'"),
+        (["-action", "foo=bar"], "-action foo=bar: Invalid parameter 'foo'"),
+        (["-action", "reboot"], "-action reboot: Parameter 'reboot' does not accept value 'on'"),
     ],
 )
 def test_errors_use_qemu_wording(argv: list[str], message: str) -> None:
@@ -170,3 +173,14 @@ def test_guest_devices_and_qmpd_machine_options() -> None:
             parse_args(["--vcpu-nice", bad])
     with pytest.raises(CLIError, match="Invalid 'thread' setting"):
         parse_args(["-accel", "tcg,thread=many"])
+
+
+def test_run_state_actions_in_order() -> None:
+    config = parse_args(["-no-shutdown", "-action", "panic=none,reboot=shutdown", "-no-reboot"])
+    assert config.machine.actions == (
+        ("shutdown", "pause"),
+        ("panic", "none"),
+        ("reboot", "shutdown"),
+        ("reboot", "shutdown"),
+    )
+    assert parse_args([]).machine.actions == ()
