@@ -14,7 +14,6 @@ README.  Everything else is refused with a clear message.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from qmpd.config import (
 from qmpd.machine.actions import action_choices
 from qmpd.machine.properties import parse_machine_properties
 from qmpd.machine.types import find_machine_type, machine_help
-from qmpd.migration.stream import STATE_FILE
+from qmpd.migration import STATE_FILE
 from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
 from qmpd.version import QEMU_VERSION
 
@@ -396,6 +395,8 @@ def _opt_http_token(b: _Builder, arg: str) -> None:
 
 
 def _is_loopback(host: str) -> bool:
+    import ipaddress  # here, not at the top: only --http needs it, and it costs start-up time
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

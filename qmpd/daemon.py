@@ -32,8 +32,9 @@ from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
+from qmpd.migration import STATE_FILE
 from qmpd.migration.state import capture
-from qmpd.migration.stream import CHUNK, STATE_FILE, save_atomically
+from qmpd.migration.stream import CHUNK, save_atomically
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session, SessionState

@@ -27,8 +27,6 @@ MAGIC = b"QMPDSTATE\0"
 TRAILER = b"QMPDEND\0"
 FORMAT_VERSION = 1
 CHUNK = 64 << 10
-#: The file --state-dir keeps in its directory.
-STATE_FILE = "qmpd.state"
 _ZERO = bytes(CHUNK)
 
 

@@ -10,9 +10,10 @@ QEMU restores its ROMs.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from qmpd.vcpu.ram import GuestRAM
+if TYPE_CHECKING:  # ram.py needs ctypes and mmap; the loader runs before the greeting, guest RAM later
+    from qmpd.vcpu.ram import GuestRAM
 
 #: Where a flat binary is placed (below 1 MiB, so that STARTUP IPI vectors can reach it).
 FLAT_LOAD_ADDRESS = 0x10000

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from qmpd.migration.stream import STATE_FILE, StateFormatError, read_state
+from qmpd.migration import STATE_FILE
+from qmpd.migration.stream import StateFormatError, read_state
 from tests.helpers import RawClient, Server, read_u64s, start_qmpd, wait_until
 
 ARGV = ["-machine", "pc", "-cpu", "Haswell", "-smp", "1,sockets=2,cores=2,threads=1,maxcpus=4", "-m", "128"]
