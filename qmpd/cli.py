@@ -12,7 +12,8 @@ accepted and ignored; they are listed in :data:`IGNORED_OPTIONS` and in the
 README.  Everything else is refused with a clear message.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
+# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
 
 import json
 import os

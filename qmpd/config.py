@@ -8,7 +8,8 @@ importing dataclasses (and with it inspect) costs more than the rest of
 start-up.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
+# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
 
 import enum
 from typing import Any, NamedTuple

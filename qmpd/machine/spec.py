@@ -6,7 +6,8 @@ sockets exist, and either returns a spec the machine can be built from
 without failing, or raises SpecError with QEMU's text.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
+# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
 
 import os
 from typing import NamedTuple

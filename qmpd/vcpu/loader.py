@@ -7,7 +7,8 @@ FLAT_LOAD_ADDRESS and started there.  The boot CPU starts at the entry in
 QEMU restores its ROMs.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
+# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
 
 import struct
 from typing import TYPE_CHECKING, NamedTuple
@@ -39,7 +40,7 @@ class Firmware(NamedTuple):
     entry: int
     segments: tuple[Segment, ...]
 
-    def load(self, ram: GuestRAM) -> None:
+    def load(self, ram: "GuestRAM") -> None:
         """Copy the image into RAM (at boot and at every reset)."""
         for segment in self.segments:
             if not ram.contains(segment.address, segment.memsz):

@@ -2,8 +2,8 @@
 
 qmpd.main parses the command line, opens the sockets and greets before the daemon is
 imported.  Each module below costs milliseconds in a fresh interpreter (measured: dropping
-hashlib, ipaddress and ctypes from this path saved 7 ms of about 60), and none is
-needed to greet.
+hashlib, ipaddress and ctypes from this path saved 7 ms of about 60, annotations evaluated
+at once on its NamedTuples another 6 ms), and none is needed to greet.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import ForwardRef
 
 from tests.helpers import REPO
 
@@ -40,3 +41,15 @@ def test_importing_the_entry_point_loads_nothing_heavy() -> None:
     loaded = set(json.loads(out))
     assert "qmpd.protocol.early" in loaded
     assert [name for name in HEAVY if name in loaded] == []
+
+
+def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
+    """typing.NamedTuple turns each postponed (string) annotation into a compiled ForwardRef."""
+    from qmpd.cli import _Option
+    from qmpd.config import Config, MachineConfig, MonitorConfig
+    from qmpd.cpu.models import Feature
+    from qmpd.machine.spec import MachineSpec
+    from qmpd.vcpu.loader import Firmware
+
+    for cls in (Config, MachineConfig, MonitorConfig, _Option, Feature, MachineSpec, Firmware):
+        assert not any(isinstance(hint, str | ForwardRef) for hint in cls.__annotations__.values()), cls
