@@ -90,6 +90,7 @@ class Session:
         self._streamer = streamer or JSONMessageStreamer()
         self.state = SessionState.NEGOTIATING
         self._capabilities: frozenset[str] = frozenset()
+        self._oob = False
         self._inputs: deque[Iterator[StreamItem]] = deque()
         self._inband: deque[StreamItem] = deque()
         self._busy = False
@@ -108,11 +109,12 @@ class Session:
     @property
     def oob_enabled(self) -> bool:
         """True when the client enabled the ``oob`` capability."""
-        return "oob" in self._capabilities
+        return self._oob
 
     def negotiate(self, capabilities: Sequence[str]) -> None:
         """Enter command mode with ``capabilities`` (already checked as offered)."""
         self._capabilities = frozenset(capabilities)
+        self._oob = "oob" in self._capabilities
         self.state = SessionState.COMMAND
         self._events.subscribe(self)
         self._log.debug("qmp.negotiated", capabilities=sorted(self._capabilities))
@@ -149,7 +151,7 @@ class Session:
     # -- request processing --------------------------------------------------------
 
     def _room_for_input(self) -> bool:
-        if self.oob_enabled:
+        if self._oob:
             return len(self._inband) < INBAND_QUEUE_MAX
         return not self._inband and not self._busy
 
@@ -186,11 +188,13 @@ class Session:
             self._channel.pause_reading()
 
     def _accept(self, item: StreamItem) -> None:
-        """Queue an in-band request, or run an out-of-band one now."""
+        """Run an out-of-band request now; run an in-band one now if none waits or runs, else queue it."""
         if isinstance(item, dict) and "exec-oob" in item and "execute" not in item:
             self._run(item)
-            return
-        self._inband.append(item)
+        elif self._inband or self._busy:
+            self._inband.append(item)
+        else:
+            self._run_inband(item)  # what queueing it would lead to at once, minus the queue
 
     def _run_inband(self, item: StreamItem) -> None:
         if isinstance(item, JSONParseError):
