@@ -12,8 +12,7 @@ accepted and ignored; they are listed in :data:`IGNORED_OPTIONS` and in the
 README.  Everything else is refused with a clear message.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import json
 import os

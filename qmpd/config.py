@@ -8,8 +8,7 @@ importing dataclasses (and with it inspect) costs more than the rest of
 start-up.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import enum
 from typing import Any, NamedTuple

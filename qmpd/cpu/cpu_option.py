@@ -7,8 +7,7 @@ QEMU's "Ambiguous CPU model string" warnings.  Values are text, converted
 as QEMU's string visitor converts them.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from typing import Any, NamedTuple
 

@@ -13,8 +13,7 @@ AVX2, x2APIC, ...) are the model's ``unavailable-features``, as QEMU reports
 features its accelerator cannot provide.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import json
 import os

@@ -6,8 +6,7 @@ really holds are listed (in QEMU 7.2's order, with its descriptions); any other 
 QEMU's "Property ... not found".
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from collections.abc import Iterable
 from typing import Any, NamedTuple

@@ -6,8 +6,7 @@ sockets exist, and either returns a spec the machine can be built from
 without failing, or raises SpecError with QEMU's text.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import os
 from typing import NamedTuple

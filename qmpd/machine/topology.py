@@ -7,8 +7,7 @@ power-of-two bit fields (include/hw/i386/topology.h), so IDs are not always
 contiguous.  A slot is one possible CPU: index, APIC ID and topology ids.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from typing import NamedTuple
 

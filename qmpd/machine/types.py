@@ -1,7 +1,6 @@
 """The machine types qmpd offers, with QEMU's names, aliases and limits."""
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from typing import NamedTuple
 

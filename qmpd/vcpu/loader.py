@@ -7,8 +7,7 @@ FLAT_LOAD_ADDRESS and started there.  The boot CPU starts at the entry in
 QEMU restores its ROMs.
 """
 
-# No `from __future__ import annotations` here: typing.NamedTuple compiles every postponed annotation
-# at import, and this module is imported before the greeting (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import struct
 from typing import TYPE_CHECKING, NamedTuple
