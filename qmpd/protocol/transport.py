@@ -46,6 +46,9 @@ class StreamChannel(asyncio.BufferedProtocol):
         self.session: Session | None = None
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        #: True while input is being handled: replies wait for the end of it, not for a loop turn.
+        self._reading = False
+        self._loop = asyncio.get_running_loop()
         #: Resolved when the connection is gone.
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -67,13 +70,21 @@ class StreamChannel(asyncio.BufferedProtocol):
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        assert self.session is not None
-        self.session.feed(bytes(self._view[:nbytes]))
+        self._handle_input(bytes(self._view[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         """Pipe transports (stdio) deliver data this way."""
+        self._handle_input(data)
+
+    def _handle_input(self, data: bytes) -> None:
+        """Feed the session; what it sent meanwhile goes out in one write as soon as it is done."""
         assert self.session is not None
-        self.session.feed(data)
+        self._reading = True
+        try:
+            self.session.feed(data)
+        finally:
+            self._reading = False
+            self.flush()
 
     def eof_received(self) -> bool:
         return False
@@ -93,16 +104,18 @@ class StreamChannel(asyncio.BufferedProtocol):
         self._writer = writer
 
     def send(self, line: bytes) -> None:
-        """Queue ``line``; everything queued in one loop turn goes out in one write at its end.
+        """Queue ``line``; it goes out with everything else queued, in one write.
 
-        One write per session per turn instead of one per reply or event: fewer system calls and
-        fewer wake-ups of the client (measured: pipelined and 8-client throughput +17-35 %, round
-        trips unchanged).
+        The write happens when the input being handled is done (replies to a chunk of pipelined
+        requests share one write), or at the end of this loop turn for messages sent from
+        elsewhere (events, replies of commands that waited).  Fewer system calls and client
+        wake-ups than one write per message (pipelined and 8-client throughput +17-35 %); and
+        writing at the end of the read, not a loop turn later, takes ~10 us off a round trip.
         """
         if self._writer is None or self._writer.is_closing():
             return
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+        if not self._pending and not self._reading:
+            self._loop.call_soon(self.flush)
         self._pending.append(line)
         self._pending_bytes += len(line)
 

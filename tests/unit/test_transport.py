@@ -1,0 +1,97 @@
+"""StreamChannel's writes: one per chunk of input, made before the read callback returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from qmpd.commands import REGISTRY
+from qmpd.config import MachineConfig
+from qmpd.dispatch import Dispatcher
+from qmpd.events import EventBus
+from qmpd.machine.machine import Machine
+from qmpd.protocol.session import Channel, Session
+from qmpd.protocol.transport import StreamChannel
+from qmpd.qapi.schema import Schema
+from tests.unit.test_fuzz_session import _Daemon
+
+SCHEMA = Schema.load()
+
+
+class FakeTransport:
+    """Records writes; enough of asyncio.Transport for StreamChannel."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def _connected() -> tuple[StreamChannel, FakeTransport, EventBus, Machine]:
+    events = EventBus(SCHEMA, strict=True)
+    events.bind_loop(asyncio.get_running_loop())
+    machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), events)
+    dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon())
+
+    def make(channel: Channel, name: str) -> Session:
+        return Session(dispatcher, events, channel, name=name, greeting={"QMP": {}})
+
+    channel = StreamChannel(make, "test")
+    transport = FakeTransport()
+    channel.connection_made(transport)  # type: ignore[arg-type]
+    return channel, transport, events, machine
+
+
+def _feed(channel: StreamChannel, data: bytes) -> None:
+    channel.get_buffer(len(data))[: len(data)] = data
+    channel.buffer_updated(len(data))
+
+
+async def test_replies_to_a_chunk_go_out_in_one_write_before_the_callback_returns() -> None:
+    channel, transport, _, machine = await _connected()
+    await asyncio.sleep(0)
+    assert transport.writes == [b'{"QMP": {}}\r\n']  # the greeting, sent outside a read
+    _feed(channel, b'{"execute":"qmp_capabilities"}{"execute":"query-status","id":1}{"execute":"query-name"}')
+    # No loop turn has run: the write happened at the end of the read callback.
+    assert len(transport.writes) == 2
+    replies = [json.loads(line) for line in transport.writes[1].splitlines()]
+    assert replies == [
+        {"return": {}},
+        {"return": {"status": "prelaunch", "singlestep": False, "running": False}, "id": 1},
+        {"return": {}},
+    ]
+    machine.close()
+
+
+async def test_messages_sent_outside_a_read_go_out_at_the_end_of_the_loop_turn() -> None:
+    channel, transport, events, machine = await _connected()
+    _feed(channel, b'{"execute":"qmp_capabilities"}')
+    writes = len(transport.writes)
+    events.emit("POWERDOWN", None)
+    events.emit("RESUME", None)
+    assert len(transport.writes) == writes  # queued, not yet written
+    await asyncio.sleep(0)
+    assert len(transport.writes) == writes + 1
+    names = [json.loads(line)["event"] for line in transport.writes[-1].splitlines()]
+    assert names == ["POWERDOWN", "RESUME"]
+    machine.close()
