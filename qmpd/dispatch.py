@@ -37,6 +37,10 @@ Outcome = dict[str, Any] | Awaitable[dict[str, Any]]
 
 _NEGOTIATION_ONLY = "Expecting capabilities negotiation with 'qmp_capabilities'"
 _ABSENT = object()
+#: The members of a request that uses none of exec-oob's rules.
+_USUAL_MEMBERS = frozenset({"execute", "arguments", "id"})
+#: What a request without "arguments" is checked and called with (never mutated).
+_NO_ARGUMENTS: dict[str, Any] = {}
 
 
 class BigLock:
@@ -139,7 +143,7 @@ class Dispatcher:
                 raise CommandNotFound(f"The command {name} has not been found")
             if oob and not spec.allow_oob:
                 raise GenericError(f"The command {name} does not support OOB")
-            arguments = request.get("arguments", {})
+            arguments = request.get("arguments", _NO_ARGUMENTS)
             check_arguments(self.schema, spec, arguments)
         except QMPError as error:
             if isinstance(error, CommandNotFound) and not session.negotiated:
@@ -179,6 +183,13 @@ class Dispatcher:
     @staticmethod
     def _check_request(request: dict[str, Any], allow_oob: bool) -> tuple[str, bool]:
         """``qmp_dispatch_check_obj``: members checked in QDict order."""
+        name = request.get("execute")
+        if (
+            type(name) is str
+            and _USUAL_MEMBERS.issuperset(request)
+            and type(request.get("arguments", _NO_ARGUMENTS)) is dict
+        ):
+            return name, False  # the usual request: no check can fail, whatever the order
         exec_key: str | None = None
         for key in qdict_order(list(request)):
             value = request[key]

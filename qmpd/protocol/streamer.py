@@ -180,6 +180,7 @@ def _no_constants(name: str) -> JSONValue:
 _DECODER = json.JSONDecoder(parse_int=_qemu_int, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
 _NONCHARACTER = re.compile(NONCHARACTERS)
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_WHITESPACE_CHARS = " \t\n\r"
 
 
 #: A number "0" directly followed by an exponent (maybe inside a string: then the exact path decides).
@@ -202,9 +203,11 @@ def _fast_parse(data: bytes, max_nesting: int) -> list[StreamItem] | None:
         return None
     if "\\u" in text or "'" in text or (not text.isascii() and _NONCHARACTER.search(text)):
         return None
-    if _ZERO_EXPONENT.search(text):  # QEMU's lexer has no exponent after a lone 0 ("0e3"); Python's json has
+    # QEMU's lexer has no exponent after a lone 0 ("0e3"); Python's json has.  (The plain
+    # substring tests are there because they cost a tenth of the regular expression.)
+    if ("0e" in text or "0E" in text) and _ZERO_EXPONENT.search(text):
         return None
-    if text.count("{") + text.count("[") > max_nesting:
+    if len(text) > max_nesting and text.count("{") + text.count("[") > max_nesting:
         return None
     items: list[StreamItem] = []
     pos = 0
@@ -212,9 +215,10 @@ def _fast_parse(data: bytes, max_nesting: int) -> list[StreamItem] | None:
     decode = _DECODER.raw_decode
     skip = _WHITESPACE.match
     while True:
-        match = skip(text, pos)
-        assert match is not None
-        pos = match.end()
+        if pos < end and text[pos] in _WHITESPACE_CHARS:
+            match = skip(text, pos)
+            assert match is not None
+            pos = match.end()
         if pos == end:
             return items
         if text[pos] not in "{[":

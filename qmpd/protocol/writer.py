@@ -97,6 +97,29 @@ class _Reorder:
         return value
 
 
+class _HasDouble(Exception):
+    """A double was met: json's C encoder would print it unlike QEMU's %.17g."""
+
+
+def _ordered_fast(value: Mapping[str, Any]) -> dict[str, Any]:
+    """_Reorder.walk for the common case (no doubles) with fewer calls; raises _HasDouble."""
+    out = {}
+    for key in qdict_order(tuple(value)):
+        item = value[key]
+        kind = type(item)
+        if kind is dict:
+            item = _ordered_fast(item)
+        elif kind not in _PLAIN:
+            if isinstance(item, float):
+                raise _HasDouble
+            walker = _Reorder()
+            item = walker.walk(item)
+            if walker.floats:
+                raise _HasDouble
+        out[key] = item
+    return out
+
+
 def _fix_escape(match: re.Match[str]) -> str:
     if match.group(1):
         return match.group(1)
@@ -162,14 +185,12 @@ def _encode_slow(value: Any, out: list[str]) -> None:
 
 def encode(message: Mapping[str, Any]) -> bytes:
     """One QMP message as QEMU writes it: a JSON object, then CRLF."""
-    walker = _Reorder()
-    ordered = walker.walk(message)
-    if walker.floats:
+    try:
+        text = _encode_fast(_ordered_fast(message))
+    except _HasDouble:
         parts: list[str] = []
-        _encode_slow(ordered, parts)
+        _encode_slow(_Reorder().walk(message), parts)
         text = "".join(parts)
-    else:
-        text = _encode_fast(ordered)
     return (_qemu_escapes(text) + "\r\n").encode("ascii")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 from qmpd.protocol.writer import encode, qdict_bucket, qdict_order
@@ -55,6 +57,10 @@ def test_event_layout() -> None:
         (-9.223372036854776e18, b"-9.2233720368547758e+18"),
         (18446744073709551615, b"18446744073709551615"),
         ([1, {"b": 2, "a": 1.5}], b'[1, {"a": 1.5, "b": 2}]'),
+        # Doubles deep in objects, and containers that are not plain dicts or lists.
+        ({"outer": {"b": 0.5, "a": [2.0]}}, b'{"outer": {"a": [2], "b": 0.5}}'),
+        (("a", {"b": 1, "a": 2}), b'["a", {"a": 2, "b": 1}]'),
+        (collections.OrderedDict(b=1, a=2), b'{"a": 2, "b": 1}'),
     ],
 )
 def test_values_as_qemu_writes_them(value: object, wire: bytes) -> None:
