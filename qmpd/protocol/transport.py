@@ -50,7 +50,7 @@ class StreamChannel(asyncio.BufferedProtocol):
         self._reading = False
         self._loop = asyncio.get_running_loop()
         #: Resolved when the connection is gone.
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # asyncio.Protocol ------------------------------------------------------------
 
@@ -110,7 +110,7 @@ class StreamChannel(asyncio.BufferedProtocol):
         requests share one write), or at the end of this loop turn for messages sent from
         elsewhere (events, replies of commands that waited).  Fewer system calls and client
         wake-ups than one write per message (pipelined and 8-client throughput +17-35 %); and
-        writing at the end of the read, not a loop turn later, takes ~10 us off a round trip.
+        writing at the end of the read, not a loop turn later, saves ~3 us of server CPU per round trip.
         """
         if self._writer is None or self._writer.is_closing():
             return

@@ -74,50 +74,28 @@ def qdict_order(keys: Sequence[str]) -> tuple[str, ...]:
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
-class _Reorder:
-    """Copies a value with every dict in QDict order; notes whether a double was seen."""
-
-    __slots__ = ("floats",)
-
-    def __init__(self) -> None:
-        self.floats = False
-
-    def walk(self, value: Any) -> Any:
-        kind = type(value)
-        if kind is dict or (kind not in _PLAIN and isinstance(value, dict)):
-            out = {}
-            for key in qdict_order(tuple(value)):
-                item = value[key]
-                out[key] = item if type(item) in _PLAIN else self.walk(item)
-            return out
-        if kind is list or kind is tuple or (kind not in _PLAIN and isinstance(value, list | tuple)):
-            return [item if type(item) in _PLAIN else self.walk(item) for item in value]
-        if isinstance(value, float):
-            self.floats = True
-        return value
-
-
 class _HasDouble(Exception):
     """A double was met: json's C encoder would print it unlike QEMU's %.17g."""
 
 
-def _ordered_fast(value: Mapping[str, Any]) -> dict[str, Any]:
-    """_Reorder.walk for the common case (no doubles) with fewer calls; raises _HasDouble."""
-    out = {}
-    for key in qdict_order(tuple(value)):
-        item = value[key]
-        kind = type(item)
-        if kind is dict:
-            item = _ordered_fast(item)
-        elif kind not in _PLAIN:
-            if isinstance(item, float):
-                raise _HasDouble
-            walker = _Reorder()
-            item = walker.walk(item)
-            if walker.floats:
-                raise _HasDouble
-        out[key] = item
-    return out
+def _ordered(value: Any, doubles: bool) -> Any:
+    """A copy of ``value`` with every dict in QDict order.
+
+    With ``doubles`` False it raises _HasDouble at the first double, so that the
+    common case (no doubles) can go to json's C encoder in one piece.
+    """
+    kind = type(value)
+    if kind is dict or (kind not in _PLAIN and isinstance(value, dict)):
+        out = {}
+        for key in qdict_order(tuple(value)):
+            item = value[key]
+            out[key] = item if type(item) in _PLAIN else _ordered(item, doubles)
+        return out
+    if kind is list or kind is tuple or (kind not in _PLAIN and isinstance(value, list | tuple)):
+        return [item if type(item) in _PLAIN else _ordered(item, doubles) for item in value]
+    if not doubles and isinstance(value, float):
+        raise _HasDouble
+    return value
 
 
 def _fix_escape(match: re.Match[str]) -> str:
@@ -186,10 +164,10 @@ def _encode_slow(value: Any, out: list[str]) -> None:
 def encode(message: Mapping[str, Any]) -> bytes:
     """One QMP message as QEMU writes it: a JSON object, then CRLF."""
     try:
-        text = _encode_fast(_ordered_fast(message))
+        text = _encode_fast(_ordered(message, doubles=False))
     except _HasDouble:
         parts: list[str] = []
-        _encode_slow(_Reorder().walk(message), parts)
+        _encode_slow(_ordered(message, doubles=True), parts)
         text = "".join(parts)
     return (_qemu_escapes(text) + "\r\n").encode("ascii")
 
