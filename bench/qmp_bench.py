@@ -9,6 +9,7 @@ Measures, for both servers with the same argv (-machine none -S):
   input    one command with a 1 MiB string id -> its reply (input bytes per second)
 Every metric runs REPS times per server, alternating qmpd/QEMU, each run in a fresh
 process; the table shows medians and the qmpd/QEMU ratio of medians.
+bench/rtt_anatomy.py cuts the rtt round trips into phases (wake-ups, server work) with perf.
 
 Usage: bench/qmp_bench.py [--reps N] [--quick]
 """
