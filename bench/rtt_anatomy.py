@@ -12,11 +12,12 @@ in three:
                which wakes the client; for QEMU also the hand-offs between its monitor I/O thread
                and its main loop)
   to client    -> the client has the reply (the client's wake-up, and its read)
-A round trip is "ticked" when the scheduler tick interrupted a server thread during it.  The server
-is hit in proportion to the time it is busy (busy us / 4000 us at HZ=250), and a ticked round trip
-is tens of us slower; once the ticked share of a run nears 1 %, that run's p99 flips between the
-two populations.  Tracing costs time of its own, so absolute numbers here are higher than
-qmp_bench.py's; compare the two servers, and the populations, within one run.
+A round trip is "ticked" when the scheduler tick interrupted a server thread during it (the server
+is hit in proportion to the time it is busy: busy us / 4000 us at HZ=250).  The table says whether
+the tail is the tick (p99 of the others well below the whole p99) or grows in every phase (wake-up
+noise of the VM).  Tracing costs time of its own, per syscall, so absolute numbers here are higher
+than qmp_bench.py's, QEMU's much more (its main loop makes many more syscalls): use this for the
+phases, and qmp_bench.py for the ratio.
 
 Usage: bench/rtt_anatomy.py [--requests N] [--reps N]
 """
@@ -166,6 +167,8 @@ def row(kind: str, runs: list[Breakdown]) -> str:
         return f"{statistics.median(values) * 1e6:.0f}"
 
     totals = [t for run in runs for t in run.totals]
+    if not totals:
+        return f"| {kind} | 0 (perf recorded nothing usable) |"
     ticked = [t for run in runs for t, hit in zip(run.totals, run.ticked, strict=True) if hit]
     clean = [t for run in runs for t, hit in zip(run.totals, run.ticked, strict=True) if not hit]
     share = 100 * len(ticked) / len(totals)
@@ -192,7 +195,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("perf") is None or os.geteuid() != 0:
-        print("rtt_anatomy.py needs perf (linux-perf) and root, to trace the scheduler", file=sys.stderr)
+        print("rtt_anatomy.py needs perf (linux-perf) and root, to trace syscalls and the tick", file=sys.stderr)
         return 2
     kinds = ["qmpd", "qemu"] if qmp_bench.QEMU else ["qmpd"]
     runs: dict[str, list[Breakdown]] = {kind: [] for kind in kinds}
