@@ -249,3 +249,29 @@ def read_u64s(client: RawClient, address: int, count: int) -> list[int]:
         values += [int(word, 16) for word in words.split()]
     assert len(values) == count, values
     return values
+
+
+def resolved_signature(schema: list[dict[str, Any]], name: str) -> Any:
+    """An entity of a ``query-qmp-schema`` answer with every type name replaced by its definition.
+
+    QEMU names its types by numbers that change between builds, so two servers can only be compared on
+    what the numbers stand for: members, their order, optionality and types, enum values, features.
+    """
+    entities = {entry["name"]: entry for entry in schema}
+
+    def resolve(type_name: str, seen: frozenset[str]) -> Any:
+        entry = entities[type_name]
+        if entry["meta-type"] == "builtin" or type_name in seen:
+            return type_name if entry["meta-type"] == "builtin" else f"<recursive {entry['meta-type']}>"
+        inner = seen | {type_name}
+        shape = {key: value for key, value in entry.items() if key != "name"}
+        for key in ("arg-type", "ret-type", "element-type"):
+            if key in shape:
+                shape[key] = resolve(shape[key], inner)
+        if "members" in shape and entry["meta-type"] in ("object", "alternate"):
+            shape["members"] = [{**m, "type": resolve(m["type"], inner)} for m in shape["members"]]
+        if "variants" in shape:
+            shape["variants"] = [{**v, "type": resolve(v["type"], inner)} for v in shape["variants"]]
+        return shape
+
+    return resolve(name, frozenset())
