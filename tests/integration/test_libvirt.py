@@ -61,6 +61,19 @@ class Host:
         self.created_run_dir = not Path("/run/libvirt").exists()
         self.pidfile = work / "libvirtd.pid"
         self.emulator = work / "qmpd-emulator.sh"
+        self.conf = work / "libvirtd.conf"
+
+    def start_libvirtd(self) -> None:
+        daemon = "/usr/sbin/libvirtd" if Path("/usr/sbin/libvirtd").exists() else "libvirtd"
+        _run(daemon, "-d", "-f", str(self.conf), "-p", str(self.pidfile))
+        wait_until(lambda: SOCKET.exists() and self.pidfile.exists(), timeout=30)
+
+    def stop_libvirtd(self) -> None:
+        """SIGTERM, as a service manager stops it: running domains are left running."""
+        if self.pidfile.exists():
+            pid = int(self.pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +97,7 @@ def libvirt_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         host.created_log_dir = True
     QEMU_CONF.parent.mkdir(parents=True, exist_ok=True)
     QEMU_CONF.write_text((EXAMPLES / "qemu.conf").read_text())
-    conf = host.work / "libvirtd.conf"
+    conf = host.conf
     conf.write_text(
         (EXAMPLES / "libvirtd.conf").read_text()
         + 'log_filters = "1:qemu.qemu_monitor 1:qemu.qemu_monitor_json 1:util.command 3:*"\n'
@@ -93,18 +106,13 @@ def libvirt_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     # The emulator: this checkout's qmpd, run by the interpreter running the tests (the project's venv).
     host.emulator.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m qmpd "$@"\n')
     host.emulator.chmod(0o755)
-    daemon = "/usr/sbin/libvirtd" if Path("/usr/sbin/libvirtd").exists() else "libvirtd"
     try:
-        _run(daemon, "-d", "-f", str(conf), "-p", str(host.pidfile))
-        wait_until(lambda: SOCKET.exists() and host.pidfile.exists(), timeout=30)
+        host.start_libvirtd()
         yield host
     finally:
         virsh("destroy", DOMAIN, check=False)
         virsh("undefine", DOMAIN, check=False)
-        if host.pidfile.exists():
-            pid = int(host.pidfile.read_text().split()[0])
-            os.kill(pid, signal.SIGTERM)
-            wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+        host.stop_libvirtd()
         cache = CAPS_CACHE / f"{hashlib.sha256(str(host.emulator).encode()).hexdigest()}.xml"
         cache.unlink(missing_ok=True)
         for log in (Path(f"/var/log/libvirt/qemu/{DOMAIN}.log"),):
@@ -187,6 +195,18 @@ def test_libvirt_probes_starts_plugs_unplugs_and_destroys_qmpd(libvirt_host: Hos
         "qemu-monitor-command", DOMAIN, '{"execute":"qom-list-types","arguments":{"implements":"x86_64-cpu"}}'
     ).stdout
     assert '"name":"Haswell-x86_64-cpu"' in types.replace(" ", "")
+
+    # A libvirtd restart: libvirt reconnects to the running domain's monitor (qmp_capabilities, then
+    # query-status, query-hotpluggable-cpus, query-cpus-fast, query-block, query-chardev, query-jobs ...) and
+    # keeps the domain; it used to give the domain up ("shut off (daemon)") on a refused query-jobs.
+    host.stop_libvirtd()
+    host.start_libvirtd()
+    wait_until(lambda: virsh("domstate", DOMAIN, check=False).stdout.strip() == "running", timeout=30)
+    assert Path(f"/proc/{pid}").exists()
+    virsh("setvcpus", DOMAIN, "3", "--live")
+    assert _live_vcpus() == 3
+    virsh("setvcpus", DOMAIN, "2", "--live")
+    assert _live_vcpus() == 2
 
     virsh("destroy", DOMAIN)
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
