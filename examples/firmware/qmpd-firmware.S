@@ -29,6 +29,10 @@
  *   2 unassigned r/w      5 keep working but never park when asked
  *   3 triple fault, once  6 jump to unassigned memory
  *
+ * Power button: with ACPI, the boot CPU enables PWRBTN_EN in PM1_EN and, when
+ * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
+ * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
+ *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
  */
@@ -74,6 +78,12 @@
         .set CMD_OST_STATUS, 2
         .set CMD_ARCH_ID,    3
         .set GPE_CPU_HOTPLUG,   4               /* GPE0 status bit QEMU sets */
+        /* ACPI PM1 registers at the PM base QEMU's firmware programs on pc and q35 */
+        .set PM1_STS,    0x600
+        .set PM1_EN,     0x602
+        .set PM1_CNT,    0x604
+        .set PWRBTN,     0x100
+        .set SLP_EN_S5,  0x2000                 /* SLP_EN, SLP_TYP 0: QEMU's _S5 */
         .set CTRL_CLEAR_INSERT, 2
         .set CTRL_CLEAR_REMOVE, 4
         .set CTRL_EJECT,        8
@@ -98,6 +108,9 @@ _start:
         call    online_banner
         test    r14, r14
         jz      work
+        mov     dx, PM1_EN                      /* let the power button raise PWRBTN_STS */
+        mov     ax, PWRBTN
+        out     dx, ax
         /* switch the hot-plug block to the modern interface */
         mov     dx, r14w
         xor     eax, eax
@@ -156,6 +169,10 @@ work:
         call    report_exceptions
 13:     test    r14, r14
         jz      3b
+        mov     dx, PM1_STS                     /* the power button pressed? */
+        in      ax, dx
+        test    ax, PWRBTN
+        jnz     power_off
         mov     dx, r15w                        /* GPE0 status: a CPU hot-plug event pending? */
         in      ax, dx
         test    al, GPE_CPU_HOTPLUG
@@ -164,6 +181,18 @@ work:
         out     dx, ax                          /* acknowledge it, then handle every event */
         call    hotplug_events
         jmp     3b
+
+/* Boot CPU: the power button was pressed; acknowledge it and enter S5. */
+power_off:
+        mov     ax, PWRBTN
+        out     dx, ax
+        lea     rsi, [rip + msg_power_off]
+        call    puts
+        mov     dx, PM1_CNT
+        mov     ax, SLP_EN_S5
+        out     dx, ax
+22:     hlt                                     /* the machine is off (or paused there) */
+        jmp     22b
 
 /* A CPU asked to park (unplug) stops working and halts for good. */
 park:
@@ -472,6 +501,7 @@ msg_parked: .asciz ") parked\n"
 msg_init:   .asciz ") did not park: stopped with INIT\n"
 msg_exception: .asciz ") exception "
 msg_newline: .asciz "\n"
+msg_power_off: .asciz "qmpd firmware: power button: entering S5\n"
         .balign 8
 idt_descriptor:
         .word   256 * 16 - 1

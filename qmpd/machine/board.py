@@ -16,6 +16,7 @@ import structlog
 
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import LEGACY_LEN, CPUHotplugBlock, GPEBlock
+from qmpd.devices.acpi_pm import PM1_LEN, PM_BASE, PM1Block
 from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
@@ -63,13 +64,19 @@ class Board:
         self.on_crashloaded: Callable[[], None] = lambda: None
         #: Called on the loop thread when the guest resets the machine (port 0xCF9, the i8042 reset pulse).
         self.on_guest_reset: Callable[[], None] = lambda: None
+        #: Called on the loop thread when the guest enters soft-off (S5) through PM1_CNT.
+        self.on_guest_poweroff: Callable[[], None] = lambda: None
         #: Called on the loop thread for ACPI_DEVICE_OST (the info) and for an eject (the slot).
         self.on_ost: Callable[[dict[str, object]], None] = lambda info: None
         self.on_eject: Callable[[int], None] = lambda index: None
         self.cpuhp: CPUHotplugBlock | None = None
         self.gpe: GPEBlock | None = None
+        #: The PM1 registers (pc's PIIX4 PM, q35's ICH9 LPC); like QEMU, none with -no-acpi.
+        self.pm: PM1Block | None = None
         machine = spec.machine_type
         if machine.cpuhp_base is not None and acpi:
+            self.pm = PM1Block(on_sci=self.vcpus.kick_all, on_soft_off=lambda: self.bridge.post(self.on_guest_poweroff))
+            self.bus.add(PM_BASE, PM1_LEN, self.pm)
             gpe_base, gpe_len = GPE0_BLOCKS[machine.name]
             self.gpe = GPEBlock(gpe_len, on_sci=self.vcpus.kick_all)
             self.bus.add(gpe_base, gpe_len, self.gpe)
@@ -137,6 +144,8 @@ class Board:
         """While every vCPU is paused: restore the firmware, power CPUs off, restart the boot CPU."""
         if self.reset_control is not None:
             self.reset_control.reset_registers()
+        if self.pm is not None:
+            self.pm.reset_registers()
         if self.spec.firmware is not None:
             self.spec.firmware.load(self.ram)
         # The CPU hot-plug block keeps its mode and pending events across a reset, as QEMU's does

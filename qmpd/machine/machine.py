@@ -76,6 +76,7 @@ class Machine:
         self.board.on_panic = lambda: self._spawn(self.guest_panicked())
         self.board.on_crashloaded = self.guest_crashloaded
         self.board.on_guest_reset = lambda: self._spawn(self.guest_reset())
+        self.board.on_guest_poweroff = lambda: self._spawn(self.guest_shutdown(ShutdownCause.GUEST_SHUTDOWN))
         self.board.on_ost = self._on_ost
         self.board.on_eject = self.hotplug.ejected
         #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).
@@ -443,8 +444,10 @@ class Machine:
         self.board.reset(self.boot_index if self.cpus else None)
 
     def system_powerdown(self) -> None:
-        """Press the ACPI power button: POWERDOWN, then it is up to the guest."""
+        """Press the ACPI power button: POWERDOWN, then it is up to the guest (which may enter S5)."""
         self.events.emit("POWERDOWN")
+        if self.board.pm is not None:
+            self.board.pm.press_power_button()
 
     def shutdown(self, cause: ShutdownCause) -> None:
         """The machine is going away (quit, a signal): SHUTDOWN to every monitor."""

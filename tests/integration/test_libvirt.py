@@ -208,6 +208,16 @@ def test_libvirt_probes_starts_plugs_unplugs_and_destroys_qmpd(libvirt_host: Hos
     virsh("setvcpus", DOMAIN, "2", "--live")
     assert _live_vcpus() == 2
 
-    virsh("destroy", DOMAIN)
+    # reboot (ACPI): system_powerdown, the firmware enters S5, libvirt's fake reboot (system_reset + cont).
+    boots = console().count("qmpd firmware: booting")
+    virsh("reboot", DOMAIN, "--mode", "acpi")
+    wait_until(lambda: console().count("qmpd firmware: booting") == boots + 1, timeout=30)
+    wait_until(lambda: virsh("domstate", DOMAIN, check=False).stdout.strip() == "running", timeout=30)
+    assert Path(f"/proc/{pid}").exists()
+
+    # shutdown (ACPI): the same power button; libvirt ends the domain once the guest is off.
+    virsh("shutdown", DOMAIN, "--mode", "acpi")
     wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30)
+    wait_until(lambda: "shut off" in virsh("domstate", DOMAIN, "--reason", check=False).stdout, timeout=30)
+    assert "(shutdown)" in virsh("domstate", DOMAIN, "--reason").stdout
     virsh("undefine", DOMAIN)
