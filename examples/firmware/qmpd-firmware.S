@@ -29,6 +29,11 @@
  *   2 unassigned r/w      5 keep working but never park when asked
  *   3 triple fault, once  6 jump to unassigned memory
  *
+ * Start-up: once the hot-plug block is modern, the boot CPU starts the CPUs
+ * that are present without an event, then handles every pending event (a CPU
+ * plugged while it was booting, or under -S) as it would at run time, so each
+ * plug gets its _OST whenever it happened.
+ *
  * Power button: with ACPI, the boot CPU enables PWRBTN_EN in PM1_EN and, when
  * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
  * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
@@ -115,11 +120,17 @@ _start:
         mov     dx, r14w
         xor     eax, eax
         out     dx, al
-        /* start every other present CPU, one after the other */
+        /* acknowledge the hot-plug GPE: whatever is pending now is found by the scan below */
+        mov     dx, r15w
+        mov     ax, GPE_CPU_HOTPLUG
+        out     dx, ax
+        /* start every other CPU present from the start, one after the other */
         xor     ebx, ebx                        /* selector */
 1:      call    select_slot
         test    al, FLAG_ENABLED
         jz      2f
+        test    al, FLAG_INSERT                 /* plugged before we were up: handled as an event */
+        jnz     2f
         call    arch_id                         /* -> eax */
         cmp     rax, r12
         je      2f
@@ -127,6 +138,8 @@ _start:
 2:      inc     ebx
         cmp     ebx, MAX_CPUS
         jb      1b
+        /* like an OS enabling its GPE handler: handle every event already pending */
+        call    hotplug_events
         jmp     work
 
 /* ---------------------------------------------------------------- other CPUs */

@@ -120,8 +120,11 @@ class CPUHotplugBlock:
             slot = self.slots[index]
             slot.present = True
             slot.device_id = device_id
-            # In legacy mode QEMU plugs through the bitmap only: no insert event survives the switch.
-            slot.is_inserting = hotplugged and not self.legacy
+            # Deliberately unlike QEMU: a CPU hot-plugged while the block is still in legacy mode (under -S,
+            # or before the firmware is up) keeps its insert event for after the switch to the modern
+            # interface.  QEMU drops it there, so a guest sees a present CPU with no event and never
+            # reports _OST for it: a management stack that plugs at start-up would wait for nothing.
+            slot.is_inserting = hotplugged
         if hotplugged:
             self.gpe.raise_event(GPE_CPU_HOTPLUG)
 

@@ -340,7 +340,9 @@ def test_register_sequence_seen_by_a_guest_matches_qemus(tmp_path: Path) -> None
         server.stop()
     assert results == [
         0x05,  # legacy bitmap: APIC IDs 0 and 2
-        *(1, 0, 0), *(0, 1, 0), *(1, 2, 0), *(0, 3, 0),  # slots 0-3: flags, arch ID low, high
+        # slots 0-3: flags, arch ID low, high.  Slot 2 (plugged under -S, in legacy mode) keeps its insert
+        # event: qmpd's one deliberate difference here (QEMU reads 0x01 and drops it; see acpi_cpuhp.py).
+        *(1, 0, 0), *(0, 1, 0), *(3, 2, 0), *(0, 3, 0),
         *(0, 0, 0),  # slot 4 is out of range: everything reads 0
         0x0004,  # GPE0 status after device_add
         0x03, 1,  # command 0 finds slot 1 with enabled|insert

@@ -92,6 +92,21 @@ def test_legacy_bitmap_of_present_cpus_by_apic_id(recorder: Recorder) -> None:
     assert cpuhp.io_read(0, 1) == 0x02
 
 
+def test_a_cpu_hot_plugged_in_legacy_mode_keeps_its_insert_event_for_modern_mode(recorder: Recorder) -> None:
+    """qmpd's deliberate difference: QEMU drops the event at the switch, so no _OST would ever come."""
+    cpuhp = make_block([0, 1, 2], recorder)
+    cpuhp.plug(0, None, hotplugged=False)
+    cpuhp.plug(1, "cpu1", hotplugged=True)
+    assert cpuhp.io_read(0, 1) == 0x03, "the legacy bitmap shows it at once"
+    assert cpuhp.gpe.status & GPE_CPU_HOTPLUG
+    cpuhp.io_write(0, 1, 0)
+    assert flags(cpuhp, 1) == ENABLED | INSERT
+    assert flags(cpuhp, 0) == ENABLED, "a CPU present from the start has no event"
+    select(cpuhp, 0)
+    cpuhp.io_write(COMMAND, 1, CMD_NEXT_EVENT)
+    assert cpuhp.io_read(DATA, 4) == 1
+
+
 def test_only_zero_at_offset_zero_leaves_legacy_mode(recorder: Recorder) -> None:
     cpuhp = make_block([0, 1], recorder)
     cpuhp.plug(0, None, hotplugged=False)
