@@ -39,7 +39,23 @@ def parse_args_type(args_type: str) -> list[ArgSpec]:
     return specs
 
 
+#: Binding strength of QEMU's binary operators (expr_sum < expr_prod < expr_logic); all left-associative.
+_BINARY_LEVELS = {"+": 0, "-": 0, "*": 1, "/": 1, "%": 1, "&": 2, "|": 2, "^": 2}
+#: Prefix operators as they sit on the operator stack (distinct from the binary ``+`` and ``-``).
+_PREFIXES = {"+": "u+", "-": "u-", "~": "u~"}
+
+
 class _Expr:
+    """QEMU's expression grammar (monitor/hmp.c expr_sum) with an explicit stack instead of recursion.
+
+    QEMU recurses once per parenthesis or prefix operator and crashes beyond
+    about 100,000 of them; Python would raise RecursionError after 1,000.
+    Here depth costs only list entries, so any nesting QEMU evaluates gives
+    its answer, and deeper ones too.  Operators apply when the recursive
+    version would apply them, so errors (division by zero, a missing ``)``)
+    come out in the same order.
+    """
+
     def __init__(self, text: str, pos: int) -> None:
         self.text = text
         self.pos = pos
@@ -53,58 +69,42 @@ class _Expr:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def sum(self) -> int:
-        value = self.prod()
-        while self._peek() in ("+", "-"):
-            op = self.text[self.pos]
-            self.pos += 1
-            rhs = self.prod()
-            value = value + rhs if op == "+" else value - rhs
-        return value
+        """Evaluate from ``pos``; stop before the first character that cannot continue the expression."""
+        values: list[int] = []  # left operands of the pending binary operators
+        ops: list[str] = []  # pending binary operators, "(" and prefixes, innermost last
+        while True:
+            value = self._operand(ops)
+            while True:
+                value = _apply_prefixes(ops, value)
+                ch = self._peek()
+                level = _BINARY_LEVELS.get(ch)
+                if level is not None:
+                    value = _reduce(ops, values, value, level)
+                    values.append(value)
+                    ops.append(ch)
+                    self.pos += 1
+                    break
+                value = _reduce(ops, values, value, 0)
+                if not ops:
+                    return value
+                if ch != ")":  # ops[-1] is "(": only prefixes and binaries are reduced above
+                    raise HMPSyntaxError("')' expected")
+                ops.pop()
+                self.pos += 1
 
-    def prod(self) -> int:
-        value = self.logic()
-        while self._peek() in ("*", "/", "%"):
-            op = self.text[self.pos]
-            self.pos += 1
-            rhs = self.logic()
-            if op == "*":
-                value *= rhs
+    def _operand(self, ops: list[str]) -> int:
+        """Push prefixes and opening parentheses; return the number that follows them."""
+        while True:
+            ch = self._peek()
+            if ch in _PREFIXES:
+                ops.append(_PREFIXES[ch])
+            elif ch == "(":
+                ops.append("(")
+            elif ch == "":
+                raise HMPSyntaxError("unexpected end of expression")
             else:
-                if rhs == 0:
-                    raise HMPSyntaxError("division by zero")
-                value = int(value / rhs) if op == "/" else value - rhs * int(value / rhs)
-        return value
-
-    def logic(self) -> int:
-        value = self.unary()
-        while self._peek() in ("&", "|", "^"):
-            op = self.text[self.pos]
+                return self.number()
             self.pos += 1
-            rhs = self.unary()
-            value = value & rhs if op == "&" else value | rhs if op == "|" else value ^ rhs
-        return value
-
-    def unary(self) -> int:
-        ch = self._peek()
-        if ch == "+":
-            self.pos += 1
-            return self.unary()
-        if ch == "-":
-            self.pos += 1
-            return -self.unary()
-        if ch == "~":
-            self.pos += 1
-            return ~self.unary()
-        if ch == "(":
-            self.pos += 1
-            value = self.sum()
-            if self._peek() != ")":
-                raise HMPSyntaxError("')' expected")
-            self.pos += 1
-            return value
-        if ch == "":
-            raise HMPSyntaxError("unexpected end of expression")
-        return self.number()
 
     def number(self) -> int:
         text = self.text
@@ -131,6 +131,40 @@ class _Expr:
             raise HMPSyntaxError("number too large")
         self.pos = end
         return value
+
+
+def _apply_prefixes(ops: list[str], value: int) -> int:
+    """Apply the prefix operators that directly precede a complete operand, innermost first."""
+    while ops and ops[-1].startswith("u"):
+        op = ops.pop()
+        value = -value if op == "u-" else ~value if op == "u~" else value
+    return value
+
+
+def _reduce(ops: list[str], values: list[int], value: int, level: int) -> int:
+    """Apply pending binary operators of ``level`` or stronger (left associativity) down to a ``(``."""
+    while ops and _BINARY_LEVELS.get(ops[-1], -1) >= level:
+        value = _binary(ops.pop(), values.pop(), value)
+    return value
+
+
+def _binary(op: str, lhs: int, rhs: int) -> int:
+    if op == "+":
+        return lhs + rhs
+    if op == "-":
+        return lhs - rhs
+    if op == "*":
+        return lhs * rhs
+    if op == "&":
+        return lhs & rhs
+    if op == "|":
+        return lhs | rhs
+    if op == "^":
+        return lhs ^ rhs
+    if rhs == 0:
+        raise HMPSyntaxError("division by zero")
+    quotient = abs(lhs) // abs(rhs) * (1 if (lhs < 0) == (rhs < 0) else -1)  # C's: toward zero, exactly
+    return quotient if op == "/" else lhs - rhs * quotient
 
 
 def parse_expression(text: str, pos: int) -> tuple[int, int]:

@@ -59,3 +59,41 @@ def test_help_lines_look_like_qemu() -> None:
     assert HMP.help_text("stop") == "stop|s  -- stop emulation\n"
     assert HMP.help_text("nosuch") == "unknown command: 'nosuch'\n"
     assert "info version  -- show the version of QEMU\n" in HMP.help_text("info")
+
+
+@pytest.mark.parametrize("depth", [20_000, 100_000])
+def test_deep_nesting_is_evaluated_without_recursion(depth: int) -> None:
+    # QEMU 7.2 evaluates 20,000 levels (and crashes at 100,000); Python recursion stopped at 1,000.
+    assert parse_expression("(" * depth + "5" + ")" * depth, 0) == (5, 2 * depth + 1)
+    assert parse_expression("-" * depth + "5", 0)[0] == (-5 if depth % 2 else 5)
+    assert parse_expression("~" * depth + "5", 0)[0] == (~5 if depth % 2 else 5)
+    assert parse_expression("-(" * depth + "1+2" + ")" * depth + "*3", 0)[0] == (-9 if depth % 2 else 9)
+    with pytest.raises(HMPSyntaxError, match=r"^'\)' expected$"):
+        parse_expression("(" * depth + "5", 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0xffffffffffffffff/1", 0xFFFFFFFFFFFFFFFF),
+        ("0xfffffffffffffff1%0x10", 1),
+        ("-7/2", -3),
+        ("-7%2", -1),
+        ("7/-2", -3),
+        ("2*-3", -6),
+        ("1-2-3", -4),
+        ("2+3*4&5", 14),
+        ("24/4/3", 2),
+    ],
+)
+def test_precedence_associativity_and_exact_division(text: str, value: int) -> None:
+    # QEMU's grammar: & | ^ bind tighter than * / %, which bind tighter than + -; division truncates toward zero.
+    assert parse_expression(text, 0)[0] == value
+
+
+def test_errors_come_in_qemus_order() -> None:
+    with pytest.raises(HMPSyntaxError, match=r"^division by zero$"):
+        parse_expression("1/0+)", 0)
+    with pytest.raises(HMPSyntaxError, match=r"^invalid char 'x' in expression$"):
+        parse_expression("1/0&x", 0)
+    assert parse_expression("(1+2) 3", 0) == (3, 6)
