@@ -8,12 +8,15 @@ are validated against the schema before any side effect; and every failure
 becomes ``{"error": {"class", "desc"}}`` with the request's ``id`` when it had
 one.  In-band commands are serialised across all sessions by one lock, as
 QEMU serialises them under its big lock; out-of-band commands bypass it.
+A command that waits for a worker thread (a memory dump, a long HMP output)
+lends the lock out meanwhile, so other sessions are not held up by it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import inspect
 import time
 import weakref
@@ -41,6 +44,19 @@ _ABSENT = object()
 _USUAL_MEMBERS = frozenset({"execute", "arguments", "id"})
 #: What a request without "arguments" is checked and called with (never mutated).
 _NO_ARGUMENTS: dict[str, Any] = {}
+
+
+class _Lease:
+    """Whether the in-band command running in this task holds the big lock right now."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = True
+
+
+#: The lease of the in-band command that runs in the current task (each task has its own context).
+_LEASE: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar("qmpd_bql_lease", default=None)
 
 
 class BigLock:
@@ -164,6 +180,7 @@ class Dispatcher:
                 events=self.events,
                 daemon=self.daemon,
                 command_names=self._names,
+                worker=self._work_unlocked,
             )
             self._contexts[session] = context
         if not oob and (self._is_async[name] or self.bql.busy):
@@ -230,6 +247,8 @@ class Dispatcher:
     ) -> dict[str, Any]:
         if not held:
             await self.bql.acquire()
+        lease = _Lease()
+        token = _LEASE.set(lease)
         try:
             result = handler(context, **kwargs)
             if inspect.isawaitable(result):
@@ -240,8 +259,23 @@ class Dispatcher:
         except Exception as exc:  # the one boundary where handler bugs become replies
             outcome = _internal_error(name, exc)
         finally:
-            self.bql.release()
+            _LEASE.reset(token)
+            if lease.held:  # not held only when cancelled while taking it back
+                self.bql.release()
         return self._finish(outcome, name, request_id, session, started)
+
+    async def _work_unlocked(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` in a worker thread with the big lock lent out; take it back (FIFO) before returning."""
+        lease = _LEASE.get()
+        if lease is None or not lease.held:  # out-of-band, or not under the lock: nothing to lend
+            return await asyncio.to_thread(work)
+        lease.held = False
+        self.bql.release()
+        try:
+            return await asyncio.to_thread(work)
+        finally:
+            await self.bql.acquire()  # if cancelled here, acquire cleans up and the lease stays released
+            lease.held = True
 
     def _finish(
         self, outcome: Any, name: str, request_id: object, session: DispatchSession, started: float

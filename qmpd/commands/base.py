@@ -9,10 +9,11 @@ start-up that the two agree.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from qmpd.events import EventBus
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 Handler = Callable[..., Any]
 _H = TypeVar("_H", bound=Handler)
+_T = TypeVar("_T")
+#: Runs blocking work in a worker thread and returns its result (see CommandContext.in_worker).
+WorkerRunner = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 class SessionControl(Protocol):
@@ -58,6 +62,17 @@ class CommandContext:
     command_names: Sequence[str]
     #: The human monitor's current CPU (human-monitor-command's cpu-index), if chosen.
     hmp_cpu_index: int | None = None
+    #: How in_worker runs work; the dispatcher's also lends out its big lock meanwhile.
+    worker: WorkerRunner = asyncio.to_thread
+
+    async def in_worker(self, work: Callable[[], _T]) -> _T:
+        """Run blocking ``work`` (file I/O, big outputs) in a worker thread, so the event loop stays free.
+
+        Under the dispatcher, other sessions' commands run meanwhile; QEMU would
+        make them wait for its big lock.  ``work`` must not touch machine state
+        that commands change: guest RAM and its own arguments only.
+        """
+        return cast(_T, await self.worker(work))
 
 
 class CommandRegistry:
