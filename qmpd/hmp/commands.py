@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from qmpd.commands.base import CommandContext
 from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
@@ -9,7 +12,7 @@ from qmpd.errors import GenericError
 from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
 from qmpd.hmp.registers import format_registers
-from qmpd.machine.guest_memory import read_virtual
+from qmpd.machine.guest_memory import read_physical, read_virtual
 from qmpd.machine.qdev import DeviceOptions, OptionsSyntaxError, options_from_text
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.protocol.parser import JSONParseError
@@ -205,12 +208,15 @@ async def _dump(ctx: CommandContext, count: int, format: str, size: int, addr: i
         return "Can not dump without CPU\n"
     if format == "i":
         return "qmpd: the 'i' format (disassembly) is not supported\n"
-    if physical:
-        return memory_dump(count, format, size, addr, ctx.machine.read_physical)
-    assert index is not None
-    snapshot = await ctx.machine.cpu_snapshot(index)
     ram = ctx.machine.board.ram
-    return memory_dump(count, format, size, addr, lambda a, n: read_virtual(ram, snapshot, a, n))
+    read: Callable[[int, int], bytes | None]
+    if physical:
+        read = partial(read_physical, ram)
+    else:
+        assert index is not None
+        read = partial(read_virtual, ram, await ctx.machine.cpu_snapshot(index))
+    # QEMU has no count limit: tens of megabytes of text are built off the event loop.
+    return await ctx.in_worker(partial(memory_dump, count, format, size, addr, read))
 
 
 @HMP.command("x", "fmt:/,addr:l", "/fmt addr", "virtual memory dump starting at 'addr'")
@@ -239,8 +245,8 @@ async def hmp_memsave(ctx: CommandContext, val: int, size: int, filename: str) -
     "pmemsave", "val:l,size:i,filename:s", "addr size file",
     "save to disk physical memory dump starting at 'addr' of size 'size'",
 )  # fmt: skip
-def hmp_pmemsave(ctx: CommandContext, val: int, size: int, filename: str) -> None:
-    pmemsave(ctx, val, size & 0xFFFFFFFF, filename)
+async def hmp_pmemsave(ctx: CommandContext, val: int, size: int, filename: str) -> None:
+    await pmemsave(ctx, val, size & 0xFFFFFFFF, filename)
 
 
 @HMP.command("device_add", "device:S?", "driver[,prop=value][,...]", "add device, like -device on the command line")

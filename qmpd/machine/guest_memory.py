@@ -9,6 +9,8 @@ virtual equals physical, which is how qmpd starts every CPU.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.ram import GuestRAM
 
@@ -39,6 +41,24 @@ def read_physical_or_zeros(ram: GuestRAM, address: int, length: int) -> bytes:
         offset, taken = length - wrapped, min(wrapped, ram.size)
         out[offset : offset + taken] = ram.read(0, taken)
     return bytes(out)
+
+
+def physical_chunks(ram: GuestRAM, address: int, length: int, chunk: int) -> Iterator[bytes]:
+    """``read_physical_or_zeros`` of a range, ``chunk`` bytes at a time (a big dump never sits in memory)."""
+    for offset in range(0, length, chunk):
+        yield read_physical_or_zeros(ram, address + offset, min(chunk, length - offset))
+
+
+def virtual_mapped(ram: GuestRAM, cpu: CPUSnapshot, address: int, length: int) -> bool:
+    """Whether every byte of a virtual range is mapped to RAM for ``cpu`` (one walk per page, no copy)."""
+    while length > 0:
+        step = min(length, PAGE_SIZE - (address & (PAGE_SIZE - 1)))
+        physical = translate(ram, cpu, address)
+        if physical is None or not ram.contains(physical, step):
+            return False
+        address = (address + step) & 0xFFFF_FFFF_FFFF_FFFF
+        length -= step
+    return True
 
 
 def translate(ram: GuestRAM, cpu: CPUSnapshot, address: int) -> int | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -310,14 +309,6 @@ class Machine:
         """Memory as CPU ``index`` sees it at a virtual address, or None if not all of it is mapped."""
         cpu = await self.cpu_snapshot(index)
         return read_virtual(self.board.ram, cpu, address, length)
-
-    def dump_path(self, filename: str) -> str:
-        """Where memsave/pmemsave may write ``filename``: inside the dump directory only."""
-        root = os.path.realpath(self.config.dump_dir)
-        path = os.path.realpath(os.path.join(root, filename))
-        if os.path.commonpath([root, path]) != root:
-            raise GenericError(f"Could not open '{filename}': qmpd writes memory dumps only inside {root}")
-        return path
 
     def close(self) -> None:
         """Stop every vCPU thread and release the board (the daemon is exiting)."""
