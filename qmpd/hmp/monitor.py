@@ -12,11 +12,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from qmpd.commands.base import CommandContext
 from qmpd.errors import QMPError
 from qmpd.hmp.parser import HMPSyntaxError, parse_args_type, parse_arguments
 
+#: Output longer than this (characters) gets its CRLF line ends in a worker thread.
+BIG_OUTPUT = 1 << 20
 #: A handler returns its text (or None), directly or from a coroutine (commands that wait for vCPUs).
 HMPHandler = Callable[..., str | Awaitable[str | None] | None]
 
@@ -95,7 +98,10 @@ class HMPTable:
 
     async def execute(self, ctx: CommandContext, line: str) -> str:
         """Run one command line; return its output with CRLF line ends."""
-        return _crlf(await self._execute(ctx, line))
+        text = await self._execute(ctx, line)
+        if len(text) > BIG_OUTPUT:  # a long x/xp: copying it would hold the event loop for tens of ms
+            return await ctx.in_worker(partial(_crlf, text))
+        return _crlf(text)
 
     async def _execute(self, ctx: CommandContext, line: str) -> str:
         text = line.strip()
