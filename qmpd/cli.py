@@ -394,6 +394,17 @@ def _opt_http_token(b: _Builder, arg: str) -> None:
     b.server["http_token"] = arg
 
 
+def _opt_http_allow_origin(b: _Builder, arg: str) -> None:
+    from qmpd.http.access import normalize_origin  # here, not at the top: only this option needs it
+
+    origin = normalize_origin(arg)
+    if origin is None:
+        raise CLIError(f"--http-allow-origin {arg}: expected an origin, e.g. https://console.example:8443")
+    known = b.server.get("http_allow_origins", ())
+    assert isinstance(known, tuple)
+    b.server["http_allow_origins"] = (*known, origin)
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress  # here, not at the top: only --http needs it, and it costs start-up time
 
@@ -464,6 +475,11 @@ _OPTIONS: dict[str, _Option] = {
     "http": _Option(True, _opt_http, "--http HOST:PORT (QMP over WebSocket, REST, metrics, dashboard)"),
     "http-token": _Option(
         True, _opt_http_token, "--http-token TOKEN (bearer token for --http; or env QMPD_HTTP_TOKEN)"
+    ),
+    "http-allow-origin": _Option(
+        True,
+        _opt_http_allow_origin,
+        "--http-allow-origin ORIGIN (a web origin besides the front's own that may drive it; repeatable)",
     ),
     "h": _Option(False, None, "-h, --help"),
     "help": _Option(False, None, "-help"),

@@ -138,6 +138,9 @@ class ServerConfig(NamedTuple):
     http: tuple[str, int] | None = None
     #: Bearer token every HTTP request must carry (required when ``http`` is not loopback).
     http_token: str | None = None
+    #: ``--http-allow-origin ORIGIN`` (repeatable, normalized): web origins besides the front's own
+    #: that may open its WebSockets and change state through it.
+    http_allow_origins: tuple[str, ...] = ()
 
 
 class Config(NamedTuple):

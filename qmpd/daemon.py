@@ -142,6 +142,7 @@ class Daemon:
             sessions_open=self.sessions_open,
             accepting=lambda: not self._exit.is_set(),
             max_sessions=self.config.server.max_sessions,
+            allow_origins=self.config.server.http_allow_origins,
         )
         try:
             await front.start()

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
+from qmpd.http.access import AccessPolicy
 from qmpd.http.metrics import CONTENT_TYPE, Metrics
 from qmpd.http.rest import RestAPI, error_response
 from qmpd.http.websocket import SessionFactory, serve_qmp
@@ -33,6 +34,12 @@ STATIC = HERE / "static"
 MAX_BODY = 64 << 10
 #: Seconds between two pushes on /api/v1/live.
 LIVE_INTERVAL = 0.5
+#: Methods that change nothing; every other method must send JSON, if anything.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: What an HTML form can send across sites without asking (the CORS-safelisted body types).
+FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
+#: Charsets a JSON body may declare (RFC 8259: JSON exchanged between systems is UTF-8).
+JSON_CHARSETS = frozenset({"utf-8", "utf8"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,9 +60,11 @@ class HttpFront:
         sessions_open: Callable[[], int],
         accepting: Callable[[], bool],
         max_sessions: int = 64,
+        allow_origins: tuple[str, ...] = (),
     ) -> None:
         self.host, self.port = host, port
         self._token = token
+        self._access = AccessPolicy(host, token_required=token is not None, allowed_origins=frozenset(allow_origins))
         self._machine = machine
         self._make_session = make_session
         self._accepting = accepting
@@ -65,7 +74,9 @@ class HttpFront:
         self.rest = RestAPI(dispatcher, events, machine)
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
-        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._authorize, self._json_errors])
+        self.app = web.Application(
+            client_max_size=MAX_BODY, middlewares=[self._json_errors, self._check_access, self._authorize]
+        )
         self.app.add_routes(
             [
                 web.get("/qmp", self._qmp),
@@ -100,6 +111,28 @@ class HttpFront:
     # -- middleware ----------------------------------------------------------------------
 
     @web.middleware
+    async def _check_access(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse what a web page could send on a visitor's behalf (access.py says why): a Host that is
+        not this server, an Origin that is not its own or allowed, a state change whose body is not
+        JSON (an HTML form can post text/plain or form data across sites, never application/json)."""
+        host = request.headers.get(hdrs.HOST)
+        if not self._access.host_allowed(host, self.port):
+            return self._refuse(request, f"Host '{host}' does not name this server (http://{self.host}:{self.port})")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if not self._access.origin_allowed(origin, host):
+            return self._refuse(request, f"requests from origin '{origin}' are refused (see --http-allow-origin)")
+        if request.method not in SAFE_METHODS:
+            problem = _not_json(request)
+            if problem is not None:
+                return error_response("GenericError", problem, 415)
+        return await handler(request)
+
+    @staticmethod
+    def _refuse(request: web.Request, desc: str) -> web.Response:
+        log.warning("http.refused", peer=request.remote, method=request.method, path=request.path, reason=desc)
+        return error_response("GenericError", desc, 403)
+
+    @web.middleware
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """With a token, every request carries it: ``Authorization: Bearer T``, or ``?token=T`` (browsers'
         WebSockets cannot set headers).  The dashboard's own files and the health probes hold nothing
@@ -108,7 +141,8 @@ class HttpFront:
         if self._token is not None and not _open_path(request.path):
             given = request.headers.get("Authorization", "")
             supplied = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
-            if not hmac.compare_digest(supplied.encode(), self._token.encode()):
+            # Header bytes that are not UTF-8 arrive as surrogates: compare them as the bytes they were.
+            if not hmac.compare_digest(_raw(supplied), _raw(self._token)):
                 response = error_response("GenericError", "missing or wrong bearer token", 401)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="qmpd"'
                 return response
@@ -116,7 +150,8 @@ class HttpFront:
 
     @web.middleware
     async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """HTTP errors (404, 405, 413 ...) as JSON in QMP's error shape."""
+        """HTTP errors (404, 405, 413 ...) as JSON in QMP's error shape; a bug in qmpd as a logged 500
+        with the same shape, never aiohttp's text page."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             return error_response("GenericError", f"request body larger than {MAX_BODY} bytes", 413)
         try:
@@ -125,6 +160,11 @@ class HttpFront:
             if exc.status < 400:
                 raise
             return error_response("GenericError", exc.reason, exc.status)
+        except Exception:
+            log.exception("http.bug", method=request.method, path=request.path)
+            return error_response(
+                "GenericError", f"Internal error while serving {request.path} (see the qmpd log)", 500
+            )
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -173,6 +213,23 @@ class HttpFront:
 
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")
+
+
+def _not_json(request: web.Request) -> str | None:
+    """Why a state-changing request's body is not acceptable, or None.  An empty body is fine unless
+    it says it is a form's (``curl -X PUT`` sends no type, aiohttp's client application/octet-stream)."""
+    if not request.body_exists and request.content_type not in FORM_TYPES:
+        return None
+    if request.content_type != "application/json":
+        return f"the request body must be application/json, not '{request.content_type}'"
+    charset = request.charset
+    if charset is not None and charset.lower() not in JSON_CHARSETS:
+        return f"the request body must be UTF-8 JSON, not charset '{charset}'"
+    return None
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _open_path(path: str) -> bool:

@@ -39,6 +39,8 @@ class Front:
         async def go() -> tuple[int, Any]:
             async with aiohttp.ClientSession(headers=self.headers) as client:
                 data = body if isinstance(body, bytes | str) or body is None else json.dumps(body)
+                if data is not None:  # the front takes JSON bodies only
+                    kwargs.setdefault("headers", {"Content-Type": "application/json"})
                 async with client.request(method, self.url + path, data=data, **kwargs) as response:
                     text = await response.text()
                     try:
