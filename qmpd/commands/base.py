@@ -36,6 +36,11 @@ class SessionControl(Protocol):
     @property
     def oob_enabled(self) -> bool: ...
 
+    @property
+    def allows_host_commands(self) -> bool:
+        """False for sessions a web page may have opened (the HTTP front): no exec: migration."""
+        ...
+
     def negotiate(self, capabilities: Sequence[str]) -> None: ...
 
 

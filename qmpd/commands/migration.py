@@ -8,6 +8,16 @@ from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
 from qmpd.machine.runstate import RunState
 
+#: Why an HTTP-front session may not migrate through a shell command.
+EXEC_REFUSED = "exec: migration is only allowed on a QMP monitor, not over the HTTP front"
+
+
+def _check_scheme(ctx: CommandContext, uri: str) -> None:
+    """exec: runs a shell command as qmpd.  QEMU trusts every monitor with that; a WebSocket on the
+    HTTP front may be a browser page's (even past the Origin check, e.g. an allowed origin's XSS)."""
+    if uri.startswith("exec:") and not ctx.session.allows_host_commands:
+        raise GenericError(EXEC_REFUSED)
+
 
 @qmp_command("migrate")
 def migrate(
@@ -22,6 +32,7 @@ def migrate(
         raise GenericError("qmpd has no block devices to migrate: 'blk' and 'inc' are not supported")
     if resume:
         raise GenericError("Cannot resume if there is no paused migration")
+    _check_scheme(ctx, uri)
     ctx.machine.migrator.start(uri)
 
 
@@ -43,4 +54,5 @@ def migrate_incoming(ctx: CommandContext, uri: str) -> None:
     busy = migrator.status not in ("none", "failed")
     if migrator.incoming != "defer" or ctx.machine.runstate is not RunState.INMIGRATE or busy:
         raise GenericError("The incoming migration has already been started")
+    _check_scheme(ctx, uri)
     migrator.begin_accept(uri)

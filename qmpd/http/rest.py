@@ -51,6 +51,7 @@ class InternalSession:
     name = "http"
     negotiated = True
     oob_enabled = False
+    allows_host_commands = False
 
     def negotiate(self, capabilities: Sequence[str]) -> None:
         """Never called: REST requests do not run qmp_capabilities."""

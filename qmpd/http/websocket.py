@@ -89,6 +89,7 @@ async def serve_qmp(
     channel = WebSocketChannel(ws)
     name = f"websocket#{next(_connections)}"
     session = make_session(channel, name)
+    session.allows_host_commands = False
     writer = asyncio.ensure_future(channel.write_loop())
     log.info("qmp.websocket.open", session=name, peer=request.remote)
     session.start()

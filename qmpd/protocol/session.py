@@ -85,6 +85,9 @@ class Session:
         self._channel = channel
         #: Identifies the session in logs (monitor name and connection number).
         self.name = name
+        #: Whether commands may run host programs (exec: migration).  Every monitor may, as in
+        #: QEMU; the HTTP front clears it on its WebSocket sessions, which a browser page can open.
+        self.allows_host_commands = True
         self._greeting = greeting
         self._max_output = max_output
         self._streamer = streamer or JSONMessageStreamer()

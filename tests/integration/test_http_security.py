@@ -27,6 +27,7 @@ TOKEN = "s3cret-token-of-some-length"
 EVIL = "http://evil.example"
 ALLOWED = "https://console.example:8443"
 TIMEOUT = 5.0
+EXEC_REFUSED = "exec: migration is only allowed on a QMP monitor, not over the HTTP front"
 
 
 class Front:
@@ -306,3 +307,30 @@ def test_a_non_ascii_authorization_header_is_a_401(token_front: Front) -> None:
     for value in (b"Bearer \xe9\xe9", b"Bearer \xff", "Bearer été".encode()):
         reply = token_front.request("GET", "/api/v1/machine", raw=b"Authorization: " + value + b"\r\n")
         assert _refused(reply, 401) == "missing or wrong bearer token"
+
+
+# -- exec: migration ------------------------------------------------------------------------------------
+
+
+def _ws_commands(front: Front, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+    frames = [_frame(json.dumps(command).encode()) for command in commands]
+    return _session(front, _frame(NEGOTIATE), *frames)[2:]
+
+
+def test_exec_migration_is_refused_over_the_http_front(front: Front, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    replies = _ws_commands(
+        front,
+        {"execute": "migrate", "arguments": {"uri": f"exec:touch {marker}"}},
+        {"execute": "query-migrate"},
+    )
+    assert replies[0] == {"error": {"class": "GenericError", "desc": EXEC_REFUSED}}
+    assert replies[1] == {"return": {}}, "no migration was started"
+    assert not marker.exists()
+
+
+def test_exec_incoming_migration_is_refused_over_the_http_front(tmp_path: Path) -> None:
+    with _launch(tmp_path, "incoming", "-machine", "none", "-incoming", "defer") as incoming:
+        command = {"execute": "migrate-incoming", "arguments": {"uri": f"exec:touch {tmp_path / 'ran'}"}}
+        assert _ws_commands(incoming, command) == [{"error": {"class": "GenericError", "desc": EXEC_REFUSED}}]
+        assert not (tmp_path / "ran").exists()
