@@ -22,7 +22,7 @@ from qmpd.events import EventBus
 from qmpd.http.access import AccessPolicy
 from qmpd.http.metrics import CONTENT_TYPE, Metrics
 from qmpd.http.rest import RestAPI, error_response
-from qmpd.http.websocket import SessionFactory, serve_qmp
+from qmpd.http.websocket import CheckedWebSocketResponse, SessionFactory, serve_qmp
 from qmpd.machine.machine import Machine
 from qmpd.machine.view import live_sample
 
@@ -175,7 +175,7 @@ class HttpFront:
         return await serve_qmp(request, self._make_session, self._sockets)
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=4096, heartbeat=30)
+        ws = CheckedWebSocketResponse(max_msg_size=4096, heartbeat=30)
         await ws.prepare(request)
         self._sockets.add(ws)
         try:

@@ -214,6 +214,34 @@ def _session(front: Front, *frames: bytes) -> list[dict[str, Any]]:
 NEGOTIATE = b'{"execute": "qmp_capabilities"}'
 
 
+def test_masked_frames_are_served(front: Front) -> None:
+    long_negotiate = b" " * 300 + NEGOTIATE  # a 16-bit length
+    greeting, *replies = _session(front, _frame(b"[1]"), _frame(long_negotiate), _frame(b'{"execute": "query-name"}'))
+    assert "QMP" in greeting
+    assert [next(iter(reply)) for reply in replies] == ["error", "return", "return"], replies
+
+
+def test_an_unmasked_client_frame_closes_the_connection(front: Front) -> None:
+    ws = RawWebSocket(front)
+    try:
+        assert "QMP" in ws.receive()
+        ws.sock.sendall(_frame(NEGOTIATE))
+        assert ws.receive() == {"return": {}}, "masked frames are served"
+        # No close frame follows: only the server's check may end this connection.
+        ws.sock.sendall(_frame(b'{"execute": "query-name"}', masked=False))
+        assert ws.until_closed() == [], "the unmasked frame was not read"
+    finally:
+        ws.close()
+
+
+def test_an_unmasked_frame_behind_the_upgrade_request_closes_the_connection(front: Front) -> None:
+    ws = RawWebSocket(front, early=_frame(NEGOTIATE, masked=False))
+    try:
+        assert [m for m in ws.until_closed() if "QMP" not in m] == [], "the unmasked frame was not read"
+    finally:
+        ws.close()
+
+
 # -- Origin ---------------------------------------------------------------------------------------------
 
 
