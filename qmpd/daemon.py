@@ -26,6 +26,7 @@ from qmpd.cli import PROG
 from qmpd.commands import REGISTRY
 from qmpd.config import Config, LogFormat
 from qmpd.dispatch import Dispatcher
+from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
@@ -196,7 +197,10 @@ class Daemon:
         schema = Schema.load()
         events = EventBus(schema)
         events.bind_loop(loop)
-        self.machine = Machine(self.config.machine, events, self.spec)
+        try:
+            self.machine = Machine(self.config.machine, events, self.spec)
+        except QMPError as exc:  # a boot CPU that -cpu's properties keep from plugging (QEMU exits too)
+            raise StartupError(str(exc)) from None
         self.machine.board.on_guest_exit = self._guest_exit
         self.machine.on_exit = self._guest_exit
         dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self)

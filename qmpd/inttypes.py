@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 #: Value range of each QEMU integer type name.
 INT_RANGES: dict[str, tuple[int, int]] = {
     "int": (-(1 << 63), (1 << 63) - 1),
@@ -20,3 +22,29 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 def is_unsigned(type_name: str) -> bool:
     """uint* and size."""
     return type_name.startswith("uint") or type_name == "size"
+
+
+def parse_c_integer(text: str, *, unsigned: bool) -> int | None:
+    """qemu_strtoi64/qemu_strtou64 with base 0: the whole text, C's 0x and 0 prefixes, overflow refused.
+
+    Unsigned input may be negative: strtoull wraps it, as QEMU's visitors accept ``-1`` for a uint64.
+    """
+    match = _C_INTEGER.fullmatch(text)
+    if match is None:
+        return None
+    sign, digits = match.groups()
+    if digits[:2].lower() == "0x":
+        value = int(digits, 16)
+    elif digits.startswith("0") and len(digits) > 1:
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    if unsigned:
+        if value >= 1 << 64:
+            return None
+        return (-value) % (1 << 64) if sign == "-" else value
+    value = -value if sign == "-" else value
+    return value if -(1 << 63) <= value < 1 << 63 else None
+
+
+_C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")

@@ -9,10 +9,20 @@ as QEMU's string visitor converts them.
 
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
+from functools import cache
 from typing import Any, NamedTuple
 
-from qmpd.cpu.models import CPUModel, cpu_models, cpu_properties, feature_aliases, find_model
-from qmpd.inttypes import INT_RANGES, is_unsigned
+from qmpd.cpu.models import (
+    CPUModel,
+    PropertyInfo,
+    cpu_models,
+    cpu_properties,
+    feature_aliases,
+    find_model,
+    value_error,
+)
+from qmpd.inttypes import INT_RANGES, is_unsigned, parse_c_integer
+from qmpd.qom.enums import enum_error
 
 
 class CPUOptionError(ValueError):
@@ -40,7 +50,7 @@ def property_types() -> dict[str, str]:
 
 
 def parse_value(type_name: str, name: str, text: str) -> Any:
-    """A property value given as text (-cpu, device_add strings), QEMU's string visitor rules."""
+    """A property value given as text (-cpu, HMP qom-set), QEMU's string input visitor rules."""
     if type_name == "bool":
         if text in _TRUE:
             return True
@@ -48,16 +58,17 @@ def parse_value(type_name: str, name: str, text: str) -> Any:
             return False
         raise CPUOptionError(f"Parameter '{name}' expects 'on' or 'off'")
     if type_name in INT_RANGES:
-        stripped = text.strip()
-        try:
-            value = int(stripped, 16) if stripped.lower().startswith(("0x", "-0x")) else int(stripped, 10)
-        except ValueError:
-            kind = "uint64" if is_unsigned(type_name) else "int64"
-            raise CPUOptionError(f"Parameter '{name}' expects {kind}") from None
+        unsigned = is_unsigned(type_name)
+        value = parse_c_integer(text, unsigned=unsigned)
+        if value is None:
+            raise CPUOptionError(f"Parameter '{name}' expects {'uint64' if unsigned else 'int64'}")
         low, high = INT_RANGES[type_name]
         if not low <= value <= high:
-            raise CPUOptionError(f"Parameter '{name}' expects {type_name}")
+            raise CPUOptionError(f"Parameter '{name}' expects {type_name}_t")
         return value
+    refused = enum_error(type_name, name, text)
+    if refused is not None:
+        raise CPUOptionError(refused)
     return text
 
 
@@ -68,7 +79,6 @@ def parse_cpu_option(text: str) -> CPUOption:
     if model is None:
         raise CPUOptionError(f"unable to find CPU model '{name}'")
     typename = f"{name}-x86_64-cpu"
-    types = property_types()
     aliases = feature_aliases()
     globals_: list[tuple[str, str]] = []
     plus: set[str] = set()
@@ -86,7 +96,7 @@ def parse_cpu_option(text: str) -> CPUOption:
         key, sep, value = item.partition("=")
         if not sep:
             value = "on"
-        globals_.append((key, value))
+        globals_.append((key.replace("_", "-"), value))  # QEMU's feat2prop
     warnings = []
     ambiguous = False
     for key, value in globals_:
@@ -99,24 +109,46 @@ def parse_cpu_option(text: str) -> CPUOption:
                 ambiguous = True
     if ambiguous:
         warnings.append("Compatibility of ambiguous CPU model strings won't be kept on future QEMU versions")
+    given = {key for key, _ in globals_}
     for key, value in globals_:
-        if key not in types:
-            raise CPUOptionError(f"can't apply global {typename}.{key}={value}: Property '{typename}.{key}' not found")
         try:
-            parsed = parse_value(types[key], key, value)
-            _check_identity(key, parsed)
+            _check_global(typename, key, value, given)
         except CPUOptionError as exc:
             raise CPUOptionError(f"can't apply global {typename}.{key}={value}: {exc}") from None
     return CPUOption(model, tuple(globals_), frozenset(plus), frozenset(minus), tuple(warnings))
 
 
-def _check_identity(key: str, value: Any) -> None:
-    ranges = {"family": (0, 0xFF + 0xF), "model": (0, 0xFF), "stepping": (0, 0xF), "tsc-frequency": (0, (1 << 63) - 1)}
-    if key in ranges and not ranges[key][0] <= value <= ranges[key][1]:
-        low, high = ranges[key]
-        raise CPUOptionError(f"Property .{key} doesn't take value {value} (minimum: {low}, maximum: {high})")
-    if key == "vendor" and len(value) != 12:
-        raise CPUOptionError(f"Property '.vendor' doesn't take value '{value}'")
+def _check_global(typename: str, key: str, value: str, given: set[str]) -> None:
+    """What QEMU's object_property_parse would refuse when it applies ``key=value`` to a new CPU."""
+    info = _property_infos().get(key)
+    if info is None:
+        raise CPUOptionError(f"Property '{typename}.{key}' not found")
+    if not info.writable:
+        raise CPUOptionError(f"Property '{typename}.{key}' is not writable")
+    parsed = parse_value(info.type, key, value)
+    refused = value_error(key, parsed)
+    if refused is not None:
+        raise CPUOptionError(refused)
+    if key == "realized" and parsed:
+        raise CPUOptionError(_early_realize_error(given))
+
+
+def _early_realize_error(given: set[str]) -> str:
+    """A global realized=on realizes each CPU as it is made, before the board gives it an APIC ID.
+
+    QEMU's pre-plug check then refuses it (the first topology id not set, in the usual case);
+    qmpd refuses it in every case, since the board could not set the APIC ID afterwards anyway.
+    """
+    if "apic-id" not in given:
+        for name in ("socket-id", "core-id", "thread-id"):
+            if name not in given:
+                return f"CPU {name} is not set"
+    return "a CPU cannot be realized before the board chooses its slot"
+
+
+@cache
+def _property_infos() -> dict[str, PropertyInfo]:
+    return {p.name: p for p in cpu_properties()}
 
 
 def cpu_help() -> str:

@@ -88,6 +88,12 @@ class PropertyInfo(NamedTuple):
     alias_of: str | None
     description: str | None
 
+    @property
+    def writable(self) -> bool:
+        """Whether QEMU gives the property a setter (read-only values, getters that always
+        fail and links have none in qmpd)."""
+        return self.after_realize != "readonly" and self.get_error is None and not self.type.startswith("link<")
+
 
 #: The measured tables (read with plain file I/O: importlib.resources costs more than
 #: the rest of start-up before the first greeting).
@@ -148,6 +154,41 @@ def feature_aliases() -> dict[str, str]:
         if prop.feature is not None and prop.alias_of is not None:
             names[prop.name] = prop.alias_of
     return names
+
+
+#: Value ranges the x86 CPU setters check (QEMU's x86_cpuid_version_set_* and tsc-frequency).
+IDENTITY_RANGES = {
+    "family": (0, 0xFF + 0xF),
+    "model": (0, 0xFF),
+    "stepping": (0, 0xF),
+    "tsc-frequency": (0, (1 << 63) - 1),
+}
+#: Bits a DEFINE_PROP_UINT64_CHECKMASK property accepts.
+VALUE_MASKS = {"lbr-fmt": 0x3F, "lbr_fmt": 0x3F}
+#: Bytes in CPUID's vendor string and brand string (model-id).
+VENDOR_BYTES = 12
+MODEL_ID_BYTES = 48
+
+
+def c_string(text: str) -> bytes:
+    """A property string as QEMU's C code holds it: UTF-8 bytes, up to the first NUL."""
+    return text.encode("utf-8", "surrogatepass").split(b"\0", 1)[0]
+
+
+def value_error(name: str, value: Any) -> str | None:
+    """QEMU's text when a setter of x86 CPU property ``name`` refuses ``value`` (already typed)."""
+    if name in IDENTITY_RANGES:
+        low, high = IDENTITY_RANGES[name]
+        if not low <= value <= high:
+            return f"Property .{name} doesn't take value {value} (minimum: {low}, maximum: {high})"
+    elif name == "vendor":
+        if len(c_string(value)) != VENDOR_BYTES:
+            return f"Property '.vendor' doesn't take value '{value}'"
+    elif name in VALUE_MASKS:
+        mask = VALUE_MASKS[name]
+        if value & ~mask:
+            return f"Property value for '{name}' has bits outside mask '{mask:#x}'"
+    return None
 
 
 def _read(cpuid: dict[str, list[int]], leaf: int, subleaf: int = 0) -> list[int]:

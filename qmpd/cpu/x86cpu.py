@@ -17,12 +17,16 @@ Property names, types, order and defaults come from the measured table
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmpd.cpu.models import (
+    IDENTITY_RANGES,
+    MODEL_ID_BYTES,
     CPUModel,
     PropertyInfo,
+    c_string,
     choose_engine,
     cpu_models,
     cpu_properties,
@@ -30,6 +34,7 @@ from qmpd.cpu.models import (
     feature_aliases,
     feature_words,
     features,
+    value_error,
 )
 from qmpd.errors import GenericError
 from qmpd.qom.device import Device
@@ -43,7 +48,24 @@ TCG_PHYS_BITS = 40
 #: Properties that belong to the base classes (object, device, cpu), not to x86_64-cpu.
 _BASE_NAMES = {"type", "parent_bus", "realized", "hotplugged", "hotpluggable"}
 _CPU_CLASS_NAMES = ("memory", "start-powered-off", "legacy-memory")
-_IDENTITY = {"family": (0, 0xFF + 0xF), "model": (0, 0xFF), "stepping": (0, 0xF), "tsc-frequency": (0, (1 << 63) - 1)}
+#: The level each CPUID leaf range raises (QEMU's x86_cpu_adjust_feat_level); other ranges,
+#: such as the hypervisor leaves at 0x40000000 (kvm-hint-dedicated), raise none.
+_LEVEL_OF_REGION = {0: "level", 0x80000000: "xlevel", 0xC0000000: "xlevel2"}
+#: The phys-bits range x86_cpu_realizefn accepts for a 64-bit CPU (TARGET_PHYS_ADDR_SPACE_BITS is 52).
+PHYS_BITS_RANGE = (32, 52)
+
+
+class CPUSettings(NamedTuple):
+    """Everything plugging changes on a CPU, kept so a failed plug can put it back."""
+
+    values: dict[str, Any]
+    identity: dict[str, Any]
+    switched: dict[str, bool]
+    plus: set[str]
+    minus: set[str]
+    cpu_index: int | None
+    filtered: frozenset[str]
+    hotplugged: bool
 
 
 class X86CPU(Device):
@@ -163,9 +185,9 @@ class X86CPU(Device):
             is_leaf7_ebx = feature.leaf == 7 and feature.subleaf == 0 and feature.register == "EBX"
             if not auto and not is_leaf7_ebx:
                 continue
-            region = feature.leaf & 0xF0000000
-            key = {0: "level", 0x80000000: "xlevel", 0xC0000000: "xlevel2"}[region]
-            minimum[key] = max(minimum[key], feature.leaf)
+            key = _LEVEL_OF_REGION.get(feature.leaf & 0xF0000000)
+            if key is not None:
+                minimum[key] = max(minimum[key], feature.leaf)
             if feature.leaf == 7 and feature.subleaf is not None:
                 minimum["level-func7"] = max(minimum["level-func7"], feature.subleaf)
         if auto and "svm" in requested:
@@ -188,8 +210,37 @@ class X86CPU(Device):
             if self.values[name] == UNASSIGNED:
                 self.values[name] = automatic[name]
 
+    def settings(self) -> CPUSettings:
+        """A copy of the CPU's settings (see :meth:`restore`)."""
+        return CPUSettings(
+            copy.deepcopy(self.values),
+            dict(self.identity),
+            dict(self.switched),
+            set(self.plus),
+            set(self.minus),
+            self.cpu_index,
+            self.filtered,
+            self.hotplugged,
+        )
+
+    def restore(self, saved: CPUSettings) -> None:
+        """Put back settings taken before a plug that failed: the CPU is as it was."""
+        self.values = copy.deepcopy(saved.values)
+        self.identity = dict(saved.identity)
+        self.switched = dict(saved.switched)
+        self.plus, self.minus = set(saved.plus), set(saved.minus)
+        self.cpu_index, self.filtered, self.hotplugged = saved.cpu_index, saved.filtered, saved.hotplugged
+
+    def check_realizable(self) -> None:
+        """x86_cpu_realizefn's refusals, before anything changes."""
+        phys_bits = self.values.get("phys-bits")
+        low, high = PHYS_BITS_RANGE
+        if phys_bits and "lm" in self.requested_features() and not low <= phys_bits <= high:
+            raise GenericError(f"phys-bits should be between {low} and {high}  (but is {phys_bits})")
+
     def realize(self) -> None:
         """QEMU's x86_cpu_realizefn, as far as qmpd's engine is concerned."""
+        self.check_realizable()
         self.expand()
         requested = frozenset(self.requested_features())
         self.filtered = requested - choose_engine(self.model, requested).features
@@ -206,16 +257,15 @@ class X86CPU(Device):
         return self.identity[name]
 
     def set_identity(self, name: str, value: Any) -> None:
-        """QEMU's class setters (allowed at any time) with their range checks."""
-        if name in _IDENTITY:
-            low, high = _IDENTITY[name]
-            if not low <= value <= high:
-                raise GenericError(f"Property .{name} doesn't take value {value} (minimum: {low}, maximum: {high})")
-        elif name == "vendor":
-            if len(value) != 12:
-                raise GenericError(f"Property '.vendor' doesn't take value '{value}'")
-        elif name == "model-id":
-            value = value[:48]
+        """QEMU's class setters (allowed at any time) with their range checks.
+
+        model-id keeps what fits CPUID's 48-byte brand string (whole UTF-8 characters).
+        """
+        refused = value_error(name, value)
+        if refused is not None:
+            raise GenericError(refused)
+        if name == "model-id":
+            value = c_string(value)[:MODEL_ID_BYTES].decode("utf-8", "ignore")
         self.identity[name] = value
 
 
@@ -260,7 +310,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
         "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
     }
-    if name in _IDENTITY or name in ("vendor", "model-id"):
+    if name in IDENTITY_RANGES or name in ("vendor", "model-id"):
 
         def get_identity(obj: QObject) -> Any:
             assert isinstance(obj, X86CPU)
@@ -291,15 +341,17 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
 
     def set_(obj: QObject, value: Any) -> None:
         assert isinstance(obj, X86CPU)
+        refused = value_error(name, value)
+        if refused is not None:
+            raise GenericError(refused)
         obj.values[name] = value
 
-    writable = info.after_realize != "readonly"
     return PropertyDef(
         name,
         info.type,
         getter=None if info.get_error else get,
-        setter=set_ if writable else None,
-        static=info.static and writable,
+        setter=set_ if info.writable else None,
+        static=info.static and info.writable,
         default=info.default,
         has_default=info.has_default,
         get_error=info.get_error,

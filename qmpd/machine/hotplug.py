@@ -224,12 +224,12 @@ class CPUHotplug:
             return
         if target.realized:
             raise GenericError(f"CPU '{value}' is already plugged")
-        saved = target.values.get("apic-id")
+        before = target.settings()
         target.values["apic-id"] = node.ids["apic-id"]
         try:
             self.plug(target)
-        except GenericError:
-            target.values["apic-id"] = saved
+        except BaseException:  # the CPU stays in /objects exactly as it was, free to be fixed and plugged
+            target.restore(before)
             raise
 
 

@@ -149,15 +149,27 @@ class Machine:
         """pre-plug checks, realize (with its lapic and thread), and fill the slot."""
         assert self.spec.cpu_type is not None
         slot = pre_plug(cpu, self.spec.cpu_type, self.topology, self.slots, self.registry)
-        assign_slot(cpu, slot)
+        before = cpu.settings()
+        try:  # every refusal comes before the lapic, the thread and the slot exist
+            assign_slot(cpu, slot)
+            cpu.realize()
+        except BaseException:
+            cpu.restore(before)
+            cpu.realized = False
+            raise
         cpu.hotplugged = hotplugged
         lapic = new_object("apic")
         assert isinstance(lapic, LocalAPIC)
         lapic.apic_id = slot.apic_id
         cpu.add_child("lapic", lapic)
         lapic.realize()
-        cpu.realize()
-        self.board.attach_cpu(cpu, lapic, running=self.running)
+        try:
+            self.board.attach_cpu(cpu, lapic, running=self.running)
+        except BaseException:
+            cpu.remove_child("lapic")
+            cpu.restore(before)
+            cpu.realized = False
+            raise
         if self.board.cpuhp is not None:
             self.board.cpuhp.plug(slot.cpu_index, cpu.qdev_id, hotplugged=hotplugged)
         self.cpus.append(cpu)

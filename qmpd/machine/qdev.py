@@ -15,8 +15,9 @@ steps then run in QEMU's order, each with its error text:
 6. properties are set in QDict order (text parsed by the property's type);
 7. realize: the hot-plug handler's pre-plug checks, realize, plug.
 
-A failure after step 5 unparents the device again, so nothing is left but
-the counter's step.
+A failure after step 5, of any kind, unparents the device again, so nothing
+is left but the counter's step (the plug itself changes nothing until it
+cannot fail any more).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from qmpd.errors import GenericError, QMPError
-from qmpd.inttypes import INT_RANGES
+from qmpd.errors import GenericError
+from qmpd.inttypes import INT_RANGES, parse_c_integer
 from qmpd.protocol.writer import format_double, qdict_order
 from qmpd.qom.device import Device
+from qmpd.qom.enums import enum_error
 from qmpd.qom.object import QObject
 from qmpd.qom.types import TypeRegistry
 
@@ -132,7 +134,7 @@ def parse_text(type_name: str, name: str, text: str) -> Any:
             return False
         raise GenericError(f"Parameter '{name}' expects 'on' or 'off'")
     if type_name in INT_RANGES or type_name == "int":
-        value = _strtoll(text, unsigned=type_name.startswith("uint"))
+        value = parse_c_integer(text, unsigned=type_name.startswith("uint"))
         if value is None:
             raise GenericError(f"Parameter '{name}' expects integer")
         if type_name in INT_RANGES and type_name not in ("int", "int64", "uint64"):
@@ -140,27 +142,10 @@ def parse_text(type_name: str, name: str, text: str) -> Any:
             if not low <= value <= high:
                 raise GenericError(f"Parameter '{name}' expects {type_name}_t")
         return value
+    refused = enum_error(type_name, name, text)
+    if refused is not None:
+        raise GenericError(refused)
     return text
-
-
-def _strtoll(text: str, *, unsigned: bool) -> int | None:
-    """qemu_strtoi64/qemu_strtou64 with base 0: the whole text, C's prefixes, overflow refused."""
-    match = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
-    if match is None:
-        return None
-    sign, digits = match.groups()
-    if digits[:2].lower() == "0x":
-        value = int(digits, 16)
-    elif digits.startswith("0") and len(digits) > 1:
-        value = int(digits, 8)
-    else:
-        value = int(digits)
-    if unsigned:
-        if value >= 1 << 64:
-            return None
-        return (-value) % (1 << 64) if sign == "-" else value  # strtoull wraps negative input
-    value = -value if sign == "-" else value
-    return value if -(1 << 63) <= value < 1 << 63 else None
 
 
 class Buses(NamedTuple):
@@ -230,7 +215,7 @@ def device_add(host: DeviceHost, opts: DeviceOptions) -> Device:
             _set_option(device, name, text)
         device.hotplugged = True
         plug(device)
-    except QMPError:
+    except BaseException:  # any failure, ours or unexpected: the id is free again (QEMU's object_unparent)
         parent = device.parent
         if parent is not None and device.name_in_parent is not None:
             parent.remove_child(device.name_in_parent)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from qmpd.errors import GenericError
 from qmpd.inttypes import INT_RANGES, is_unsigned
+from qmpd.qom.enums import ENUM_VALUES, enum_error
 
 if TYPE_CHECKING:
     from qmpd.qom.object import QObject
@@ -43,8 +44,14 @@ def visit_value(kind: str, name: str, value: Any) -> Any:
         elif not isinstance(value, int) or isinstance(value, bool) or not -(1 << 63) <= value < 1 << 63:
             raise GenericError(f"Invalid parameter type for '{name}', expected: integer")
         if not low <= value <= high:
-            raise GenericError(f"Parameter '{name}' expects {kind}")
+            raise GenericError(f"Parameter '{name}' expects {kind}_t")  # visit_type_uintN/intN's text
         return value
+    if kind in ENUM_VALUES:
+        if not isinstance(value, str):
+            raise GenericError(f"Invalid parameter type for '{name}', expected: string")
+        refused = enum_error(kind, name, value)
+        if refused is not None:
+            raise GenericError(refused)
     return value
 
 

@@ -11,7 +11,7 @@ leaf 0xB.
 
 from __future__ import annotations
 
-from qmpd.cpu.models import CPUModel, features
+from qmpd.cpu.models import CPUModel, c_string, features
 from qmpd.machine.topology import Topology
 
 Registers = tuple[int, int, int, int]
@@ -22,7 +22,7 @@ SUBLEAF_LEAVES = frozenset({4, 7, 0xB, 0xD, 0x12, 0x14, 0x17, 0x18, 0x1F, 0x8000
 
 def _vendor_registers(vendor: str) -> tuple[int, int, int]:
     """The vendor string as CPUID returns it: EBX, EDX, ECX (in that order of the text)."""
-    raw = vendor.encode("latin-1")[:12].ljust(12, b"\0")
+    raw = c_string(vendor)[:12].ljust(12, b"\0")
     return (int.from_bytes(raw[0:4], "little"), int.from_bytes(raw[4:8], "little"), int.from_bytes(raw[8:12], "little"))
 
 
@@ -95,7 +95,7 @@ def build_cpuid(
         leaf1[3] |= 1 << 28  # HTT: more than one logical processor per package
     entry(7)[0] = levels.get("level-func7", entry(7)[0])
     entry(0x80000000)[:] = [xlevel, ebx, ecx, edx]  # QEMU repeats the vendor here
-    brand = str(identity["model-id"]).encode("latin-1")[:48].ljust(48, b"\0")
+    brand = c_string(str(identity["model-id"]))[:48].ljust(48, b"\0")
     for index, leaf in enumerate((0x80000002, 0x80000003, 0x80000004)):
         chunk = brand[index * 16 : index * 16 + 16]
         entries[(leaf, 0)] = [int.from_bytes(chunk[i : i + 4], "little") for i in range(0, 16, 4)]
