@@ -12,6 +12,10 @@ from qmpd.errors import GenericError
 from qmpd.machine.qdev import check_id, options_from_arguments
 from qmpd.qom.object import QObject
 
+#: qmpd's bound on /objects (QEMU has none): an unrealized CPU costs ~2 KiB, and no machine
+#: has more slots than this to plug them into.
+MAX_OBJECTS = 1024
+
 
 @qmp_command("device_add")
 def device_add(ctx: CommandContext, **arguments: Any) -> None:
@@ -43,6 +47,8 @@ def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> Non
     objects = machine.qom.objects
     if objects.child(id) is not None:
         raise GenericError(f"attempt to add duplicate property '{id}' to object (type 'container')")
+    if objects.child_count() >= MAX_OBJECTS:
+        raise GenericError(f"Too many objects: at most {MAX_OBJECTS} can exist at once (object-del frees one)")
     cpu = machine.new_cpu(qom_type)
     for name, value in props.items():
         if name in ("realized", "hotplugged"):

@@ -119,6 +119,10 @@ class QObject:
         """The child called ``name``."""
         return self._children.get(name)
 
+    def child_count(self) -> int:
+        """How many children this object has (without copying them, unlike :meth:`children`)."""
+        return len(self._children)
+
     def children(self) -> Iterator[tuple[str, QObject]]:
         """(name, child) pairs in property order."""
         return iter(list(self._children.items()))

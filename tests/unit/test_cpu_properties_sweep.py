@@ -23,7 +23,9 @@ property, fixed values); a bounded hypothesis test adds random values.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -32,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qmpd.commands import REGISTRY
+from qmpd.commands.hotplug import MAX_OBJECTS
 from qmpd.config import MachineConfig
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option
 from qmpd.cpu.x86cpu import X86CPU
@@ -513,3 +516,32 @@ async def test_a_realize_that_fails_after_the_slot_is_chosen_leaves_the_object_a
         "return": {}
     }
     rig.check_plugged_then_eject("plugged after the refusal")
+
+
+# -- object-add's bound and object-del's release -------------------------------------------------
+
+
+async def test_object_add_is_bounded_and_object_del_frees_a_place(rig: Rig) -> None:
+    for number in range(MAX_OBJECTS):
+        reply = await rig.execute("object-add", {"qom-type": CPU_TYPE, "id": f"o{number}"})
+        assert reply == {"return": {}}, number
+    reply = await rig.execute("object-add", {"qom-type": CPU_TYPE, "id": "one-more"})
+    assert reply["error"] == {
+        "class": "GenericError",
+        "desc": f"Too many objects: at most {MAX_OBJECTS} can exist at once (object-del frees one)",
+    }
+    assert rig.machine.qom.objects.child("one-more") is None
+    assert await rig.execute("object-del", {"id": "o0"}) == {"return": {}}
+    assert await rig.execute("object-add", {"qom-type": CPU_TYPE, "id": "one-more"}) == {"return": {}}
+
+
+async def test_object_del_releases_every_cpu_object_add_made(rig: Rig) -> None:
+    made = []
+    for number in range(200):
+        assert await rig.execute("object-add", {"qom-type": CPU_TYPE, "id": f"o{number}", "level": 7}) == {"return": {}}
+        made.append(weakref.ref(rig.machine.qom.objects.child(f"o{number}")))  # type: ignore[arg-type]
+    for number in range(200):
+        assert await rig.execute("object-del", {"id": f"o{number}"}) == {"return": {}}
+    gc.collect()
+    assert [ref for ref in made if ref() is not None] == []
+    rig.check_unchanged("after object-del of everything object-add made")
