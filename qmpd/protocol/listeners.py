@@ -11,6 +11,8 @@ import contextlib
 import os
 import socket
 import stat
+import threading
+from collections.abc import Iterator
 
 from qmpd.config import MonitorConfig, MonitorKind
 
@@ -72,13 +74,33 @@ def _open_unix(path: str, mode: int) -> socket.socket:
         raise TransportError(f"Failed to unlink socket {path}: {exc.strerror}") from exc
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        os.chmod(path, mode)
+        with _creation_mode(mode):
+            sock.bind(path)
         sock.listen(16)
     except OSError as exc:
         sock.close()
         raise TransportError(f"Failed to bind socket to {path}: {exc.strerror}") from exc
     return sock
+
+
+@contextlib.contextmanager
+def _creation_mode(mode: int) -> Iterator[None]:
+    """Files created inside get exactly ``mode``: the umask is set to its complement meanwhile.
+
+    bind() creates the socket file; a chmod after it would leave the file as
+    the umask made it (0777 under umask 0: anyone may connect) for a moment.
+    The umask is per process, so this must run while no other thread can
+    create files: listeners are opened in qmpd.main before any thread starts
+    (the early greeter, the event loop's executor and the vCPUs come later),
+    and the check below keeps it so.
+    """
+    if threading.active_count() != 1:
+        raise RuntimeError("a Unix socket must be created before any other thread starts (the umask is per process)")
+    previous = os.umask(0o777 & ~mode)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def _open_tcp(config: MonitorConfig) -> socket.socket:
