@@ -39,7 +39,7 @@ from qmpd.migration.stream import CHUNK, save_atomically
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session, SessionState
-from qmpd.protocol.transport import MonitorEndpoint, SessionFactory
+from qmpd.protocol.transport import MonitorEndpoint, SessionFactory, SessionLimit
 from qmpd.qapi.ghash import iteration_order
 from qmpd.qapi.schema import Schema
 from qmpd.version import greeting
@@ -213,8 +213,9 @@ class Daemon:
         except StartupError:
             self.machine.close()
             raise
+        limit = SessionLimit(self.config.server.max_sessions, self.sessions_open)
         for listener in self._listeners:
-            endpoint = MonitorEndpoint(listener, factory, greeted=greeted.get(id(listener)))
+            endpoint = MonitorEndpoint(listener, factory, greeted=greeted.get(id(listener)), limit=limit)
             self.endpoints.append(endpoint)
             log.info("qmp.listening", monitor=listener.config.chardev_id, address=endpoint.address)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

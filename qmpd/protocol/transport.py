@@ -4,6 +4,9 @@ A monitor endpoint serves one client at a time, as a QEMU socket chardev
 does: a second client's connection is left in the listen backlog, unread,
 until the first one closes; then it gets its greeting and its queued input
 is processed.  Several monitors may exist at once; each gets every event.
+``--max-sessions`` counts them all: a client accepted while every session
+slot is taken is held, ungreeted, until one frees (as if it still waited in
+the backlog).
 """
 
 from __future__ import annotations
@@ -19,12 +22,39 @@ from typing import cast
 import structlog
 
 from qmpd.config import MonitorKind
+from qmpd.protocol.accept import Acceptor
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session
 
 log = structlog.get_logger(__name__)
 
 SessionFactory = Callable[[Channel, str], Session]
+
+
+#: Seconds between two looks for a free session slot while a monitor client waits for one.
+SESSION_SLOT_POLL_INTERVAL = 0.2
+
+
+class SessionLimit:
+    """``--max-sessions``: QMP sessions open at once over every transport (monitors and WebSockets).
+
+    Session ends are not announced, so a waiter looks again every
+    SESSION_SLOT_POLL_INTERVAL; that only happens while the limit is reached.
+    """
+
+    def __init__(self, maximum: int, sessions_open: Callable[[], int]) -> None:
+        #: The bound (``--max-sessions``).
+        self.maximum = maximum
+        self._sessions_open = sessions_open
+
+    def has_room(self) -> bool:
+        """True when one more session may start now."""
+        return self._sessions_open() < self.maximum
+
+    async def wait_for_room(self) -> None:
+        """Return once one more session may start."""
+        while not self.has_room():
+            await asyncio.sleep(SESSION_SLOT_POLL_INTERVAL)
 
 
 #: Bytes read per receive call.  A preallocated buffer (BufferedProtocol) avoids the
@@ -147,12 +177,18 @@ class MonitorEndpoint:
     """One QMP monitor: a listener and the one-client-at-a-time session loop behind it."""
 
     def __init__(
-        self, listener: Listener, make_session: SessionFactory, *, greeted: socket.socket | None = None
+        self,
+        listener: Listener,
+        make_session: SessionFactory,
+        *,
+        greeted: socket.socket | None = None,
+        limit: SessionLimit | None = None,
     ) -> None:
         self.listener = listener
         self.config = listener.config
         self._make_session = make_session
         self._greeted = greeted
+        self._limit = limit
         self._current: StreamChannel | None = None
         self._connections = 0
         #: Set once the first client has connected (for ``wait=on``).
@@ -180,22 +216,37 @@ class MonitorEndpoint:
         return f"{prefix}{address},server=on"
 
     async def serve(self) -> None:
-        """Accept clients one after another until cancelled."""
-        loop = asyncio.get_running_loop()
+        """Accept clients one after another until cancelled or the listener fails."""
         if self.config.kind is MonitorKind.STDIO:
             await self._serve_stdio()
             return
         sock = self.listener.sock
         assert sock is not None
-        sock.setblocking(False)
+        acceptor = Acceptor(sock, self.config.chardev_id)
         while True:
             greeted = self._greeted is not None
             if self._greeted is not None:
                 conn, self._greeted = self._greeted, None
                 conn.setblocking(False)
             else:
-                conn, _ = await loop.sock_accept(sock)
+                try:
+                    conn = await acceptor.accept()
+                except OSError as exc:
+                    log.error("qmp.listener_failed", monitor=self.config.chardev_id, error=str(exc))
+                    return
+                await self._wait_for_session_slot(conn)
             await self._serve_connection(conn, greeted)
+
+    async def _wait_for_session_slot(self, conn: socket.socket) -> None:
+        """Hold an accepted client, ungreeted, while ``--max-sessions`` sessions are open."""
+        if self._limit is None or self._limit.has_room():
+            return
+        log.warning("qmp.session_deferred", monitor=self.config.chardev_id, max_sessions=self._limit.maximum)
+        try:
+            await self._limit.wait_for_room()
+        except asyncio.CancelledError:
+            conn.close()
+            raise
 
     async def _serve_connection(self, conn: socket.socket, greeted: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -208,6 +259,9 @@ class MonitorEndpoint:
         try:
             await loop.connect_accepted_socket(lambda channel=channel: channel, conn)  # type: ignore[misc]
             await channel.closed
+        except OSError as exc:  # the transport could not be set up (no memory, no fd): drop this client only
+            log.warning("qmp.connection_failed", monitor=self.config.chardev_id, session=name, error=str(exc))
+            conn.close()
         finally:
             self._current = None
             log.info("qmp.disconnected", monitor=self.config.chardev_id, session=name)
