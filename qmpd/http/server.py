@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import resource
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +27,8 @@ from qmpd.http.rest import RestAPI, error_response
 from qmpd.http.websocket import CheckedWebSocketResponse, SessionFactory, serve_qmp
 from qmpd.machine.machine import Machine
 from qmpd.machine.view import live_sample
+from qmpd.protocol.accept import Acceptor, ThrottledLog
+from qmpd.protocol.listeners import open_tcp_listeners
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +44,14 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 #: Charsets a JSON body may declare (RFC 8259: JSON exchanged between systems is UTF-8).
 JSON_CHARSETS = frozenset({"utf-8", "utf8"})
+#: HTTP connections open at once (WebSockets included); more are closed as soon as accepted.
+MAX_CONNECTIONS = 256
+#: Seconds a connection may go without a complete request: idle keep-alive, or headers sent
+#: a byte at a time (slowloris).  aiohttp's keep-alive timer does both: it runs from the
+#: connection's start and after each response, and closes the connection if no request is whole.
+IDLE_TIMEOUT = 5.0
+#: Pending connections the kernel queues for the HTTP front (asyncio's create_server uses 100).
+BACKLOG = 128
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,6 +73,8 @@ class HttpFront:
         accepting: Callable[[], bool],
         max_sessions: int = 64,
         allow_origins: tuple[str, ...] = (),
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.host, self.port = host, port
         self._token = token
@@ -70,6 +84,12 @@ class HttpFront:
         self._accepting = accepting
         self._sessions_open = sessions_open
         self._max_sessions = max_sessions
+        #: The connection bound in force: ``max_connections``, and at most half the soft fd limit,
+        #: so that HTTP clients alone can never take every fd (the QMP monitors need theirs).
+        self.max_connections = min(max_connections, _half_the_fd_limit())
+        self._idle_timeout = idle_timeout
+        self._listening: list[socket.socket] = []
+        self._accepting_tasks: list[asyncio.Task[None]] = []
         self.metrics = Metrics(dispatcher, machine, sessions_open)
         self.rest = RestAPI(dispatcher, events, machine)
         self._runner: web.AppRunner | None = None
@@ -92,17 +112,53 @@ class HttpFront:
         )
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        """Listen, and accept through qmpd's own loop: fd exhaustion pauses it, and the connection bound holds."""
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, keepalive_timeout=self._idle_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
-        log.info("http.listening", address=f"http://{self.host}:{self.port}/", token=self._token is not None)
+        self._listening = open_tcp_listeners(self.host, self.port, BACKLOG)
+        self.port = self._listening[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._accepting_tasks = [loop.create_task(self._accept_loop(sock)) for sock in self._listening]
+        log.info(
+            "http.listening",
+            address=f"http://{self.host}:{self.port}/",
+            token=self._token is not None,
+            max_connections=self.max_connections,
+            idle_timeout=self._idle_timeout,
+        )
+
+    async def _accept_loop(self, listening: socket.socket) -> None:
+        """Hand accepted connections to aiohttp, closing those beyond ``max_connections`` at once."""
+        assert self._runner is not None and self._runner.server is not None
+        server = self._runner.server
+        loop = asyncio.get_running_loop()
+        acceptor = Acceptor(listening, f"http:{self.port}")
+        refused = ThrottledLog("http.connection_refused", max_connections=self.max_connections)
+        while True:
+            try:
+                conn = await acceptor.accept()
+            except OSError as exc:
+                log.error("http.listener_failed", error=str(exc))
+                return
+            if len(server.connections) >= self.max_connections:
+                conn.close()
+                refused.warning()
+                continue
+            try:
+                await loop.connect_accepted_socket(server, conn)
+            except OSError as exc:
+                conn.close()
+                log.warning("http.connection_failed", error=str(exc))
 
     async def close(self) -> None:
+        """Stop accepting, then close WebSockets and connections (aiohttp's shutdown)."""
+        for task in self._accepting_tasks:
+            task.cancel()
+        await asyncio.gather(*self._accepting_tasks, return_exceptions=True)
+        for sock in self._listening:
+            sock.close()
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -230,6 +286,12 @@ def _not_json(request: web.Request) -> str | None:
 
 def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def _half_the_fd_limit() -> int:
+    """Half the soft fd limit now: the other half stays for monitors, files and the loop."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(1, soft // 2)
 
 
 def _open_path(path: str) -> bool:

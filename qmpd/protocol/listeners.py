@@ -2,7 +2,8 @@
 
 Plain sockets, no event loop: they are opened first thing at start-up, before
 the heavier parts of the daemon are imported, so clients can connect (and be
-greeted) while qmpd is still starting.
+greeted) while qmpd is still starting.  The HTTP front's listening sockets are
+made here too, so that both fronts accept through qmpd.protocol.accept.
 """
 
 from __future__ import annotations
@@ -137,3 +138,32 @@ def _adopt_fd(fd: int) -> socket.socket:
         sock.detach()
         raise TransportError(f"File descriptor '{fd}' is not a listening socket")
     return sock
+
+
+def open_tcp_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to, as asyncio's create_server binds them.
+
+    Raises OSError (its text names the address) when any of them cannot be bound.
+    """
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno,
+                    f"error while attempting to bind on address {address!r}: {(exc.strerror or str(exc)).lower()}",
+                ) from None
+            sock.listen(backlog)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
