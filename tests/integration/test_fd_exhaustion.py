@@ -82,8 +82,9 @@ def launch(qmpd: Callable[..., Server]) -> Iterator[Callable[..., tuple[Server, 
     yield start
 
 
-def test_a_monitor_greets_again_once_fds_free_up(launch: Callable[..., tuple[Server, int]]) -> None:
-    server, port = launch()
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_a_monitor_greets_again_once_fds_free_up(launch: Callable[..., tuple[Server, int]], event_loop: str) -> None:
+    server, port = launch("--event-loop", event_loop)
     limit = _fds_in_use(server) + 2
     _, hard = resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE)
     resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (limit, hard))
