@@ -45,7 +45,7 @@ FORM_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "mult
 #: Charsets a JSON body may declare (RFC 8259: JSON exchanged between systems is UTF-8).
 JSON_CHARSETS = frozenset({"utf-8", "utf8"})
 #: HTTP connections open at once (WebSockets included); more are closed as soon as accepted.
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 512
 #: Seconds a connection may go without a complete request: idle keep-alive, or headers sent
 #: a byte at a time (slowloris).  aiohttp's keep-alive timer does both: it runs from the
 #: connection's start and after each response, and closes the connection if no request is whole.
