@@ -5,7 +5,11 @@ and started greeting clients; here the schema and the machine are built, the
 greeted connections are taken over, the ``-daemonize`` parent is released,
 and the guest starts unless ``-S``.  SIGTERM, SIGINT and SIGHUP send SHUTDOWN
 (reason ``host-signal``) to every session, close the sockets, remove the
-socket files and exit 0.
+socket files and exit 0; a migration under way is cancelled and its ``exec:``
+command killed first, so the exit takes seconds at most.  With ``--state-dir``
+the machine is saved first, and restored at the next start; a state that cannot
+be restored is renamed aside (``qmpd.state.rejected-<UTC time>``), logged, and
+the machine starts fresh.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import gc
 import os
 import signal
 import sys
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -45,6 +50,10 @@ from qmpd.qapi.schema import Schema
 from qmpd.version import greeting
 
 log = structlog.get_logger(__name__)
+
+
+#: How long SIGTERM waits for an aborted migration to end before saving --state-dir's state.
+MIGRATION_EXIT_TIMEOUT = 5.0
 
 
 class StartupError(Exception):
@@ -157,6 +166,8 @@ class Daemon:
             sys.stderr.write(f"{PROG}: terminating on signal {signum}\n")
         else:
             log.warning("qmpd.terminating", signal=signum)
+        if self.machine is not None:
+            self.machine.migrator.abort()
         state_dir = self.config.server.state_dir
         if state_dir is not None and self.machine is not None and not self._saving:
             self._saving = True
@@ -174,6 +185,7 @@ class Daemon:
         assert machine is not None
         path = os.path.join(state_dir, STATE_FILE)
         try:
+            await machine.migrator.wait_idle(MIGRATION_EXIT_TIMEOUT)
             if machine.runstate is not RunState.INMIGRATE:
                 before = machine.runstate
                 await machine.stop_for_migration()
@@ -190,6 +202,38 @@ class Daemon:
         if not self._exit.is_set():
             machine.shutdown(ShutdownCause.HOST_SIGNAL)
         self.request_exit()
+
+    def _watch_state_restore(self) -> None:
+        """--state-dir: once the saved state has loaded (or failed to), act on the outcome."""
+        state_dir = self.config.server.state_dir
+        path = None if state_dir is None else os.path.join(state_dir, STATE_FILE)
+        if path is None or self.config.machine.incoming != f"file:{path}":
+            return
+        task = asyncio.ensure_future(self._after_state_restore(path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _after_state_restore(self, path: str) -> None:
+        """A state that failed to restore is renamed aside (kept for a post-mortem, never loaded
+        again) and the machine starts fresh, as a service should rather than exit in a loop."""
+        machine = self.machine
+        assert machine is not None
+        migrator = machine.migrator
+        await migrator.wait_idle(None)
+        if migrator.status != "failed" or machine.runstate is not RunState.INMIGRATE:
+            return
+        aside = f"{path}.rejected-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            aside = f"(not moved: {exc.strerror or exc})"
+        if migrator.ram_loaded:  # its RAM was loaded before the failure: not a fresh machine
+            log.error("qmpd.state_rejected", path=path, moved_to=aside, error=migrator.error, starting="no")
+            return
+        log.error("qmpd.state_rejected", path=path, moved_to=aside, error=migrator.error, starting="fresh")
+        machine.set_runstate(RunState.PRELAUNCH)
+        if machine.autostart:
+            machine.vm_start()
 
     async def run(self) -> int:
         """Run until quit or a signal; return the exit status."""
@@ -236,6 +280,7 @@ class Daemon:
                     await self._wait_either(endpoint.first_client.wait())
             if not self._exit.is_set():
                 self.machine.power_on()
+                self._watch_state_restore()
             await self._exit.wait()
         finally:
             if front is not None:

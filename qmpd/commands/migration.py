@@ -51,8 +51,9 @@ def migrate_incoming(ctx: CommandContext, uri: str) -> None:
     migrator = ctx.machine.migrator
     if migrator.incoming is None:
         raise GenericError("'-incoming' was not specified on the command line")
-    busy = migrator.status not in ("none", "failed")
-    if migrator.incoming != "defer" or ctx.machine.runstate is not RunState.INMIGRATE or busy:
+    # After a failed load the target is unchanged and may take another stream, whatever -incoming said.
+    waiting = migrator.incoming == "defer" and migrator.status == "none"
+    if ctx.machine.runstate is not RunState.INMIGRATE or not (waiting or migrator.status == "failed"):
         raise GenericError("The incoming migration has already been started")
     _check_scheme(ctx, uri)
     migrator.begin_accept(uri)

@@ -6,24 +6,42 @@ status completed, run state postmigrate.  A file is written beside its final nam
 place, so a cancelled or failed migration leaves no partial file.  Incoming (``-incoming file:PATH``,
 ``exec:CMD``, or ``defer`` + ``migrate-incoming``): the machine waits in ``inmigrate``; the whole
 stream is read and checked before anything is applied, so a bad stream leaves the machine as it was
-(still ``inmigrate``), with status failed.  MIGRATION events are sent when the ``events`` capability
-is on, as in QEMU.
+(still ``inmigrate``), with status failed and the cause in ``error-desc``; another ``migrate-incoming``
+may then be tried.  MIGRATION events are sent when the ``events`` capability is on, as in QEMU.
+
+Every way a migration can end is bounded: a file target is written to a fresh temporary beside it
+(never through a link, never over a FIFO or device), an incoming stream is read only up to the size
+its header declares and the target can hold, and ``abort`` (SIGTERM) kills an ``exec:`` command's
+process group so that no thread stays blocked on its pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from qmpd.errors import GenericError
 from qmpd.machine.runstate import RunState
-from qmpd.migration.state import capture, check_compatible, load_ram, restore
-from qmpd.migration.stream import CHUNK, RAMImage, StateFormatError, parse_state, write_state
+from qmpd.migration.description import DescriptionError, parse_description
+from qmpd.migration.state import capture, check_ram, load_ram, restore
+from qmpd.migration.stream import (
+    CHUNK,
+    RAMImage,
+    StateFormatError,
+    check_target,
+    open_regular_file,
+    read_bounded,
+    write_atomically,
+    write_state,
+)
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
@@ -31,11 +49,21 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _SCHEMES = ("file:", "exec:")
+#: How long an exec: command may take to exit once its stream is read or written.
+CHILD_EXIT_TIMEOUT = 5.0
 
 
 def check_uri(uri: str) -> None:
     if not uri.startswith(_SCHEMES) or len(uri.split(":", 1)[1]) == 0:
         raise GenericError("Parameter 'uri' expects a valid migration protocol")
+    if "\0" in uri:
+        raise GenericError("Parameter 'uri' expects a valid migration protocol: it contains a NUL byte")
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """End an exec: command and whatever it started (it runs in its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 class Migrator:
@@ -54,6 +82,11 @@ class Migrator:
         self._cancel = False
         self._touched: bytes | None = None
         self._task: asyncio.Task[None] | None = None
+        #: The running exec: command, killed by abort().
+        self._child: subprocess.Popen[bytes] | None = None
+        self._aborted = False
+        #: A stream's RAM was copied into guest RAM (the machine is no longer as built).
+        self.ram_loaded = False
 
     # -- outgoing ------------------------------------------------------------------------
 
@@ -66,6 +99,11 @@ class Migrator:
         if self.machine.runstate is RunState.POSTMIGRATE:
             raise GenericError("Can't migrate the vm that was paused due to previous migration")
         check_uri(uri)
+        if uri.startswith("file:"):
+            try:
+                check_target(uri[len("file:") :])
+            except OSError as exc:
+                raise GenericError(str(exc)) from None
         self.error = None
         self._cancel = False
         self._started = time.monotonic()
@@ -78,6 +116,21 @@ class Migrator:
         if self.status in ("setup", "active"):
             self._cancel = True
             self._set_status("cancelling")
+
+    def abort(self) -> None:
+        """The daemon is exiting (SIGTERM): cancel any migration and kill its exec: command, so that
+        no worker thread stays blocked on a pipe nobody reads or writes."""
+        self._aborted = True
+        self.cancel()
+        child = self._child
+        if child is not None:
+            _kill_group(child)
+
+    async def wait_idle(self, timeout: float | None) -> None:
+        """Wait (at most ``timeout`` seconds) for a running migration to end."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout)
 
     async def _outgoing(self, uri: str) -> None:
         machine = self.machine
@@ -108,10 +161,17 @@ class Migrator:
             self._set_status("cancelled")
             self._resume(was_running)
         except (OSError, GenericError) as exc:
-            self.error = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
-            log.warning("migration.failed", uri=uri, error=self.error)
-            self._set_status("failed")
+            self._outgoing_failed(uri, str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc))
             self._resume(was_running)
+        except Exception as exc:  # a qmpd bug: logged with its traceback, and the guest goes on
+            log.exception("migration.failed_unexpectedly", uri=uri)
+            self._outgoing_failed(uri, f"internal error: {exc!r}")
+            self._resume(was_running)
+
+    def _outgoing_failed(self, uri: str, error: str) -> None:
+        self.error = error
+        log.warning("migration.failed", uri=uri, error=error)
+        self._set_status("failed")
 
     def _resume(self, was_running: bool) -> None:
         machine = self.machine
@@ -125,31 +185,57 @@ class Migrator:
         """In a worker thread: the stream to a file (atomically) or to a command's stdin."""
         scheme, target = uri.split(":", 1)
         if scheme == "file":
-            temporary = f"{target}.{os.getpid()}.part"
-            try:
-                with open(temporary, "wb") as out:
-                    size = write_state(out, meta, ram, lambda: self._cancel, self._touched)
-                    out.flush()
-                    os.fsync(out.fileno())
-                if self._cancel:
-                    raise InterruptedError("cancelled")
-                os.replace(temporary, target)
-            finally:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
-            return size
-        with subprocess.Popen(["/bin/sh", "-c", target], stdin=subprocess.PIPE) as process:
+            return write_atomically(target, lambda out: self._write_state(out, meta, ram), suffix=".part")
+        with self._command(target, stdin=subprocess.PIPE) as process:
             assert process.stdin is not None
-            try:
-                size = write_state(process.stdin, meta, ram, lambda: self._cancel, self._touched)  # type: ignore[arg-type]
-            finally:
+            size = self._write_state(process.stdin, meta, ram)
+            with contextlib.suppress(BrokenPipeError):
                 process.stdin.close()
-            status = process.wait()
-        if self._cancel:
-            raise InterruptedError("cancelled")
+            status = self._reap(process)
         if status != 0:
             raise GenericError(f"migration command '{target}' exited with status {status}")
         return size
+
+    def _write_state(self, out: Any, meta: dict[str, Any], ram: memoryview) -> int:
+        try:
+            size = write_state(out, meta, ram, lambda: self._cancel, self._touched)
+        except BrokenPipeError:
+            if self._cancel:
+                raise InterruptedError("cancelled") from None
+            raise
+        if self._cancel:
+            raise InterruptedError("cancelled")
+        return size
+
+    @contextlib.contextmanager
+    def _command(self, command: str, **pipes: Any) -> Iterator[subprocess.Popen[bytes]]:
+        """An exec: command in its own session (so that abort can kill all it started); if the
+        stream fails, the command is killed rather than waited for."""
+        if self._aborted:
+            raise InterruptedError("cancelled")
+        process: subprocess.Popen[bytes] = subprocess.Popen(["/bin/sh", "-c", command], start_new_session=True, **pipes)
+        self._child = process
+        try:
+            yield process
+        except BaseException:
+            _kill_group(process)
+            raise
+        finally:
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            self._reap(process)
+
+    def _reap(self, process: subprocess.Popen[bytes]) -> int:
+        """The command's exit status; one that does not exit in time is killed."""
+        try:
+            return process.wait(timeout=CHILD_EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return process.wait()
+        finally:
+            self._child = None
 
     # -- incoming ------------------------------------------------------------------------
 
@@ -159,26 +245,46 @@ class Migrator:
         self._task = asyncio.ensure_future(self.accept(uri))
 
     async def accept(self, uri: str) -> None:
-        """Load a stream into this (inmigrate) machine; on any problem nothing is applied."""
+        """Load a stream into this (inmigrate) machine: all of it, or (status failed) none of it."""
         machine = self.machine
         self._started = time.monotonic()
         self.error = None
         self._set_status("active")
         try:
             loop = asyncio.get_running_loop()
-            meta, ram = await loop.run_in_executor(None, _read_stream, uri)
-            check_compatible(machine, meta)
+            meta, ram = await loop.run_in_executor(None, self._read_stream, uri)
+            saved = parse_description(machine, meta)
+            check_ram(machine, ram)
+            restore(machine, saved)
+            self.ram_loaded = True
             await loop.run_in_executor(None, load_ram, machine, ram)
-        except (StateFormatError, GenericError, OSError) as exc:
-            self.error = str(exc)
-            log.warning("migration.incoming_failed", uri=uri, error=self.error)
-            self._set_status("failed")
+        except (StateFormatError, DescriptionError, GenericError, OSError, InterruptedError) as exc:
+            self._incoming_failed(uri, str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc))
             return
-        restore(machine, meta)
+        except Exception as exc:  # a qmpd bug: logged with its traceback; the machine stays a target
+            log.exception("migration.incoming_failed_unexpectedly", uri=uri)
+            self._incoming_failed(uri, f"internal error: {exc!r}")
+            return
         self._times = {"total-time": int((time.monotonic() - self._started) * 1000)}
         self._set_status("completed")
         log.info("migration.incoming_completed", uri=uri, ms=self._times["total-time"])
-        machine.finish_incoming(saved_runstate=meta["runstate"])
+        machine.finish_incoming(saved_runstate=saved.runstate)
+
+    def _incoming_failed(self, uri: str, error: str) -> None:
+        self.error = error
+        log.error("migration.incoming_failed", uri=uri, error=error)
+        self._set_status("failed")
+
+    def _read_stream(self, uri: str) -> tuple[dict[str, Any], RAMImage]:
+        """In a worker thread: the whole stream, read no further than this machine can hold."""
+        scheme, target = uri.split(":", 1)
+        limit = self.machine.board.ram.size
+        if scheme == "file":
+            with open_regular_file(target) as source:
+                return read_bounded(source, target, limit)
+        with self._command(target, stdout=subprocess.PIPE) as process:
+            assert process.stdout is not None
+            return read_bounded(process.stdout, target, limit)  # type: ignore[arg-type]  # a BufferedReader
 
     # -- queries -------------------------------------------------------------------------
 
@@ -204,14 +310,3 @@ class Migrator:
         self.status = status
         if self._events:
             self.machine.events.emit("MIGRATION", {"status": status})
-
-
-def _read_stream(uri: str) -> tuple[dict[str, Any], RAMImage]:
-    scheme, target = uri.split(":", 1)
-    if scheme == "file":
-        with open(target, "rb") as source:
-            data = source.read()
-    else:
-        result = subprocess.run(["/bin/sh", "-c", target], stdout=subprocess.PIPE, check=False)
-        data = result.stdout
-    return parse_state(memoryview(data), target)

@@ -2,50 +2,41 @@
 
 The target is built from the same command line as the source (as QEMU's -incoming requires), so the
 state carries what changed since start-up: which CPUs are present (and where in QOM: their ids,
-anonymous numbers, or /objects names), each CPU's switched features, run state, registers and local
-APIC, the ACPI CPU hot-plug block and GPE registers, migration capabilities, and guest RAM.
-``describe`` and ``check_compatible`` refuse a state taken from a different machine before anything
-of it is applied.
+anonymous numbers, /machine/unattached numbers of cpu-add/cpu_set, or /objects names), each CPU's
+switched features, run state, registers and local APIC, the ACPI CPU hot-plug block and GPE
+registers, migration capabilities, and guest RAM.
+
+A restore is all-or-nothing: ``parse_description`` (qmpd.migration.description) checks the whole
+description against the target machine and touches nothing; only then does ``restore`` apply it,
+and should applying still fail, ``restore`` takes back what it had applied before re-raising.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.machine.qdev import DeviceOptions
+from qmpd.migration.description import (
+    LAPIC_FIELDS,
+    SLOT_FIELDS,
+    SavedCPU,
+    SavedMachine,
+    anon_number,
+    describe,
+    unattached_number,
+)
 from qmpd.migration.stream import RAMImage
-from qmpd.vcpu.engine import CPUSnapshot
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
 
-LAPIC_FIELDS = ("tpr", "svr", "ldr", "dfr", "icr_low", "icr_high")
-SLOT_FIELDS = ("present", "is_inserting", "is_removing", "fw_remove", "ost_event", "ost_status", "device_id")
-
-
-def describe(machine: Machine) -> dict[str, Any]:
-    """What must be equal on both sides: machine type, topology, CPU model, RAM size, ACPI."""
-    smp = machine.spec.smp
-    return {
-        "type": machine.machine_type.name,
-        "smp": [smp.cpus, smp.sockets, smp.dies, smp.cores, smp.threads, smp.max_cpus],
-        "cpu": machine.config.cpu,
-        "ram_size": machine.board.ram.size,
-        "acpi": machine.board.cpuhp is not None,
-    }
-
-
-def check_compatible(machine: Machine, meta: dict[str, Any]) -> None:
-    """Refuse a state of another machine (QEMU's target must be started with the source's options)."""
-    saved, here = meta.get("machine", {}), describe(machine)
-    for key, value in here.items():
-        if saved.get(key) != value:
-            raise GenericError(
-                f"the saved machine differs from this one in '{key}': saved {saved.get(key)!r}, here {value!r}"
-            )
+__all__ = ["capture", "check_ram", "describe", "load_ram", "restore"]
 
 
 async def capture(machine: Machine) -> dict[str, Any]:
@@ -75,6 +66,7 @@ async def capture(machine: Machine) -> dict[str, Any]:
         "machine": describe(machine),
         "runstate": machine.runstate.value,
         "anon_count": machine.qom.anon_count,
+        "unattached_count": machine.qom.unattached_count,
         "cpus": cpus,
         "migration_capabilities": dict(machine.migration_capabilities),
     }
@@ -89,75 +81,170 @@ async def capture(machine: Machine) -> dict[str, Any]:
     return meta
 
 
-def load_ram(machine: Machine, ram: RAMImage) -> None:
-    """Guest RAM from the image (any thread: the machine's vCPUs are stopped, waiting in inmigrate)."""
+def check_ram(machine: Machine, ram: RAMImage) -> None:
+    """Refuse an image of another RAM size (before anything is applied)."""
     if ram.size != machine.board.ram.size:
         raise GenericError(f"the saved RAM is {ram.size} bytes, this machine's {machine.board.ram.size}")
+
+
+def load_ram(machine: Machine, ram: RAMImage) -> None:
+    """Guest RAM from the image (any thread: the machine's vCPUs are stopped, waiting in inmigrate)."""
+    check_ram(machine, ram)
     ram.load_into(machine.board.ram.view(), machine.board.ram.touched_chunks(ram.chunk))
 
 
-def restore(machine: Machine, meta: dict[str, Any]) -> None:
-    """Make a just-built, paused machine with the saved RAM loaded the saved one (after check_compatible)."""
-    saved = {entry["index"]: entry for entry in meta["cpus"]}
-    # Boot CPUs the source had unplugged go (the ACPI block and slots are restored below).
+@dataclass
+class _Journal:
+    """What restore changed so far, so that a failure can take it back."""
+
+    #: Boot CPUs taken out (the source had unplugged them): the CPU, its parent and its name there.
+    removed: list[tuple[X86CPU, Any, str]] = field(default_factory=list)
+    #: CPUs plugged from the description.
+    plugged: list[X86CPU] = field(default_factory=list)
+    counters: tuple[int, int] = (0, 0)
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    hotplug_block: dict[str, Any] | None = None
+
+
+def restore(machine: Machine, saved: SavedMachine) -> None:
+    """Make a just-built, paused machine with the saved RAM loaded the saved one.
+
+    ``saved`` comes from parse_description, so nothing here is expected to fail; if something
+    still does, what was applied is taken back and the error re-raised.
+    """
+    journal = _Journal(
+        counters=(machine.qom.anon_count, machine.qom.unattached_count),
+        capabilities=dict(machine.migration_capabilities),
+        hotplug_block=_hotplug_block(machine),
+    )
+    try:
+        _apply(machine, saved, journal)
+    except BaseException:
+        _roll_back(machine, journal)
+        raise
+
+
+def _apply(machine: Machine, saved: SavedMachine, journal: _Journal) -> None:
+    wanted = {cpu.index: cpu for cpu in saved.cpus}
     for cpu in list(machine.cpus):
-        if cpu.cpu_index not in saved:
+        entry = wanted.get(cpu.cpu_index if cpu.cpu_index is not None else -1)
+        if entry is None or entry.qom_path != cpu.canonical_path():
+            parent, name = cpu.parent, cpu.name_in_parent
+            assert parent is not None and name is not None
             machine.hotplug.ejected_silently(cpu)
-    for index in sorted(saved):
-        entry = saved[index]
-        if index not in machine.slots:
-            _plug(machine, entry)
-    machine.qom.anon_count = int(meta["anon_count"])
-    for index, entry in saved.items():
-        cpu = machine.slots[index]
-        lapic = cpu.child("lapic")
-        assert isinstance(lapic, LocalAPIC)
-        for name in LAPIC_FIELDS:
-            setattr(lapic, name, entry["lapic"][name])
-        registers = CPUSnapshot(**{key: _tuples(value) for key, value in entry["registers"].items()})
-        machine.board.vcpus.runners[index].restore_state(entry["runner"], registers)
-    board = machine.board
-    block = meta.get("cpuhp")
-    if block is not None and board.cpuhp is not None and board.gpe is not None:
-        board.cpuhp.legacy = block["legacy"]
-        board.cpuhp.selector = block["selector"]
-        board.cpuhp.command = block["command"]
-        for slot, fields in zip(board.cpuhp.slots, block["slots"], strict=True):
-            for name in SLOT_FIELDS:
-                setattr(slot, name, fields[name])
-        board.gpe.status = block["gpe"]["status"]
-        board.gpe.enable = block["gpe"]["enable"]
-    machine.migration_capabilities.update(meta.get("migration_capabilities", {}))
+            journal.removed.append((cpu, parent, name))
+    for entry in saved.cpus:
+        if entry.index not in machine.slots:
+            journal.plugged.append(_plug(machine, entry))
+    machine.qom.anon_count = saved.anon_count
+    machine.qom.unattached_count = max(machine.qom.unattached_count, saved.unattached_count)
+    _apply_hotplug_block(machine, saved.hotplug_block)
+    machine.migration_capabilities.update(saved.capabilities)
+    for entry in saved.cpus:
+        _apply_cpu_state(machine, entry)
 
 
-def _plug(machine: Machine, entry: dict[str, Any]) -> None:
+def _apply_cpu_state(machine: Machine, entry: SavedCPU) -> None:
+    cpu = machine.slots[entry.index]
+    lapic = cpu.child("lapic")
+    assert isinstance(lapic, LocalAPIC)
+    for name, value in entry.lapic.items():
+        setattr(lapic, name, value)
+    machine.board.vcpus.runners[entry.index].restore_state(entry.runner, entry.registers)
+
+
+def _hotplug_block(machine: Machine) -> dict[str, Any] | None:
+    cpuhp, gpe = machine.board.cpuhp, machine.board.gpe
+    if cpuhp is None or gpe is None:
+        return None
+    return {
+        "legacy": cpuhp.legacy,
+        "selector": cpuhp.selector,
+        "command": cpuhp.command,
+        "slots": [{name: getattr(slot, name) for name in SLOT_FIELDS} for slot in cpuhp.slots],
+        "gpe": {"status": gpe.status, "enable": gpe.enable},
+    }
+
+
+def _apply_hotplug_block(machine: Machine, block: dict[str, Any] | None) -> None:
+    cpuhp, gpe = machine.board.cpuhp, machine.board.gpe
+    if block is None or cpuhp is None or gpe is None:
+        return
+    cpuhp.legacy = block["legacy"]
+    cpuhp.selector = block["selector"]
+    cpuhp.command = block["command"]
+    for slot, fields in zip(cpuhp.slots, block["slots"], strict=True):
+        for name in SLOT_FIELDS:
+            setattr(slot, name, fields[name])
+    gpe.status = block["gpe"]["status"]
+    gpe.enable = block["gpe"]["enable"]
+
+
+def _plug(machine: Machine, entry: SavedCPU) -> X86CPU:
     """Re-create a hot-plugged CPU where the source had it: /machine/peripheral/ID,
-    /machine/peripheral-anon/device[N] or /objects/ID linked into its topology slot."""
-    path: str = entry["qom_path"]
-    slot = machine.topology.slots[entry["index"]]
+    /machine/peripheral-anon/device[N], /machine/unattached/device[N] (cpu-add, cpu_set) or
+    /objects/ID linked into its topology slot."""
+    path = entry.qom_path
+    if path.startswith("/objects/"):
+        cpu = _new_cpu(machine, entry)
+        cpu.qdev_id = entry.qdev_id
+        machine.qom.objects.add_child(path.rsplit("/", 1)[1], cpu)
+        with _removed_on_error(cpu):
+            machine.hotplug.set_thread_link(machine.qom.thread_nodes[entry.index], path)
+    elif (number := unattached_number(path)) is not None:
+        cpu = _new_cpu(machine, entry)
+        cpu.values["apic-id"] = machine.topology.slots[entry.index].apic_id
+        machine.hotplug.plug(cpu)
+        machine.qom.unattached.add_child(f"device[{number}]", cpu)
+    else:
+        number = anon_number(path)
+        if number is not None:
+            machine.qom.anon_count = number
+        machine.hotplug.device_add(DeviceOptions(entry.qdev_id, _device_options(machine, entry)))
+    cpu = machine.slots[entry.index]
+    if cpu.canonical_path() != path:
+        raise RuntimeError(f"CPU {entry.index} was restored at {cpu.canonical_path()}, not at {path}")
+    return cpu
+
+
+def _new_cpu(machine: Machine, entry: SavedCPU) -> X86CPU:
+    cpu = machine.new_cpu(entry.type_name)
+    for name, on in entry.switched.items():
+        cpu.switched[name] = on
+    return cpu
+
+
+@contextlib.contextmanager
+def _removed_on_error(cpu: X86CPU) -> Iterator[None]:
+    """An unrealized CPU placed for a plug leaves its parent again if the plug fails."""
+    try:
+        yield
+    except BaseException:
+        if not cpu.realized and cpu.parent is not None and cpu.name_in_parent is not None:
+            cpu.parent.remove_child(cpu.name_in_parent)
+        raise
+
+
+def _device_options(machine: Machine, entry: SavedCPU) -> tuple[tuple[str, str], ...]:
+    slot = machine.topology.slots[entry.index]
     props = {"socket-id": slot.socket_id, "core-id": slot.core_id, "thread-id": slot.thread_id}
     if machine.spec.smp.dies > 1:
         props["die-id"] = slot.die_id
-    switched = [(name, "on" if on else "off") for name, on in entry["switched"].items()]
-    if path.startswith("/objects/"):
-        cpu = machine.new_cpu(entry["type"])
-        for name, on in entry["switched"].items():
-            cpu.switched[name] = on
-        cpu.qdev_id = entry["id"]
-        machine.qom.objects.add_child(path.rsplit("/", 1)[1], cpu)
-        node = machine.qom.thread_nodes[entry["index"]]
-        machine.hotplug.set_thread_link(node, path)
-        return
-    if path.startswith("/machine/peripheral-anon/device["):
-        machine.qom.anon_count = int(path.rsplit("[", 1)[1].rstrip("]"))
-    options = (("driver", entry["type"]), *((k, str(v)) for k, v in props.items()), *switched)
-    machine.hotplug.device_add(DeviceOptions(entry["id"], options))
-    cpu = machine.slots[entry["index"]]
-    assert isinstance(cpu, X86CPU) and cpu.canonical_path() == path, (cpu.canonical_path(), path)
+    switched = tuple((name, "on" if on else "off") for name, on in entry.switched.items())
+    return (("driver", entry.type_name), *((k, str(v)) for k, v in props.items()), *switched)
 
 
-def _tuples(value: Any) -> Any:
-    """JSON arrays back into the tuples CPUSnapshot holds."""
-    if isinstance(value, list):
-        return tuple(_tuples(item) for item in value)
-    return value
+def _roll_back(machine: Machine, journal: _Journal) -> None:
+    """Take back what _apply did: plugged CPUs go, removed boot CPUs return, counters and the
+    hot-plug block are as before (the caller reports the failure)."""
+    for cpu in reversed(journal.plugged):
+        if cpu.realized:
+            machine.hotplug.ejected_silently(cpu)
+    for cpu, parent, name in reversed(journal.removed):
+        parent.add_child(name, cpu)
+        machine.plug_cpu(cpu, hotplugged=False)
+    machine.cpus.sort(key=lambda cpu: cpu.cpu_index if cpu.cpu_index is not None else -1)
+    machine.qom.anon_count, machine.qom.unattached_count = journal.counters
+    machine.migration_capabilities.clear()
+    machine.migration_capabilities.update(journal.capabilities)
+    _apply_hotplug_block(machine, journal.hotplug_block)

@@ -11,23 +11,43 @@ Layout (integers little-endian):
 
 A reader checks the whole file (sizes, digest, trailer) before it hands anything back, so a truncated
 or corrupted file is refused and nothing of it is applied.  Zero chunks cost one byte: a freshly
-booted guest's RAM is mostly zeros.
+booted guest's RAM is mostly zeros.  An incoming stream is read through ``read_bounded``: the header
+says how big the stream is, so one that declares more than the target holds is refused before its
+bulk is read, and reading stops at the declared end (``file:/dev/zero`` cannot grow memory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import stat
 import struct
+import tempfile
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 MAGIC = b"QMPDSTATE\0"
 TRAILER = b"QMPDEND\0"
 FORMAT_VERSION = 1
 CHUNK = 64 << 10
 _ZERO = bytes(CHUNK)
+#: The largest machine description a reader accepts (a 1024-CPU description is about 2 MiB).
+MAX_DESCRIPTION = 16 << 20
+#: The largest chunk size a reader accepts (writers use CHUNK).
+MAX_CHUNK = 16 << 20
+#: How much a reader asks of its source at once.
+READ_SIZE = 1 << 20
+_HEAD = len(MAGIC) + 12
+_END = 32 + len(TRAILER)
+
+
+class Readable(Protocol):
+    """A source read_bounded can fill buffers from (a file, a pipe)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class StateFormatError(Exception):
@@ -135,6 +155,10 @@ def parse_state(data: memoryview, name: str = "state") -> tuple[dict[str, Any], 
         meta = json.loads(bytes(data[head:offset]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateFormatError(f"{name}: unreadable machine description: {exc}") from None
+    except RecursionError:
+        raise StateFormatError(f"{name}: unreadable machine description: nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise StateFormatError(f"{name}: the machine description is not a JSON object")
     ram_size, chunk = struct.unpack_from("<QI", data, offset)
     offset += 12
     count = (ram_size + chunk - 1) // chunk if chunk else 0
@@ -155,29 +179,116 @@ def parse_state(data: memoryview, name: str = "state") -> tuple[dict[str, Any], 
     return meta, RAMImage(ram_size, chunk, chunks)
 
 
-def save_atomically(path: str, meta: dict[str, Any], ram: memoryview, touched: bytes | None = None) -> int:
-    """Write to a temporary file beside ``path``, fsync, rename over it, fsync the directory.
+def read_bounded(source: Readable, name: str, max_ram: int) -> tuple[dict[str, Any], RAMImage]:
+    """As parse_state, from a stream read in bounded pieces up to the end its header declares.
 
-    A crash at any point leaves either the previous file or the new one, never a mixture.
+    A stream that declares a description over MAX_DESCRIPTION or more RAM than ``max_ram`` is
+    refused before its bulk is read, so neither a bad header nor an endless source can grow memory.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}."
-    for name in os.listdir(directory):  # left by a save that was killed
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            os.unlink(os.path.join(directory, name))
-    temporary = os.path.join(directory, f"{prefix}{os.getpid()}.tmp")
+    head = _read_exact(source, _HEAD, name, "header")
+    if head[: len(MAGIC)] != MAGIC:
+        raise StateFormatError(f"{name}: not a qmpd state file")
+    version, meta_len = struct.unpack_from("<IQ", head, len(MAGIC))
+    if version != FORMAT_VERSION:
+        raise StateFormatError(f"{name}: state format version {version}; this qmpd reads version {FORMAT_VERSION}")
+    if meta_len > MAX_DESCRIPTION:
+        raise StateFormatError(f"{name}: the machine description declares {meta_len} bytes (limit {MAX_DESCRIPTION})")
+    prefix = head + _read_exact(source, meta_len + 12, name, "machine description")
+    ram_size, chunk = struct.unpack_from("<QI", prefix, _HEAD + meta_len)
+    if ram_size > max_ram:
+        raise StateFormatError(f"{name}: the stream declares {ram_size} bytes of RAM; this machine has {max_ram}")
+    if not 0 < chunk <= MAX_CHUNK:
+        raise StateFormatError(f"{name}: invalid RAM chunk size {chunk}")
+    count = (ram_size + chunk - 1) // chunk
+    flags = _read_exact(source, count, name, "RAM map")
+    stored = sum(min(chunk, ram_size - index * chunk) for index in range(count) if flags[index])
+    total = len(prefix) + count + stored + _END
+    data = bytearray(total)
+    data[: len(prefix)] = prefix
+    data[len(prefix) : len(prefix) + count] = flags
+    _read_into(source, memoryview(data)[len(prefix) + count :], name)
+    return parse_state(memoryview(data), name)
+
+
+def _read_exact(source: Readable, length: int, name: str, part: str) -> bytes:
+    buffer = bytearray(length)
+    _read_into(source, memoryview(buffer), name, part)
+    return bytes(buffer)
+
+
+def _read_into(source: Readable, view: memoryview, name: str, part: str = "RAM") -> None:
+    """Fill ``view`` from ``source``, READ_SIZE at most per call; a short source is a truncation."""
+    done = 0
+    while done < len(view):
+        got = source.readinto(view[done : done + READ_SIZE])
+        if not got:
+            raise StateFormatError(f"{name}: truncated ({part})")
+        done += got
+
+
+def open_regular_file(path: str) -> io.BufferedReader:
+    """Open an incoming state file; a FIFO, device or socket is refused (it could block or never end)."""
+    if "\0" in path:
+        raise OSError(f"Could not open '{path!r}': the path contains a NUL byte")
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(f"{path} is not a regular file")
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
+
+
+def check_target(path: str) -> None:
+    """Refuse a target that is not a plain path to a regular file (or to nothing yet).
+
+    Writing replaces the target by rename; a FIFO, device or socket there would be replaced by a
+    regular file (as root, ``file:/dev/null`` would replace /dev/null).
+    """
+    if "\0" in path:
+        raise OSError(f"Could not open '{path!r}': the path contains a NUL byte")
     try:
-        with open(temporary, "wb") as out:
-            size = write_state(out, meta, ram, touched=touched)
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise OSError(f"{path} is not a regular file: qmpd writes states only to regular files")
+
+
+def write_atomically(path: str, write: Callable[[BinaryIO], int], suffix: str = ".tmp") -> int:
+    """Write through ``write`` to a new temporary file beside ``path``, fsync, rename over it,
+    fsync the directory; returns what ``write`` returned.
+
+    The temporary is created with O_EXCL|O_NOFOLLOW (mkstemp), so a link planted beside the target
+    cannot redirect the write; a crash at any point leaves the previous file or the new one, never a
+    mixture, and a failed or cancelled write leaves no temporary.
+    """
+    check_target(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            size = write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-    descriptor = os.open(directory, os.O_RDONLY)
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(descriptor)
+        os.fsync(directory_fd)
     finally:
-        os.close(descriptor)
+        os.close(directory_fd)
     return size
+
+
+def save_atomically(path: str, meta: dict[str, Any], ram: memoryview, touched: bytes | None = None) -> int:
+    """--state-dir's save: the state written by write_atomically (temporaries a killed save left
+    beside ``path`` are removed first)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            os.unlink(os.path.join(directory, name))
+    return write_atomically(path, lambda out: write_state(out, meta, ram, touched=touched))

@@ -1,0 +1,314 @@
+"""Restoring a state is all-or-nothing, driven in-process through Migrator.accept (no subprocess).
+
+The source machine has CPUs plugged by all three legacy paths (cpu_set, cpu-add, device_add); its
+description is then mutated field by field and re-checksummed: each restore either completes or ends
+``failed`` with an ``error-desc``, logged, with nothing of it applied, and a good state loads after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qmpd.config import MachineConfig
+from qmpd.events import EventBus
+from qmpd.machine.machine import Machine
+from qmpd.machine.qdev import DeviceOptions
+from qmpd.migration import state as state_module
+from qmpd.migration.state import capture
+from qmpd.migration.stream import MAGIC, TRAILER, write_state
+from qmpd.qapi.schema import Schema
+
+SCHEMA = Schema.load()
+SMP = "1,sockets=2,cores=2,threads=1,maxcpus=4"
+RAM = 8 << 20
+DEEP = "<nested 5000 deep>"
+SOURCE_PATHS = [
+    "/machine/unattached/device[0]",
+    "/machine/unattached/device[2]",
+    "/machine/unattached/device[3]",
+    "/machine/peripheral/vcpu3",
+]
+
+
+def _machine(incoming: str | None = None) -> Machine:
+    config = MachineConfig(cpu="Haswell", smp=SMP, ram_size=RAM, start_paused=True, incoming=incoming)
+    return Machine(config, EventBus(SCHEMA))
+
+
+async def _source_description() -> tuple[dict[str, Any], bytes]:
+    """A paused source with CPUs from cpu_set (slot 1), cpu-add (slot 2) and device_add (slot 3)."""
+    source = _machine()
+    try:
+        source.hotplug.cpu_set(1, "online")
+        source.hotplug.cpu_add(2)
+        options = (("driver", "Haswell-x86_64-cpu"), ("socket-id", "1"), ("core-id", "1"), ("thread-id", "0"))
+        source.hotplug.device_add(DeviceOptions("vcpu3", options))
+        source.board.ram.write(0x1000, b"saved RAM")
+        await source.stop_for_migration()
+        meta = await capture(source)
+        meta["runstate"] = "paused"
+        return json.loads(json.dumps(meta)), bytes(source.board.ram.view())
+    finally:
+        source.close()
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The source's description and RAM (kept out of reprs: hypothesis prints its arguments)."""
+
+    meta: dict[str, Any] = field(repr=False)
+    ram: bytes = field(repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.meta, self.ram))
+
+
+@pytest.fixture(scope="module")
+def good() -> Saved:
+    return Saved(*asyncio.run(_source_description()))
+
+
+def _write(path: Path, meta: Any, ram: bytes) -> str:
+    """A state file of ``meta`` (where DEEP stands, a list nested 5000 deep) and ``ram``."""
+    with path.open("wb") as out:
+        write_state(out, {}, memoryview(ram))
+    description = json.dumps(meta).replace(json.dumps(DEEP), "[" * 5000 + "0" + "]" * 5000)
+    path.write_bytes(_with_description(path.read_bytes(), description.encode()))
+    return f"file:{path}"
+
+
+def _fingerprint(machine: Machine) -> dict[str, Any]:
+    """Everything a restore may change, as plain data."""
+    board, qom = machine.board, machine.qom
+    assert board.cpuhp is not None and board.gpe is not None
+    return {
+        "cpus": [(cpu.cpu_index, cpu.canonical_path(), cpu.realized) for cpu in machine.cpus],
+        "slots": sorted(machine.slots),
+        "counters": (qom.anon_count, qom.unattached_count),
+        "tree": {
+            name: sorted(child for child, _ in container.children())
+            for name, container in (
+                ("unattached", qom.unattached),
+                ("peripheral", qom.peripheral),
+                ("anon", qom.peripheral_anon),
+                ("objects", qom.objects),
+            )
+        },
+        "links": {index: node.link_target("cpu") is not None for index, node in qom.thread_nodes.items()},
+        "cpuhp": (board.cpuhp.legacy, board.cpuhp.selector, board.cpuhp.command, repr(board.cpuhp.slots)),
+        "gpe": (board.gpe.status, board.gpe.enable),
+        "runners": {i: (r.saved_state(), r._pending_registers) for i, r in board.vcpus.runners.items()},
+        "capabilities": dict(machine.migration_capabilities),
+        "ram": bytes(board.ram.view()[:0x2000]),
+        "runstate": machine.runstate.value,
+    }
+
+
+def _restore(uri: str, good_uri: str | None = None) -> tuple[str, dict[str, Any], list[Any], Machine]:
+    """Load ``uri`` into a fresh target; on failure, check it is untouched and that ``good_uri`` loads."""
+
+    async def run() -> tuple[str, dict[str, Any], list[Any], Machine]:
+        target = _machine("defer")
+        before = _fingerprint(target)
+        with structlog.testing.capture_logs() as logs:
+            await asyncio.wait_for(target.migrator.accept(uri), 10)
+        info = target.migrator.info()
+        if info["status"] == "failed":
+            assert _fingerprint(target) == before, "nothing of a refused state is applied"
+            if good_uri is not None:
+                await asyncio.wait_for(target.migrator.accept(good_uri), 10)
+                assert target.migrator.info()["status"] == "completed", target.migrator.info()
+                assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
+        return info["status"], info, logs, target
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Machine]]:
+    machines: list[Machine] = []
+    yield machines
+    for machine in machines:
+        machine.close()
+
+
+def test_cpus_of_cpu_set_cpu_add_and_device_add_come_back_at_their_paths(
+    good: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    meta, ram = good
+    status, info, _, target = _restore(_write(tmp_path / "good.state", meta, ram))
+    closing.append(target)
+    assert status == "completed", info
+    assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
+    assert sorted(target.slots) == [0, 1, 2, 3]
+    assert target.qom.unattached_count == 4, "the next cpu-add takes device[4], as on the source"
+    assert target.runstate.value == "paused"
+    assert bytes(target.board.ram.view()[0x1000:0x1009]) == b"saved RAM"
+    assert [target.slots[index].hotplugged for index in range(4)] == [False, True, True, True]
+
+
+def test_a_failure_while_applying_takes_back_what_was_applied(
+    good: Saved, tmp_path: Path, closing: list[Machine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta, ram = good
+
+    def broken(machine: Machine, entry: Any) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(state_module, "_apply_cpu_state", broken)
+    status, info, logs, target = _restore(_write(tmp_path / "good.state", meta, ram))
+    closing.append(target)
+    assert status == "failed" and "injected" in info["error-desc"]
+    assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS[:1], "the plugged CPUs went again"
+    assert sorted(target.slots) == [0] and target.runstate.value == "inmigrate"
+    unexpected = [entry for entry in logs if entry["event"] == "migration.incoming_failed_unexpectedly"]
+    assert unexpected and unexpected[0]["exc_info"], "logged with its traceback"
+
+
+# -- mutated descriptions --------------------------------------------------------------------------------
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every key and index path into a JSON value (the value itself first)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+#: Values put in place of a field; DEEP stands for a list nested 5000 deep (see _write).
+REPLACEMENTS: list[Any] = [None, "x", -1, 0, 1, 2**64, 2**70, 1.5, True, [], {}, [0], {"a": 1}, DEEP]
+
+
+def _mutate(meta: dict[str, Any], path: tuple[Any, ...], kind: str, replacement: Any) -> dict[str, Any]:
+    mutated = copy.deepcopy(meta)
+    if not path:
+        return {"wrapped": mutated} if kind == "delete" else mutated
+    parent = mutated
+    for step in path[:-1]:
+        parent = parent[step]
+    key = path[-1]
+    old = parent[key]
+    if kind == "delete":
+        del parent[key]
+    elif kind == "replace":
+        parent[key] = replacement
+    elif kind == "bump" and isinstance(old, int) and not isinstance(old, bool):
+        parent[key] = old + 1
+    elif kind == "duplicate" and isinstance(parent, list):
+        parent.append(copy.deepcopy(old))
+    elif kind == "negate" and isinstance(old, bool):
+        parent[key] = not old
+    else:
+        parent[key] = replacement
+    return mutated
+
+
+def _special(meta: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Mutations that need to know the description's shape."""
+    mutated = copy.deepcopy(meta)
+    cpus = mutated["cpus"]
+    if kind == "no boot CPU":
+        del cpus[0]
+    elif kind == "duplicate CPU":
+        cpus.append(copy.deepcopy(cpus[1]))
+    elif kind == "unknown slot":
+        cpus[1]["index"] = 99
+    elif kind == "wrong path":
+        cpus[1]["qom_path"] = "/machine/peripheral-anon/device[7]"
+    elif kind == "taken path":
+        cpus[1]["qom_path"] = "/machine/unattached/device[1]"
+    elif kind == "outside QOM":
+        cpus[1]["qom_path"] = "/../../etc"
+    elif kind == "moved slot":
+        cpus[1]["index"], cpus[2]["index"] = 2, 1
+    elif kind == "boot CPU elsewhere":
+        cpus[0]["qom_path"] = "/machine/unattached/device[9]"
+    elif kind == "another machine":
+        mutated["machine"]["smp"][-1] = 8
+    return mutated
+
+
+SPECIALS = [
+    "no boot CPU",
+    "duplicate CPU",
+    "unknown slot",
+    "wrong path",
+    "taken path",
+    "outside QOM",
+    "moved slot",
+    "boot CPU elsewhere",
+    "another machine",
+]
+
+
+MUTATIONS = st.one_of(
+    st.tuples(st.just("special"), st.sampled_from(SPECIALS), st.just(()), st.none()),
+    st.tuples(
+        st.just("field"),
+        st.sampled_from(["delete", "replace", "bump", "duplicate", "negate"]),
+        st.integers(min_value=0),
+        st.sampled_from(REPLACEMENTS),
+    ),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutation=MUTATIONS)
+def test_mutated_descriptions_load_whole_or_not_at_all(
+    good: Saved, tmp_path: Path, mutation: tuple[str, str, Any, Any]
+) -> None:
+    meta, ram = good
+    family, kind, where, value = mutation
+    if family == "special":
+        mutated = _special(meta, kind)
+    else:
+        paths = list(_paths(meta))
+        mutated = _mutate(meta, paths[where % len(paths)], kind, value)
+    good_uri = _write(tmp_path / "good.state", meta, ram)
+    status, info, logs, target = _restore(_write(tmp_path / "mutated.state", mutated, ram), good_uri)
+    try:
+        assert status in ("completed", "failed"), info
+        if status == "failed":
+            assert info["error-desc"], info
+            assert any(entry["event"].startswith("migration.incoming_failed") for entry in logs), logs
+        else:
+            assert target.runstate.value in ("paused", "running")
+            assert all(cpu.realized for cpu in target.cpus)
+    finally:
+        target.close()
+
+
+def test_a_deeply_nested_description_is_refused_by_the_reader(
+    good: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    meta, ram = good
+    path = tmp_path / "deep.state"
+    _write(path, {**meta, "cpus": DEEP}, ram)
+    status, info, _, target = _restore(f"file:{path}")
+    closing.append(target)
+    assert status == "failed" and "nested too deeply" in info["error-desc"], info
+
+
+def _with_description(data: bytes, description: bytes) -> bytes:
+    """A state with another description, re-checksummed."""
+    meta_len = struct.unpack_from("<Q", data, len(MAGIC) + 4)[0]
+    rest = data[len(MAGIC) + 12 + meta_len : len(data) - 32 - len(TRAILER)]
+    body = MAGIC + struct.pack("<IQ", 1, len(description)) + description + rest
+    return body + hashlib.sha256(body).digest() + TRAILER
