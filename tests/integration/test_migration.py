@@ -7,7 +7,9 @@ restore the counters must go on from where they were saved, not start again from
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +18,8 @@ from typing import Any
 import pytest
 
 from qmpd.migration import STATE_FILE
-from qmpd.migration.stream import StateFormatError, read_state
-from tests.helpers import RawClient, Server, read_u64s, start_qmpd, wait_until
+from qmpd.migration.stream import StateFormatError, read_state, write_state
+from tests.helpers import RawClient, Server, hmp, read_u64s, start_qmpd, wait_until
 
 ARGV = ["-machine", "pc", "-cpu", "Haswell", "-smp", "1,sockets=2,cores=2,threads=1,maxcpus=4", "-m", "128"]
 CPU = "Haswell-x86_64-cpu"
@@ -354,5 +356,123 @@ def test_state_dir_with_dash_s_restores_paused(tmp_path: Path) -> None:
             assert frozen > 0
             assert client.execute("cont") == {"return": {}}
             wait_until(lambda: read_u64s(client, 0x200000, 1)[0] > frozen)
+    finally:
+        second.stop()
+
+
+# -- safe targets, bounded streams, bounded SIGTERM -------------------------------------------------------
+
+
+def test_a_nul_byte_or_a_fifo_target_is_refused_and_the_machine_runs_on(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    server = launch("-S")
+    with RawClient(server.socket_path) as client:
+        client.negotiate()
+        before = client.execute("query-status")["return"]["status"]
+        for uri in (f"file:{tmp_path}/a\u0000b", f"file:{fifo}"):
+            reply = client.execute("migrate", {"uri": uri})
+            assert reply["error"]["class"] == "GenericError", (uri, reply)
+            assert client.execute("query-status")["return"]["status"] == before, uri
+        assert "not a regular file" in client.execute("migrate", {"uri": f"file:{fifo}"})["error"]["desc"]
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO is not replaced by a file"
+        assert client.execute("cont") == {"return": {}}
+        assert client.execute("query-status")["return"]["status"] == "running"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("uri", ["file:/dev/zero", "exec:cat /dev/zero"])
+def test_an_endless_incoming_stream_fails_at_once(launch: Callable[..., Server], uri: str) -> None:
+    server = launch("-incoming", "defer")
+    with RawClient(server.socket_path) as client:
+        client.negotiate()
+        assert client.execute("migrate-incoming", {"uri": uri}) == {"return": {}}
+        wait_until(lambda: client.execute("query-migrate")["return"].get("status") == "failed", timeout=5)
+        desc = client.execute("query-migrate")["return"]["error-desc"]
+        assert "not a regular file" in desc or "not a qmpd state file" in desc, desc
+        assert _rss_kib(server.process.pid) < 512 << 10, "the stream did not grow memory"
+        assert client.execute("query-status")["return"]["status"] == "inmigrate"
+
+
+def test_sigterm_during_a_migration_to_a_command_that_never_reads_exits_within_seconds(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    console = tmp_path / "console.log"
+    server = launch("-debugcon", f"file:{console}")
+    with RawClient(server.socket_path) as client:
+        client.negotiate()
+        wait_until(lambda: "online" in _console(console))
+        client.execute("device_add", {**_slot(1, 1), "id": "busy"})  # more RAM pages than a pipe holds
+        assert client.execute("migrate", {"uri": "exec:sleep 600"}) == {"return": {}}
+        wait_until(lambda: client.execute("query-status")["return"]["status"] == "finish-migrate")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+
+
+def test_state_dir_restores_cpus_plugged_with_cpu_add_and_cpu_set(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    first = _daemon(tmp_path, state_dir, tmp_path / "first.log", "first")
+    try:
+        with RawClient(first.socket_path) as client:
+            client.negotiate()
+            assert client.execute("cpu-add", {"id": 2}) == {"return": {}}
+            assert hmp(client, "cpu_set 1 online") == ""
+            paths = [cpu["qom-path"] for cpu in client.execute("query-cpus-fast")["return"]]
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=30) == 0
+    finally:
+        first.stop()
+    second = _daemon(tmp_path, state_dir, tmp_path / "second.log", "second")
+    try:
+        with RawClient(second.socket_path) as client:
+            client.negotiate()
+            wait_until(lambda: client.execute("query-migrate")["return"].get("status") == "completed")
+            assert [cpu["qom-path"] for cpu in client.execute("query-cpus-fast")["return"]] == paths
+            assert paths[1:] == ["/machine/unattached/device[2]", "/machine/unattached/device[3]"]
+            assert client.execute("query-status")["return"]["status"] == "running"
+    finally:
+        second.stop()
+
+
+def test_state_dir_sets_a_state_that_cannot_be_restored_aside_and_starts_fresh(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    first = _daemon(tmp_path, state_dir, tmp_path / "first.log", "first")
+    try:
+        with RawClient(first.socket_path) as client:
+            client.negotiate()
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=30) == 0
+    finally:
+        first.stop()
+    path = state_dir / STATE_FILE
+    meta, image = read_state(str(path))
+    meta["cpus"][0]["qom_path"] = "/machine/unattached/device[7]"  # the boot CPU elsewhere: refused
+    with path.open("wb") as out:
+        write_state(out, meta, memoryview(image.to_bytes()))
+    second = _daemon(tmp_path, state_dir, tmp_path / "second.log", "second")
+    try:
+        with RawClient(second.socket_path) as client:
+            client.negotiate()
+            wait_until(lambda: client.execute("query-status")["return"]["status"] == "running")
+            info = client.execute("query-migrate")["return"]
+            assert info["status"] == "failed" and "boot CPU 0 is missing" in info["error-desc"], info
+            assert [cpu["qom-path"] for cpu in client.execute("query-cpus-fast")["return"]] == [
+                "/machine/unattached/device[0]"
+            ]
+        assert not path.exists() and len(list(state_dir.glob(f"{STATE_FILE}.rejected-*"))) == 1
+        wait_until(lambda: "qmpd.state_rejected" in second.stderr())
+        assert "boot CPU 0 is missing" in second.stderr()
     finally:
         second.stop()
