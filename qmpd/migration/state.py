@@ -42,7 +42,7 @@ __all__ = ["capture", "check_ram", "describe", "load_ram", "restore"]
 async def capture(machine: Machine) -> dict[str, Any]:
     """The state of a machine whose vCPUs are all stopped (RAM is written separately)."""
     cpus = []
-    for cpu in sorted(machine.cpus, key=lambda c: c.cpu_index or 0):
+    for cpu in machine.cpus:  # creation order: query-cpus-fast lists them so, and the restore plugs them so
         assert cpu.cpu_index is not None
         runner = machine.board.vcpus.runners[cpu.cpu_index]
         snapshot = await machine.cpu_snapshot(cpu.cpu_index)
