@@ -62,6 +62,16 @@ class PM1Block:
         with self._lock:
             self.status = self.enable = self.control = 0
 
+    def saved_state(self) -> dict[str, int]:
+        """The registers a migration carries (the timer is the host's clock, not state)."""
+        with self._lock:
+            return {"status": self.status, "enable": self.enable, "control": self.control}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        """Registers from saved_state (checked by the caller: three 16-bit values)."""
+        with self._lock:
+            self.status, self.enable, self.control = state["status"], state["enable"], state["control"]
+
     def io_read(self, offset: int, size: int) -> int:
         with self._lock:
             window = b"".join(

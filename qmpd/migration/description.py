@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 LAPIC_FIELDS = ("tpr", "svr", "ldr", "dfr", "icr_low", "icr_high")
 SLOT_FIELDS = ("present", "is_inserting", "is_removing", "fw_remove", "ost_event", "ost_status", "device_id")
 
-_U8, _U32, _U64, _U128 = (1 << 8) - 1, (1 << 32) - 1, (1 << 64) - 1, (1 << 128) - 1
+_U8, _U16, _U32, _U64, _U128 = (1 << 8) - 1, (1 << 16) - 1, (1 << 32) - 1, (1 << 64) - 1, (1 << 128) - 1
 #: QEMU's anon_count and unattached_count are ints.
 _COUNTER = (1 << 31) - 1
 #: Each register field of CPUSnapshot: None for one integer, else the tuple's length (pairs for fpr).
@@ -71,6 +71,9 @@ class SavedMachine:
     capabilities: dict[str, bool]
     #: The ACPI CPU hot-plug block and GPE registers as in capture, or None without ACPI.
     hotplug_block: dict[str, Any] | None
+    #: The PM1 registers (status, enable, control), or None without ACPI or in a state saved before
+    #: qmpd had them (the target's power-on values stay).
+    pm: dict[str, int] | None = None
 
 
 def describe(machine: Machine) -> dict[str, Any]:
@@ -125,6 +128,7 @@ def parse_description(machine: Machine, meta: Any) -> SavedMachine:
         cpus=cpus,
         capabilities=dict(capabilities),
         hotplug_block=_hotplug_block(machine, top, {cpu.index for cpu in cpus}),
+        pm=_pm(machine, top),
     )
 
 
@@ -272,6 +276,13 @@ def _hotplug_block(machine: Machine, top: dict[str, Any], present: set[int]) -> 
         "slots": slots,
         "gpe": {name: _integer(registers, name, width, "cpuhp.gpe") for name in ("status", "enable")},
     }
+
+
+def _pm(machine: Machine, top: dict[str, Any]) -> dict[str, int] | None:
+    if machine.board.pm is None or "pm" not in top:
+        return None
+    registers = _object(top["pm"], "pm")
+    return {name: _integer(registers, name, _U16, "pm") for name in ("status", "enable", "control")}
 
 
 def _slot(fields: dict[str, Any], where: str) -> dict[str, Any]:

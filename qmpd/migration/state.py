@@ -70,14 +70,11 @@ async def capture(machine: Machine) -> dict[str, Any]:
         "cpus": cpus,
         "migration_capabilities": dict(machine.migration_capabilities),
     }
-    if board.cpuhp is not None and board.gpe is not None:
-        meta["cpuhp"] = {
-            "legacy": board.cpuhp.legacy,
-            "selector": board.cpuhp.selector,
-            "command": board.cpuhp.command,
-            "slots": [{name: getattr(slot, name) for name in SLOT_FIELDS} for slot in board.cpuhp.slots],
-            "gpe": {"status": board.gpe.status, "enable": board.gpe.enable},
-        }
+    hotplug_block = _hotplug_block(machine)
+    if hotplug_block is not None:
+        meta["cpuhp"] = hotplug_block
+    if board.pm is not None:
+        meta["pm"] = board.pm.saved_state()
     return meta
 
 
@@ -104,6 +101,7 @@ class _Journal:
     counters: tuple[int, int] = (0, 0)
     capabilities: dict[str, bool] = field(default_factory=dict)
     hotplug_block: dict[str, Any] | None = None
+    pm: dict[str, int] | None = None
 
 
 def restore(machine: Machine, saved: SavedMachine) -> None:
@@ -116,6 +114,7 @@ def restore(machine: Machine, saved: SavedMachine) -> None:
         counters=(machine.qom.anon_count, machine.qom.unattached_count),
         capabilities=dict(machine.migration_capabilities),
         hotplug_block=_hotplug_block(machine),
+        pm=machine.board.pm.saved_state() if machine.board.pm is not None else None,
     )
     try:
         _apply(machine, saved, journal)
@@ -139,6 +138,8 @@ def _apply(machine: Machine, saved: SavedMachine, journal: _Journal) -> None:
     machine.qom.anon_count = saved.anon_count
     machine.qom.unattached_count = max(machine.qom.unattached_count, saved.unattached_count)
     _apply_hotplug_block(machine, saved.hotplug_block)
+    if saved.pm is not None and machine.board.pm is not None:
+        machine.board.pm.load_state(saved.pm)
     machine.migration_capabilities.update(saved.capabilities)
     for entry in saved.cpus:
         _apply_cpu_state(machine, entry)
@@ -248,3 +249,5 @@ def _roll_back(machine: Machine, journal: _Journal) -> None:
     machine.migration_capabilities.clear()
     machine.migration_capabilities.update(journal.capabilities)
     _apply_hotplug_block(machine, journal.hotplug_block)
+    if journal.pm is not None and machine.board.pm is not None:
+        machine.board.pm.load_state(journal.pm)

@@ -476,3 +476,24 @@ def test_state_dir_sets_a_state_that_cannot_be_restored_aside_and_starts_fresh(t
         assert "boot CPU 0 is missing" in second.stderr()
     finally:
         second.stop()
+
+
+def test_the_power_button_works_after_a_restore(launch: Callable[..., Server], tmp_path: Path) -> None:
+    """PM1_EN (the firmware enabled the button at boot) travels with the state; otherwise a restored
+    guest would never see the button again and virsh shutdown would hang."""
+    state, console = tmp_path / "pm.state", tmp_path / "pm.debugcon"
+    source = launch("-debugcon", f"file:{console}", "-no-shutdown")
+    with RawClient(source.socket_path) as client:
+        client.negotiate()
+        wait_until(lambda: "CPU 0 (APIC ID 0) online" in _console(console))
+        assert client.execute("migrate", {"uri": f"file:{state}"}) == {"return": {}}
+        wait_until(lambda: client.execute("query-migrate")["return"].get("status") == "completed")
+    source.stop()
+    assert read_state(str(state))[0]["pm"] == {"status": 0, "enable": 0x100, "control": 0}
+    target = launch("-incoming", f"file:{state}", "-debugcon", f"file:{console}", "-no-shutdown")
+    with RawClient(target.socket_path) as client:
+        client.negotiate()
+        wait_until(lambda: client.execute("query-migrate")["return"].get("status") == "completed")
+        assert client.execute("system_powerdown") == {"return": {}}
+        events = _events_until(client, "SHUTDOWN")
+        assert events[-1]["data"] == {"guest": True, "reason": "guest-shutdown"}
