@@ -5,6 +5,7 @@ from __future__ import annotations
 from qmpd.commands import (
     control,
     cpu_models,
+    dump,
     hmp,
     host,
     hotplug,
@@ -22,6 +23,7 @@ __all__ = [
     "REGISTRY",
     "control",
     "cpu_models",
+    "dump",
     "hmp",
     "host",
     "hotplug",

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from qmpd.errors import GenericError
+
 if TYPE_CHECKING:
     from qmpd.events import EventBus
     from qmpd.machine.machine import Machine
@@ -78,6 +80,14 @@ class CommandContext:
         that commands change: guest RAM and its own arguments only.
         """
         return cast(_T, await self.worker(work))
+
+    def take_fd(self, name: str) -> int:
+        """The descriptor this session passed with ``getfd`` as ``name`` (QEMU's monitor_get_fd).
+
+        It leaves the session's table: the caller owns it and closes it.
+        Descriptors cannot be passed yet, so every name is unknown.
+        """
+        raise GenericError(f"File descriptor named '{name}' has not been found")
 
 
 class CommandRegistry:

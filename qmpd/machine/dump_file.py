@@ -18,12 +18,19 @@ on the file's kind:
 Data comes as an iterable of chunks, so peak memory is one chunk, whatever
 the dump size.  Dumps are written one at a time (``_ONE_DUMP``): two dumps
 to the same name cannot interleave, and disk bandwidth is not split.
+
+``dump-guest-memory`` opens its file first and writes it later (maybe after
+its reply): it uses ``open_dump`` and ``stream_to``, which leave the error
+texts to it, and creates its file as QEMU does, readable by its owner only.
+A descriptor given to ``stream_to`` may be a pipe or socket in non-blocking
+mode (a passed fd): a full one is waited on instead of failing with EAGAIN.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import stat
 import threading
 from collections.abc import Iterable
@@ -34,6 +41,8 @@ from qmpd.errors import GenericError
 DUMP_CHUNK = 1 << 20
 #: QEMU's QERR_IO_ERROR, its answer when fwrite fails.
 IO_ERROR = "An IO error has occurred"
+#: Mode of a new file from memsave/pmemsave (fopen's), less the umask.
+MEMSAVE_MODE = 0o666
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _ONE_DUMP = threading.Lock()
 
@@ -61,18 +70,35 @@ def write_dump(dump_dir: str, filename: str, chunks: Iterable[bytes]) -> None:
     """
     path = dump_path(dump_dir, filename)
     with _ONE_DUMP:
-        fd = _open_regular(path, filename)
+        fd = _open_regular(path, filename, MEMSAVE_MODE)
         try:
-            for chunk in chunks:
-                _write_all(fd, chunk)
+            _write_chunks(fd, chunks)
+        except OSError:
+            raise GenericError(IO_ERROR) from None
         finally:
             os.close(fd)
 
 
-def _open_regular(path: bytes, filename: str) -> int:
+def open_dump(dump_dir: str, filename: str, mode: int) -> int:
+    """Open (create, truncate) ``filename`` in the dump directory under the same rules; blocking."""
+    return _open_regular(dump_path(dump_dir, filename), filename, mode)
+
+
+def stream_to(fd: int, chunks: Iterable[bytes]) -> None:
+    """Write every chunk to ``fd``, one dump at a time; OSError tells the caller what failed."""
+    with _ONE_DUMP:
+        _write_chunks(fd, chunks)
+
+
+def _write_chunks(fd: int, chunks: Iterable[bytes]) -> None:
+    for chunk in chunks:
+        _write_all(fd, chunk)
+
+
+def _open_regular(path: bytes, filename: str, mode: int) -> int:
     """Open for writing without following a link or waiting on a FIFO; truncate only a regular file."""
     try:
-        fd = os.open(path, _OPEN_FLAGS, 0o666)
+        fd = os.open(path, _OPEN_FLAGS, mode)
     except OSError as exc:
         if exc.errno in (errno.ENXIO, errno.ELOOP):  # FIFO or socket without a reader; a link swapped in
             raise GenericError(_not_regular(filename)) from None
@@ -92,11 +118,11 @@ def _open_regular(path: bytes, filename: str) -> int:
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
-    try:
-        while view:
+    while view:
+        try:
             view = view[os.write(fd, view) :]
-    except OSError:
-        raise GenericError(IO_ERROR) from None
+        except BlockingIOError:  # a non-blocking pipe or socket is full: wait until it drains
+            select.select([], [fd], [])
 
 
 def _not_regular(filename: str) -> str:

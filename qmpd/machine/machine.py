@@ -26,6 +26,7 @@ from qmpd.events import EventBus
 from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
+from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
 from qmpd.machine.hotplug import CPUHotplug
 from qmpd.machine.properties import DEFAULTS
@@ -88,6 +89,8 @@ class Machine:
         self._tasks: set[asyncio.Future[None]] = set()
         #: -action / set-action.
         self.actions = Actions(config.actions)
+        #: dump-guest-memory's state (query-dump); one dump at a time.
+        self.dump = GuestDump(self)
         #: Called when the guest ends the process (a shutdown or panic that powers off): the exit status.
         self.on_exit: Callable[[int], None] = lambda status: None
         self._create_boot_cpus()
@@ -324,6 +327,7 @@ class Machine:
 
     def close(self) -> None:
         """Stop every vCPU thread and release the board (the daemon is exiting)."""
+        self.dump.close()
         self.board.close()
 
     @property
@@ -375,6 +379,7 @@ class Machine:
 
     async def stop(self) -> None:
         """QMP ``stop``: pause a running guest (no-op otherwise)."""
+        self._refuse_during_dump()
         if self._runstate is RunState.INMIGRATE:
             self.autostart = False
             return
@@ -409,8 +414,25 @@ class Machine:
         self.set_runstate(state)
         self.events.emit("STOP")
 
+    async def pause_for_dump(self) -> bool:
+        """dump-guest-memory stops a running guest (STOP, run state save-vm); True if it was running."""
+        async with self._lifecycle:
+            if not self.running:
+                return False
+            await self._vm_stop(RunState.SAVE_VM)
+            return True
+
+    def resume_after_dump(self) -> None:
+        """The dump that stopped the guest is over: it runs again (RESUME)."""
+        self.vm_start()
+
+    def _refuse_during_dump(self) -> None:
+        if self.dump.active:
+            raise GenericError(IN_PROCESS)
+
     def cont(self) -> None:
         """QMP ``cont``, with QEMU's refusals."""
+        self._refuse_during_dump()
         if self.needs_reset:
             raise GenericError("Resetting the Virtual Machine is required")
         if self._runstate is RunState.SUSPENDED:
@@ -428,7 +450,9 @@ class Machine:
         Every vCPU is paused first, then the firmware is restored, the boot CPU
         restarts at its entry and the others are powered off until the
         firmware starts them again; RAM is otherwise left as the guest had it.
+        Refused during a dump (QEMU aborts on its save-vm -> prelaunch change).
         """
+        self._refuse_during_dump()
         async with self._lifecycle:
             await self.board.vcpus.pause_all()
             self.reset_devices()

@@ -68,6 +68,8 @@ TRANSITIONS: frozenset[tuple[RunState, RunState]] = frozenset(
         (_R.INTERNAL_ERROR, _R.PRELAUNCH),
         (_R.INTERNAL_ERROR, _R.FINISH_MIGRATE),
         (_R.PAUSED, _R.RUNNING),
+        (_R.RUNNING, _R.SAVE_VM),
+        (_R.SAVE_VM, _R.RUNNING),
         (_R.PAUSED, _R.PRELAUNCH),
         (_R.PAUSED, _R.FINISH_MIGRATE),
         (_R.PAUSED, _R.POSTMIGRATE),
