@@ -8,7 +8,8 @@ before the reply of a dump that is not detached.  While a dump is active,
 ``stop``, ``cont`` and ``system_reset`` are refused with QEMU's text (QEMU
 aborts on a reset during a dump; qmpd refuses it instead).
 
-The file is written from a worker thread, 1 MiB of RAM at a time; ``completed``
+The file is written from a worker thread, 1 MiB of RAM at a time (RAM never
+touched is written as zeros without being read); ``completed``
 counts RAM bytes written, as QEMU's does, and is read from the event loop
 (an int assignment is atomic).  A machine that closes during a dump makes
 the writer stop at its next chunk.
@@ -41,6 +42,7 @@ Worker = Callable[[Callable[[], None]], Awaitable[None]]
 IN_PROCESS = "There is a dump in process, please wait."
 #: What QEMU 7.2 answers for win-dmp on a machine without a vmcoreinfo device (qmpd never has one).
 WIN_DMP_ERROR = "win-dump: invalid vmcoreinfo note size"
+_ZEROS = bytes(DUMP_CHUNK)
 
 
 class DumpStatus(enum.Enum):
@@ -173,15 +175,21 @@ class GuestDump:
             os.close(fd)
 
     def _pieces(self, head: bytes, ranges: Sequence[MemoryRange]) -> Iterator[bytes]:
+        """The file's parts; RAM the guest never touched is written as zeros without reading it,
+        which would make the kernel allocate it (a 1 GiB guest fresh from boot added 1 GiB of RSS)."""
         ram = self._machine.board.ram
         yield head
         self._error_text = "dump: failed to save memory"
+        touched = ram.touched_chunks(DUMP_CHUNK)  # the vCPUs are stopped: nothing new gets touched
         for block in ranges:
             for offset in range(0, block.length, DUMP_CHUNK):
                 if self._stop.is_set():
                     raise _Cancelled
-                size = min(DUMP_CHUNK, block.length - offset)
-                yield ram.read(block.start + offset, size)
+                address, size = block.start + offset, min(DUMP_CHUNK, block.length - offset)
+                if any(touched[address // DUMP_CHUNK : (address + size - 1) // DUMP_CHUNK + 1]):
+                    yield ram.read(address, size)
+                else:
+                    yield _ZEROS[:size]
                 self.completed += size
         self._error_text = "dump: failed to write string table"
         yield SHSTRTAB

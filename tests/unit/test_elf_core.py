@@ -200,6 +200,8 @@ async def test_a_dump_reports_progress_and_completes(
     vm, seen = machine
     ram = vm.board.ram
     ram.write(0x1000, b"qmpd dump marker")
+    resident = ram.touched_chunks(1 << 20)
+    assert resident == b"\x01" + bytes(15)
     fd = os.open(tmp_path / "core", os.O_WRONLY | os.O_CREAT, 0o600)
     gate, worker = _gated()
     await asyncio.wait_for(vm.dump.run(fd, dump_format="elf", begin=None, length=None, detach=True, worker=worker), 10)
@@ -221,6 +223,8 @@ async def test_a_dump_reports_progress_and_completes(
     assert [(name, kind) for name, kind, _ in core["notes"]] == [(b"CORE", 1)] * 2 + [(b"QEMU", 0)] * 2
     _, _, offset, _, _, size, _, _ = core["phdrs"][1]
     assert size == RAM and data[offset + 0x1000 : offset + 0x1010] == b"qmpd dump marker"
+    assert data[offset + (1 << 20) : offset + RAM] == bytes(RAM - (1 << 20))
+    assert ram.touched_chunks(1 << 20) == resident  # untouched RAM was not read (reading it allocates it)
 
 
 async def test_a_failed_write_is_reported_in_the_event_and_the_reply(
