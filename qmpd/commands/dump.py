@@ -21,7 +21,7 @@ from typing import Any
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
 from qmpd.machine.dump_file import open_dump
-from qmpd.machine.guest_dump import IN_PROCESS
+from qmpd.machine.guest_dump import IN_PROCESS, MIGRATION_BLOCKED
 from qmpd.machine.runstate import RunState
 
 #: The formats qmpd writes (query-dump-guest-memory-capability).
@@ -86,5 +86,8 @@ async def dump_guest_memory(
     if ctx.machine.dump.active:  # another session started one while the file was being opened
         os.close(fd)
         raise GenericError(IN_PROCESS)
+    if ctx.machine.migrator.running:  # QEMU's dump cannot add its migration blocker then (the file stays)
+        os.close(fd)
+        raise GenericError(f"disallowing migration blocker (migration/snapshot in progress) for: {MIGRATION_BLOCKED}")
     worker = asyncio.to_thread if detach else ctx.in_worker
     await ctx.machine.dump.run(fd, dump_format=fmt, begin=begin, length=length, detach=bool(detach), worker=worker)

@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 Worker = Callable[[Callable[[], None]], Awaitable[None]]
 #: QEMU's refusal while a dump runs (dump-guest-memory, stop, cont).
 IN_PROCESS = "There is a dump in process, please wait."
+#: QEMU's migration blocker while a dump runs (migrate is refused with it).
+MIGRATION_BLOCKED = "Live migration disabled: dump-guest-memory in progress"
 #: What QEMU 7.2 answers for win-dmp on a machine without a vmcoreinfo device (qmpd never has one).
 WIN_DMP_ERROR = "win-dump: invalid vmcoreinfo note size"
 _ZEROS = bytes(DUMP_CHUNK)

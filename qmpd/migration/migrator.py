@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from qmpd.errors import GenericError
+from qmpd.machine.guest_dump import MIGRATION_BLOCKED
 from qmpd.machine.runstate import RunState
 from qmpd.migration.description import DescriptionError, parse_description
 from qmpd.migration.state import capture, check_ram, load_ram, restore
@@ -92,12 +93,14 @@ class Migrator:
 
     def start(self, uri: str) -> None:
         """``migrate``: checks, then the migration runs on (as QEMU's migration thread does)."""
-        if self.status in ("setup", "active", "cancelling"):
+        if self.running:
             raise GenericError("There's a migration process in progress")
         if self.machine.runstate is RunState.INMIGRATE:
             raise GenericError("Guest is waiting for an incoming migration")
         if self.machine.runstate is RunState.POSTMIGRATE:
             raise GenericError("Can't migrate the vm that was paused due to previous migration")
+        if self.machine.dump.active:
+            raise GenericError(MIGRATION_BLOCKED)
         check_uri(uri)
         if uri.startswith("file:"):
             try:
@@ -110,6 +113,11 @@ class Migrator:
         self._times = {}
         self._set_status("setup")
         self._task = asyncio.ensure_future(self._outgoing(uri))
+
+    @property
+    def running(self) -> bool:
+        """An outgoing migration is under way (QEMU's migration_is_running)."""
+        return self.status in ("setup", "active", "cancelling")
 
     def cancel(self) -> None:
         """``migrate_cancel``: stop an outgoing migration; the guest runs on as before."""

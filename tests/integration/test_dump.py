@@ -147,3 +147,25 @@ def test_a_detached_dump_replies_first_then_completes(tmp_path: Path) -> None:
         assert not (tmp_path / "outside.elf").exists()
     finally:
         server.stop()
+
+
+def test_a_dump_is_refused_while_a_migration_runs(tmp_path: Path) -> None:
+    """QEMU 7.2's text; the target file is created before the refusal, as QEMU creates it."""
+    server = start_qmpd(["-machine", "pc", "-m", "64", "-S"], tmp_path)
+    try:
+        with RawClient(server.socket_path, timeout=15) as client:
+            client.negotiate()
+            assert client.execute("migrate", {"uri": "exec:sleep 30"}) == {"return": {}}
+            reply = client.execute("dump-guest-memory", {"paging": False, "protocol": "file:core"})
+            assert reply == {
+                "error": {
+                    "class": "GenericError",
+                    "desc": "disallowing migration blocker (migration/snapshot in progress) for: "
+                    "Live migration disabled: dump-guest-memory in progress",
+                }
+            }
+            assert (tmp_path / "core").stat().st_size == 0
+            assert client.execute("query-dump")["return"]["status"] == "none"
+            assert client.execute("migrate_cancel") == {"return": {}}
+    finally:
+        server.stop()
