@@ -12,6 +12,7 @@ ends with DEVICE_DELETED.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -62,10 +63,8 @@ def vcpu_threads(guest: Guest) -> int:
     """Threads named "CPU n/TCG" (worker threads of dumps and long HMP outputs come and go on their own)."""
     count = 0
     for task in Path(f"/proc/{guest.server.process.pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # the thread ended while we looked
             count += (task / "comm").read_text().startswith("CPU ")
-        except OSError:  # the thread ended while we looked
-            pass
     return count
 
 

@@ -211,7 +211,7 @@ async def test_a_dump_reports_progress_and_completes(
             await asyncio.wait_for(refused, 10)
     with pytest.raises(GenericError, match=IN_PROCESS):
         vm.cont()
-    with pytest.raises(GenericError, match="^Live migration disabled: dump-guest-memory in progress$"):
+    with pytest.raises(GenericError, match=r"^Live migration disabled: dump-guest-memory in progress$"):
         vm.migrator.start(f"file:{tmp_path / 'migrated'}")  # QEMU's dump blocks migration
     gate.set()
     for _ in range(500):
