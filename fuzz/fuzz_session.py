@@ -48,8 +48,8 @@ with atheris.instrument_imports(include=["qmpd"]):
     from qmpd.events import EventBus
     from qmpd.machine.machine import Machine
     from qmpd.protocol.session import Session
-    from qmpd.protocol.writer import encode
     from qmpd.qapi.schema import Schema
+    from qmpd.qobject.writer import encode
 
 
 SCHEMA = Schema.load()

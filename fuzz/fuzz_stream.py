@@ -16,7 +16,7 @@ Checked for every input:
   (None/bool/int64-or-uint64/float/str/list/dict with str keys, nested no deeper than the limit)
   that the reply writer can echo as an id on one CRLF-terminated line;
 - the chunked result equals the exact (lexer DFA) path over the whole payload in one go (run on an
-  uninstrumented copy of qmpd.protocol, for speed);
+  uninstrumented copy of qmpd.qobject, for speed);
 - QEMU's recovery: ``\\xff`` then a good command yields one or two leftovers (the last one an
   error) and then exactly that command; after ``reset()`` the command alone yields just itself.
 
@@ -37,18 +37,18 @@ from typing import Any
 import atheris
 
 # The reference parse (the exact path over the whole payload) runs on a separate, uninstrumented
-# copy of qmpd.protocol: the same code, checked the same way, but without atheris' per-branch
+# copy of qmpd.qobject: the same code, checked the same way, but without atheris' per-branch
 # callbacks (which made it cost as much as the fuzzed path); its coverage would only repeat the
 # fuzzed path's.  The fuzzed modules are then imported afresh, instrumented.
-from qmpd.protocol.streamer import JSONMessageStreamer as ReferenceStreamer
+from qmpd.qobject.streamer import JSONMessageStreamer as ReferenceStreamer
 
-for _name in [name for name in sys.modules if name == "qmpd.protocol" or name.startswith("qmpd.protocol.")]:
+for _name in [name for name in sys.modules if name == "qmpd.qobject" or name.startswith("qmpd.qobject.")]:
     del sys.modules[_name]
 
-with atheris.instrument_imports(include=["qmpd.protocol"]):
-    from qmpd.protocol.parser import JSONParseError
-    from qmpd.protocol.streamer import JSONMessageStreamer, StreamItem
-    from qmpd.protocol.writer import encode
+with atheris.instrument_imports(include=["qmpd.qobject"]):
+    from qmpd.qobject.parser import JSONParseError
+    from qmpd.qobject.streamer import JSONMessageStreamer, StreamItem
+    from qmpd.qobject.writer import encode
 
 #: The good command fed after the fuzzed input, and what it must parse to.
 COMMAND = b'{"execute":"query-status","id":"end"}'

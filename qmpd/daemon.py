@@ -45,8 +45,8 @@ from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.session import Channel, Session, SessionState
 from qmpd.protocol.transport import MonitorEndpoint, SessionFactory, SessionLimit
-from qmpd.qapi.ghash import iteration_order
 from qmpd.qapi.schema import Schema
+from qmpd.qobject.ghash import iteration_order
 from qmpd.version import greeting
 
 log = structlog.get_logger(__name__)

@@ -29,9 +29,9 @@ from qmpd.commands.base import CommandContext, CommandRegistry, DaemonControl, H
 from qmpd.errors import CommandNotFound, GenericError, QMPError, error_to_wire
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
-from qmpd.protocol.writer import qdict_order
 from qmpd.qapi.arguments import check_arguments
 from qmpd.qapi.schema import Schema
+from qmpd.qobject.writer import qdict_order
 
 log = structlog.get_logger(__name__)
 

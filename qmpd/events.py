@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from qmpd.protocol.writer import encode
 from qmpd.qapi.schema import Schema
+from qmpd.qobject.writer import encode
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ from qmpd.cli import PROG, parse_or_exit
 from qmpd.machine.spec import SpecError, build_spec
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener, TransportError, open_listener
-from qmpd.protocol.writer import encode
+from qmpd.qobject.writer import encode
 from qmpd.version import greeting
 
 

@@ -15,9 +15,9 @@ from qmpd.hmp.registers import format_registers
 from qmpd.machine.guest_memory import read_physical, read_virtual
 from qmpd.machine.qdev import DeviceOptions, OptionsSyntaxError, options_from_text
 from qmpd.machine.runstate import RunState, ShutdownCause
-from qmpd.protocol.parser import JSONParseError
-from qmpd.protocol.streamer import JSONMessageStreamer
-from qmpd.protocol.writer import encode_pretty
+from qmpd.qobject.parser import JSONParseError
+from qmpd.qobject.streamer import JSONMessageStreamer
+from qmpd.qobject.writer import encode_pretty
 from qmpd.qom.object import QObject, lookup, resolve_path
 from qmpd.version import version_info
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from qmpd.errors import GenericError
 from qmpd.inttypes import INT_RANGES, parse_c_integer
-from qmpd.protocol.writer import format_double, qdict_order
+from qmpd.qobject.writer import format_double, qdict_order
 from qmpd.qom.device import Device
 from qmpd.qom.enums import enum_error
 from qmpd.qom.object import QObject

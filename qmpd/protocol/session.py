@@ -25,9 +25,9 @@ import structlog
 
 from qmpd.dispatch import Dispatcher, loggable
 from qmpd.events import EventBus
-from qmpd.protocol.parser import JSONParseError
-from qmpd.protocol.streamer import JSONMessageStreamer, StreamItem
-from qmpd.protocol.writer import encode
+from qmpd.qobject.parser import JSONParseError
+from qmpd.qobject.streamer import JSONMessageStreamer, StreamItem
+from qmpd.qobject.writer import encode
 
 log = structlog.get_logger(__name__)
 

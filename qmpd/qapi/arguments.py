@@ -16,9 +16,9 @@ from typing import Any
 import jsonschema.exceptions
 
 from qmpd.errors import GenericError
-from qmpd.protocol.writer import qdict_order
-from qmpd.qapi.ghash import iteration_order
 from qmpd.qapi.schema import INT_RANGES, CommandSpec, JSONSchema, Schema
+from qmpd.qobject.ghash import iteration_order
+from qmpd.qobject.writer import qdict_order
 
 _INT64 = INT_RANGES["int64"]
 _UINT64 = INT_RANGES["uint64"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qmpd.protocol.writer import qdict_order
-from qmpd.qapi.ghash import g_str_hash, iteration_order
+from qmpd.qobject.ghash import g_str_hash, iteration_order
+from qmpd.qobject.writer import qdict_order
 
 #: Key sets sent as query-status arguments to QEMU 7.2, and the key its error named.
 QEMU_NAMED = [

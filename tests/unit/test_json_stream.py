@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpd.protocol.parser import JSONParseError
-from qmpd.protocol.streamer import JSONMessageStreamer, StreamItem, _fast_parse
+from qmpd.qobject.parser import JSONParseError
+from qmpd.qobject.streamer import JSONMessageStreamer, StreamItem, _fast_parse
 
 
 def feed(data: bytes, chunk: int = 0, **limits: int) -> list[StreamItem]:

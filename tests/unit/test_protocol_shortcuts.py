@@ -11,9 +11,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpd.protocol import mutf8
-from qmpd.protocol.lexer import JSONLexer, Tok
-from qmpd.protocol.streamer import JSONMessageStreamer
+from qmpd.qobject import mutf8
+from qmpd.qobject.lexer import JSONLexer, Tok
+from qmpd.qobject.streamer import JSONMessageStreamer
 
 PIECES = [
     b"{", b"}", b"[", b"]", b":", b",", b" ", b"\n", b"\t", b'"', b"'", b"\\", b"\\u", b"d83d", b'"ab"', b"'x'",

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from qmpd.protocol.writer import encode, qdict_bucket, qdict_order
+from qmpd.qobject.writer import encode, qdict_bucket, qdict_order
 
 
 def test_reply_and_error_key_order_match_qemu() -> None:

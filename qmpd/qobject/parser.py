@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from qmpd.protocol import mutf8
-from qmpd.protocol.lexer import Tok
+from qmpd.qobject import mutf8
+from qmpd.qobject.lexer import Tok
 
 #: A parsed JSON value as QEMU would hold it (int, float, str, bool, None, list, dict).
 JSONValue = Union[None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]]  # noqa: UP007 (recursive alias)

@@ -13,9 +13,9 @@ import json
 import re
 from collections.abc import Iterator
 
-from qmpd.protocol.lexer import MAX_TOKEN_SIZE, JSONLexer, Tok
-from qmpd.protocol.mutf8 import NONCHARACTERS, to_text
-from qmpd.protocol.parser import JSONParseError, JSONValue, parse
+from qmpd.qobject.lexer import MAX_TOKEN_SIZE, JSONLexer, Tok
+from qmpd.qobject.mutf8 import NONCHARACTERS, to_text
+from qmpd.qobject.parser import JSONParseError, JSONValue, parse
 
 #: Most tokens one message may hold (QEMU: 2 Mi).
 MAX_TOKEN_COUNT = 2 << 20
