@@ -10,7 +10,7 @@ from typing import Any
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
 from qmpd.machine.qdev import check_id, options_from_arguments
-from qmpd.qom.object import QObject
+from qmpd.qom.object import Object
 
 #: qmpd's bound on /objects (QEMU has none): an unrealized CPU costs ~2 KiB, and no machine
 #: has more slots than this to plug them into.
@@ -60,7 +60,7 @@ def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> Non
 
 @qmp_command("object-del")
 def object_del(ctx: CommandContext, id: str) -> None:
-    objects: QObject = ctx.machine.qom.objects
+    objects: Object = ctx.machine.qom.objects
     obj = objects.child(id)
     if obj is None:
         raise GenericError(f"object '{id}' not found")

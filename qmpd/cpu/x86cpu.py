@@ -38,7 +38,7 @@ from qmpd.cpu.models import (
 )
 from qmpd.errors import GenericError
 from qmpd.qom.device import Device
-from qmpd.qom.object import QObject
+from qmpd.qom.object import Object
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
 
@@ -284,11 +284,11 @@ class X86CPU(Device):
 def _feature_property(info: PropertyInfo) -> PropertyDef:
     canonical = feature_aliases()[info.name]
 
-    def get(obj: QObject) -> bool:
+    def get(obj: Object) -> bool:
         assert isinstance(obj, X86CPU)
         return canonical in (obj.guest_features() if obj.realized else obj.requested_features())
 
-    def set_(obj: QObject, value: Any) -> None:
+    def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)
         obj.switched[canonical] = bool(value)
 
@@ -324,11 +324,11 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
     }
     if name in IDENTITY_RANGES or name in ("vendor", "model-id"):
 
-        def get_identity(obj: QObject) -> Any:
+        def get_identity(obj: Object) -> Any:
             assert isinstance(obj, X86CPU)
             return obj.get_identity(name)
 
-        def set_identity(obj: QObject, value: Any) -> None:
+        def set_identity(obj: Object, value: Any) -> None:
             assert isinstance(obj, X86CPU)
             obj.set_identity(name, value)
 
@@ -347,11 +347,11 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
     # Flags QEMU keeps in MSR or KVM feature words (vmx-*, kvm-*) read false until set, never null.
     unset: Any = False if info.type == "bool" else None
 
-    def get(obj: QObject) -> Any:
+    def get(obj: Object) -> Any:
         assert isinstance(obj, X86CPU)
         return reader(obj) if reader is not None else obj.values.get(name, unset)
 
-    def set_(obj: QObject, value: Any) -> None:
+    def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)
         refused = value_error(name, value)
         if refused is not None:
@@ -372,11 +372,11 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
 
 
 def _start_powered_off_property() -> PropertyDef:
-    def get(obj: QObject) -> bool:
+    def get(obj: Object) -> bool:
         assert isinstance(obj, X86CPU)
         return obj.start_powered_off
 
-    def set_(obj: QObject, value: Any) -> None:
+    def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)
         obj.start_powered_off = bool(value)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qmpd.qom.device import Device
-from qmpd.qom.object import QObject
+from qmpd.qom.object import Object
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
 
@@ -118,7 +118,7 @@ class LocalAPIC(Device):
 
 
 def _getter(attribute: str) -> Any:
-    def get(obj: QObject) -> Any:
+    def get(obj: Object) -> Any:
         return getattr(obj, attribute)
 
     return get

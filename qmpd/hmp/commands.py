@@ -18,7 +18,7 @@ from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.qobject.parser import JSONParseError
 from qmpd.qobject.streamer import JSONMessageStreamer
 from qmpd.qobject.writer import encode_pretty
-from qmpd.qom.object import QObject, lookup, resolve_path
+from qmpd.qom.object import Object, lookup, resolve_path
 from qmpd.version import version_info
 
 
@@ -162,7 +162,7 @@ def hmp_qom_set(ctx: CommandContext, path: str, property: str, value: str, json:
 @HMP.info_command("qom-tree", "path:s?", "[path]", "show QOM composition tree")
 def hmp_info_qom_tree(ctx: CommandContext, path: str | None = None) -> str:
     root = ctx.machine.qom.root
-    obj: QObject
+    obj: Object
     if path is None:
         obj = ctx.machine.qom.machine
     else:
@@ -174,7 +174,7 @@ def hmp_info_qom_tree(ctx: CommandContext, path: str | None = None) -> str:
         obj = found
     lines: list[str] = []
 
-    def show(node: QObject, indent: int) -> None:
+    def show(node: Object, indent: int) -> None:
         name = "" if node is root else node.name_in_parent
         lines.append(f"{' ' * indent}/{name} ({node.type_name})\n")
         for _, child in sorted(node.children(), key=lambda item: item[0]):

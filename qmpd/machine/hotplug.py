@@ -32,7 +32,7 @@ from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.machine.qdev import DeviceHost, DeviceOptions, device_add
 from qmpd.machine.qom_tree import TopologyNode, new_object
 from qmpd.qom.device import Device
-from qmpd.qom.object import QObject, resolve_path
+from qmpd.qom.object import Object, resolve_path
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
@@ -93,7 +93,7 @@ class CPUHotplug:
         if self.warnings:
             log.warning("cpu.unavailable_features", cpu=device.canonical_path(), features=device.unavailable_features())
 
-    def request_unplug(self, device: QObject, name: str) -> None:
+    def request_unplug(self, device: Object, name: str) -> None:
         """device_del's checks in QEMU's order, then the eject request to the guest."""
         machine = self.machine
         if not isinstance(device, Device):
@@ -154,7 +154,7 @@ class CPUHotplug:
         device_add(host, opts)
         return self.warnings
 
-    def _new_device(self, type_name: str) -> QObject:
+    def _new_device(self, type_name: str) -> Object:
         if self.machine.registry.is_a(type_name, "x86_64-cpu"):
             return self.machine.new_cpu(type_name)
         return new_object(type_name)
@@ -233,9 +233,9 @@ class CPUHotplug:
             raise
 
 
-def _relative(container: QObject, path: str) -> QObject | None:
+def _relative(container: Object, path: str) -> Object | None:
     """QEMU's object_resolve_path_at: a path relative to ``container`` (no partial matching)."""
-    node: QObject | None = container
+    node: Object | None = container
     for part in path.split("/"):
         if part == "" or node is None:
             continue

@@ -34,7 +34,7 @@ from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
 from qmpd.migration.migrator import Migrator
-from qmpd.qom.object import QObject
+from qmpd.qom.object import Object
 from qmpd.vcpu.engine import CPUSnapshot
 
 log = structlog.get_logger(__name__)
@@ -236,7 +236,7 @@ class Machine:
             )
         return out
 
-    def qom_set(self, obj: QObject, name: str, value: Any) -> None:
+    def qom_set(self, obj: Object, name: str, value: Any) -> None:
         """qom-set, with the machine's reactions (a CPU set to unrealized leaves its slot)."""
         was_realized = isinstance(obj, X86CPU) and obj.realized
         obj.set_property(name, value)

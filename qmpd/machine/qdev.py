@@ -31,7 +31,7 @@ from qmpd.inttypes import INT_RANGES, parse_c_integer
 from qmpd.qobject.writer import format_double, qdict_order
 from qmpd.qom.device import Device
 from qmpd.qom.enums import enum_error
-from qmpd.qom.object import QObject
+from qmpd.qom.object import Object
 from qmpd.qom.types import TypeRegistry
 
 #: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
@@ -169,13 +169,13 @@ class DeviceHost(NamedTuple):
 
     registry: TypeRegistry
     machine_type: str
-    peripheral: QObject
-    peripheral_anon: QObject
+    peripheral: Object
+    peripheral_anon: Object
     #: Returns the next anonymous device number and advances QEMU's anon_count.
     next_anon: Callable[[], int]
     #: The machine's hot-plug handler for a device type, or None.
     hotplug_handler: Callable[[str], Callable[[Device], None] | None]
-    new_object: Callable[[str], QObject]
+    new_object: Callable[[str], Object]
 
 
 def device_add(host: DeviceHost, opts: DeviceOptions) -> Device:

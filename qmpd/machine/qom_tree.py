@@ -21,12 +21,12 @@ from qmpd.machine.topology import Slot, Topology
 from qmpd.machine.types import MACHINE_TYPES, MachineType
 from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device, register_base_types
-from qmpd.qom.object import Container, QObject
+from qmpd.qom.object import Container, Object
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
 
 
-class MachineObject(QObject):
+class MachineObject(Object):
     """``/machine``: the machine's QOM object."""
 
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
@@ -34,7 +34,7 @@ class MachineObject(QObject):
         self.settings: dict[str, Any] = {}
 
 
-class TopologyNode(QObject):
+class TopologyNode(Object):
     """A socket, die, core or thread of the topology tree."""
 
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
@@ -53,7 +53,7 @@ class VAPIC(Device):
 
 
 def _setting(name: str) -> Any:
-    def get(obj: QObject) -> Any:
+    def get(obj: Object) -> Any:
         assert isinstance(obj, MachineObject)
         return obj.settings[name]
 
@@ -62,7 +62,7 @@ def _setting(name: str) -> Any:
 
 def _ids(*names: str, kind: str = "int32") -> tuple[PropertyDef, ...]:
     def getter(name: str) -> Any:
-        def get(obj: QObject) -> Any:
+        def get(obj: Object) -> Any:
             assert isinstance(obj, TopologyNode)
             return obj.ids[name]
 
@@ -118,7 +118,7 @@ def type_registry() -> TypeRegistry:
     return registry
 
 
-class HostObject(QObject):
+class HostObject(Object):
     """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties, never used."""
 
 
@@ -135,7 +135,7 @@ def register_host_types(registry: TypeRegistry) -> None:
         registry.register(TypeInfo(name, info["parent"], abstract=abstract, factory=factory, properties=properties))
 
 
-def new_object(type_name: str) -> QObject:
+def new_object(type_name: str) -> Object:
     """Instantiate a concrete QOM type."""
     registry = type_registry()
     info = registry.get(type_name)
@@ -171,7 +171,7 @@ class QOMTree:
         self.anon_count += 1
         return number
 
-    def attach_unattached(self, obj: QObject) -> str:
+    def attach_unattached(self, obj: Object) -> str:
         """Place an object without parent at /machine/unattached/device[N]."""
         name = f"device[{self.unattached_count}]"
         self.unattached_count += 1
@@ -182,7 +182,7 @@ class QOMTree:
         """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread."""
         registry = type_registry()
         container = self.machine.add_child("topology", Container(registry, "container"))
-        nodes: dict[tuple[int, ...], QObject] = {}
+        nodes: dict[tuple[int, ...], Object] = {}
         for slot in topology.slots:
             path: tuple[int, ...] = ()
             parent = container

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.errors import GenericError
-from qmpd.qom.object import Container, QObject
+from qmpd.qom.object import Container, Object
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
 
 
-class Device(QObject):
+class Device(Object):
     """A QEMU device (qdev)."""
 
     #: Whether the type may be plugged at run time.
@@ -54,7 +54,7 @@ class Device(QObject):
             self.unrealize()
 
 
-def _set_realized(obj: QObject, value: Any) -> None:
+def _set_realized(obj: Object, value: Any) -> None:
     assert isinstance(obj, Device)
     obj.set_realized(bool(value))
 

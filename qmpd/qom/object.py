@@ -19,8 +19,8 @@ from qmpd.qom.properties import PropertyDef, visit_value
 from qmpd.qom.types import TypeInfo, TypeRegistry
 
 
-class QObject:
-    """An instance of a QOM type."""
+class Object:
+    """An instance of a QOM type (QOM's Object; QEMU's QObject is a JSON value, see qmpd/qobject/)."""
 
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
         info = registry.get(type_name)
@@ -29,12 +29,12 @@ class QObject:
         self.registry = registry
         self.type_name = type_name
         #: The object holding the child<> property that owns this one.
-        self.parent: QObject | None = None
+        self.parent: Object | None = None
         #: The name of that property.
         self.name_in_parent: str | None = None
         self._instance_props: dict[str, PropertyDef] = {}
-        self._children: dict[str, QObject] = {}
-        self._links: dict[str, QObject | None] = {}
+        self._children: dict[str, Object] = {}
+        self._links: dict[str, Object | None] = {}
 
     @property
     def type_info(self) -> TypeInfo:
@@ -97,7 +97,7 @@ class QObject:
 
     # -- the tree -------------------------------------------------------------------
 
-    def add_child(self, name: str, child: QObject) -> QObject:
+    def add_child(self, name: str, child: Object) -> Object:
         """Make ``child`` this object's child ``name`` (a child<T> property)."""
         if child.parent is not None:
             raise ValueError(f"{child.type_name} already has a parent")
@@ -107,7 +107,7 @@ class QObject:
         child.name_in_parent = name
         return child
 
-    def remove_child(self, name: str) -> QObject:
+    def remove_child(self, name: str) -> Object:
         """Unparent child ``name`` (QEMU's object_unparent)."""
         child = self._children.pop(name)
         del self._instance_props[name]
@@ -115,7 +115,7 @@ class QObject:
         child.name_in_parent = None
         return child
 
-    def child(self, name: str) -> QObject | None:
+    def child(self, name: str) -> Object | None:
         """The child called ``name``."""
         return self._children.get(name)
 
@@ -123,52 +123,52 @@ class QObject:
         """How many children this object has (without copying them, unlike :meth:`children`)."""
         return len(self._children)
 
-    def children(self) -> Iterator[tuple[str, QObject]]:
+    def children(self) -> Iterator[tuple[str, Object]]:
         """(name, child) pairs in property order."""
         return iter(list(self._children.items()))
 
-    def add_link(self, name: str, target_type: str, target: QObject | None = None, setter: Any = None) -> None:
+    def add_link(self, name: str, target_type: str, target: Object | None = None, setter: Any = None) -> None:
         """A link<T> property stored on this object."""
         self.add_property(PropertyDef(name, f"link<{target_type}>", setter=setter))
         self._links[name] = target
 
-    def link_target(self, name: str) -> QObject | None:
+    def link_target(self, name: str) -> Object | None:
         """Where link ``name`` points (None when unset)."""
         return self._links.get(name)
 
-    def set_link_target(self, name: str, target: QObject | None) -> None:
+    def set_link_target(self, name: str, target: Object | None) -> None:
         """Point link ``name`` at ``target``."""
         self._links[name] = target
 
     def canonical_path(self) -> str:
         """The path from the root, computed by walking parents."""
         parts: list[str] = []
-        node: QObject | None = self
+        node: Object | None = self
         while node is not None and node.parent is not None:
             assert node.name_in_parent is not None
             parts.append(node.name_in_parent)
             node = node.parent
         return "/" + "/".join(reversed(parts))
 
-    def root(self) -> QObject:
+    def root(self) -> Object:
         """The root of this object's tree."""
         node = self
         while node.parent is not None:
             node = node.parent
         return node
 
-    def walk(self) -> Iterator[QObject]:
+    def walk(self) -> Iterator[Object]:
         """This object and all its descendants (through child<> properties)."""
         yield self
         for _, child in self.children():
             yield from child.walk()
 
 
-class Container(QObject):
+class Container(Object):
     """QEMU's ``container``: an object that only holds children."""
 
 
-def _component(node: QObject, part: str) -> QObject | None:
+def _component(node: Object, part: str) -> Object | None:
     child = node.child(part)
     if child is not None:
         return child
@@ -178,7 +178,7 @@ def _component(node: QObject, part: str) -> QObject | None:
     return None
 
 
-def _resolve_absolute(node: QObject, parts: list[str]) -> QObject | None:
+def _resolve_absolute(node: Object, parts: list[str]) -> Object | None:
     for part in parts:
         if part == "":
             continue
@@ -189,7 +189,7 @@ def _resolve_absolute(node: QObject, parts: list[str]) -> QObject | None:
     return node
 
 
-def _resolve_partial(node: QObject, parts: list[str]) -> tuple[QObject | None, bool]:
+def _resolve_partial(node: Object, parts: list[str]) -> tuple[Object | None, bool]:
     found = _resolve_absolute(node, parts)
     for _, child in node.children():
         match, ambiguous = _resolve_partial(child, parts)
@@ -202,7 +202,7 @@ def _resolve_partial(node: QObject, parts: list[str]) -> tuple[QObject | None, b
     return found, False
 
 
-def resolve_path(root: QObject, path: str) -> tuple[QObject | None, bool]:
+def resolve_path(root: Object, path: str) -> tuple[Object | None, bool]:
     """(object, ambiguous) for ``path``, by QEMU's rules."""
     parts = path.split("/")
     if parts[0] == "" and path != "":
@@ -210,7 +210,7 @@ def resolve_path(root: QObject, path: str) -> tuple[QObject | None, bool]:
     return _resolve_partial(root, parts)
 
 
-def lookup(root: QObject, path: str, *, report_ambiguity: bool = False) -> QObject:
+def lookup(root: Object, path: str, *, report_ambiguity: bool = False) -> Object:
     """Resolve ``path`` or raise QEMU's error (qom-list reports ambiguity, qom-get/set do not)."""
     obj, ambiguous = resolve_path(root, path)
     if obj is None:
@@ -220,4 +220,4 @@ def lookup(root: QObject, path: str, *, report_ambiguity: bool = False) -> QObje
     return obj
 
 
-__all__ = ["Container", "QObject", "lookup", "resolve_path", "visit_value"]
+__all__ = ["Container", "Object", "lookup", "resolve_path", "visit_value"]

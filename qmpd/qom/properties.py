@@ -18,10 +18,10 @@ from qmpd.inttypes import INT_RANGES, is_unsigned
 from qmpd.qom.enums import ENUM_VALUES, enum_error
 
 if TYPE_CHECKING:
-    from qmpd.qom.object import QObject
+    from qmpd.qom.object import Object
 
-Getter = Callable[["QObject"], Any]
-Setter = Callable[["QObject", Any], None]
+Getter = Callable[["Object"], Any]
+Setter = Callable[["Object", Any], None]
 
 
 def visit_value(kind: str, name: str, value: Any) -> Any:

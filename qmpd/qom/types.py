@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qmpd.qom.object import QObject
+    from qmpd.qom.object import Object
     from qmpd.qom.properties import PropertyDef
 
 
@@ -26,7 +26,7 @@ class TypeInfo:
     abstract: bool = False
     interfaces: tuple[str, ...] = ()
     #: Builds an instance (None for abstract types and interfaces).
-    factory: Callable[..., QObject] | None = None
+    factory: Callable[..., Object] | None = None
     #: Class properties this type adds (in the order qom-list shows them).
     properties: tuple[PropertyDef, ...] = ()
     #: QEMU's DeviceClass.user_creatable: whether device_add may create it.
