@@ -14,8 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from qmpd.dispatch import Dispatcher
+from qmpd.http.view import cpu_slots
 from qmpd.machine.machine import Machine
-from qmpd.machine.view import cpu_slots
 from qmpd.vcpu.engine import VCPUEngine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

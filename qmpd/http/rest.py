@@ -17,8 +17,8 @@ from aiohttp import web
 
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
+from qmpd.http.view import cpu_slots, machine_summary
 from qmpd.machine.machine import Machine
-from qmpd.machine.view import cpu_slots, machine_summary
 
 #: HTTP status for each QMP error class.
 STATUS = {

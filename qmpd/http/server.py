@@ -24,9 +24,9 @@ from qmpd.events import EventBus
 from qmpd.http.access import AccessPolicy
 from qmpd.http.metrics import CONTENT_TYPE, Metrics
 from qmpd.http.rest import RestAPI, error_response
+from qmpd.http.view import live_sample
 from qmpd.http.websocket import CheckedWebSocketResponse, SessionFactory, serve_qmp
 from qmpd.machine.machine import Machine
-from qmpd.machine.view import live_sample
 from qmpd.protocol.accept import Acceptor, ThrottledLog
 from qmpd.protocol.listeners import open_tcp_listeners
 
