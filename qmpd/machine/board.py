@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import structlog
 
+from qmpd.cpu.cpuid import build_cpuid
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import LEGACY_LEN, CPUHotplugBlock, GPEBlock
 from qmpd.devices.acpi_pm import PM1_LEN, PM_BASE, PM1Block
@@ -30,7 +31,6 @@ from qmpd.devices.reset import (
 )
 from qmpd.machine.spec import MachineSpec
 from qmpd.vcpu.bridge import LoopBridge
-from qmpd.vcpu.cpuid import build_cpuid
 from qmpd.vcpu.engine import VCPUEngine
 from qmpd.vcpu.manager import VCPUManager
 from qmpd.vcpu.ram import GuestRAM

@@ -12,9 +12,9 @@ leaves the machine untouched.
 
 from __future__ import annotations
 
+from qmpd.cpu.topology import Slot, Topology
 from qmpd.cpu.x86cpu import UNASSIGNED, X86CPU
 from qmpd.errors import GenericError
-from qmpd.machine.topology import Slot, Topology
 from qmpd.qom.types import TypeRegistry
 
 

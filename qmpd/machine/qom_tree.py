@@ -14,10 +14,10 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from qmpd.cpu.topology import Slot, Topology
 from qmpd.cpu.x86cpu import register_cpu_types
 from qmpd.devices.lapic import register_apic_types
 from qmpd.machine.properties import MACHINE_PROPERTIES
-from qmpd.machine.topology import Slot, Topology
 from qmpd.machine.types import MACHINE_TYPES, MachineType
 from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device, register_base_types

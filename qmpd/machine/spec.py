@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from qmpd.config import CharConfig, MachineConfig
 from qmpd.cpu.cpu_option import CPUOption, CPUOptionError, parse_cpu_option
-from qmpd.machine.topology import SMP, Topology, TopologyError, parse_smp
+from qmpd.cpu.topology import SMP, Topology, TopologyError, parse_smp
 from qmpd.machine.types import MachineType, default_machine_type, find_machine_type
 from qmpd.vcpu.loader import Firmware, FirmwareError, load_file
 

@@ -20,10 +20,10 @@ from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc, UcEr
 from unicorn.unicorn_py3.arch.types import uc_hook_h
 from unicorn.unicorn_py3.unicorn import uclib
 
+from qmpd.cpu.cpuid import CPUIDTable
 from qmpd.devices.bus import PortBus
 from qmpd.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalAPIC
 from qmpd.vcpu import native
-from qmpd.vcpu.cpuid import CPUIDTable
 from qmpd.vcpu.exceptions import (
     ERROR_VECTORS,
     InterruptHook,

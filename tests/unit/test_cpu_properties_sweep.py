@@ -37,13 +37,13 @@ from qmpd.commands import REGISTRY
 from qmpd.commands.hotplug import MAX_OBJECTS
 from qmpd.config import MachineConfig
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option
+from qmpd.cpu.cpuid import CPUIDTable, build_cpuid
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.dispatch import Dispatcher
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
 from qmpd.qapi.schema import Schema
-from qmpd.vcpu.cpuid import CPUIDTable, build_cpuid
 
 SCHEMA = Schema.load()
 MODEL = "Haswell"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qmpd.machine.topology import SMP, Topology, TopologyError, bit_width, parse_smp
+from qmpd.cpu.topology import SMP, Topology, TopologyError, bit_width, parse_smp
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import pytest
 import unicorn.x86_const as x86
 
 from qmpd.config import MachineConfig
+from qmpd.cpu.cpuid import CPUIDTable, build_cpuid
 from qmpd.cpu.models import CPUModel
 from qmpd.devices.bus import PortBus
 from qmpd.devices.lapic import DELIVERY_STARTUP, DEST_FIELD, LocalAPIC
@@ -29,7 +30,6 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.qom_tree import new_object
 from qmpd.qapi.schema import Schema
 from qmpd.vcpu import native
-from qmpd.vcpu.cpuid import CPUIDTable, build_cpuid
 from qmpd.vcpu.engine import Exit, VCPUEngine
 from qmpd.vcpu.exceptions import MAX_UNASSIGNED_PAGES
 from qmpd.vcpu.ram import GuestRAM

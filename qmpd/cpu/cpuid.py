@@ -12,7 +12,7 @@ leaf 0xB.
 from __future__ import annotations
 
 from qmpd.cpu.models import CPUModel, c_string, features
-from qmpd.machine.topology import Topology
+from qmpd.cpu.topology import Topology
 
 Registers = tuple[int, int, int, int]
 _REGISTER = {"EAX": 0, "EBX": 1, "ECX": 2, "EDX": 3}
