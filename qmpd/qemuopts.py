@@ -9,6 +9,7 @@ comma inside a value; a bare ``flag`` means ``flag=on`` and ``noflag`` means
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 
 class OptionError(ValueError):
@@ -16,6 +17,7 @@ class OptionError(ValueError):
 
 
 def _value(text: str, pos: int) -> tuple[str, int]:
+    """The text from ``pos`` to the next single comma (``,,`` is a literal comma), and where it stopped."""
     out: list[str] = []
     n = len(text)
     while pos < n:
@@ -29,6 +31,18 @@ def _value(text: str, pos: int) -> tuple[str, int]:
         out.append(ch)
         pos += 1
     return "".join(out), pos
+
+
+def split_items(text: str) -> list[str]:
+    """The items between single commas (``,,`` is a literal comma, in names too)."""
+    items: list[str] = []
+    pos = 0
+    while True:
+        item, pos = _value(text, pos)
+        items.append(item)
+        if pos >= len(text):
+            return items
+        pos += 1
 
 
 def parse(text: str, implied: str | None = None) -> list[tuple[str, str]]:
@@ -66,13 +80,16 @@ _TRUE = {"on", "yes", "true", "y"}
 _FALSE = {"off", "no", "false", "n"}
 
 
-def parse_bool(name: str, value: str) -> bool:
-    """QEMU's boolean words."""
+def parse_bool(name: str, value: str, error: Callable[[str], Exception] = OptionError) -> bool:
+    """QEMU's boolean words (qapi_bool_parse), for options and properties given as text.
+
+    ``error`` is the caller's exception class: the text is the same everywhere, the error tree is not.
+    """
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise OptionError(f"Parameter '{name}' expects 'on' or 'off'")
+    raise error(f"Parameter '{name}' expects 'on' or 'off'")
 
 
 _SUFFIXES = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}

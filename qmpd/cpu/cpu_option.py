@@ -22,6 +22,7 @@ from qmpd.cpu.models import (
     value_error,
 )
 from qmpd.inttypes import INT_RANGES, is_unsigned, parse_c_integer
+from qmpd.qemuopts import parse_bool
 from qmpd.qom.enums import enum_error
 
 
@@ -40,10 +41,6 @@ class CPUOption(NamedTuple):
     warnings: tuple[str, ...]
 
 
-_TRUE = {"on", "yes", "true", "y"}
-_FALSE = {"off", "no", "false", "n"}
-
-
 def property_types() -> dict[str, str]:
     """Property name -> QOM type for every x86 CPU property."""
     return {p.name: p.type for p in cpu_properties()}
@@ -52,11 +49,7 @@ def property_types() -> dict[str, str]:
 def parse_value(type_name: str, name: str, text: str) -> Any:
     """A property value given as text (-cpu, HMP qom-set), QEMU's string input visitor rules."""
     if type_name == "bool":
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise CPUOptionError(f"Parameter '{name}' expects 'on' or 'off'")
+        return parse_bool(name, text, CPUOptionError)
     if type_name in INT_RANGES:
         unsigned = is_unsigned(type_name)
         value = parse_c_integer(text, unsigned=unsigned)

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from qmpd.errors import GenericError
 from qmpd.inttypes import INT_RANGES, parse_c_integer
+from qmpd.qemuopts import parse_bool, split_items
 from qmpd.qobject.writer import format_double, qdict_order
 from qmpd.qom.device import Device
 from qmpd.qom.enums import enum_error
@@ -38,8 +39,6 @@ from qmpd.qom.types import TypeRegistry
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
 #: Properties device_add must not set (QEMU asserts or misbehaves on them).
 _RESERVED = {"realized"}
-_TRUE = {"on", "yes", "true", "y"}
-_FALSE = {"off", "no", "false", "n"}
 
 
 class DeviceOptions(NamedTuple):
@@ -90,22 +89,7 @@ def options_from_arguments(arguments: dict[str, Any]) -> DeviceOptions:
 
 def options_from_text(text: str) -> DeviceOptions:
     """HMP ``driver[,prop=value][,...]`` to options (QemuOpts parsing; ``,,`` is a literal comma)."""
-    items: list[str] = []
-    current: list[str] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char == ",":
-            if text.startswith(",,", index):
-                current.append(",")
-                index += 2
-                continue
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        index += 1
-    items.append("".join(current))
+    items = split_items(text)
     device_id: str | None = None
     options: list[tuple[str, str]] = []
     for position, item in enumerate(items):
@@ -128,11 +112,7 @@ def options_from_text(text: str) -> DeviceOptions:
 def parse_text(type_name: str, name: str, text: str) -> Any:
     """A device property from text, as QEMU's keyval input visitor parses it."""
     if type_name == "bool":
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise GenericError(f"Parameter '{name}' expects 'on' or 'off'")
+        return parse_bool(name, text, GenericError)
     if type_name in INT_RANGES or type_name == "int":
         value = parse_c_integer(text, unsigned=type_name.startswith("uint"))
         if value is None:
