@@ -32,7 +32,7 @@ from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.machine.qdev import DeviceHost, DeviceOptions, device_add
 from qmpd.machine.qom_tree import TopologyNode, new_object
 from qmpd.qom.device import Device
-from qmpd.qom.object import Object, resolve_path
+from qmpd.qom.object import Object, resolve_at, resolve_path
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
@@ -165,7 +165,7 @@ class CPUHotplug:
         if device_id.startswith("/"):
             found, _ = resolve_path(machine.qom.root, device_id)
         else:
-            found = _relative(machine.qom.peripheral, device_id)
+            found = resolve_at(machine.qom.peripheral, device_id)
         if found is None:
             raise DeviceNotFound(f"Device '{device_id}' not found")
         self.request_unplug(found, device_id)
@@ -231,17 +231,3 @@ class CPUHotplug:
         except BaseException:  # the CPU stays in /objects exactly as it was, free to be fixed and plugged
             target.restore(before)
             raise
-
-
-def _relative(container: Object, path: str) -> Object | None:
-    """QEMU's object_resolve_path_at: a path relative to ``container`` (no partial matching)."""
-    node: Object | None = container
-    for part in path.split("/"):
-        if part == "" or node is None:
-            continue
-        child = node.child(part)
-        if child is None:
-            prop = node.find_property(part)
-            child = node.link_target(part) if prop is not None and prop.is_link else None
-        node = child
-    return node

@@ -210,6 +210,11 @@ def resolve_path(root: Object, path: str) -> tuple[Object | None, bool]:
     return _resolve_partial(root, parts)
 
 
+def resolve_at(node: Object, path: str) -> Object | None:
+    """QEMU's object_resolve_path_at: ``path`` walked from ``node`` (no partial matching)."""
+    return _resolve_absolute(node, path.split("/"))
+
+
 def lookup(root: Object, path: str, *, report_ambiguity: bool = False) -> Object:
     """Resolve ``path`` or raise QEMU's error (qom-list reports ambiguity, qom-get/set do not)."""
     obj, ambiguous = resolve_path(root, path)
@@ -220,4 +225,4 @@ def lookup(root: Object, path: str, *, report_ambiguity: bool = False) -> Object
     return obj
 
 
-__all__ = ["Container", "Object", "lookup", "resolve_path", "visit_value"]
+__all__ = ["Container", "Object", "lookup", "resolve_at", "resolve_path", "visit_value"]
