@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
+from qmpd.machine.cpus import instance_props
 from qmpd.machine.qdev import DeviceOptions
 from qmpd.migration.description import (
     LAPIC_FIELDS,
@@ -227,10 +228,7 @@ def _removed_on_error(cpu: X86CPU) -> Iterator[None]:
 
 
 def _device_options(machine: Machine, entry: SavedCPU) -> tuple[tuple[str, str], ...]:
-    slot = machine.topology.slots[entry.index]
-    props = {"socket-id": slot.socket_id, "core-id": slot.core_id, "thread-id": slot.thread_id}
-    if machine.spec.smp.dies > 1:
-        props["die-id"] = slot.die_id
+    props = instance_props(machine.topology.slots[entry.index], machine.spec.smp.dies)
     switched = tuple((name, "on" if on else "off") for name, on in entry.switched.items())
     return (("driver", entry.type_name), *((k, str(v)) for k, v in props.items()), *switched)
 
