@@ -15,7 +15,7 @@ from qmpd.config import CharConfig, MachineConfig
 from qmpd.cpu.cpu_option import CPUOption, CPUOptionError, parse_cpu_option
 from qmpd.cpu.topology import SMP, Topology, TopologyError, parse_smp
 from qmpd.machine.types import MachineType, default_machine_type, find_machine_type
-from qmpd.vcpu.loader import Firmware, FirmwareError, load_file
+from qmpd.vcpu.loader import STACK_SIZE, Firmware, FirmwareError, load_file
 
 #: The firmware qmpd boots without -bios/-kernel (built from examples/firmware).
 DEFAULT_FIRMWARE = os.path.join(
@@ -23,8 +23,6 @@ DEFAULT_FIRMWARE = os.path.join(
 )
 #: RAM must end below the local APIC (and the I/O APIC below it).
 MAX_RAM = 0xFEC00000
-#: Boot stack per possible CPU (counted down from the top of RAM).
-STACK_SIZE = 16 << 10
 
 
 class PortDeviceSpec(NamedTuple):

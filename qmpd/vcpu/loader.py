@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # ram.py needs ctypes and mmap; the loader runs before the gr
 
 #: Where a flat binary is placed (below 1 MiB, so that STARTUP IPI vectors can reach it).
 FLAT_LOAD_ADDRESS = 0x10000
+#: Boot stack per possible CPU, counted down from the top of RAM (the image must end below them all).
+STACK_SIZE = 16 << 10
 _PT_LOAD = 1
 
 

@@ -17,12 +17,10 @@ import structlog
 from qmpd.devices.lapic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, DEST_ALL, DEST_ALL_BUT_SELF, DEST_SELF
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, VCPUEngine
+from qmpd.vcpu.loader import STACK_SIZE
 from qmpd.vcpu.runner import Entry, Scheduler, VCPURunner, VCPUState
 
 log = structlog.get_logger(__name__)
-
-#: Stack space each vCPU gets at start-up, counted down from the top of RAM.
-STACK_SIZE = 16 << 10
 
 
 class VCPUManager:
