@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from qmpd.commands.base import CommandContext
+from qmpd.commands.control import quit_
 from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.errors import GenericError
@@ -54,8 +55,7 @@ def hmp_system_powerdown(ctx: CommandContext) -> None:
 
 @HMP.command("quit|q", "", "", "quit the emulator")
 def hmp_quit(ctx: CommandContext) -> None:
-    ctx.machine.shutdown(ShutdownCause.HOST_QMP_QUIT)
-    ctx.daemon.request_exit()
+    quit_(ctx)  # QEMU's hmp_quit calls qmp_quit
 
 
 @HMP.info_command("status", "", "", "show the current VM status (running|paused)")
