@@ -41,46 +41,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 QEMU = shutil.which("qemu-system-x86_64")
 
-DEVICES = [
-    "virtio-blk-pci", "virtio-net-pci", "virtio-scsi-pci", "virtio-net-ccw", "virtio-scsi-ccw", "vfio-pci",
-    "scsi-hd", "ide-hd", "PIIX4_PM", "usb-redir", "usb-storage", "kvm-pit", "VGA", "vmware-svga", "qxl",
-    "virtio-gpu-pci", "virtio-gpu-device", "ICH9-LPC", "virtio-balloon-pci", "virtio-balloon-ccw",
-    "virtio-balloon-device", "intel-iommu", "mch", "nvdimm", "pcie-root-port", "usb-host",
-    "vhost-user-fs-device", "virtio-mem-pci", "virtio-iommu-pci",
-]  # fmt: skip
-HOST = {"name": "host"}
-PROBE: list[tuple[str, dict[str, Any]]] = [
-    ("query-version", {}),
-    ("query-target", {}),
-    ("query-qmp-schema", {}),
-    ("query-commands", {}),
-    ("query-kvm", {}),
-    ("qom-list-types", {}),
-    *[("device-list-properties", {"typename": name}) for name in DEVICES],
-    ("qom-list-properties", {"typename": "memory-backend-file"}),
-    ("qom-list-properties", {"typename": "memory-backend-memfd"}),
-    ("qom-list-properties", {"typename": "max-x86_64-cpu"}),
-    ("query-machines", {}),
-    ("qom-list-properties", {"typename": "none-machine"}),
-    ("query-cpu-definitions", {}),
-    ("query-tpm-models", {}),
-    ("query-tpm-types", {}),
-    ("query-command-line-options", {}),
-    ("query-migrate-capabilities", {}),
-    ("query-sev-capabilities", {}),
-    ("query-sgx-capabilities", {}),
-    ("query-cpu-model-expansion", {"type": "static", "model": HOST}),
-    ("query-cpu-model-expansion", {"type": "static", "model": {**HOST, "props": {"migratable": False}}}),
-    (
-        "query-cpu-model-expansion",
-        {"type": "full", "model": {**HOST, "props": {"migratable": False, "hv-passthrough": True}}},
-    ),
-]
+sys.path.insert(0, str(REPO))  # libvirt's probe has one copy, shared with the differential test
+from tests.libvirt_probe import PROBE  # noqa: E402
 
 
 def command(kind: str) -> tuple[list[str], str]:
