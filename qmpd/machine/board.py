@@ -22,6 +22,7 @@ from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
 from qmpd.devices.lapic import LocalAPIC
+from qmpd.devices.pci import CHIPSETS, CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
 from qmpd.devices.pvpanic import PVPanic
 from qmpd.devices.reset import (
     KEYBOARD_COMMAND_PORT,
@@ -41,8 +42,9 @@ log = structlog.get_logger(__name__)
 #: Bits of the reset control register that stay as written: PIIX3's RCR (pc), ICH9's RST_CNT (q35).
 RESET_CONTROL_KEPT_BITS = {"pc-i440fx-7.2": 0x2, "pc-q35-7.2": 0xA}
 
-#: GPE0 block of each chipset: (base, length).
-GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (0x0620, 16)}
+#: GPE0 block of each chipset: (base, length); q35's is inside the PM I/O space, at PM base + GPE0_IN_PM.
+GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (PM_BASE + 0x20, 16)}
+GPE0_IN_PM = {"pc-q35-7.2": 0x20}
 
 
 class Board:
@@ -74,12 +76,18 @@ class Board:
         #: The PM1 registers (pc's PIIX4 PM, q35's ICH9 LPC); like QEMU, none with -no-acpi.
         self.pm: PM1Block | None = None
         machine = spec.machine_type
+        self.pci: PCIConfig | None = None
+        if machine.name in CHIPSETS:
+            self.pci = PCIConfig(CHIPSETS[machine.name], self._place_pm_space, with_pm=acpi)
+            self.bus.add(CONFIG_ADDRESS_PORT, 1, self.pci.address_port)
+            self.bus.add(CONFIG_DATA_PORT, 4, self.pci.data_port)
         if machine.cpuhp_base is not None and acpi:
+            # The PM1 registers (and q35's GPE0) appear where the firmware places the PM I/O space.
             self.pm = PM1Block(on_sci=self.vcpus.kick_all, on_soft_off=lambda: self.bridge.post(self.on_guest_poweroff))
-            self.bus.add(PM_BASE, PM1_LEN, self.pm)
             gpe_base, gpe_len = GPE0_BLOCKS[machine.name]
             self.gpe = GPEBlock(gpe_len, on_sci=self.vcpus.kick_all)
-            self.bus.add(gpe_base, gpe_len, self.gpe)
+            if machine.name not in GPE0_IN_PM:
+                self.bus.add(gpe_base, gpe_len, self.gpe)
             self.cpuhp = CPUHotplugBlock(
                 [slot.apic_id for slot in spec.topology.slots],
                 self.gpe,
@@ -111,6 +119,27 @@ class Board:
         self.vcpus.boot_args = (machine.cpuhp_base or 0, self.gpe_base) if self.cpuhp is not None else (0, 0)
         if spec.firmware is not None:
             spec.firmware.load(self.ram)
+        self._prepare_chipset()
+
+    def _prepare_chipset(self) -> None:
+        """An image that is not a BIOS ROM starts as after QEMU's firmware: the PM I/O space placed."""
+        if self.pci is not None and self.spec.firmware is not None and not self.spec.firmware.rom:
+            pm = CHIPSETS[self.spec.machine_type.name].pm_function
+            self.pci.load_pm_registers(PM_BASE | 1, pm.enable_bit)
+
+    def _place_pm_space(self, base: int | None) -> None:
+        """The guest moved the PM I/O space (or turned it on or off): move the PM1 (and q35's GPE0) ports."""
+        if self.pm is None or self.gpe is None:
+            return
+        self.bus.remove(self.pm)
+        in_pm = GPE0_IN_PM.get(self.spec.machine_type.name)
+        if in_pm is not None:
+            self.bus.remove(self.gpe)
+        if base is None:
+            return
+        self.bus.add(base, PM1_LEN, self.pm)
+        if in_pm is not None:
+            self.bus.add(base + in_pm, self.gpe.half * 2, self.gpe)
 
     @property
     def gpe_base(self) -> int:
@@ -146,8 +175,12 @@ class Board:
             self.reset_control.reset_registers()
         if self.pm is not None:
             self.pm.reset_registers()
+        if self.pci is not None:
+            self.pci.reset_registers()
+            self._place_pm_space(None)
         if self.spec.firmware is not None:
             self.spec.firmware.load(self.ram)
+        self._prepare_chipset()
         # The CPU hot-plug block keeps its mode and pending events across a reset, as QEMU's does
         # (measured: after qom-set cpu-hotplug-legacy=false and system_reset, QEMU is still modern).
         for index, runner in self.vcpus.runners.items():

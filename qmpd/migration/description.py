@@ -74,6 +74,9 @@ class SavedMachine:
     #: The PM1 registers (status, enable, control), or None without ACPI or in a state saved before
     #: qmpd had them (the target's power-on values stay).
     pm: dict[str, int] | None = None
+    #: The PM base and enable registers of the chipset's PCI config space, or None (an older state:
+    #: the target keeps what it started with).
+    pci: tuple[int, int] | None = None
 
 
 def describe(machine: Machine) -> dict[str, Any]:
@@ -129,6 +132,7 @@ def parse_description(machine: Machine, meta: Any) -> SavedMachine:
         capabilities=dict(capabilities),
         hotplug_block=_hotplug_block(machine, top, {cpu.index for cpu in cpus}),
         pm=_pm(machine, top),
+        pci=_pci(machine, top),
     )
 
 
@@ -283,6 +287,13 @@ def _pm(machine: Machine, top: dict[str, Any]) -> dict[str, int] | None:
         return None
     registers = _object(top["pm"], "pm")
     return {name: _integer(registers, name, _U16, "pm") for name in ("status", "enable", "control")}
+
+
+def _pci(machine: Machine, top: dict[str, Any]) -> tuple[int, int] | None:
+    if machine.board.pci is None or "pci" not in top:
+        return None
+    registers = _object(top["pci"], "pci")
+    return _integer(registers, "pm_base", _U32, "pci"), _integer(registers, "pm_enable", _U32, "pci")
 
 
 def _slot(fields: dict[str, Any], where: str) -> dict[str, Any]:

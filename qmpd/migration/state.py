@@ -76,6 +76,9 @@ async def capture(machine: Machine) -> dict[str, Any]:
         meta["cpuhp"] = hotplug_block
     if board.pm is not None:
         meta["pm"] = board.pm.saved_state()
+    if board.pci is not None:
+        base, enable = board.pci.pm_registers
+        meta["pci"] = {"pm_base": base, "pm_enable": enable}
     return meta
 
 
@@ -103,6 +106,7 @@ class _Journal:
     capabilities: dict[str, bool] = field(default_factory=dict)
     hotplug_block: dict[str, Any] | None = None
     pm: dict[str, int] | None = None
+    pci: tuple[int, int] | None = None
 
 
 def restore(machine: Machine, saved: SavedMachine) -> None:
@@ -116,6 +120,7 @@ def restore(machine: Machine, saved: SavedMachine) -> None:
         capabilities=dict(machine.migration_capabilities),
         hotplug_block=_hotplug_block(machine),
         pm=machine.board.pm.saved_state() if machine.board.pm is not None else None,
+        pci=machine.board.pci.pm_registers if machine.board.pci is not None else None,
     )
     try:
         _apply(machine, saved, journal)
@@ -141,6 +146,8 @@ def _apply(machine: Machine, saved: SavedMachine, journal: _Journal) -> None:
     _apply_hotplug_block(machine, saved.hotplug_block)
     if saved.pm is not None and machine.board.pm is not None:
         machine.board.pm.load_state(saved.pm)
+    if saved.pci is not None and machine.board.pci is not None:
+        machine.board.pci.load_pm_registers(*saved.pci)
     machine.migration_capabilities.update(saved.capabilities)
     for entry in saved.cpus:
         _apply_cpu_state(machine, entry)
@@ -249,3 +256,5 @@ def _roll_back(machine: Machine, journal: _Journal) -> None:
     _apply_hotplug_block(machine, journal.hotplug_block)
     if journal.pm is not None and machine.board.pm is not None:
         machine.board.pm.load_state(journal.pm)
+    if journal.pci is not None and machine.board.pci is not None:
+        machine.board.pci.load_pm_registers(*journal.pci)

@@ -1,10 +1,18 @@
-"""Firmware images: a flat binary (loaded at FLAT_LOAD_ADDRESS) or an ELF64 executable.
+"""Firmware images: a PC BIOS ROM with a 64-bit entry, an ELF64 executable, or a flat binary.
 
-ELF64 images are loaded segment by segment at their physical addresses
-(p_paddr) and start at e_entry; anything else is a flat binary loaded at
-FLAT_LOAD_ADDRESS and started there.  The boot CPU starts at the entry in
-64-bit flat mode; the image is kept so that a reset can restore it, as
-QEMU restores its ROMs.
+- A PC BIOS ROM (what ``qemu-system-x86_64 -bios`` takes: a multiple of 64 KiB, at most 16 MiB,
+  ending in a reset vector) is mapped as QEMU maps it below 1 MiB: its last 128 KiB (or all of a
+  smaller one) end at 1 MiB.  qmpd cannot run its 16-bit code, so the image must say where its
+  64-bit code goes and starts: ROM_TRAILER, 24 bytes just below the reset vector, holds the magic
+  ``QMPDLM64``, then the payload's offset in the image, its length, its load address and its entry
+  (four little-endian u32).  qmpd does what the image's real-mode stub does on QEMU (copies the
+  payload) and starts the boot CPU at the entry in 64-bit mode.  The firmware itself finds the
+  machine (PCI configuration space, CPUID), as it must on QEMU.
+- ELF64 images are loaded segment by segment at their physical addresses (p_paddr) and start at
+  e_entry; anything else is a flat binary loaded at FLAT_LOAD_ADDRESS and started there.  These
+  start as if a firmware had run before them (qmpd's boot protocol registers, the PM I/O space
+  already placed), as a ``-kernel`` image starts on QEMU after SeaBIOS.
+The image is kept so that a reset can restore it, as QEMU restores its ROMs.
 """
 
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
@@ -20,6 +28,14 @@ FLAT_LOAD_ADDRESS = 0x10000
 #: Boot stack per possible CPU, counted down from the top of RAM (the image must end below them all).
 STACK_SIZE = 16 << 10
 _PT_LOAD = 1
+#: The 64-bit entry a PC BIOS ROM declares for qmpd: magic, payload offset, length, load address, entry.
+ROM_MAGIC = b"QMPDLM64"
+ROM_TRAILER = struct.Struct("<8sIIII")
+#: The trailer ends where the reset vector (the ROM's last 16 bytes) begins.
+_TRAILER_END = 16
+_ROM_ALIGN = 64 << 10
+_ROM_MAX = 16 << 20
+_ISA_BIOS_MAX = 128 << 10
 
 
 class FirmwareError(ValueError):
@@ -40,6 +56,8 @@ class Firmware(NamedTuple):
     path: str
     entry: int
     segments: tuple[Segment, ...]
+    #: A PC BIOS ROM: it programs the chipset itself, so qmpd does not do it for it.
+    rom: bool = False
 
     def load(self, ram: "GuestRAM") -> None:
         """Copy the image into RAM (at boot and at every reset)."""
@@ -62,7 +80,28 @@ def parse_image(path: str, data: bytes) -> Firmware:
         return _parse_elf(path, data)
     if not data:
         raise FirmwareError(f"{path}: empty image")
+    if _is_pc_bios(data):
+        return _parse_rom(path, data)
     return Firmware(path, FLAT_LOAD_ADDRESS, (Segment(FLAT_LOAD_ADDRESS, data, len(data)),))
+
+
+def _is_pc_bios(data: bytes) -> bool:
+    """QEMU's -bios shape: a multiple of 64 KiB up to 16 MiB whose reset vector is a far jump."""
+    return len(data) % _ROM_ALIGN == 0 and len(data) <= _ROM_MAX and data[-16] == 0xEA
+
+
+def _parse_rom(path: str, data: bytes) -> Firmware:
+    trailer = data[len(data) - _TRAILER_END - ROM_TRAILER.size : len(data) - _TRAILER_END]
+    magic, offset, length, load, entry = ROM_TRAILER.unpack(trailer)
+    if magic != ROM_MAGIC:
+        raise FirmwareError(
+            f"{path}: a PC BIOS image without a 64-bit entry for qmpd (qmpd cannot run 16-bit code; see README)"
+        )
+    if offset + length > len(data) or not load <= entry < load + length:
+        raise FirmwareError(f"{path}: its 64-bit entry lies outside its payload")
+    low = data[-min(len(data), _ISA_BIOS_MAX) :]
+    segments = (Segment((1 << 20) - len(low), low, len(low)), Segment(load, data[offset : offset + length], length))
+    return Firmware(path, entry, segments, rom=True)
 
 
 def load_file(path: str) -> Firmware:
