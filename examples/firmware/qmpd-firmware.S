@@ -2,11 +2,31 @@
  * qmpd's default firmware: brings every CPU up, gives each a counter to
  * drive, and answers CPU hot-plug the way QEMU's ACPI code (AML) does.
  *
- * Boot protocol (qmpd starts every CPU in 64-bit flat mode, no paging):
- *   RDI = cpu index, RSI = APIC ID, RDX = base of the ACPI CPU hot-plug
- *   register block (0 if none), RCX = base of the GPE0 block, RSP = a stack.
- * The boot CPU starts at the image base (0x10000); the others at 0x11000,
- * the target of a STARTUP IPI with vector 0x11.
+ * One image for qmpd and for qemu-system-x86_64 -bios (pc and q35, TCG): a
+ * 64 KiB PC BIOS ROM.  Its layout (qmpd-firmware.ld):
+ *   0x0000  the 64-bit payload, linked to run at 0x10000: the boot CPU's
+ *           entry _start at 0x10000, the other CPUs' entry at 0x11000 (the
+ *           target of a STARTUP IPI with vector 0x11)
+ *   0xF000  the real-mode boot stub
+ *   0xFFF0  the reset vector: a far jump to the stub
+ * On QEMU the boot CPU starts at the reset vector in real mode; the stub
+ * copies the payload to 0x10000 and jumps to the CPU entry at 0x11000, which
+ * enters protected mode, builds identity page tables for the first 4 GiB
+ * (2 MiB pages), enters long mode and goes on at _start.  Other CPUs start
+ * there in real mode after INIT and STARTUP, and take the same way into long
+ * mode.  qmpd cannot run 16-bit code: it loads the image at 0x10000 and starts
+ * the boot CPU at _start in 64-bit mode, and a STARTUP IPI starts a CPU at
+ * vector x 4096 in 64-bit mode.  The first bytes at 0x11000 decode as a jump
+ * to the 16-bit trampoline in real mode and as a jump to the 64-bit entry in
+ * long mode, so one page serves both.
+ *
+ * The firmware finds the machine as firmware does on QEMU, whatever it was
+ * started with: its APIC ID through CPUID (leaf 0xB, else leaf 1), the
+ * chipset through PCI configuration space (ports 0xCF8/0xCFC: the i440FX or
+ * Q35 host bridge), the PM base it programs into the PIIX4 PM function
+ * (00:01.3) or the ICH9 LPC bridge (00:1f.0), and the CPU hot-plug block and
+ * GPE0 block at the ports QEMU 7.2 puts them on each chipset.  Each CPU's
+ * stack is its own 4 KiB at STACKS + 4 KiB x APIC ID.
  *
  * Per CPU, indexed by APIC ID (8 bytes each, 1024 entries):
  *   COUNTERS  incremented with a read-modify-write `inc [mem]`
@@ -57,6 +77,24 @@
         .set FAULTS_PENDING, 0x20b000           /* set by a CPU that took an exception */
         .set TRIPLE_DONE,  0x20b008             /* variant 3: survives the reset */
         .set UNASSIGNED_RESULT, 0x20b010        /* variant 2: what it read back, plus one */
+        .set CPU_INDEX,    0x20c000             /* cpu index by APIC ID, written before STARTUP */
+        .set STACKS,       0x400000             /* 4 KiB per APIC ID, up to 0x800000 */
+        .set STACK_SIZE,   0x1000
+        /* mode switch (QEMU only): page tables and the boot flag below 1 MiB */
+        .set PML4,         0x1000               /* PDPT at 0x2000, four page directories at 0x3000 */
+        .set BOOT_FLAG,    0x9000               /* set by the stub: the next CPU into long mode boots */
+        .set BOOT_STACK,   0x8000               /* the boot CPU's stack while it builds them */
+        .set SEL_CODE32,   0x08
+        .set SEL_DATA,     0x10
+        .set SEL_CODE64,   0x18
+        /* PCI configuration space and the chipsets QEMU emulates */
+        .set PCI_ADDRESS,  0xcf8
+        .set PCI_DATA,     0xcfc
+        .set I440FX,       0x12378086           /* device:vendor of 00:00.0 on pc */
+        .set Q35_MCH,      0x29c08086           /* on q35 */
+        .set PIIX4_PM,     0x71138086           /* 00:01.3 */
+        .set ICH9_LPC,     0x29188086           /* 00:1f.0 */
+        .set PM_BASE,      0x600
         .set STOPPED,    4
         .set MAX_CPUS,   1024
         .set PARK_TIMEOUT, 0x1000000
@@ -83,10 +121,10 @@
         .set CMD_OST_STATUS, 2
         .set CMD_ARCH_ID,    3
         .set GPE_CPU_HOTPLUG,   4               /* GPE0 status bit QEMU sets */
-        /* ACPI PM1 registers at the PM base QEMU's firmware programs on pc and q35 */
-        .set PM1_STS,    0x600
-        .set PM1_EN,     0x602
-        .set PM1_CNT,    0x604
+        /* ACPI PM1 registers at the PM base the firmware programs */
+        .set PM1_STS,    PM_BASE
+        .set PM1_EN,     PM_BASE + 2
+        .set PM1_CNT,    PM_BASE + 4
         .set PWRBTN,     0x100
         .set SLP_EN_S5,  0x2000                 /* SLP_EN, SLP_TYP 0: QEMU's _S5 */
         .set CTRL_CLEAR_INSERT, 2
@@ -98,14 +136,36 @@
         .set OST_SUCCESS,      0
         .set OST_EJECT_DONE,   0x84
 
+/* r12 = this CPU's APIC ID (CPUID), rsp = its stack; clobbers rax, rbx, rcx, rdx */
+        .macro  identify
+        xor     eax, eax
+        cpuid
+        cmp     eax, 0xb
+        jb      91f
+        mov     eax, 0xb                        /* x2APIC ID: wider than leaf 1's 8 bits */
+        xor     ecx, ecx
+        cpuid
+        mov     r12d, edx
+        jmp     92f
+91:     mov     eax, 1
+        cpuid
+        shr     ebx, 24
+        mov     r12d, ebx
+92:     lea     rsp, [r12 * 8 + 0]
+        shl     rsp, 9                          /* x 4096 */
+        add     rsp, STACKS + STACK_SIZE
+        .endm
+
         .text
         .globl _start
 /* ---------------------------------------------------------------- boot CPU */
 _start:
-        mov     r13, rdi                        /* cpu index */
-        mov     r12, rsi                        /* APIC ID */
-        mov     r14, rdx                        /* hot-plug block base */
-        mov     r15, rcx                        /* GPE0 base */
+        identify
+        xor     r13d, r13d                      /* the boot CPU is CPU 0 */
+        call    find_chipset                    /* -> r14 hot-plug block (0: no ACPI), r15 GPE0 */
+.ifdef PCI_DUMP
+        call    dump_pci                        /* test variant: what a guest reads of PCI config space */
+.endif
         call    build_idt
         lidt    [rip + idt_descriptor]
         lea     rsi, [rip + msg_hello]
@@ -144,11 +204,93 @@ _start:
 
 /* ---------------------------------------------------------------- other CPUs */
         .org    0x1000
+/* 0x11000: in real mode `mov ax, imm16` then a short jump to the trampoline; in long mode
+   `mov eax, imm32` swallows that jump and the next instruction goes to ap_entry. */
+cpu_entry:
+        .byte   0xb8, 0x00, 0x00, 0xeb, trampoline16 - cpu_entry - 5
+        jmp     ap_entry
+
+        .set    TRAMPOLINE, 0x11000             /* CS base in real mode (segment 0x1100) */
+        .code16
+trampoline16:
+        cli
+        cld
+        mov     ax, cs
+        mov     ds, ax
+        lgdt    [gdt_descriptor - TRAMPOLINE]   /* a 24-bit base: the GDT is below 16 MiB */
+        mov     eax, cr0
+        or      al, 1
+        mov     cr0, eax
+        .byte   0x66, 0xea                      /* ljmp SEL_CODE32:protected32, 32-bit offset */
+        .long   protected32
+        .word   SEL_CODE32
+
+        .code32
+protected32:
+        mov     ax, SEL_DATA
+        mov     ds, ax
+        mov     es, ax
+        mov     ss, ax
+        cmp     dword ptr [BOOT_FLAG], 0
+        je      1f
+        mov     esp, BOOT_STACK                 /* only the boot CPU needs one here */
+        call    build_page_tables
+1:      mov     eax, cr4
+        or      eax, 0x20                       /* PAE */
+        mov     cr4, eax
+        mov     eax, PML4
+        mov     cr3, eax
+        mov     ecx, 0xc0000080                 /* EFER.LME */
+        rdmsr
+        or      eax, 0x100
+        wrmsr
+        mov     eax, cr0
+        or      eax, 0x80000000                 /* paging: long mode */
+        mov     cr0, eax
+        .byte   0xea                            /* ljmp SEL_CODE64:long64 */
+        .long   long64
+        .word   SEL_CODE64
+
+/* Identity-map 0-4 GiB with 2 MiB pages: PML4[0] -> PDPT, PDPT[0..3] -> four directories. */
+build_page_tables:
+        mov     edi, PML4
+        xor     eax, eax
+        mov     ecx, 6 * 1024
+        rep     stosd                           /* PML4, PDPT and the 4 directories, cleared */
+        mov     dword ptr [PML4], PML4 + 0x1000 + 3
+        mov     edi, PML4 + 0x1000
+        mov     eax, PML4 + 0x2000 + 3
+        mov     ecx, 4
+2:      mov     [edi], eax
+        add     eax, 0x1000
+        add     edi, 8
+        loop    2b
+        mov     edi, PML4 + 0x2000
+        mov     eax, 0x83                       /* present, writable, 2 MiB page */
+        xor     edx, edx
+        mov     ecx, 2048
+3:      mov     [edi], eax
+        mov     [edi + 4], edx
+        add     eax, 0x200000
+        adc     edx, 0
+        add     edi, 8
+        loop    3b
+        ret
+
+        .code64
+long64:
+        mov     ax, SEL_DATA
+        mov     ds, ax
+        mov     es, ax
+        mov     ss, ax
+        cmp     dword ptr [BOOT_FLAG], 0
+        je      ap_entry
+        mov     dword ptr [BOOT_FLAG], 0
+        jmp     _start
+
 ap_entry:
-        mov     r13, rdi
-        mov     r12, rsi
-        mov     r14, rdx
-        mov     r15, rcx
+        identify
+        mov     r13, [r12 * 8 + CPU_INDEX]
         lidt    [rip + idt_descriptor]
         /* fall through: the boot CPU prints this CPU's banner once it is online */
 
@@ -424,6 +566,7 @@ start_cpu:
         mov     r8, rbx
         mov     ecx, eax
         mov     qword ptr [rcx * 8 + STATE], 0
+        mov     [rcx * 8 + CPU_INDEX], r8       /* the new CPU reads its index here */
         mov     ebx, LAPIC
         mov     eax, ecx
         call    icr_high
@@ -449,6 +592,116 @@ icr_high:
         shl     edx, 8
         or      eax, edx
         pop     rdx
+        ret
+
+/* ---------------------------------------------------------------- the machine */
+/* Boot CPU: which chipset, and where its ACPI blocks are.  Programs the PM base (and turns the
+   PM I/O space on) as firmware does; r14 = CPU hot-plug block (0 without ACPI), r15 = GPE0. */
+find_chipset:
+        xor     r14d, r14d
+        xor     r15d, r15d
+        mov     eax, 0x80000000                 /* 00:00.0 */
+        call    pci_read
+        cmp     eax, I440FX
+        je      30f
+        cmp     eax, Q35_MCH
+        je      31f
+        ret
+30:     mov     eax, 0x80000b00                 /* 00:01.3, PIIX4 PM */
+        call    pci_read
+        cmp     eax, PIIX4_PM
+        jne     32f
+        mov     eax, 0x80000b40                 /* PMBASE */
+        mov     ebx, PM_BASE | 1
+        call    pci_write
+        mov     eax, 0x80000b80                 /* PMREGMISC: PM I/O space on */
+        mov     ebx, 1
+        call    pci_write
+        mov     r14d, 0xaf00
+        mov     r15d, 0xafe0
+32:     ret
+31:     mov     eax, 0x8000f800                 /* 00:1f.0, ICH9 LPC */
+        call    pci_read
+        cmp     eax, ICH9_LPC
+        jne     33f
+        mov     eax, 0x8000f840                 /* PMBASE */
+        mov     ebx, PM_BASE | 1
+        call    pci_write
+        mov     eax, 0x8000f844                 /* ACPI_CNTL: ACPI I/O space on */
+        mov     ebx, 0x80
+        call    pci_write
+        mov     r14d, 0x0cd8
+        mov     r15d, PM_BASE + 0x20
+33:     ret
+
+.ifdef PCI_DUMP
+/* "pci 00:00.0 +00 <64 dwords in hex>" for the host bridge, 00:01.3 and 00:1f.0 */
+dump_pci:
+        push    rbx
+        mov     ebx, 0x80000000
+        call    dump_function
+        mov     ebx, 0x80000b00
+        call    dump_function
+        mov     ebx, 0x8000f800
+        call    dump_function
+        pop     rbx
+        ret
+dump_function:
+        lea     rsi, [rip + msg_pci]
+        call    puts
+        mov     eax, ebx
+        shr     eax, 8
+        call    puthex32
+        push    rbp
+        xor     ebp, ebp
+40:     mov     al, ' '
+        out     DEBUGCON, al
+        lea     eax, [rbx + rbp * 4]
+        call    pci_read
+        call    puthex32
+        inc     ebp
+        cmp     ebp, 64
+        jb      40b
+        pop     rbp
+        lea     rsi, [rip + msg_newline]
+        call    puts
+        ret
+/* eax in 8 hex digits */
+puthex32:
+        push    rcx
+        push    rdx
+        mov     edx, eax
+        mov     ecx, 8
+41:     rol     edx, 4
+        mov     al, dl
+        and     al, 15
+        add     al, '0'
+        cmp     al, '9'
+        jbe     42f
+        add     al, 'a' - '9' - 1
+42:     out     DEBUGCON, al
+        loop    41b
+        pop     rdx
+        pop     rcx
+        ret
+msg_pci: .asciz "pci "
+.endif
+
+/* eax = configuration address -> eax = the dword there */
+pci_read:
+        mov     dx, PCI_ADDRESS
+        out     dx, eax
+        mov     dx, PCI_DATA
+        in      eax, dx
+        ret
+
+/* eax = configuration address, ebx = the dword to write */
+pci_write:
+        mov     dx, PCI_ADDRESS
+        out     dx, eax
+        mov     dx, PCI_DATA
+        mov     eax, ebx
+        out     dx, eax
         ret
 
 /* ---------------------------------------------------------------- output */
@@ -516,6 +769,52 @@ msg_exception: .asciz ") exception "
 msg_newline: .asciz "\n"
 msg_power_off: .asciz "qmpd firmware: power button: entering S5\n"
         .balign 8
+gdt:    .quad   0
+        .quad   0x00cf9a000000ffff              /* SEL_CODE32: flat 32-bit code */
+        .quad   0x00cf92000000ffff              /* SEL_DATA: flat data */
+        .quad   0x00af9a000000ffff              /* SEL_CODE64: 64-bit code */
+gdt_end:
+gdt_descriptor:
+        .word   gdt_end - gdt - 1
+        .long   gdt
+        .balign 8
 idt_descriptor:
         .word   256 * 16 - 1
         .quad   IDT
+
+/* ---------------------------------------------------------------- the ROM's real-mode part (QEMU) */
+        .section .stub16, "ax"
+        .code16
+/* Runs from the ROM's alias below 1 MiB (segment 0xF000): copy the payload to 0x10000, tell the
+   trampoline that the boot CPU comes, and enter it as the other CPUs will. */
+rom_stub:
+        cli
+        cld
+        mov     ax, 0xf000
+        mov     ds, ax
+        mov     ax, 0x1000
+        mov     es, ax
+        xor     si, si
+        xor     di, di
+        mov     cx, offset __payload_words
+        rep     movsw
+        xor     ax, ax
+        mov     es, ax
+        mov     dword ptr es:[BOOT_FLAG], 1
+        .byte   0xea                            /* ljmp 0x1100:0 (the CPU entry at 0x11000) */
+        .word   0, TRAMPOLINE >> 4
+
+/* What qmpd reads instead of running the stub (qmpd/vcpu/loader.py): where the payload is, where it
+   goes, where the boot CPU starts in 64-bit mode.  Just below the reset vector. */
+        .section .trailer, "a"
+        .ascii  "QMPDLM64"
+        .long   0                               /* payload offset in the image */
+        .long   __payload_bytes
+        .long   0x10000                         /* load address */
+        .long   _start
+
+        .section .reset, "ax"
+        .code16
+reset_vector:
+        .byte   0xea                            /* ljmp 0xf000:rom_stub */
+        .word   rom_stub, 0xf000
