@@ -47,6 +47,7 @@ with atheris.instrument_imports(include=["qmpd"]):
     from qmpd.dispatch import Dispatcher, DispatchSession, Outcome
     from qmpd.events import EventBus
     from qmpd.machine.machine import Machine
+    from qmpd.migration.migrator import Migrator
     from qmpd.protocol.session import Session
     from qmpd.qapi.schema import Schema
     from qmpd.qobject.writer import encode
@@ -103,7 +104,9 @@ class World:
     def __init__(self) -> None:
         self.events = EventBus(SCHEMA, strict=True)
         self.machine = Machine(MachineConfig(machine_type="none", start_paused=True, ram_size=16 << 20), self.events)
-        self.dispatcher = SafeDispatcher(SCHEMA, REGISTRY, self.machine, self.events, _Daemon())
+        self.dispatcher = SafeDispatcher(
+            SCHEMA, REGISTRY, self.machine, self.events, _Daemon(), migrator=Migrator(self.machine)
+        )
         self.dispatcher.log_commands = False
 
 

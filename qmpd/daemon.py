@@ -39,6 +39,7 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
 from qmpd.migration import STATE_FILE
+from qmpd.migration.migrator import Migrator
 from qmpd.migration.state import capture
 from qmpd.migration.stream import CHUNK, save_atomically
 from qmpd.protocol.early import EarlyGreeter
@@ -83,6 +84,8 @@ class Daemon:
         self._dispatcher: Dispatcher | None = None
         self.endpoints: list[MonitorEndpoint] = []
         self.machine: Machine | None = None
+        #: The machine's migration (migrate, -incoming, --state-dir's restore), handed to every command context.
+        self.migrator: Migrator | None = None
         self._saving = False
         self._tasks: set[asyncio.Future[None]] = set()
         #: Every QMP session made (weakly held: closed ones go with their connection).
@@ -166,8 +169,8 @@ class Daemon:
             sys.stderr.write(f"{PROG}: terminating on signal {signum}\n")
         else:
             log.warning("qmpd.terminating", signal=signum)
-        if self.machine is not None:
-            self.machine.migrator.abort()
+        if self.migrator is not None:
+            self.migrator.abort()
         state_dir = self.config.server.state_dir
         if state_dir is not None and self.machine is not None and not self._saving:
             self._saving = True
@@ -181,11 +184,11 @@ class Daemon:
 
     async def _save_then_exit(self, state_dir: str) -> None:
         """--state-dir: pause, save the machine atomically, then exit as on any signal."""
-        machine = self.machine
-        assert machine is not None
+        machine, migrator = self.machine, self.migrator
+        assert machine is not None and migrator is not None
         path = os.path.join(state_dir, STATE_FILE)
         try:
-            await machine.migrator.wait_idle(MIGRATION_EXIT_TIMEOUT)
+            await migrator.wait_idle(MIGRATION_EXIT_TIMEOUT)
             if machine.runstate is not RunState.INMIGRATE:
                 before = machine.runstate
                 await machine.stop_for_migration()
@@ -216,9 +219,8 @@ class Daemon:
     async def _after_state_restore(self, path: str) -> None:
         """A state that failed to restore is renamed aside (kept for a post-mortem, never loaded
         again) and the machine starts fresh, as a service should rather than exit in a loop."""
-        machine = self.machine
-        assert machine is not None
-        migrator = machine.migrator
+        machine, migrator = self.machine, self.migrator
+        assert machine is not None and migrator is not None
         await migrator.wait_idle(None)
         if migrator.status != "failed" or machine.runstate is not RunState.INMIGRATE:
             return
@@ -247,7 +249,8 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.machine.board.on_guest_exit = self._guest_exit
         self.machine.on_exit = self._guest_exit
-        dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self)
+        self.migrator = Migrator(self.machine, self.config.machine.incoming)
+        dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self, migrator=self.migrator)
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher
         factory = self._session_factory(dispatcher, events)
@@ -280,6 +283,7 @@ class Daemon:
                     await self._wait_either(endpoint.first_client.wait())
             if not self._exit.is_set():
                 self.machine.power_on()
+                self.migrator.start_incoming()
                 self._watch_state_restore()
             await self._exit.wait()
         finally:

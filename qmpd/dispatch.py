@@ -29,6 +29,7 @@ from qmpd.commands.base import CommandContext, CommandRegistry, DaemonControl, H
 from qmpd.errors import CommandNotFound, GenericError, QMPError, error_to_wire
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
+from qmpd.migration.migrator import Migrator
 from qmpd.qapi.arguments import check_arguments
 from qmpd.qapi.schema import Schema
 from qmpd.qobject.writer import qdict_order
@@ -125,6 +126,8 @@ class Dispatcher:
         machine: Machine,
         events: EventBus,
         daemon: DaemonControl,
+        *,
+        migrator: Migrator,
     ) -> None:
         problems = registry.parity_problems(schema)
         if problems:
@@ -134,6 +137,7 @@ class Dispatcher:
         self.machine = machine
         self.events = events
         self.daemon = daemon
+        self.migrator = migrator
         #: Serialises in-band commands across sessions (QEMU's big lock).
         self.bql = BigLock()
         #: Set once the daemon is going away: no further requests are executed.
@@ -179,6 +183,7 @@ class Dispatcher:
                 schema=self.schema,
                 events=self.events,
                 daemon=self.daemon,
+                migrator=self.migrator,
                 command_names=self._names,
                 worker=self._work_unlocked,
             )

@@ -20,6 +20,7 @@ from qmpd.errors import GenericError
 if TYPE_CHECKING:
     from qmpd.events import EventBus
     from qmpd.machine.machine import Machine
+    from qmpd.migration.migrator import Migrator
     from qmpd.qapi.schema import Schema
 
 Handler = Callable[..., Any]
@@ -65,6 +66,8 @@ class CommandContext:
     schema: Schema
     events: EventBus
     daemon: DaemonControl
+    #: The machine's one migration (built by the daemon).
+    migrator: Migrator
     #: Names of every registered command (for query-commands).
     command_names: Sequence[str]
     #: The human monitor's current CPU (human-monitor-command's cpu-index), if chosen.

@@ -86,7 +86,7 @@ async def dump_guest_memory(
     if ctx.machine.dump.active:  # another session started one while the file was being opened
         os.close(fd)
         raise GenericError(IN_PROCESS)
-    if ctx.machine.migrator.running:  # QEMU's dump cannot add its migration blocker then (the file stays)
+    if ctx.migrator.running:  # QEMU's dump cannot add its migration blocker then (the file stays)
         os.close(fd)
         raise GenericError(f"disallowing migration blocker (migration/snapshot in progress) for: {MIGRATION_BLOCKED}")
     worker = asyncio.to_thread if detach else ctx.in_worker

@@ -33,22 +33,22 @@ def migrate(
     if resume:
         raise GenericError("Cannot resume if there is no paused migration")
     _check_scheme(ctx, uri)
-    ctx.machine.migrator.start(uri)
+    ctx.migrator.start(uri)
 
 
 @qmp_command("query-migrate")
 def query_migrate(ctx: CommandContext) -> dict[str, Any]:
-    return ctx.machine.migrator.info()
+    return ctx.migrator.info()
 
 
 @qmp_command("migrate_cancel")
 def migrate_cancel(ctx: CommandContext) -> None:
-    ctx.machine.migrator.cancel()
+    ctx.migrator.cancel()
 
 
 @qmp_command("migrate-incoming")
 def migrate_incoming(ctx: CommandContext, uri: str) -> None:
-    migrator = ctx.machine.migrator
+    migrator = ctx.migrator
     if migrator.incoming is None:
         raise GenericError("'-incoming' was not specified on the command line")
     # After a failed load the target is unchanged and may take another stream, whatever -incoming said.

@@ -30,6 +30,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from qmpd.vmstate import U8, U32, boolean, fields, integer, invalid, items, optional_string
 
 #: Modern block length and legacy bitmap length.
 MODERN_LEN = 12
@@ -52,6 +55,36 @@ class CPUSlot:
     ost_status: int = 0
 
 
+#: The per-slot fields of a saved hot-plug block, in CPUSlot.
+_SLOT_FLAGS = ("present", "is_inserting", "is_removing", "fw_remove")
+_SLOT_OST = ("ost_event", "ost_status")
+
+
+@dataclass(frozen=True)
+class SavedSlot:
+    """One slot of a saved hot-plug block, checked."""
+
+    device_id: str | None
+    present: bool
+    is_inserting: bool
+    is_removing: bool
+    fw_remove: bool
+    ost_event: int
+    ost_status: int
+
+
+@dataclass(frozen=True)
+class SavedHotplugBlock:
+    """A saved hot-plug block and its GPE registers, checked."""
+
+    legacy: bool
+    selector: int
+    command: int
+    slots: tuple[SavedSlot, ...]
+    gpe_status: int
+    gpe_enable: int
+
+
 class GPEBlock:
     """GPE0 status and enable registers (status bits are write-1-to-clear)."""
 
@@ -61,6 +94,20 @@ class GPEBlock:
         self.enable = 0
         self._on_sci = on_sci
         self._lock = threading.Lock()
+
+    @property
+    def register_mask(self) -> int:
+        """All bits of the status (or enable) register."""
+        return (1 << (8 * self.half)) - 1
+
+    def registers(self) -> tuple[int, int]:
+        """Status and enable."""
+        with self._lock:
+            return self.status, self.enable
+
+    def set_registers(self, status: int, enable: int) -> None:
+        with self._lock:
+            self.status, self.enable = status, enable
 
     def raise_event(self, bit: int) -> None:
         """Set a status bit; signal the SCI if it is enabled."""
@@ -92,6 +139,10 @@ class GPEBlock:
 
 class CPUHotplugBlock:
     """The register block and its slots (one per possible CPU, by cpu index)."""
+
+    #: Its section of a saved machine (qmpd.vmstate), with the GPE registers.
+    state_name = "cpuhp"
+    state_version = 1
 
     def __init__(
         self,
@@ -159,6 +210,53 @@ class CPUHotplugBlock:
             info["device"] = slot.device_id
         info.update({"slot": str(index), "slot-type": "CPU", "source": slot.ost_event, "status": slot.ost_status})
         return info
+
+    # -- saved state (qmpd.vmstate) ---------------------------------------------------------
+
+    def save_state(self) -> dict[str, Any]:
+        status, enable = self.gpe.registers()
+        with self._lock:
+            slots = [
+                {
+                    **{name: getattr(slot, name) for name in (*_SLOT_FLAGS, *_SLOT_OST)},
+                    "device_id": slot.device_id,
+                }
+                for slot in self.slots
+            ]
+            return {
+                "legacy": self.legacy,
+                "selector": self.selector,
+                "command": self.command,
+                "slots": slots,
+                "gpe": {"status": status, "enable": enable},
+            }
+
+    def check_state(self, state: Any, version: int) -> SavedHotplugBlock:
+        block = fields(state, "cpuhp")
+        entries = items(block, "slots", len(self.slots), "cpuhp")
+        if len(entries) != len(self.slots):
+            raise invalid("cpuhp.slots", f"expected {len(self.slots)} slots")
+        registers = fields(block.get("gpe"), "cpuhp.gpe")
+        width = self.gpe.register_mask
+        return SavedHotplugBlock(
+            legacy=boolean(block, "legacy", "cpuhp"),
+            selector=integer(block, "selector", U32, "cpuhp"),
+            command=integer(block, "command", U8, "cpuhp"),
+            slots=tuple(_saved_slot(fields(entry, f"cpuhp.slots[{n}]"), f"cpuhp.slots[{n}]")
+                        for n, entry in enumerate(entries)),
+            gpe_status=integer(registers, "status", width, "cpuhp.gpe"),
+            gpe_enable=integer(registers, "enable", width, "cpuhp.gpe"),
+        )  # fmt: skip
+
+    def load_state(self, checked: SavedHotplugBlock) -> None:
+        with self._lock:
+            self.legacy, self.selector, self.command = checked.legacy, checked.selector, checked.command
+            for slot, saved in zip(self.slots, checked.slots, strict=True):
+                slot.device_id = saved.device_id
+                slot.present, slot.is_inserting = saved.present, saved.is_inserting
+                slot.is_removing, slot.fw_remove = saved.is_removing, saved.fw_remove
+                slot.ost_event, slot.ost_status = saved.ost_event, saved.ost_status
+        self.gpe.set_registers(checked.gpe_status, checked.gpe_enable)
 
     # -- guest side (vCPU threads) ------------------------------------------------------------
 
@@ -244,3 +342,10 @@ class CPUHotplugBlock:
             if slot.is_inserting or slot.is_removing or slot.fw_remove:
                 self.selector = index
                 return
+
+
+def _saved_slot(slot: dict[str, Any], where: str) -> SavedSlot:
+    device_id = optional_string(slot, "device_id", where)
+    present, inserting, removing, fw_remove = (boolean(slot, name, where) for name in _SLOT_FLAGS)
+    ost_event, ost_status = (integer(slot, name, U32, where) for name in _SLOT_OST)
+    return SavedSlot(device_id, present, inserting, removing, fw_remove, ost_event, ost_status)

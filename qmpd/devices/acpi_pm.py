@@ -23,6 +23,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qmpd.vmstate import U16, fields, integer
 
 #: Where QEMU's firmware (SeaBIOS) puts the PM registers on pc and q35.
 PM_BASE = 0x600
@@ -37,8 +41,21 @@ PM_TIMER_HZ = 3_579_545
 _STS, _EN, _CNT, _TMR = 0, 2, 4, 8
 
 
+@dataclass(frozen=True)
+class PM1Registers:
+    """The PM1 registers of a saved machine, checked."""
+
+    status: int
+    enable: int
+    control: int
+
+
 class PM1Block:
     """PM1a_STS, PM1a_EN, PM1a_CNT and PM_TMR."""
+
+    #: Its section of a saved machine (qmpd.vmstate): the registers, not the timer (the host's clock).
+    state_name = "pm"
+    state_version = 1
 
     def __init__(self, *, on_sci: Callable[[], None], on_soft_off: Callable[[], None]) -> None:
         self._on_sci = on_sci
@@ -62,15 +79,18 @@ class PM1Block:
         with self._lock:
             self.status = self.enable = self.control = 0
 
-    def saved_state(self) -> dict[str, int]:
-        """The registers a migration carries (the timer is the host's clock, not state)."""
+    def save_state(self) -> dict[str, Any]:
         with self._lock:
             return {"status": self.status, "enable": self.enable, "control": self.control}
 
-    def load_state(self, state: dict[str, int]) -> None:
-        """Registers from saved_state (checked by the caller: three 16-bit values)."""
+    def check_state(self, state: Any, version: int) -> PM1Registers:
+        registers = fields(state, self.state_name)
+        status, enable, control = (integer(registers, name, U16, "pm") for name in ("status", "enable", "control"))
+        return PM1Registers(status, enable, control)
+
+    def load_state(self, checked: PM1Registers) -> None:
         with self._lock:
-            self.status, self.enable, self.control = state["status"], state["enable"], state["control"]
+            self.status, self.enable, self.control = checked.status, checked.enable, checked.control
 
     def io_read(self, offset: int, size: int) -> int:
         with self._lock:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
+from qmpd.vmstate import U32, fields, integer
 
 #: APIC version register value of QEMU's APIC (an integrated 82489DX successor).
 APIC_VERSION = 0x14
@@ -48,10 +50,29 @@ def extended_destination(icr_high: int) -> int:
 IPISender = Callable[[int, int, int, int, int], None]
 
 
+@dataclass(frozen=True)
+class APICRegisters:
+    """The registers of a saved local APIC, checked."""
+
+    tpr: int
+    svr: int
+    ldr: int
+    dfr: int
+    icr_low: int
+    icr_high: int
+
+
+#: The registers a saved local APIC carries (its ID comes from the CPU's slot).
+_SAVED_REGISTERS = ("tpr", "svr", "ldr", "dfr", "icr_low", "icr_high")
+
+
 class LocalAPIC(Device):
     """One CPU's local APIC."""
 
     hotpluggable = False
+    #: Its section of a saved CPU (qmpd.vmstate).
+    state_name = "lapic"
+    state_version = 1
 
     def __init__(self, registry: TypeRegistry, type_name: str = "apic") -> None:
         super().__init__(registry, type_name)
@@ -70,6 +91,21 @@ class LocalAPIC(Device):
         self.dfr = 0xFFFFFFFF
         self.icr_low = 0
         self.icr_high = 0
+
+    def save_state(self) -> dict[str, Any]:
+        with self._lock:
+            return {name: getattr(self, name) for name in _SAVED_REGISTERS}
+
+    @staticmethod
+    def check_state(state: Any, version: int, where: str = "lapic") -> APICRegisters:
+        """Pure, and static: a saved CPU is checked before the target has plugged it."""
+        registers = fields(state, where)
+        return APICRegisters(*(integer(registers, name, U32, where) for name in _SAVED_REGISTERS))
+
+    def load_state(self, checked: APICRegisters) -> None:
+        with self._lock:
+            self.tpr, self.svr, self.ldr = checked.tpr, checked.svr, checked.ldr
+            self.dfr, self.icr_low, self.icr_high = checked.dfr, checked.icr_low, checked.icr_high
 
     def mmio_read(self, offset: int, size: int) -> int:
         """A register read from the vCPU that owns this APIC."""

@@ -19,6 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from qmpd.vmstate import U32, fields, integer
 
 #: The ports of CONFIG_ADDRESS (one dword register) and CONFIG_DATA.
 CONFIG_ADDRESS_PORT = 0xCF8
@@ -115,7 +118,21 @@ class PCIConfig:
             self.address = 0
             self._pm = _config_bytes(self._chipset.pm_config)
 
-    # -- the state a migration carries ------------------------------------------------------
+    # -- the state a migration carries (qmpd.vmstate) ------------------------------------------
+
+    state_name = "pci"
+    state_version = 1
+
+    def save_state(self) -> dict[str, Any]:
+        base, enable = self.pm_registers
+        return {"pm_base": base, "pm_enable": enable}
+
+    def check_state(self, state: Any, version: int) -> tuple[int, int]:
+        registers = fields(state, self.state_name)
+        return integer(registers, "pm_base", U32, "pci"), integer(registers, "pm_enable", U32, "pci")
+
+    def load_state(self, checked: tuple[int, int]) -> None:
+        self.load_pm_registers(*checked)
 
     @property
     def pm_registers(self) -> tuple[int, int]:

@@ -33,9 +33,9 @@ from qmpd.machine.properties import DEFAULTS
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
-from qmpd.migration.migrator import Migrator
 from qmpd.qom.object import Object
 from qmpd.vcpu.engine import CPUSnapshot
+from qmpd.vmstate import StateOwner
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +81,6 @@ class Machine:
         self.board.on_eject = self.hotplug.ejected
         #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).
         self.migration_capabilities: dict[str, bool] = {}
-        self.migrator = Migrator(self, config.incoming)
         if config.incoming is not None:
             self.begin_incoming()
         #: Serialises pause/resume/reset (commands and guest crashes may overlap).
@@ -306,6 +305,11 @@ class Machine:
         """pvpanic: the guest loaded a crash kernel; QEMU only reports it."""
         self.events.emit("GUEST_CRASHLOADED", {"action": "run"})
 
+    def state_owners(self) -> list[StateOwner[Any]]:
+        """The devices that save their own section of a saved machine (qmpd.vmstate); each CPU's
+        local APIC and runner save theirs with the CPU."""
+        return [owner for owner in (self.board.cpuhp, self.board.pm, self.board.pci) if owner is not None]
+
     # -- guest memory (monitor reads) ------------------------------------------------------
 
     async def cpu_snapshot(self, index: int) -> CPUSnapshot:
@@ -361,10 +365,8 @@ class Machine:
 
     def power_on(self) -> None:
         """End of machine creation: start unless -S asked to wait (RESUME is sent then), or wait for
-        an incoming migration (-incoming file:/exec: starts loading it now)."""
+        an incoming migration (the daemon's migrator loads it)."""
         if self.config.incoming is not None:
-            if self.config.incoming != "defer":
-                self.migrator.begin_accept(self.config.incoming)
             return
         if not self.config.start_paused:
             self.vm_start()

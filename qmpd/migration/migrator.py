@@ -31,7 +31,7 @@ import structlog
 from qmpd.errors import GenericError
 from qmpd.machine.guest_dump import MIGRATION_BLOCKED
 from qmpd.machine.runstate import RunState
-from qmpd.migration.description import DescriptionError, parse_description
+from qmpd.migration.description import parse_description
 from qmpd.migration.state import capture, check_ram, load_ram, restore
 from qmpd.migration.stream import (
     CHUNK,
@@ -68,7 +68,8 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 class Migrator:
-    """The machine's one migration (QEMU keeps one MigrationState per process)."""
+    """The machine's one migration (QEMU keeps one MigrationState per process), built by the daemon
+    and reached by commands through their context."""
 
     def __init__(self, machine: Machine, incoming: str | None = None) -> None:
         self.machine = machine
@@ -247,6 +248,11 @@ class Migrator:
 
     # -- incoming ------------------------------------------------------------------------
 
+    def start_incoming(self) -> None:
+        """At power-on: ``-incoming file:``/``exec:`` starts loading now; ``defer`` waits for migrate-incoming."""
+        if self.incoming is not None and self.incoming != "defer":
+            self.begin_accept(self.incoming)
+
     def begin_accept(self, uri: str) -> None:
         """Start loading an incoming stream (``-incoming URI`` at start-up, or ``migrate-incoming``)."""
         check_uri(uri)
@@ -266,7 +272,7 @@ class Migrator:
             restore(machine, saved)
             self.ram_loaded = True
             await loop.run_in_executor(None, load_ram, machine, ram)
-        except (StateFormatError, DescriptionError, GenericError, OSError, InterruptedError) as exc:
+        except (StateFormatError, GenericError, OSError, InterruptedError) as exc:  # StateError is a GenericError
             self._incoming_failed(uri, str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc))
             return
         except Exception as exc:  # a qmpd bug: logged with its traceback; the machine stays a target

@@ -3,12 +3,15 @@
 The target is built from the same command line as the source (as QEMU's -incoming requires), so the
 state carries what changed since start-up: which CPUs are present (and where in QOM: their ids,
 anonymous numbers, /machine/unattached numbers of cpu-add/cpu_set, or /objects names), each CPU's
-switched features, run state, registers and local APIC, the ACPI CPU hot-plug block and GPE
-registers, migration capabilities, and guest RAM.
+switched features, migration capabilities, guest RAM, and the sections of the state's owners
+(qmpd.vmstate), each saved and loaded by its owner: every CPU's runner, registers and local APIC,
+and the machine's devices (Machine.state_owners: the ACPI CPU hot-plug block with its GPE
+registers, the PM1 registers).  ``state_versions`` records each section's layout version.
 
 A restore is all-or-nothing: ``parse_description`` (qmpd.migration.description) checks the whole
-description against the target machine and touches nothing; only then does ``restore`` apply it,
-and should applying still fail, ``restore`` takes back what it had applied before re-raising.
+description against the target machine, every section by its owner, and touches nothing; only then
+does ``restore`` apply it, and should applying still fail, ``restore`` takes back what it had
+applied before re-raising.
 """
 
 from __future__ import annotations
@@ -23,16 +26,10 @@ from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.machine.cpus import instance_props
 from qmpd.machine.qdev import DeviceOptions
-from qmpd.migration.description import (
-    LAPIC_FIELDS,
-    SLOT_FIELDS,
-    SavedCPU,
-    SavedMachine,
-    anon_number,
-    describe,
-    unattached_number,
-)
+from qmpd.migration.description import SavedCPU, SavedMachine, anon_number, describe, unattached_number
 from qmpd.migration.stream import RAMImage
+from qmpd.vcpu.engine import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION
+from qmpd.vcpu.runner import VCPURunner
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
@@ -46,9 +43,7 @@ async def capture(machine: Machine) -> dict[str, Any]:
     for cpu in machine.cpus:  # creation order: query-cpus-fast lists them so, and the restore plugs them so
         assert cpu.cpu_index is not None
         runner = machine.board.vcpus.runners[cpu.cpu_index]
-        snapshot = await machine.cpu_snapshot(cpu.cpu_index)
-        lapic = cpu.child("lapic")
-        assert isinstance(lapic, LocalAPIC)
+        registers = await machine.cpu_snapshot(cpu.cpu_index)
         cpus.append(
             {
                 "index": cpu.cpu_index,
@@ -57,12 +52,11 @@ async def capture(machine: Machine) -> dict[str, Any]:
                 "id": cpu.qdev_id,
                 "hotplugged": cpu.hotplugged,
                 "switched": dict(cpu.switched),
-                "runner": runner.saved_state(),
-                "registers": snapshot._asdict(),
-                "lapic": {name: getattr(lapic, name) for name in LAPIC_FIELDS},
+                runner.state_name: runner.save_state(),
+                REGISTERS_STATE_NAME: registers.save_state(),
+                LocalAPIC.state_name: _lapic(cpu).save_state(),
             }
         )
-    board = machine.board
     meta: dict[str, Any] = {
         "machine": describe(machine),
         "runstate": machine.runstate.value,
@@ -71,15 +65,22 @@ async def capture(machine: Machine) -> dict[str, Any]:
         "cpus": cpus,
         "migration_capabilities": dict(machine.migration_capabilities),
     }
-    hotplug_block = _hotplug_block(machine)
-    if hotplug_block is not None:
-        meta["cpuhp"] = hotplug_block
-    if board.pm is not None:
-        meta["pm"] = board.pm.saved_state()
-    if board.pci is not None:
-        base, enable = board.pci.pm_registers
-        meta["pci"] = {"pm_base": base, "pm_enable": enable}
+    versions = {
+        VCPURunner.state_name: VCPURunner.state_version,
+        REGISTERS_STATE_NAME: REGISTERS_STATE_VERSION,
+        LocalAPIC.state_name: LocalAPIC.state_version,
+    }
+    for owner in machine.state_owners():
+        meta[owner.state_name] = owner.save_state()
+        versions[owner.state_name] = owner.state_version
+    meta["state_versions"] = versions
     return meta
+
+
+def _lapic(cpu: X86CPU) -> LocalAPIC:
+    lapic = cpu.child("lapic")
+    assert isinstance(lapic, LocalAPIC)
+    return lapic
 
 
 def check_ram(machine: Machine, ram: RAMImage) -> None:
@@ -104,9 +105,8 @@ class _Journal:
     plugged: list[X86CPU] = field(default_factory=list)
     counters: tuple[int, int] = (0, 0)
     capabilities: dict[str, bool] = field(default_factory=dict)
-    hotplug_block: dict[str, Any] | None = None
-    pm: dict[str, int] | None = None
-    pci: tuple[int, int] | None = None
+    #: Every device's section as it was, by name (loaded back through its owner).
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def restore(machine: Machine, saved: SavedMachine) -> None:
@@ -118,9 +118,7 @@ def restore(machine: Machine, saved: SavedMachine) -> None:
     journal = _Journal(
         counters=(machine.qom.anon_count, machine.qom.unattached_count),
         capabilities=dict(machine.migration_capabilities),
-        hotplug_block=_hotplug_block(machine),
-        pm=machine.board.pm.saved_state() if machine.board.pm is not None else None,
-        pci=machine.board.pci.pm_registers if machine.board.pci is not None else None,
+        devices={owner.state_name: owner.save_state() for owner in machine.state_owners()},
     )
     try:
         _apply(machine, saved, journal)
@@ -143,50 +141,20 @@ def _apply(machine: Machine, saved: SavedMachine, journal: _Journal) -> None:
             journal.plugged.append(_plug(machine, entry))
     machine.qom.anon_count = saved.anon_count
     machine.qom.unattached_count = max(machine.qom.unattached_count, saved.unattached_count)
-    _apply_hotplug_block(machine, saved.hotplug_block)
-    if saved.pm is not None and machine.board.pm is not None:
-        machine.board.pm.load_state(saved.pm)
-    if saved.pci is not None and machine.board.pci is not None:
-        machine.board.pci.load_pm_registers(*saved.pci)
+    for owner in machine.state_owners():
+        if owner.state_name in saved.devices:
+            owner.load_state(saved.devices[owner.state_name])
     machine.migration_capabilities.update(saved.capabilities)
     for entry in saved.cpus:
         _apply_cpu_state(machine, entry)
 
 
 def _apply_cpu_state(machine: Machine, entry: SavedCPU) -> None:
-    cpu = machine.slots[entry.index]
-    lapic = cpu.child("lapic")
-    assert isinstance(lapic, LocalAPIC)
-    for name, value in entry.lapic.items():
-        setattr(lapic, name, value)
-    machine.board.vcpus.runners[entry.index].restore_state(entry.runner, entry.registers)
-
-
-def _hotplug_block(machine: Machine) -> dict[str, Any] | None:
-    cpuhp, gpe = machine.board.cpuhp, machine.board.gpe
-    if cpuhp is None or gpe is None:
-        return None
-    return {
-        "legacy": cpuhp.legacy,
-        "selector": cpuhp.selector,
-        "command": cpuhp.command,
-        "slots": [{name: getattr(slot, name) for name in SLOT_FIELDS} for slot in cpuhp.slots],
-        "gpe": {"status": gpe.status, "enable": gpe.enable},
-    }
-
-
-def _apply_hotplug_block(machine: Machine, block: dict[str, Any] | None) -> None:
-    cpuhp, gpe = machine.board.cpuhp, machine.board.gpe
-    if block is None or cpuhp is None or gpe is None:
-        return
-    cpuhp.legacy = block["legacy"]
-    cpuhp.selector = block["selector"]
-    cpuhp.command = block["command"]
-    for slot, fields in zip(cpuhp.slots, block["slots"], strict=True):
-        for name in SLOT_FIELDS:
-            setattr(slot, name, fields[name])
-    gpe.status = block["gpe"]["status"]
-    gpe.enable = block["gpe"]["enable"]
+    _lapic(machine.slots[entry.index]).load_state(entry.lapic)
+    runner = machine.board.vcpus.runners[entry.index]
+    runner.load_state(entry.runner)
+    if entry.runner.engine:
+        runner.load_registers(entry.registers)
 
 
 def _plug(machine: Machine, entry: SavedCPU) -> X86CPU:
@@ -241,8 +209,8 @@ def _device_options(machine: Machine, entry: SavedCPU) -> tuple[tuple[str, str],
 
 
 def _roll_back(machine: Machine, journal: _Journal) -> None:
-    """Take back what _apply did: plugged CPUs go, removed boot CPUs return, counters and the
-    hot-plug block are as before (the caller reports the failure)."""
+    """Take back what _apply did: plugged CPUs go, removed boot CPUs return, counters, capabilities
+    and devices are as before (the caller reports the failure)."""
     for cpu in reversed(journal.plugged):
         if cpu.realized:
             machine.hotplug.ejected_silently(cpu)
@@ -253,8 +221,5 @@ def _roll_back(machine: Machine, journal: _Journal) -> None:
     machine.qom.anon_count, machine.qom.unattached_count = journal.counters
     machine.migration_capabilities.clear()
     machine.migration_capabilities.update(journal.capabilities)
-    _apply_hotplug_block(machine, journal.hotplug_block)
-    if journal.pm is not None and machine.board.pm is not None:
-        machine.board.pm.load_state(journal.pm)
-    if journal.pci is not None and machine.board.pci is not None:
-        machine.board.pci.load_pm_registers(*journal.pci)
+    for owner in machine.state_owners():
+        owner.load_state(owner.check_state(journal.devices[owner.state_name], owner.state_version))

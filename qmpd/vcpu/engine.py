@@ -33,6 +33,7 @@ from qmpd.vcpu.exceptions import (
     raise_exception,
 )
 from qmpd.vcpu.ram import GuestRAM
+from qmpd.vmstate import U64, U128, boolean, fields, integer, integers, invalid, items
 
 if TYPE_CHECKING:
     from qmpd.vcpu.runner import Entry
@@ -74,6 +75,17 @@ SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 MSR_EFER = 0xC0000080
 
 
+#: The registers' section of a saved CPU (qmpd.vmstate): CPUSnapshot.save_state and check_state.
+REGISTERS_STATE_NAME = "registers"
+REGISTERS_STATE_VERSION = 1
+#: Each register field of CPUSnapshot: None for one integer, else the tuple's length (pairs for fpr).
+_REGISTER_SHAPES: dict[str, int | None] = {
+    "gpr": 16, "rip": None, "rflags": None, "selectors": 6, "fs_base": None, "gs_base": None, "ldtr": 4,
+    "tr": 4, "gdtr": 2, "idtr": 2, "cr": 4, "dr": 6, "efer": None, "fpcw": None, "fpsw": None,
+    "fptag": None, "mxcsr": None, "fpr": 8, "xmm": 16,
+}  # fmt: skip
+
+
 class CPUSnapshot(NamedTuple):
     """A vCPU's architectural state at one instant (for ``info registers`` and address translation)."""
 
@@ -99,6 +111,29 @@ class CPUSnapshot(NamedTuple):
     fpr: tuple[tuple[int, int], ...]
     xmm: tuple[int, ...]
     halted: bool
+
+    def save_state(self) -> dict[str, Any]:
+        """The registers as a saved CPU's section (JSON lists for the tuples)."""
+        return self._asdict()
+
+    @staticmethod
+    def check_state(state: Any, version: int, where: str = REGISTERS_STATE_NAME) -> CPUSnapshot:
+        """A saved CPU's registers, every field's shape and range checked."""
+        registers = fields(state, where)
+        values: dict[str, Any] = {}
+        for name, length in _REGISTER_SHAPES.items():
+            if length is None:
+                values[name] = integer(registers, name, U64, where)
+                continue
+            entries = items(registers, name, length, where)
+            if len(entries) != length:
+                raise invalid(f"{where}.{name}", f"expected {length} values")
+            if name == "fpr":
+                values[name] = tuple(integers(entry, 2, U64, f"{where}.fpr") for entry in entries)
+            else:
+                values[name] = integers(entries, length, U128 if name == "xmm" else U64, f"{where}.{name}")
+        values["halted"] = boolean(registers, "halted", where)
+        return CPUSnapshot(**values)
 
     @staticmethod
     def powered_off() -> CPUSnapshot:

@@ -16,12 +16,14 @@ import enum
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import structlog
 
 from qmpd.vcpu import native
 from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, Exit, VCPUEngine
+from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_string, string
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +48,23 @@ class Entry(NamedTuple):
     rsi: int
     rdx: int = 0
     rcx: int = 0
+
+
+@dataclass(frozen=True)
+class RunnerState:
+    """A saved vCPU's run state, checked (its registers are a section of their own: CPUSnapshot)."""
+
+    state: VCPUState
+    wait_sipi: bool
+    rip: int
+    kicked: bool
+    fault: str | None
+    #: It had an engine: the restored vCPU gets one, with the saved registers (load_registers).
+    engine: bool
+
+
+#: The run states a saved vCPU may have (a thread that had ended is not saved).
+_SAVED_STATES = {state.value: state for state in VCPUState if state is not VCPUState.EXITED}
 
 
 class Scheduler:
@@ -74,6 +93,10 @@ class Scheduler:
 
 class VCPURunner:
     """One vCPU thread (named "CPU N/TCG" like QEMU's with debug-threads=on)."""
+
+    #: Its section of a saved CPU (qmpd.vmstate).
+    state_name = "runner"
+    state_version = 1
 
     def __init__(
         self,
@@ -219,8 +242,8 @@ class VCPURunner:
             self.state = VCPUState.POWERED_OFF
             self._cond.notify_all()
 
-    def saved_state(self) -> dict[str, Any]:
-        """What restore_state needs, besides the registers (the machine is paused)."""
+    def save_state(self) -> dict[str, Any]:
+        """The run state, besides the registers (the machine is paused)."""
         with self._cond:
             return {
                 "state": self.state.value,
@@ -231,18 +254,43 @@ class VCPURunner:
                 "engine": self._engine is not None,
             }
 
-    def restore_state(self, saved: dict[str, Any], registers: CPUSnapshot) -> None:
-        """While paused: become the saved vCPU; its thread builds an engine with ``registers``."""
+    @staticmethod
+    def check_state(state: Any, version: int, where: str = "runner") -> RunnerState:
+        """Pure, and static: a saved CPU is checked before the target has plugged it."""
+        saved = fields(state, where)
+        name = string(saved, "state", where)
+        if name not in _SAVED_STATES:
+            raise invalid(f"{where}.state", f"unknown vCPU state {name!r}")
+        fault = optional_string(saved, "fault", where)
+        return RunnerState(
+            state=_SAVED_STATES[name],
+            wait_sipi=boolean(saved, "wait_sipi", where),
+            rip=integer(saved, "rip", U64, where),
+            kicked=boolean(saved, "kicked", where),
+            fault=fault,
+            engine=boolean(saved, "engine", where),
+        )
+
+    def load_state(self, checked: RunnerState) -> None:
+        """While paused: become the saved vCPU (without an engine until load_registers gives it one)."""
         with self._cond:
             assert self.paused and not self._in_emu
-            self.state = VCPUState(saved["state"])
-            self._wait_sipi = bool(saved["wait_sipi"])
-            self._rip = int(saved["rip"])
-            self._kicked = bool(saved["kicked"])
-            self.fault = saved["fault"]
+            self.state = checked.state
+            self._wait_sipi = checked.wait_sipi
+            self._rip = checked.rip
+            self._kicked = checked.kicked
+            self.fault = checked.fault
             self._pending_entry = None
             self._pending_init = False
-            self._pending_registers = registers if saved["engine"] else None
+            self._pending_registers = None
+            self._cond.notify_all()
+
+    def load_registers(self, registers: CPUSnapshot) -> None:
+        """While paused, after load_state of a vCPU saved with an engine: its thread builds one holding
+        ``registers``."""
+        with self._cond:
+            assert self.paused and not self._in_emu
+            self._pending_registers = registers
             self._cond.notify_all()
 
     def run_in_thread(self, job: Callable[[VCPUEngine | None], None]) -> bool:

@@ -43,6 +43,7 @@ from qmpd.dispatch import Dispatcher
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
+from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
 
 SCHEMA = Schema.load()
@@ -143,7 +144,9 @@ class Rig:
     def __init__(self) -> None:
         self.events = EventBus(SCHEMA, strict=True)
         self.machine = Machine(MachineConfig(cpu=MODEL, smp=SMP, start_paused=True), self.events)
-        self.dispatcher = Dispatcher(SCHEMA, REGISTRY, self.machine, self.events, _Daemon())
+        self.dispatcher = Dispatcher(
+            SCHEMA, REGISTRY, self.machine, self.events, _Daemon(), migrator=Migrator(self.machine)
+        )
         self.session = _Session()
         self.baseline = self.snapshot()
         self.successes = 0

@@ -24,6 +24,7 @@ from qmpd.events import EventBus
 from qmpd.machine.elf_core import SHSTRTAB, MemoryRange, core_head, select_ranges
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import ShutdownCause
+from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
 from qmpd.vcpu.engine import CPUSnapshot
 
@@ -212,7 +213,7 @@ async def test_a_dump_reports_progress_and_completes(
     with pytest.raises(GenericError, match=IN_PROCESS):
         vm.cont()
     with pytest.raises(GenericError, match=r"^Live migration disabled: dump-guest-memory in progress$"):
-        vm.migrator.start(f"file:{tmp_path / 'migrated'}")  # QEMU's dump blocks migration
+        Migrator(vm).start(f"file:{tmp_path / 'migrated'}")  # QEMU's dump blocks migration
     gate.set()
     for _ in range(500):
         if not vm.dump.active:

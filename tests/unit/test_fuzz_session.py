@@ -14,6 +14,7 @@ from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
+from qmpd.migration.migrator import Migrator
 from qmpd.protocol.session import Session
 from qmpd.qapi.schema import Schema
 from tests.unit.test_session import FakeChannel
@@ -33,7 +34,7 @@ class _Daemon:
 def _session(negotiate: bool) -> tuple[Session, FakeChannel, Machine]:
     events = EventBus(SCHEMA, strict=True)
     machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), events)
-    dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon())
+    dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon(), migrator=Migrator(machine))
     channel = FakeChannel()
     session = Session(dispatcher, events, channel, name="fuzz", greeting={"QMP": {}})
     session.start()

@@ -27,6 +27,7 @@ from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
 from qmpd.machine.qdev import DeviceOptions
 from qmpd.migration import state as state_module
+from qmpd.migration.migrator import Migrator
 from qmpd.migration.state import capture
 from qmpd.migration.stream import MAGIC, TRAILER, write_state
 from qmpd.qapi.schema import Schema
@@ -110,7 +111,7 @@ def _fingerprint(machine: Machine) -> dict[str, Any]:
         "links": {index: node.link_target("cpu") is not None for index, node in qom.thread_nodes.items()},
         "cpuhp": (board.cpuhp.legacy, board.cpuhp.selector, board.cpuhp.command, repr(board.cpuhp.slots)),
         "gpe": (board.gpe.status, board.gpe.enable),
-        "runners": {i: (r.saved_state(), r._pending_registers) for i, r in board.vcpus.runners.items()},
+        "runners": {i: (r.save_state(), r._pending_registers) for i, r in board.vcpus.runners.items()},
         "capabilities": dict(machine.migration_capabilities),
         "ram": bytes(board.ram.view()[:0x2000]),
         "runstate": machine.runstate.value,
@@ -122,15 +123,16 @@ def _restore(uri: str, good_uri: str | None = None) -> tuple[str, dict[str, Any]
 
     async def run() -> tuple[str, dict[str, Any], list[Any], Machine]:
         target = _machine("defer")
+        migrator = Migrator(target, "defer")
         before = _fingerprint(target)
         with structlog.testing.capture_logs() as logs:
-            await asyncio.wait_for(target.migrator.accept(uri), 10)
-        info = target.migrator.info()
+            await asyncio.wait_for(migrator.accept(uri), 10)
+        info = migrator.info()
         if info["status"] == "failed":
             assert _fingerprint(target) == before, "nothing of a refused state is applied"
             if good_uri is not None:
-                await asyncio.wait_for(target.migrator.accept(good_uri), 10)
-                assert target.migrator.info()["status"] == "completed", target.migrator.info()
+                await asyncio.wait_for(migrator.accept(good_uri), 10)
+                assert migrator.info()["status"] == "completed", migrator.info()
                 assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
         return info["status"], info, logs, target
 

@@ -14,6 +14,7 @@ from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
+from qmpd.migration.migrator import Migrator
 from qmpd.protocol.session import INBAND_QUEUE_MAX, Session
 from qmpd.qapi.schema import SCHEMA_BASE, Schema
 
@@ -107,7 +108,7 @@ class Harness:
             return "quick"
 
         machine = Machine(MachineConfig(start_paused=True), self.events)
-        self.dispatcher = Dispatcher(schema, registry, machine, self.events, self)
+        self.dispatcher = Dispatcher(schema, registry, machine, self.events, self, migrator=Migrator(machine))
 
     def chardevs(self) -> list[dict[str, object]]:
         return []

@@ -11,6 +11,7 @@ from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
+from qmpd.migration.migrator import Migrator
 from qmpd.protocol.session import Channel, Session
 from qmpd.protocol.transport import StreamChannel
 from qmpd.qapi.schema import Schema
@@ -51,7 +52,7 @@ async def _connected() -> tuple[StreamChannel, FakeTransport, EventBus, Machine]
     events = EventBus(SCHEMA, strict=True)
     events.bind_loop(asyncio.get_running_loop())
     machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), events)
-    dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon())
+    dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon(), migrator=Migrator(machine))
 
     def make(channel: Channel, name: str) -> Session:
         return Session(dispatcher, events, channel, name=name, greeting={"QMP": {}})
