@@ -180,6 +180,24 @@ def test_a_failure_while_applying_takes_back_what_was_applied(
     assert unexpected and unexpected[0]["exc_info"], "logged with its traceback"
 
 
+def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
+    meta, ram = good
+    assert meta["state_versions"] == {"runner": 1, "registers": 1, "lapic": 1, "cpuhp": 1, "pm": 1}
+    older = {key: value for key, value in meta.items() if key != "state_versions"}
+    status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))
+    closing.append(target)
+    assert status == "completed", info
+    assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
+
+
+def test_a_section_newer_than_this_qmpd_is_refused_by_name(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
+    meta, ram = good
+    newer = {**meta, "state_versions": {**meta["state_versions"], "lapic": 2}}
+    status, info, _, target = _restore(_write(tmp_path / "newer.state", newer, ram))
+    closing.append(target)
+    assert status == "failed" and "'lapic' state has version 2" in info["error-desc"], info
+
+
 # -- mutated descriptions --------------------------------------------------------------------------------
 
 
