@@ -18,14 +18,14 @@ def query_machines(ctx: CommandContext) -> list[dict[str, Any]]:
             "hotpluggable-cpus": machine_type.hotpluggable_cpus,
             "numa-mem-supported": False,
             "deprecated": False,
-            "default-ram-id": "pc.ram" if machine_type.name != "none" else "ram",
+            "default-ram-id": machine_type.default_ram_id,
         }
         if machine_type.alias:
             entry["alias"] = machine_type.alias
         if machine_type.is_default:
             entry["is-default"] = True
-        if machine_type.name != "none":
-            entry["default-cpu-type"] = "qemu64-x86_64-cpu"
+        if machine_type.default_cpu_type is not None:
+            entry["default-cpu-type"] = machine_type.default_cpu_type
         out.append(entry)
     return out
 

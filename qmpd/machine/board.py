@@ -22,7 +22,7 @@ from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
 from qmpd.devices.lapic import LocalAPIC
-from qmpd.devices.pci import CHIPSETS, CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
+from qmpd.devices.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
 from qmpd.devices.pvpanic import PVPanic
 from qmpd.devices.reset import (
     KEYBOARD_COMMAND_PORT,
@@ -38,13 +38,6 @@ from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import VCPURunner
 
 log = structlog.get_logger(__name__)
-
-#: Bits of the reset control register that stay as written: PIIX3's RCR (pc), ICH9's RST_CNT (q35).
-RESET_CONTROL_KEPT_BITS = {"pc-i440fx-7.2": 0x2, "pc-q35-7.2": 0xA}
-
-#: GPE0 block of each chipset: (base, length); q35's is inside the PM I/O space, at PM base + GPE0_IN_PM.
-GPE0_BLOCKS = {"pc-i440fx-7.2": (0xAFE0, 4), "pc-q35-7.2": (PM_BASE + 0x20, 16)}
-GPE0_IN_PM = {"pc-q35-7.2": 0x20}
 
 
 class Board:
@@ -77,27 +70,27 @@ class Board:
         self.pm: PM1Block | None = None
         machine = spec.machine_type
         self.pci: PCIConfig | None = None
-        if machine.name in CHIPSETS:
-            self.pci = PCIConfig(CHIPSETS[machine.name], self._place_pm_space, with_pm=acpi)
+        if machine.chipset is not None:
+            self.pci = PCIConfig(machine.chipset, self._place_pm_space, with_pm=acpi)
             self.bus.add(CONFIG_ADDRESS_PORT, 1, self.pci.address_port)
             self.bus.add(CONFIG_DATA_PORT, 4, self.pci.data_port)
-        if machine.cpuhp_base is not None and acpi:
+        layout = machine.acpi if acpi else None
+        if layout is not None:
             # The PM1 registers (and q35's GPE0) appear where the firmware places the PM I/O space.
             self.pm = PM1Block(on_sci=self.vcpus.kick_all, on_soft_off=lambda: self.bridge.post(self.on_guest_poweroff))
-            gpe_base, gpe_len = GPE0_BLOCKS[machine.name]
-            self.gpe = GPEBlock(gpe_len, on_sci=self.vcpus.kick_all)
-            if machine.name not in GPE0_IN_PM:
-                self.bus.add(gpe_base, gpe_len, self.gpe)
+            self.gpe = GPEBlock(layout.gpe0_len, on_sci=self.vcpus.kick_all)
+            if layout.gpe0_in_pm is None:
+                self.bus.add(layout.gpe0_base, layout.gpe0_len, self.gpe)
             self.cpuhp = CPUHotplugBlock(
                 [slot.apic_id for slot in spec.topology.slots],
                 self.gpe,
                 on_eject=lambda index: self.bridge.post(self.on_eject, index),
                 on_ost=lambda info: self.bridge.post(self.on_ost, info),
             )
-            self.bus.add(machine.cpuhp_base, LEGACY_LEN, self.cpuhp)
+            self.bus.add(layout.cpuhp_base, LEGACY_LEN, self.cpuhp)
         self.reset_control: ResetControl | None = None
-        if machine.name != "none":
-            self.reset_control = ResetControl(self._guest_reset, RESET_CONTROL_KEPT_BITS[machine.name])
+        if machine.is_pc:
+            self.reset_control = ResetControl(self._guest_reset, machine.reset_control_kept_bits)
             self.bus.add(RESET_CONTROL_PORT, 1, self.reset_control)
             self.bus.add(KEYBOARD_COMMAND_PORT, 1, KeyboardResetLine(self._guest_reset))
         for device in spec.port_devices:
@@ -116,23 +109,29 @@ class Board:
                     device.events,
                 )
                 self.bus.add(device.iobase, device.iosize, panic)
-        self.vcpus.boot_args = (machine.cpuhp_base or 0, self.gpe_base) if self.cpuhp is not None else (0, 0)
+        self.vcpus.boot_args = (layout.cpuhp_base, layout.gpe0_base) if layout is not None else (0, 0)
         if spec.firmware is not None:
             spec.firmware.load(self.ram)
         self._prepare_chipset()
 
     def _prepare_chipset(self) -> None:
         """An image that is not a BIOS ROM starts as after QEMU's firmware: the PM I/O space placed."""
-        if self.pci is not None and self.spec.firmware is not None and not self.spec.firmware.rom:
-            pm = CHIPSETS[self.spec.machine_type.name].pm_function
-            self.pci.load_pm_registers(PM_BASE | 1, pm.enable_bit)
+        chipset = self.spec.machine_type.chipset
+        if (
+            self.pci is not None
+            and chipset is not None
+            and self.spec.firmware is not None
+            and not self.spec.firmware.rom
+        ):
+            self.pci.load_pm_registers(PM_BASE | 1, chipset.pm_function.enable_bit)
 
     def _place_pm_space(self, base: int | None) -> None:
         """The guest moved the PM I/O space (or turned it on or off): move the PM1 (and q35's GPE0) ports."""
         if self.pm is None or self.gpe is None:
             return
         self.bus.remove(self.pm)
-        in_pm = GPE0_IN_PM.get(self.spec.machine_type.name)
+        layout = self.spec.machine_type.acpi
+        in_pm = layout.gpe0_in_pm if layout is not None else None
         if in_pm is not None:
             self.bus.remove(self.gpe)
         if base is None:
@@ -140,11 +139,6 @@ class Board:
         self.bus.add(base, PM1_LEN, self.pm)
         if in_pm is not None:
             self.bus.add(base + in_pm, self.gpe.half * 2, self.gpe)
-
-    @property
-    def gpe_base(self) -> int:
-        """Base port of GPE0 (0 without ACPI)."""
-        return GPE0_BLOCKS.get(self.spec.machine_type.name, (0, 0))[0]
 
     def attach_cpu(self, cpu: X86CPU, lapic: LocalAPIC, *, running: bool) -> VCPURunner:
         """Give a realized CPU its thread; it stays powered off until started."""

@@ -144,7 +144,7 @@ class CPUHotplug:
         self.warnings = []
         host = DeviceHost(
             registry=machine.registry,
-            machine_type=machine.machine_type.name,
+            machine_type=machine.machine_type,
             peripheral=machine.qom.peripheral,
             peripheral_anon=machine.qom.peripheral_anon,
             next_anon=machine.qom.next_anon,

@@ -135,7 +135,7 @@ class Machine:
         cpu_type = self.spec.cpu_type
         if cpu_type is None:
             return
-        count = self.spec.smp.cpus if self.machine_type.name != "none" else 1
+        count = self.spec.smp.cpus if self.machine_type.is_pc else 1
         for index in range(count):
             cpu = self.new_cpu(cpu_type)
             cpu.values["apic-id"] = self.topology.slots[index].apic_id
@@ -144,7 +144,7 @@ class Machine:
             missing = cpu.unavailable_features()
             if missing:  # QEMU warns at every CPU's realize ("TCG doesn't support requested feature")
                 log.warning("cpu.unavailable_features", cpu=cpu.canonical_path(), features=missing)
-            if index == 0 and self.machine_type.name != "none":
+            if index == 0 and self.machine_type.is_pc:
                 self.qom.attach_unattached(new_object("kvmvapic"))
 
     def plug_cpu(self, cpu: X86CPU, *, hotplugged: bool) -> None:

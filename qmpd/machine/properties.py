@@ -51,8 +51,7 @@ _ON_OFF_AUTO = ("on", "off", "auto")
 
 def properties_of(machine_type: MachineType) -> tuple[MachineProperty, ...]:
     """The properties of one machine type's ``/machine`` object."""
-    x86 = machine_type.name != "none"
-    return tuple(prop for prop in MACHINE_PROPERTIES if x86 or not prop.x86_only)
+    return tuple(prop for prop in MACHINE_PROPERTIES if machine_type.is_pc or not prop.x86_only)
 
 
 def parse_machine_properties(

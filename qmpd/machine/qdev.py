@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from qmpd.errors import GenericError
 from qmpd.inttypes import INT_RANGES, parse_c_integer
+from qmpd.machine.types import MachineType
 from qmpd.qemuopts import parse_bool, split_items
 from qmpd.qobject.writer import format_double, qdict_order
 from qmpd.qom.device import Device
@@ -128,27 +129,11 @@ def parse_text(type_name: str, name: str, text: str) -> Any:
     return text
 
 
-class Buses(NamedTuple):
-    """The buses a machine has, by name, with their QOM type names as QEMU prints them."""
-
-    kinds: dict[str, str]
-    #: Buses that exist but take no hot-plugged device.
-    cold: frozenset[str] = frozenset()
-
-
-#: Buses of each machine type (qbus names; device_add accepts a bare bus name).
-MACHINE_BUSES = {
-    "pc-i440fx-7.2": Buses({"pci.0": "PCI", "isa.0": "ISA", "main-system-bus": "System"}, frozenset({"isa.0"})),
-    "pc-q35-7.2": Buses({"pcie.0": "PCIE", "isa.0": "ISA", "main-system-bus": "System"}, frozenset({"isa.0"})),
-    "none": Buses({"main-system-bus": "System"}),
-}
-
-
 class DeviceHost(NamedTuple):
     """What device_add needs from the machine."""
 
     registry: TypeRegistry
-    machine_type: str
+    machine_type: MachineType
     peripheral: Object
     peripheral_anon: Object
     #: Returns the next anonymous device number and advances QEMU's anon_count.
@@ -174,10 +159,10 @@ def device_add(host: DeviceHost, opts: DeviceOptions) -> Device:
         raise GenericError("Parameter 'driver' expects a pluggable device type")
     bus = options.pop("bus", None)
     if bus is not None:
-        buses = MACHINE_BUSES.get(host.machine_type, Buses({}))
-        if bus not in buses.kinds:
+        buses = host.machine_type.buses
+        if bus not in buses:
             raise GenericError(f"Bus '{bus}' not found")
-        raise GenericError(f"Device '{driver}' can't go on {buses.kinds[bus]} bus")
+        raise GenericError(f"Device '{driver}' can't go on {buses[bus]} bus")
     plug = host.hotplug_handler(driver)
     if plug is None:
         raise GenericError(f"Device '{driver}' can not be hotplugged on this machine")

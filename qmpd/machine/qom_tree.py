@@ -88,9 +88,10 @@ def type_registry() -> TypeRegistry:
     registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_machine_properties(True)))
     registry.register(TypeInfo("generic-pc-machine", "x86-machine", abstract=True, interfaces=("hotplug-handler",)))
     for machine_type in MACHINE_TYPES:
-        parent = "machine" if machine_type.name == "none" else "generic-pc-machine"
         registry.register(
-            TypeInfo(machine_type.qom_type, parent, factory=MachineObject, data={"machine": machine_type})
+            TypeInfo(
+                machine_type.qom_type, machine_type.qom_parent, factory=MachineObject, data={"machine": machine_type}
+            )
         )
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
     registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))

@@ -69,8 +69,8 @@ def build_spec(config: MachineConfig) -> MachineSpec:
         raise SpecError(str(exc)) from None
     warnings += smp_warnings
     cpu_text = config.cpu
-    if cpu_text is None and machine_type.name != "none":
-        cpu_text = "qemu64"
+    if cpu_text is None:
+        cpu_text = machine_type.default_cpu
     cpu: CPUOption | None = None
     if cpu_text is not None:
         try:
@@ -127,7 +127,7 @@ def _port_devices(config: MachineConfig, machine_type: MachineType) -> tuple[Por
             out.append(
                 PortDeviceSpec("isa-debugcon", _int(props.get("iobase", "0xe9"), "iobase", device.driver), 1, chardev)
             )
-    ports: dict[int, str] = {0xCF9: "the reset control register", 0x64: "i8042"} if machine_type.name != "none" else {}
+    ports: dict[int, str] = {0xCF9: "the reset control register", 0x64: "i8042"} if machine_type.is_pc else {}
     for spec in out:
         for port in range(spec.iobase, spec.iobase + spec.iosize):
             if port in ports:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qmpd.devices.pci import CHIPSETS, Chipset, PCIConfig
+from qmpd.devices.pci import I440FX_PIIX4, Q35_ICH9, Chipset, PCIConfig
 from qmpd.vcpu.loader import ROM_MAGIC, ROM_TRAILER, FirmwareError, parse_image
 
-PC, Q35 = CHIPSETS["pc-i440fx-7.2"], CHIPSETS["pc-q35-7.2"]
+PC, Q35 = I440FX_PIIX4, Q35_ICH9
 
 
 def address(device: int, function: int, register: int, bus: int = 0) -> int:

@@ -11,7 +11,7 @@ import pytest
 from qmpd.devices.acpi_cpuhp import CPUHotplugBlock, GPEBlock
 from qmpd.devices.acpi_pm import PM1Block
 from qmpd.devices.lapic import LocalAPIC
-from qmpd.devices.pci import CHIPSETS, PCIConfig
+from qmpd.devices.pci import Q35_ICH9, PCIConfig
 from qmpd.machine.qom_tree import new_object
 from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.runner import VCPURunner
@@ -56,9 +56,9 @@ def test_the_pm_block_round_trips_its_registers() -> None:
 
 def test_pci_config_round_trips_the_pm_base_and_places_the_pm_space() -> None:
     placed: list[int | None] = []
-    source = PCIConfig(CHIPSETS["pc-q35-7.2"], placed.append)
+    source = PCIConfig(Q35_ICH9, placed.append)
     source.load_pm_registers(0x681, 0x80)
-    target = PCIConfig(CHIPSETS["pc-q35-7.2"], placed.append)
+    target = PCIConfig(Q35_ICH9, placed.append)
     target.load_state(target.check_state(source.save_state(), 1))
     assert target.save_state() == {"pm_base": 0x681, "pm_enable": 0x80}
     assert placed == [0x680, 0x680]
