@@ -194,7 +194,7 @@ class Daemon:
                 await machine.stop_for_migration()
                 meta = await capture(machine)
                 meta["runstate"] = before.value
-                ram = machine.board.ram
+                ram = machine.ram
                 size = await asyncio.get_running_loop().run_in_executor(
                     None, save_atomically, path, meta, ram.view(), ram.touched_chunks(CHUNK)
                 )
@@ -247,7 +247,6 @@ class Daemon:
             self.machine = Machine(self.config.machine, events, self.spec)
         except QMPError as exc:  # a boot CPU that -cpu's properties keep from plugging (QEMU exits too)
             raise StartupError(str(exc)) from None
-        self.machine.board.on_guest_exit = self._guest_exit
         self.machine.on_exit = self._guest_exit
         self.migrator = Migrator(self.machine, self.config.machine.incoming)
         dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self, migrator=self.migrator)

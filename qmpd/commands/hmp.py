@@ -12,6 +12,6 @@ from qmpd.hmp.monitor import HMP
 
 @qmp_command("human-monitor-command")
 async def human_monitor_command(ctx: CommandContext, command_line: str, cpu_index: int | None = None) -> str:
-    if cpu_index is not None and cpu_index not in ctx.machine.cpu_indexes():
+    if cpu_index is not None and cpu_index not in ctx.machine.cpu_slots.cpu_indexes():
         raise GenericError("Parameter 'cpu-index' expects a CPU number")
     return await HMP.execute(replace(ctx, hmp_cpu_index=cpu_index), command_line)

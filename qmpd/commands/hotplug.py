@@ -1,6 +1,7 @@
 """CPU hot-plug commands: device_add/device_del, the legacy cpu-add and cpu_set, object-add/object-del.
 
-All of them lead to the machine's one hot-plug path (qmpd.machine.hotplug).
+device_add/device_del go through qdev (qmpd.machine.qdev), cpu-add/cpu_set through
+qmpd.machine.legacy_cpu; both reach the machine's hot-plug handler.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
-from qmpd.machine.qdev import check_id, options_from_arguments
+from qmpd.machine.legacy_cpu import cpu_add, cpu_set
+from qmpd.machine.qdev import check_id, options_from_arguments, qdev_device_add, qdev_device_del
 from qmpd.qom.object import Object
 
 #: qmpd's bound on /objects (QEMU has none): an unrealized CPU costs ~2 KiB, and no machine
@@ -18,23 +20,23 @@ MAX_OBJECTS = 1024
 
 
 @qmp_command("device_add")
-def device_add(ctx: CommandContext, **arguments: Any) -> None:
-    ctx.machine.hotplug.device_add(options_from_arguments(arguments))
+def qmp_device_add(ctx: CommandContext, **arguments: Any) -> None:
+    qdev_device_add(ctx.machine, options_from_arguments(arguments))
 
 
 @qmp_command("device_del")
-def device_del(ctx: CommandContext, id: str) -> None:
-    ctx.machine.hotplug.device_del(id)
+def qmp_device_del(ctx: CommandContext, id: str) -> None:
+    qdev_device_del(ctx.machine, id)
 
 
 @qmp_command("cpu-add")
-def cpu_add(ctx: CommandContext, id: int) -> None:
-    ctx.machine.hotplug.cpu_add(id)
+def qmp_cpu_add(ctx: CommandContext, id: int) -> None:
+    cpu_add(ctx.machine, id)
 
 
 @qmp_command("cpu_set")
-def cpu_set(ctx: CommandContext, cpu: int, state: str) -> None:
-    ctx.machine.hotplug.cpu_set(cpu, state)
+def qmp_cpu_set(ctx: CommandContext, cpu: int, state: str) -> None:
+    cpu_set(ctx.machine, cpu, state)
 
 
 @qmp_command("object-add")
@@ -49,7 +51,7 @@ def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> Non
         raise GenericError(f"attempt to add duplicate property '{id}' to object (type 'container')")
     if objects.child_count() >= MAX_OBJECTS:
         raise GenericError(f"Too many objects: at most {MAX_OBJECTS} can exist at once (object-del frees one)")
-    cpu = machine.new_cpu(qom_type)
+    cpu = machine.cpu_slots.new_cpu(qom_type)
     for name, value in props.items():
         if name in ("realized", "hotplugged"):
             raise GenericError(f"Property '{qom_type}.{name}' is not writable")

@@ -32,12 +32,12 @@ def query_machines(ctx: CommandContext) -> list[dict[str, Any]]:
 
 @qmp_command("query-hotpluggable-cpus")
 def query_hotpluggable_cpus(ctx: CommandContext) -> list[dict[str, Any]]:
-    return ctx.machine.hotpluggable_cpus()
+    return ctx.machine.cpu_slots.hotpluggable_cpus()
 
 
 @qmp_command("query-cpus-fast")
 def query_cpus_fast(ctx: CommandContext) -> list[dict[str, Any]]:
-    return ctx.machine.cpus_fast()
+    return ctx.machine.cpu_slots.cpus_fast()
 
 
 @qmp_command("query-acpi-ospm-status")

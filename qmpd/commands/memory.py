@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def _check_size(ctx: CommandContext, size: int) -> None:
     if size < 0:
         raise GenericError("Parameter 'size' expects a non-negative size")
-    limit = ctx.machine.board.ram.size
+    limit = ctx.machine.ram.size
     if size > limit:
         raise GenericError(f"Parameter 'size' expects at most {limit} (the guest RAM size)")
 
@@ -51,11 +51,11 @@ def _virtual_chunks(ram: GuestRAM, cpu: CPUSnapshot, val: int, size: int) -> Ite
 @qmp_command("memsave")
 async def memsave(ctx: CommandContext, val: int, size: int, filename: str, cpu_index: int | None = None) -> None:
     index = 0 if cpu_index is None else cpu_index
-    if index not in ctx.machine.cpu_indexes():
+    if index not in ctx.machine.cpu_slots.cpu_indexes():
         raise GenericError("Parameter 'cpu-index' expects a CPU number")
     _check_size(ctx, size)
     cpu = await ctx.machine.cpu_snapshot(index)
-    ram, dump_dir = ctx.machine.board.ram, ctx.machine.config.dump_dir
+    ram, dump_dir = ctx.machine.ram, ctx.machine.config.dump_dir
 
     def save() -> None:
         dump_path(dump_dir, filename)  # a bad name is reported before a bad range, as before
@@ -69,5 +69,5 @@ async def memsave(ctx: CommandContext, val: int, size: int, filename: str, cpu_i
 @qmp_command("pmemsave")
 async def pmemsave(ctx: CommandContext, val: int, size: int, filename: str) -> None:
     _check_size(ctx, size)
-    ram, dump_dir = ctx.machine.board.ram, ctx.machine.config.dump_dir
+    ram, dump_dir = ctx.machine.ram, ctx.machine.config.dump_dir
     await ctx.in_worker(lambda: write_dump(dump_dir, filename, physical_chunks(ram, val, size, DUMP_CHUNK)))

@@ -9,12 +9,14 @@ from qmpd.commands.base import CommandContext
 from qmpd.commands.control import quit_
 from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
+from qmpd.cpu.x86cpu import X86CPU
 from qmpd.errors import GenericError
 from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
 from qmpd.hmp.registers import format_registers
 from qmpd.machine.guest_memory import read_physical, read_virtual
-from qmpd.machine.qdev import DeviceOptions, OptionsSyntaxError, options_from_text
+from qmpd.machine.legacy_cpu import cpu_add, cpu_set
+from qmpd.machine.qdev import DeviceOptions, OptionsSyntaxError, options_from_text, qdev_device_add, qdev_device_del
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.qobject.parser import JSONParseError
 from qmpd.qobject.streamer import JSONMessageStreamer
@@ -88,7 +90,7 @@ def hmp_info_kvm(ctx: CommandContext) -> str:
 
 def _current_cpu(ctx: CommandContext) -> int | None:
     """The monitor's current CPU: human-monitor-command's cpu-index, else the first CPU."""
-    indexes = ctx.machine.cpu_indexes()
+    indexes = ctx.machine.cpu_slots.cpu_indexes()
     if ctx.hmp_cpu_index is not None:
         return ctx.hmp_cpu_index
     return indexes[0] if indexes else None
@@ -98,7 +100,7 @@ def _current_cpu(ctx: CommandContext) -> int | None:
 def hmp_info_cpus(ctx: CommandContext) -> str:
     current = _current_cpu(ctx)
     lines = []
-    for entry in ctx.machine.cpus_fast():
+    for entry in ctx.machine.cpu_slots.cpus_fast():
         marker = "*" if entry["cpu-index"] == current else " "
         lines.append(f"{marker} CPU #{entry['cpu-index']}: thread_id={entry['thread-id']}\n")
     return "".join(lines)
@@ -107,7 +109,7 @@ def hmp_info_cpus(ctx: CommandContext) -> str:
 @HMP.info_command("hotpluggable-cpus", "", "", "Show information about hotpluggable CPUs")
 def hmp_info_hotpluggable_cpus(ctx: CommandContext) -> str:
     lines = ["Hotpluggable CPUs:\n"]
-    for entry in ctx.machine.hotpluggable_cpus():
+    for entry in ctx.machine.cpu_slots.hotpluggable_cpus():
         lines.append(f'  type: "{entry["type"]}"\n')
         lines.append(f'  vcpus_count: "{entry["vcpus-count"]}"\n')
         if "qom-path" in entry:
@@ -121,7 +123,7 @@ def hmp_info_hotpluggable_cpus(ctx: CommandContext) -> str:
 
 @HMP.command("cpu", "index:i", "index", "set the default CPU")
 def hmp_cpu(ctx: CommandContext, index: int) -> str:
-    return "" if index in ctx.machine.cpu_indexes() else "invalid CPU index\n"
+    return "" if index in ctx.machine.cpu_slots.cpu_indexes() else "invalid CPU index\n"
 
 
 @HMP.command("qom-list", "path:s?", "path", "list QOM properties")
@@ -192,7 +194,7 @@ def hmp_info_qom_tree(ctx: CommandContext, path: str | None = None) -> str:
     "show the current CPU's registers if no argument is specified)",
 )
 async def hmp_info_registers(ctx: CommandContext, cpustate_all: bool = False, vcpu: int | None = None) -> str:
-    indexes = ctx.machine.cpu_indexes()
+    indexes = ctx.machine.cpu_slots.cpu_indexes()
     if cpustate_all:
         texts = [format_registers(index, await ctx.machine.cpu_snapshot(index)) for index in indexes]
         return "".join(texts)
@@ -208,7 +210,7 @@ async def _dump(ctx: CommandContext, count: int, format: str, size: int, addr: i
         return "Can not dump without CPU\n"
     if format == "i":
         return "qmpd: the 'i' format (disassembly) is not supported\n"
-    ram = ctx.machine.board.ram
+    ram = ctx.machine.ram
     read: Callable[[int, int], bytes | None]
     if physical:
         read = partial(read_physical, ram)
@@ -255,20 +257,21 @@ def hmp_device_add(ctx: CommandContext, device: str | None = None) -> str:
         opts = options_from_text(device or "") if device else DeviceOptions(None, ())
     except OptionsSyntaxError:
         return 'Try "help device_add" for more information\n'
-    warnings = ctx.machine.hotplug.device_add(opts)
+    plugged = qdev_device_add(ctx.machine, opts)
+    warnings = plugged.filter_warnings() if isinstance(plugged, X86CPU) else []
     return "".join(f"warning: {warning}\n" for warning in warnings)
 
 
 @HMP.command("device_del", "id:s", "device", "remove device")
 def hmp_device_del(ctx: CommandContext, id: str) -> None:
-    ctx.machine.hotplug.device_del(id)
+    qdev_device_del(ctx.machine, id)
 
 
 @HMP.command("cpu-add", "id:i", "id", "add cpu (deprecated, use device_add instead)")
 def hmp_cpu_add(ctx: CommandContext, id: int) -> str:
     text = "cpu_add is deprecated, please use device_add instead\n"
     try:
-        ctx.machine.hotplug.cpu_add(id)
+        cpu_add(ctx.machine, id)
     except GenericError as error:
         return f"{text}Error: {error.desc}\n"
     return text
@@ -276,4 +279,4 @@ def hmp_cpu_add(ctx: CommandContext, id: int) -> str:
 
 @HMP.command("cpu_set", "cpu:i,state:s", "cpu [online|offline]", "change cpu state")
 def hmp_cpu_set(ctx: CommandContext, cpu: int, state: str) -> None:
-    ctx.machine.hotplug.cpu_set(cpu, state)
+    cpu_set(ctx.machine, cpu, state)

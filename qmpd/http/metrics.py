@@ -46,8 +46,7 @@ class _MachineCollector(Collector):
                 instructions.add_metric([str(slot["slot"]), str(slot["apic_id"])], slot["instructions"])
         yield instructions
         yield GaugeMetricFamily("qmpd_qmp_sessions_open", "QMP sessions connected", self._sessions_open())
-        runners = self._machine.board.vcpus.runners.values()
-        yield GaugeMetricFamily("qmpd_vcpu_threads", "vCPU threads alive", sum(r.alive for r in runners))
+        yield GaugeMetricFamily("qmpd_vcpu_threads", "vCPU threads alive", self._machine.cpu_slots.live_vcpu_threads())
         yield GaugeMetricFamily("qmpd_vcpu_engines", "Unicorn engines alive (started vCPUs)", VCPUEngine.live)
 
 
@@ -81,8 +80,8 @@ class Metrics:
         )
         self.registry.register(_MachineCollector(machine, sessions_open))
         dispatcher.observers.append(self._command_done)
-        machine.hotplug.on_requested.append(lambda operation: self.hotplug_requests.labels(operation).inc())
-        machine.hotplug.on_completed.append(
+        machine.cpu_slots.latency.on_requested.append(lambda operation: self.hotplug_requests.labels(operation).inc())
+        machine.cpu_slots.latency.on_completed.append(
             lambda operation, seconds: self.hotplug_latency.labels(operation).observe(seconds)
         )
 

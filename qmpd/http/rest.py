@@ -174,8 +174,7 @@ class RestAPI:
                 await asyncio.wait_for(acknowledged.wait(), timeout)
             except TimeoutError:
                 desc = f"{command} {json.dumps(arguments)}: the guest did not acknowledge it within {timeout:g} s"
-                cpuhp = self._machine.board.cpuhp
-                if cpuhp is not None and cpuhp.legacy:
+                if self._machine.cpu_slots.acpi_legacy_mode:
                     desc += " (it has not enabled the ACPI CPU hot-plug interface)"
                 raise QMPFailure({"class": "GenericError", "desc": desc}, status=504) from None
         finally:

@@ -256,7 +256,7 @@ class HttpFront:
 
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
         """The loop answers (this handler runs) and the machine's vCPU threads are alive."""
-        dead = [index for index, runner in self._machine.board.vcpus.runners.items() if not runner.alive]
+        dead = self._machine.cpu_slots.dead_vcpu_threads()
         body: dict[str, object] = {"status": "ok" if not dead else "failing"}
         if dead:
             body["dead_vcpu_threads"] = dead

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from qmpd.machine.cpus import instance_props
 from qmpd.machine.machine import Machine
 from qmpd.vcpu.runner import VCPUState
 
@@ -35,30 +34,25 @@ def machine_summary(machine: Machine) -> dict[str, Any]:
     }
 
 
-def _state(machine: Machine, index: int) -> VCPUState | None:
-    runner = machine.board.vcpus.runners.get(index)
-    return runner.state if runner is not None else None
-
-
 def _online(machine: Machine, index: int, state: VCPUState | None) -> bool:
     """Started by the guest (INIT/SIPI or boot) and not parked for an unplug it was asked for."""
     if state not in (VCPUState.RUNNING, VCPUState.HALTED):
         return False
-    cpuhp = machine.board.cpuhp
-    return not (cpuhp is not None and cpuhp.slots[index].is_removing)
+    return not machine.cpu_slots.unplug_pending(index)
 
 
 def cpu_slots(machine: Machine) -> list[dict[str, Any]]:
     """Every possible CPU, by cpu index: where it sits, whether present and online, its thread and counters."""
     out = []
+    cpu_slots = machine.cpu_slots
     for slot in machine.topology.slots:
-        cpu = machine.slots.get(slot.cpu_index)
-        state = _state(machine, slot.cpu_index) if cpu is not None else None
-        runner = machine.board.vcpus.runners.get(slot.cpu_index) if cpu is not None else None
+        cpu = cpu_slots.occupied.get(slot.cpu_index)
+        runner = cpu_slots.runner(slot.cpu_index) if cpu is not None else None
+        state = runner.state if runner is not None else None
         out.append(
             {
                 "slot": slot.cpu_index,
-                "props": instance_props(slot, machine.spec.smp.dies),
+                "props": cpu_slots.instance_props(slot.cpu_index),
                 "socket_id": slot.socket_id,
                 "die_id": slot.die_id,
                 "core_id": slot.core_id,
@@ -71,7 +65,7 @@ def cpu_slots(machine: Machine) -> list[dict[str, Any]]:
                 "qom_path": cpu.canonical_path() if cpu is not None else None,
                 "id": cpu.qdev_id if cpu is not None else None,
                 # What device_del accepts: any CPU but the boot CPU, with the ACPI hot-plug block.
-                "hotpluggable": cpu is not None and slot.cpu_index != 0 and machine.board.cpuhp is not None,
+                "hotpluggable": cpu is not None and slot.cpu_index != 0 and cpu_slots.acpi_hotplug,
                 "host_thread_id": runner.native_id if runner is not None else None,
                 "instructions": runner.instructions_executed if runner is not None else None,
             }
@@ -83,12 +77,13 @@ def live_sample(machine: Machine, now: float) -> dict[str, Any]:
     """What the dashboard's live feed pushes: run state and each slot's counters."""
     cpus = []
     for slot in machine.topology.slots:
-        runner = machine.board.vcpus.runners.get(slot.cpu_index)
-        state = runner.state if runner is not None and slot.cpu_index in machine.slots else None
+        present = slot.cpu_index in machine.cpu_slots.occupied
+        runner = machine.cpu_slots.runner(slot.cpu_index) if present else None
+        state = runner.state if runner is not None else None
         cpus.append(
             {
                 "slot": slot.cpu_index,
-                "present": slot.cpu_index in machine.slots,
+                "present": present,
                 "online": _online(machine, slot.cpu_index, state),
                 "state": state.value if state is not None else "absent",
                 "instructions": runner.instructions_executed if runner is not None else None,

@@ -106,7 +106,7 @@ class GuestDump:
         resume = await self._machine.pause_for_dump()
         try:
             ranges = self._plan(begin, length)
-            cpus = [(index, await self._machine.cpu_snapshot(index)) for index in self._machine.cpu_indexes()]
+            cpus = [(index, await self._machine.cpu_snapshot(index)) for index in self._machine.cpu_slots.cpu_indexes()]
         except BaseException:
             self._finish_early(fd, resume)
             raise
@@ -117,7 +117,7 @@ class GuestDump:
             await asyncio.shield(task)
 
     def _plan(self, begin: int | None, length: int | None) -> list[MemoryRange]:
-        ranges = select_ranges([MemoryRange(0, self._machine.board.ram.size)], begin, length)
+        ranges = select_ranges([MemoryRange(0, self._machine.ram.size)], begin, length)
         self.total = sum(r.length for r in ranges)
         return ranges
 
@@ -179,7 +179,7 @@ class GuestDump:
     def _pieces(self, head: bytes, ranges: Sequence[MemoryRange]) -> Iterator[bytes]:
         """The file's parts; RAM the guest never touched is written as zeros without reading it,
         which would make the kernel allocate it (a 1 GiB guest fresh from boot added 1 GiB of RSS)."""
-        ram = self._machine.board.ram
+        ram = self._machine.ram
         yield head
         self._error_text = "dump: failed to save memory"
         touched = ram.touched_chunks(DUMP_CHUNK)  # the vCPUs are stopped: nothing new gets touched

@@ -1,7 +1,8 @@
-"""The machine: its QOM tree, its CPUs, its run state and the life-cycle operations.
+"""The machine: its run state, the life-cycle operations, and the hot-plug handler of its CPUs.
 
-The tree and the boot CPUs are built from a validated MachineSpec (boot CPUs
-at ``/machine/unattached/device[N]``, QEMU's counter rules).  ``stop``,
+The tree, the board and the boot CPUs are built from a validated MachineSpec
+(boot CPUs at ``/machine/unattached/device[N]``, QEMU's counter rules); the
+CPU set belongs to :class:`CPUSlots`, the hardware to the private Board.  ``stop``,
 ``cont``, ``system_reset``, ``system_powerdown`` and shutdown follow QEMU's
 softmmu/cpus.c and runstate.c: which states they act in, which events they
 raise, and where the machine ends up (a reset of a stopped machine leaves it
@@ -18,23 +19,25 @@ from typing import Any
 import structlog
 
 from qmpd.config import MachineConfig
-from qmpd.cpu.cpu_option import parse_value, property_types
 from qmpd.cpu.x86cpu import X86CPU
-from qmpd.devices.lapic import LocalAPIC
+from qmpd.devices.acpi_cpuhp import CPUHotplugBlock, GPEBlock
+from qmpd.devices.acpi_pm import PM1Block
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
-from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
+from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
-from qmpd.machine.hotplug import CPUHotplug
+from qmpd.machine.hotplug_handler import HotplugHandler
 from qmpd.machine.properties import DEFAULTS
-from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
+from qmpd.machine.qom_tree import QOMTree, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
+from qmpd.qom.device import Device
 from qmpd.qom.object import Object
 from qmpd.vcpu.engine import CPUSnapshot
+from qmpd.vcpu.ram import GuestRAM
 from qmpd.vmstate import StateOwner
 
 log = structlog.get_logger(__name__)
@@ -54,15 +57,9 @@ class Machine:
         self.autostart = not config.start_paused
         self.registry = type_registry()
         self.qom = QOMTree(self.machine_type, self._machine_settings())
-        #: The one hot-plug path (device_add, cpu-add, cpu_set, the topology links).
-        self.hotplug = CPUHotplug(self)
         if self.machine_type.hotpluggable_cpus:
-            self.qom.build_topology(self.topology, lambda node, value: self.hotplug.set_thread_link(node, value))
-        #: Realized CPUs in creation order (query-cpus-fast order).
-        self.cpus: list[X86CPU] = []
-        #: Occupied slots: index -> CPU.
-        self.slots: dict[int, X86CPU] = {}
-        self.board = Board(
+            self.qom.build_topology(self.topology, self)
+        self._board = Board(
             self.spec,
             config.ram_size,
             single_threaded=config.tcg_thread == "single",
@@ -70,15 +67,18 @@ class Machine:
             acpi=config.acpi,
         )
         with contextlib.suppress(RuntimeError):  # no loop: built by a unit test, the guest never runs
-            self.board.bridge.bind(asyncio.get_running_loop())
-        self.board.vcpus.on_crash = self._on_vcpu_crash
-        self.board.vcpus.on_triple_fault = self._on_triple_fault
-        self.board.on_panic = lambda: self._spawn(self.guest_panicked())
-        self.board.on_crashloaded = self.guest_crashloaded
-        self.board.on_guest_reset = lambda: self._spawn(self.guest_reset())
-        self.board.on_guest_poweroff = lambda: self._spawn(self.guest_shutdown(ShutdownCause.GUEST_SHUTDOWN))
-        self.board.on_ost = self._on_ost
-        self.board.on_eject = self.hotplug.ejected
+            self._board.bridge.bind(asyncio.get_running_loop())
+        #: The one owner of the CPU set.
+        self.cpu_slots = CPUSlots(self.spec, self.qom, self._board, events)
+        self._board.vcpus.on_crash = self._on_vcpu_crash
+        self._board.vcpus.on_triple_fault = self._on_triple_fault
+        self._board.on_panic = lambda: self._spawn(self.guest_panicked())
+        self._board.on_crashloaded = self.guest_crashloaded
+        self._board.on_guest_reset = lambda: self._spawn(self.guest_reset())
+        self._board.on_guest_poweroff = lambda: self._spawn(self.guest_shutdown(ShutdownCause.GUEST_SHUTDOWN))
+        self._board.on_guest_exit = lambda status: self.on_exit(status)
+        self._board.on_ost = self._on_ost
+        self._board.on_eject = self._on_eject
         #: migrate-set-capabilities' flags (``events`` turns MIGRATION events on).
         self.migration_capabilities: dict[str, bool] = {}
         if config.incoming is not None:
@@ -90,11 +90,11 @@ class Machine:
         self.actions = Actions(config.actions)
         #: dump-guest-memory's state (query-dump); one dump at a time.
         self.dump = GuestDump(self)
-        #: Called when the guest ends the process (a shutdown or panic that powers off): the exit status.
+        #: Called when the guest ends the process (a shutdown or panic that powers off, isa-debug-exit): the status.
         self.on_exit: Callable[[int], None] = lambda status: None
-        self._create_boot_cpus()
-        if self.cpus:
-            self.board.start_boot_cpu(self.boot_index)
+        self.cpu_slots.create_boot_cpus()
+        if self.cpu_slots.cpus:
+            self._board.start_boot_cpu(self.cpu_slots.boot_index)
 
     def _machine_settings(self) -> dict[str, Any]:
         smp = self.spec.smp
@@ -116,148 +116,57 @@ class Machine:
             **dict(self.config.machine_settings),
         }
 
-    # -- CPUs ---------------------------------------------------------------------------
+    # -- the hot-plug handler of the machine's CPUs (QEMU's pc_machine_device_*_cb) -----------
 
-    def new_cpu(self, type_name: str) -> X86CPU:
-        """An unrealized CPU with the -cpu settings applied (QEMU's global properties)."""
-        cpu = new_object(type_name)
-        assert isinstance(cpu, X86CPU)
-        option = self.spec.cpu
-        if option is not None and self.registry.is_a(type_name, option.model.typename):
-            types = property_types()
-            for name, text in option.globals:
-                cpu.set_property(name, parse_value(types[name], name, text))
-            cpu.plus = set(option.plus)
-            cpu.minus = set(option.minus)
-        return cpu
+    def hotplug_handler(self, type_name: str) -> HotplugHandler | None:
+        """The handler that plugs devices of ``type_name`` at run time, or None (QEMU's get_hotplug_handler)."""
+        if self.machine_type.hotpluggable_cpus and self.registry.is_a(type_name, "x86_64-cpu"):
+            return self
+        return None
 
-    def _create_boot_cpus(self) -> None:
-        cpu_type = self.spec.cpu_type
-        if cpu_type is None:
-            return
-        count = self.spec.smp.cpus if self.machine_type.is_pc else 1
-        for index in range(count):
-            cpu = self.new_cpu(cpu_type)
-            cpu.values["apic-id"] = self.topology.slots[index].apic_id
-            self.qom.attach_unattached(cpu)
-            self.plug_cpu(cpu, hotplugged=False)
-            missing = cpu.unavailable_features()
-            if missing:  # QEMU warns at every CPU's realize ("TCG doesn't support requested feature")
-                log.warning("cpu.unavailable_features", cpu=cpu.canonical_path(), features=missing)
-            if index == 0 and self.machine_type.is_pc:
-                self.qom.attach_unattached(new_object("kvmvapic"))
+    def pre_plug(self, device: Device) -> None:
+        """QEMU's pre-plug checks for a CPU: type, slot, ids."""
+        assert isinstance(device, X86CPU)
+        self.cpu_slots.pre_plug(device)
 
-    def plug_cpu(self, cpu: X86CPU, *, hotplugged: bool) -> None:
-        """pre-plug checks, realize (with its lapic and thread), and fill the slot."""
-        assert self.spec.cpu_type is not None
-        slot = pre_plug(cpu, self.spec.cpu_type, self.topology, self.slots, self.registry)
-        before = cpu.settings()
-        try:  # every refusal comes before the lapic, the thread and the slot exist
-            assign_slot(cpu, slot)
-            cpu.realize()
-        except BaseException:
-            cpu.restore(before)
-            cpu.realized = False
-            raise
-        cpu.hotplugged = hotplugged
-        lapic = new_object("apic")
-        assert isinstance(lapic, LocalAPIC)
-        lapic.apic_id = slot.apic_id
-        cpu.add_child("lapic", lapic)
-        lapic.realize()
-        try:
-            self.board.attach_cpu(cpu, lapic, running=self.running)
-        except BaseException:
-            cpu.remove_child("lapic")
-            cpu.restore(before)
-            cpu.realized = False
-            raise
-        if self.board.cpuhp is not None:
-            self.board.cpuhp.plug(slot.cpu_index, cpu.qdev_id, hotplugged=hotplugged)
-        self.cpus.append(cpu)
-        self.slots[slot.cpu_index] = cpu
-        node = self.qom.thread_nodes.get(slot.cpu_index)
-        if node is not None:
-            node.set_link_target("cpu", cpu)
+    def plug(self, device: Device) -> None:
+        """Realize the CPU and fill its slot; the guest is told through the ACPI block."""
+        assert isinstance(device, X86CPU)
+        self.cpu_slots.hot_plug(device, running=self.running)
 
-    def unrealize_cpu(self, cpu: X86CPU) -> None:
-        """Take a CPU out of service: its thread ends, its slot frees, its lapic goes."""
-        assert cpu.cpu_index is not None
-        index = cpu.cpu_index
-        if index in self.board.vcpus.runners:
-            self.board.vcpus.remove(index)
-        if self.board.cpuhp is not None:
-            self.board.cpuhp.unplug(index)
-        if cpu in self.cpus:
-            self.cpus.remove(cpu)
-        self.slots.pop(index, None)
-        node = self.qom.thread_nodes.get(index)
-        if node is not None and node.link_target("cpu") is cpu:
-            node.set_link_target("cpu", None)
-        lapic = cpu.child("lapic")
-        if lapic is not None:
-            path = lapic.canonical_path()
-            cpu.remove_child("lapic")
-            self.events.emit("DEVICE_DELETED", {"path": path})
-        cpu.realized = False
+    def unplug_request(self, device: Device) -> None:
+        """Ask the guest to eject a CPU (other devices cannot be hot-plugged)."""
+        if not isinstance(device, X86CPU):
+            raise GenericError(f"Device '{device.type_name}' does not support hotplugging")
+        self.cpu_slots.unplug_request(device)
 
-    def hotpluggable_cpus(self) -> list[dict[str, Any]]:
-        """query-hotpluggable-cpus: every slot, last first; qom-path only for occupied ones."""
-        if not self.machine_type.hotpluggable_cpus:
-            raise GenericError("The feature 'query-hotpluggable-cpus' is not enabled")
-        entries = []
-        for slot in reversed(self.topology.slots):
-            entry: dict[str, Any] = {
-                "type": self.spec.cpu_type,
-                "vcpus-count": 1,
-                "props": instance_props(slot, self.spec.smp.dies),
-            }
-            cpu = self.slots.get(slot.cpu_index)
-            if cpu is not None:
-                entry["qom-path"] = cpu.canonical_path()
-            entries.append(entry)
-        return entries
+    def unplug(self, device: Device) -> None:
+        """The guest ejected the CPU: it goes (DEVICE_DELETED)."""
+        assert isinstance(device, X86CPU)
+        self.cpu_slots.unplug(device)
 
-    def cpus_fast(self) -> list[dict[str, Any]]:
-        """query-cpus-fast: realized CPUs in creation order."""
-        out = []
-        for cpu in self.cpus:
-            assert cpu.cpu_index is not None
-            slot = self.topology.slots[cpu.cpu_index]
-            out.append(
-                {
-                    "cpu-index": cpu.cpu_index,
-                    "qom-path": cpu.canonical_path(),
-                    "thread-id": self.board.vcpus.runners[cpu.cpu_index].native_id,
-                    "props": instance_props(slot, self.spec.smp.dies),
-                    "target": "x86_64",
-                }
-            )
-        return out
+    def _on_eject(self, index: int) -> None:
+        cpu = self.cpu_slots.occupied.get(index)
+        if cpu is not None:
+            self.unplug(cpu)
 
     def qom_set(self, obj: Object, name: str, value: Any) -> None:
         """qom-set, with the machine's reactions (a CPU set to unrealized leaves its slot)."""
         was_realized = isinstance(obj, X86CPU) and obj.realized
         obj.set_property(name, value)
         if was_realized and isinstance(obj, X86CPU) and name == "realized" and not obj.realized:
-            self.unrealize_cpu(obj)
+            self.cpu_slots.unrealize(obj)
 
     def acpi_ospm_status(self) -> list[dict[str, Any]]:
         """query-acpi-ospm-status: nothing while the CPU hot-plug block is in legacy mode."""
-        if self.board.cpuhp is None:
+        if self._board.cpuhp is None:
             return []
-        return self.board.cpuhp.ospm_status()
-
-    @property
-    def boot_index(self) -> int:
-        """cpu-index of the boot CPU (the first realized one)."""
-        assert self.cpus and self.cpus[0].cpu_index is not None
-        return self.cpus[0].cpu_index
+        return self._board.cpuhp.ospm_status()
 
     def _on_ost(self, info: dict[str, object]) -> None:
         """The guest reported an _OST status through the hot-plug block."""
         self.events.emit("ACPI_DEVICE_OST", {"info": info})
-        self.hotplug.ost(info)
+        self.cpu_slots.latency.ost(info)
 
     def _on_triple_fault(self, index: int, reason: str) -> None:
         """A vCPU shut down on a triple fault: QEMU's guest reset request."""
@@ -288,7 +197,7 @@ class Machine:
             if self.actions.shutdown_pauses:
                 await self._vm_stop(RunState.SHUTDOWN)
                 return
-            await self.board.vcpus.pause_all()
+            await self._board.vcpus.pause_all()
         self.on_exit(exit_status)
 
     async def guest_panicked(self) -> None:
@@ -308,31 +217,53 @@ class Machine:
     def state_owners(self) -> list[StateOwner[Any]]:
         """The devices that save their own section of a saved machine (qmpd.vmstate); each CPU's
         local APIC and runner save theirs with the CPU."""
-        return [owner for owner in (self.board.cpuhp, self.board.pm, self.board.pci) if owner is not None]
+        return [owner for owner in (self._board.cpuhp, self._board.pm, self._board.pci) if owner is not None]
 
     # -- guest memory (monitor reads) ------------------------------------------------------
 
     async def cpu_snapshot(self, index: int) -> CPUSnapshot:
         """Registers of CPU ``index`` (read between two of its blocks, so they are consistent)."""
-        return await self.board.vcpus.snapshot(index)
+        return await self._board.vcpus.snapshot(index)
+
+    @property
+    def ram(self) -> GuestRAM:
+        """Guest RAM, for the monitor's memory commands, dumps and migration (read off the loop)."""
+        return self._board.ram
 
     def read_physical(self, address: int, length: int) -> bytes | None:
         """Guest physical memory, or None if it is not all RAM."""
-        return read_physical(self.board.ram, address, length)
+        return read_physical(self._board.ram, address, length)
 
     def read_physical_or_zeros(self, address: int, length: int) -> bytes:
         """Guest physical memory, with zeros where there is no RAM (QEMU's unassigned reads)."""
-        return read_physical_or_zeros(self.board.ram, address, length)
+        return read_physical_or_zeros(self._board.ram, address, length)
 
     async def read_virtual(self, index: int, address: int, length: int) -> bytes | None:
         """Memory as CPU ``index`` sees it at a virtual address, or None if not all of it is mapped."""
         cpu = await self.cpu_snapshot(index)
-        return read_virtual(self.board.ram, cpu, address, length)
+        return read_virtual(self._board.ram, cpu, address, length)
+
+    # -- device state, for migration ---------------------------------------------------------
+
+    @property
+    def acpi_cpu_hotplug(self) -> CPUHotplugBlock | None:
+        """The ACPI CPU hot-plug block (None without ACPI)."""
+        return self._board.cpuhp
+
+    @property
+    def acpi_gpe(self) -> GPEBlock | None:
+        """The ACPI GPE0 block (None without ACPI)."""
+        return self._board.gpe
+
+    @property
+    def acpi_pm(self) -> PM1Block | None:
+        """The ACPI PM1 registers (None without ACPI)."""
+        return self._board.pm
 
     def close(self) -> None:
         """Stop every vCPU thread and release the board (the daemon is exiting)."""
         self.dump.close()
-        self.board.close()
+        self._board.close()
 
     @property
     def runstate(self) -> RunState:
@@ -354,10 +285,6 @@ class Machine:
         self._runstate = new
         log.info("machine.runstate", old=old.value, new=new.value)
 
-    def cpu_indexes(self) -> tuple[int, ...]:
-        """cpu-index of every realized CPU."""
-        return tuple(cpu.cpu_index for cpu in self.cpus if cpu.cpu_index is not None)
-
     @property
     def needs_reset(self) -> bool:
         """QEMU's runstate_needs_reset: only a reset leaves these states."""
@@ -377,7 +304,7 @@ class Machine:
             return
         self.events.emit("RESUME")
         self.set_runstate(RunState.RUNNING)
-        self.board.vcpus.resume_all()
+        self._board.vcpus.resume_all()
 
     async def stop(self) -> None:
         """QMP ``stop``: pause a running guest (no-op otherwise)."""
@@ -394,7 +321,7 @@ class Machine:
             if self.running:
                 await self._vm_stop(RunState.FINISH_MIGRATE)
             else:
-                await self.board.vcpus.pause_all()
+                await self._board.vcpus.pause_all()
                 self.set_runstate(RunState.FINISH_MIGRATE)
 
     def begin_incoming(self) -> None:
@@ -412,7 +339,7 @@ class Machine:
         """Stop the vCPUs and enter ``state``; STOP is sent once none of them runs any more."""
         if not self.running:
             return
-        await self.board.vcpus.pause_all()
+        await self._board.vcpus.pause_all()
         self.set_runstate(state)
         self.events.emit("STOP")
 
@@ -456,27 +383,24 @@ class Machine:
         """
         self._refuse_during_dump()
         async with self._lifecycle:
-            await self.board.vcpus.pause_all()
+            await self._board.vcpus.pause_all()
             self.reset_devices()
             self.events.emit("RESET", {"guest": cause.by_guest, "reason": cause.value})
             if self._runstate not in (RunState.RUNNING, RunState.INMIGRATE, RunState.FINISH_MIGRATE):
                 self.set_runstate(RunState.PRELAUNCH)
             if self.running:
-                self.board.vcpus.resume_all()
+                self._board.vcpus.resume_all()
 
     def reset_devices(self) -> None:
         """Put every device and vCPU back into its power-on state (vCPUs are paused)."""
-        for cpu in self.cpus:
-            lapic = cpu.child("lapic")
-            if isinstance(lapic, LocalAPIC):
-                lapic.reset_registers()
-        self.board.reset(self.boot_index if self.cpus else None)
+        self.cpu_slots.reset_lapics()
+        self._board.reset(self.cpu_slots.boot_index if self.cpu_slots.cpus else None)
 
     def system_powerdown(self) -> None:
         """Press the ACPI power button: POWERDOWN, then it is up to the guest (which may enter S5)."""
         self.events.emit("POWERDOWN")
-        if self.board.pm is not None:
-            self.board.pm.press_power_button()
+        if self._board.pm is not None:
+            self._board.pm.press_power_button()
 
     def shutdown(self, cause: ShutdownCause) -> None:
         """The machine is going away (quit, a signal): SHUTDOWN to every monitor."""

@@ -1,4 +1,6 @@
-"""``device_add`` as QEMU's qdev-monitor runs it: options, driver, bus, id, properties, realize.
+"""``device_add`` and ``device_del`` as QEMU's qdev-monitor runs them.
+
+device_add: options, driver, bus, id, properties, realize.
 
 QMP and HMP arguments both become QemuOpts first, so every value is text:
 numbers are printed, booleans become ``on``/``off``, a non-string ``id`` and
@@ -13,28 +15,33 @@ steps then run in QEMU's order, each with its error text:
    anonymous (``/machine/peripheral-anon/device[N]``, N from a counter that
    every anonymous device_add reaching this step advances, failed or not);
 6. properties are set in QDict order (text parsed by the property's type);
-7. realize: the hot-plug handler's pre-plug checks, realize, plug.
+7. realize: the machine's hot-plug handler's pre_plug checks, then plug.
 
 A failure after step 5, of any kind, unparents the device again, so nothing
 is left but the counter's step (the plug itself changes nothing until it
 cannot fail any more).
+
+device_del finds the device by id or path and makes the unplug request
+(qmpd.machine.hotplug_handler.request_unplug).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from qmpd.errors import GenericError
+from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.inttypes import INT_RANGES, parse_c_integer
-from qmpd.machine.types import MachineType
+from qmpd.machine.hotplug_handler import request_unplug
+from qmpd.machine.qom_tree import new_object
 from qmpd.qemuopts import parse_bool, split_items
 from qmpd.qobject.writer import format_double, qdict_order
 from qmpd.qom.device import Device
 from qmpd.qom.enums import enum_error
-from qmpd.qom.object import Object
-from qmpd.qom.types import TypeRegistry
+from qmpd.qom.object import resolve_at, resolve_path
+
+if TYPE_CHECKING:
+    from qmpd.machine.machine import Machine
 
 #: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
@@ -129,27 +136,13 @@ def parse_text(type_name: str, name: str, text: str) -> Any:
     return text
 
 
-class DeviceHost(NamedTuple):
-    """What device_add needs from the machine."""
-
-    registry: TypeRegistry
-    machine_type: MachineType
-    peripheral: Object
-    peripheral_anon: Object
-    #: Returns the next anonymous device number and advances QEMU's anon_count.
-    next_anon: Callable[[], int]
-    #: The machine's hot-plug handler for a device type, or None.
-    hotplug_handler: Callable[[str], Callable[[Device], None] | None]
-    new_object: Callable[[str], Object]
-
-
-def device_add(host: DeviceHost, opts: DeviceOptions) -> Device:
+def qdev_device_add(machine: Machine, opts: DeviceOptions) -> Device:
     """Create, configure and plug a device; on any error nothing stays but the anon counter's step."""
     options = dict(opts.options)
     driver = options.pop("driver", None)
     if driver is None:
         raise GenericError("Parameter 'driver' is missing")
-    registry = host.registry
+    registry = machine.registry
     info = registry.get(driver)
     if info is None or not registry.is_a(driver, "device"):
         raise GenericError(f"'{driver}' is not a valid device model name")
@@ -159,33 +152,55 @@ def device_add(host: DeviceHost, opts: DeviceOptions) -> Device:
         raise GenericError("Parameter 'driver' expects a pluggable device type")
     bus = options.pop("bus", None)
     if bus is not None:
-        buses = host.machine_type.buses
+        buses = machine.machine_type.buses
         if bus not in buses:
             raise GenericError(f"Bus '{bus}' not found")
         raise GenericError(f"Device '{driver}' can't go on {buses[bus]} bus")
-    plug = host.hotplug_handler(driver)
-    if plug is None:
+    handler = machine.hotplug_handler(driver)
+    if handler is None:
         raise GenericError(f"Device '{driver}' can not be hotplugged on this machine")
-    device = host.new_object(driver)
-    assert isinstance(device, Device)
+    device = _new_device(machine, driver)
+    qom = machine.qom
     if opts.id is not None:
-        if host.peripheral.child(opts.id) is not None:
+        if qom.peripheral.child(opts.id) is not None:
             raise GenericError(f"Duplicate device ID '{opts.id}'")
         device.qdev_id = opts.id
-        host.peripheral.add_child(opts.id, device)
+        qom.peripheral.add_child(opts.id, device)
     else:
-        host.peripheral_anon.add_child(f"device[{host.next_anon()}]", device)
+        qom.peripheral_anon.add_child(f"device[{qom.next_anon()}]", device)
     try:
         for name, text in options.items():
             _set_option(device, name, text)
         device.hotplugged = True
-        plug(device)
+        handler.pre_plug(device)
+        handler.plug(device)
     except BaseException:  # any failure, ours or unexpected: the id is free again (QEMU's object_unparent)
         parent = device.parent
         if parent is not None and device.name_in_parent is not None:
             parent.remove_child(device.name_in_parent)
         raise
     return device
+
+
+def _new_device(machine: Machine, driver: str) -> Device:
+    """A new device of type ``driver``; a CPU gets the -cpu settings (QEMU's global properties)."""
+    if machine.registry.is_a(driver, "x86_64-cpu"):
+        return machine.cpu_slots.new_cpu(driver)
+    device = new_object(driver)
+    assert isinstance(device, Device)
+    return device
+
+
+def qdev_device_del(machine: Machine, device_id: str) -> None:
+    """device_del: an id under /machine/peripheral, or any QOM path; the guest is asked to release it."""
+    qom = machine.qom
+    if device_id.startswith("/"):
+        found, _ = resolve_path(qom.root, device_id)
+    else:
+        found = resolve_at(qom.peripheral, device_id)
+    if found is None:
+        raise DeviceNotFound(f"Device '{device_id}' not found")
+    request_unplug(machine, found, device_id)
 
 
 def _set_option(device: Device, name: str, text: str) -> None:

@@ -5,23 +5,26 @@
 ``peripheral-anon`` containers, and qmpd's ``topology``: the seed's "full
 vision" of CPU topology in QOM, ``socket[S]/die[D]/core[C]/thread[T]``, where
 each thread node has a ``link<x86_64-cpu>`` property ``cpu`` pointing at the
-CPU in that slot.
+CPU in that slot.  Setting that link is the seed's third hot-plug interface:
+an unrealized CPU (made by ``object-add`` under ``/objects``) is plugged into
+the slot through the machine's hot-plug handler; ``""`` asks for its unplug.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from qmpd.cpu.topology import Slot, Topology
-from qmpd.cpu.x86cpu import register_cpu_types
+from qmpd.cpu.x86cpu import X86CPU, register_cpu_types
 from qmpd.devices.lapic import register_apic_types
+from qmpd.errors import DeviceNotFound, GenericError
+from qmpd.machine.hotplug_handler import HotplugHandler, request_unplug
 from qmpd.machine.properties import MACHINE_PROPERTIES
 from qmpd.machine.types import MACHINE_TYPES, MachineType
 from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device, register_base_types
-from qmpd.qom.object import Container, Object
+from qmpd.qom.object import Container, Object, resolve_path
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
 
@@ -179,8 +182,11 @@ class QOMTree:
         self.unattached.add_child(name, obj)
         return name
 
-    def build_topology(self, topology: Topology, set_cpu: Callable[[TopologyNode, object], None]) -> None:
-        """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread."""
+    def build_topology(self, topology: Topology, handler: HotplugHandler) -> None:
+        """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread.
+
+        Setting a link plugs or unplugs through ``handler``.
+        """
         registry = type_registry()
         container = self.machine.add_child("topology", Container(registry, "container"))
         nodes: dict[tuple[int, ...], Object] = {}
@@ -197,9 +203,38 @@ class QOMTree:
                 parent = node
             thread = self._node("cpu-thread", slot, 4)
             thread.ids["apic-id"] = slot.apic_id
-            thread.add_link("cpu", "x86_64-cpu", setter=set_cpu)
+            thread.add_link("cpu", "x86_64-cpu", setter=lambda node, value: self._set_thread_cpu(handler, node, value))
             parent.add_child(f"thread[{slot.thread_id}]", thread)
             self.thread_nodes[slot.cpu_index] = thread
+
+    def _set_thread_cpu(self, handler: HotplugHandler, node: TopologyNode, value: object) -> None:
+        """qom-set .../thread[T] cpu <path>: plug that unrealized CPU here; ``""`` asks for an unplug."""
+        if not isinstance(value, str):
+            raise GenericError("Invalid parameter type for 'cpu', expected: string")
+        current = node.link_target("cpu")
+        if value == "":
+            if isinstance(current, X86CPU):
+                request_unplug(handler, current, current.canonical_path())
+            return
+        target, ambiguous = resolve_path(self.root, value)
+        if target is None:
+            if ambiguous:
+                raise GenericError(f"Path '{value}' is ambiguous")
+            raise DeviceNotFound(f"Device '{value}' not found")
+        if not isinstance(target, X86CPU):
+            raise GenericError("Invalid parameter type for 'cpu', expected: x86_64-cpu")
+        if target is current:
+            return
+        if target.realized:
+            raise GenericError(f"CPU '{value}' is already plugged")
+        before = target.settings()
+        target.values["apic-id"] = node.ids["apic-id"]
+        try:
+            handler.pre_plug(target)
+            handler.plug(target)
+        except BaseException:  # the CPU stays in /objects exactly as it was, free to be fixed and plugged
+            target.restore(before)
+            raise
 
     @staticmethod
     def _node(type_name: str, slot: Slot, depth: int) -> TopologyNode:

@@ -73,8 +73,8 @@ def describe(machine: Machine) -> dict[str, Any]:
         "type": machine.machine_type.name,
         "smp": [smp.cpus, smp.sockets, smp.dies, smp.cores, smp.threads, smp.max_cpus],
         "cpu": machine.config.cpu,
-        "ram_size": machine.board.ram.size,
-        "acpi": machine.board.cpuhp is not None,
+        "ram_size": machine.ram.size,
+        "acpi": machine.acpi_cpu_hotplug is not None,
     }
 
 
@@ -207,9 +207,9 @@ def _check_cpu_set(machine: Machine, cpus: tuple[SavedCPU, ...], anon_count: int
     paths = [cpu.qom_path for cpu in cpus]
     if len(set(paths)) != len(paths):
         raise invalid("cpus", "a QOM path is listed twice")
-    current = {cpu.cpu_index: cpu for cpu in machine.cpus}
-    if machine.cpus:
-        boot = machine.cpus[0]
+    current = {cpu.cpu_index: cpu for cpu in machine.cpu_slots.cpus}
+    if machine.cpu_slots.cpus:
+        boot = machine.cpu_slots.cpus[0]
         if not any(cpu.index == boot.cpu_index and cpu.qom_path == boot.canonical_path() for cpu in cpus):
             raise invalid("cpus", f"the boot CPU {boot.cpu_index} is missing")
     kept = {cpu.index for cpu in cpus if cpu.index in current and current[cpu.index].canonical_path() == cpu.qom_path}

@@ -155,8 +155,8 @@ class Migrator:
             await machine.stop_for_migration()
             meta = await capture(machine)
             meta["runstate"] = before.value
-            ram = machine.board.ram.view()
-            self._touched = machine.board.ram.touched_chunks(CHUNK)
+            ram = machine.ram.view()
+            self._touched = machine.ram.touched_chunks(CHUNK)
             self._ram_bytes = len(ram)
             if self._events:
                 machine.events.emit("MIGRATION_PASS", {"pass": 2})
@@ -292,7 +292,7 @@ class Migrator:
     def _read_stream(self, uri: str) -> tuple[dict[str, Any], RAMImage]:
         """In a worker thread: the whole stream, read no further than this machine can hold."""
         scheme, target = uri.split(":", 1)
-        limit = self.machine.board.ram.size
+        limit = self.machine.ram.size
         if scheme == "file":
             with open_regular_file(target) as source:
                 return read_bounded(source, target, limit)

@@ -25,7 +25,7 @@ from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.machine.cpus import instance_props
-from qmpd.machine.qdev import DeviceOptions
+from qmpd.machine.qdev import DeviceOptions, qdev_device_add
 from qmpd.migration.description import SavedCPU, SavedMachine, anon_number, describe, unattached_number
 from qmpd.migration.stream import RAMImage
 from qmpd.vcpu.engine import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION
@@ -40,9 +40,9 @@ __all__ = ["capture", "check_ram", "describe", "load_ram", "restore"]
 async def capture(machine: Machine) -> dict[str, Any]:
     """The state of a machine whose vCPUs are all stopped (RAM is written separately)."""
     cpus = []
-    for cpu in machine.cpus:  # creation order: query-cpus-fast lists them so, and the restore plugs them so
+    for cpu in machine.cpu_slots.cpus:  # creation order: query-cpus-fast lists them so, and the restore plugs them so
         assert cpu.cpu_index is not None
-        runner = machine.board.vcpus.runners[cpu.cpu_index]
+        runner = machine.cpu_slots.runner(cpu.cpu_index)
         registers = await machine.cpu_snapshot(cpu.cpu_index)
         cpus.append(
             {
@@ -85,14 +85,14 @@ def _lapic(cpu: X86CPU) -> LocalAPIC:
 
 def check_ram(machine: Machine, ram: RAMImage) -> None:
     """Refuse an image of another RAM size (before anything is applied)."""
-    if ram.size != machine.board.ram.size:
-        raise GenericError(f"the saved RAM is {ram.size} bytes, this machine's {machine.board.ram.size}")
+    if ram.size != machine.ram.size:
+        raise GenericError(f"the saved RAM is {ram.size} bytes, this machine's {machine.ram.size}")
 
 
 def load_ram(machine: Machine, ram: RAMImage) -> None:
     """Guest RAM from the image (any thread: the machine's vCPUs are stopped, waiting in inmigrate)."""
     check_ram(machine, ram)
-    ram.load_into(machine.board.ram.view(), machine.board.ram.touched_chunks(ram.chunk))
+    ram.load_into(machine.ram.view(), machine.ram.touched_chunks(ram.chunk))
 
 
 @dataclass
@@ -129,15 +129,15 @@ def restore(machine: Machine, saved: SavedMachine) -> None:
 
 def _apply(machine: Machine, saved: SavedMachine, journal: _Journal) -> None:
     wanted = {cpu.index: cpu for cpu in saved.cpus}
-    for cpu in list(machine.cpus):
+    for cpu in list(machine.cpu_slots.cpus):
         entry = wanted.get(cpu.cpu_index if cpu.cpu_index is not None else -1)
         if entry is None or entry.qom_path != cpu.canonical_path():
             parent, name = cpu.parent, cpu.name_in_parent
             assert parent is not None and name is not None
-            machine.hotplug.ejected_silently(cpu)
+            machine.cpu_slots.remove(cpu)
             journal.removed.append((cpu, parent, name))
     for entry in saved.cpus:
-        if entry.index not in machine.slots:
+        if entry.index not in machine.cpu_slots.occupied:
             journal.plugged.append(_plug(machine, entry))
     machine.qom.anon_count = saved.anon_count
     machine.qom.unattached_count = max(machine.qom.unattached_count, saved.unattached_count)
@@ -150,8 +150,8 @@ def _apply(machine: Machine, saved: SavedMachine, journal: _Journal) -> None:
 
 
 def _apply_cpu_state(machine: Machine, entry: SavedCPU) -> None:
-    _lapic(machine.slots[entry.index]).load_state(entry.lapic)
-    runner = machine.board.vcpus.runners[entry.index]
+    _lapic(machine.cpu_slots.occupied[entry.index]).load_state(entry.lapic)
+    runner = machine.cpu_slots.runner(entry.index)
     runner.load_state(entry.runner)
     if entry.runner.engine:
         runner.load_registers(entry.registers)
@@ -167,25 +167,25 @@ def _plug(machine: Machine, entry: SavedCPU) -> X86CPU:
         cpu.qdev_id = entry.qdev_id
         machine.qom.objects.add_child(path.rsplit("/", 1)[1], cpu)
         with _removed_on_error(cpu):
-            machine.hotplug.set_thread_link(machine.qom.thread_nodes[entry.index], path)
+            machine.qom.thread_nodes[entry.index].set_property("cpu", path)
     elif (number := unattached_number(path)) is not None:
         cpu = _new_cpu(machine, entry)
         cpu.values["apic-id"] = machine.topology.slots[entry.index].apic_id
-        machine.hotplug.plug(cpu)
+        machine.plug(cpu)
         machine.qom.unattached.add_child(f"device[{number}]", cpu)
     else:
         number = anon_number(path)
         if number is not None:
             machine.qom.anon_count = number
-        machine.hotplug.device_add(DeviceOptions(entry.qdev_id, _device_options(machine, entry)))
-    cpu = machine.slots[entry.index]
+        qdev_device_add(machine, DeviceOptions(entry.qdev_id, _device_options(machine, entry)))
+    cpu = machine.cpu_slots.occupied[entry.index]
     if cpu.canonical_path() != path:
         raise RuntimeError(f"CPU {entry.index} was restored at {cpu.canonical_path()}, not at {path}")
     return cpu
 
 
 def _new_cpu(machine: Machine, entry: SavedCPU) -> X86CPU:
-    cpu = machine.new_cpu(entry.type_name)
+    cpu = machine.cpu_slots.new_cpu(entry.type_name)
     for name, on in entry.switched.items():
         cpu.switched[name] = on
     return cpu
@@ -213,11 +213,11 @@ def _roll_back(machine: Machine, journal: _Journal) -> None:
     and devices are as before (the caller reports the failure)."""
     for cpu in reversed(journal.plugged):
         if cpu.realized:
-            machine.hotplug.ejected_silently(cpu)
+            machine.cpu_slots.remove(cpu)
     for cpu, parent, name in reversed(journal.removed):
         parent.add_child(name, cpu)
-        machine.plug_cpu(cpu, hotplugged=False)
-    machine.cpus.sort(key=lambda cpu: cpu.cpu_index if cpu.cpu_index is not None else -1)
+        machine.cpu_slots.plug(cpu, hotplugged=False, running=machine.running)
+    machine.cpu_slots.cpus.sort(key=lambda cpu: cpu.cpu_index if cpu.cpu_index is not None else -1)
     machine.qom.anon_count, machine.qom.unattached_count = journal.counters
     machine.migration_capabilities.clear()
     machine.migration_capabilities.update(journal.capabilities)

@@ -160,7 +160,7 @@ class Rig:
         qom = machine.qom
         return Snapshot(
             tree=tuple((obj.canonical_path(), obj.type_name) for obj in qom.root.walk()),
-            slots=tuple(sorted((index, cpu.canonical_path()) for index, cpu in machine.slots.items())),
+            slots=tuple(sorted((index, cpu.canonical_path()) for index, cpu in machine.cpu_slots.occupied.items())),
             thread_links=tuple(
                 sorted(
                     (index, target.canonical_path())
@@ -170,8 +170,8 @@ class Rig:
             ),
             ids=tuple(name for name, _ in qom.peripheral.children()),
             objects=tuple(name for name, _ in qom.objects.children()),
-            vcpus=tuple(sorted(machine.board.vcpus.runners)),
-            cpus=tuple(cpu.canonical_path() for cpu in machine.cpus),
+            vcpus=tuple(sorted(machine._board.vcpus.runners)),  # no thread leaked
+            cpus=tuple(cpu.canonical_path() for cpu in machine.cpu_slots.cpus),
         )
 
     async def execute(self, command: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -194,13 +194,13 @@ class Rig:
     def check_plugged_then_eject(self, context: str) -> None:
         """The CPU is realized in the free slot with its thread; ejecting it restores the machine."""
         machine = self.machine
-        cpu = machine.slots.get(1)
+        cpu = machine.cpu_slots.occupied.get(1)
         assert isinstance(cpu, X86CPU) and cpu.realized, context
         assert cpu.child("lapic") is not None, context
-        assert 1 in machine.board.vcpus.runners, context
+        assert 1 in machine._board.vcpus.runners, context
         assert machine.qom.thread_nodes[1].link_target("cpu") is cpu, context
         cpuid_of(cpu, machine)  # what the vCPU thread builds when the guest starts the CPU
-        machine.hotplug.ejected(1)
+        machine.unplug(cpu)  # the guest ejected it
         self.check_unchanged(context)
 
     def settle(self, reply: dict[str, Any], context: str) -> None:
@@ -371,7 +371,7 @@ KVM_HINT_WARNING = "TCG doesn't support requested feature: CPUID.40000001H:EDX.k
 def test_kvm_hint_dedicated_on_the_command_line_is_filtered_as_qemu_does() -> None:
     machine = Machine(MachineConfig(cpu=f"{MODEL},kvm-hint-dedicated=on", smp=SMP, start_paused=True), EventBus(SCHEMA))
     try:
-        boot = machine.cpus[0]
+        boot = machine.cpu_slots.cpus[0]
         assert boot.get_property("kvm-hint-dedicated") is False
         assert "kvm-hint-dedicated" in boot.get_property("unavailable-features")
         assert boot.get_property("level") == 13  # a hypervisor leaf raises no level (measured: QEMU says 13)
@@ -383,7 +383,7 @@ def test_kvm_hint_dedicated_on_the_command_line_is_filtered_as_qemu_does() -> No
 async def test_kvm_hint_dedicated_through_device_add_plugs(rig: Rig) -> None:
     reply = await rig.execute("device_add", {"driver": CPU_TYPE, "id": "c1", **FREE_SLOT, "kvm-hint-dedicated": True})
     assert reply == {"return": {}}
-    assert KVM_HINT_WARNING in rig.machine.hotplug.warnings
+    assert KVM_HINT_WARNING in rig.machine.cpu_slots.occupied[1].filter_warnings()
     rig.check_plugged_then_eject("kvm-hint-dedicated")
 
 
@@ -448,8 +448,8 @@ def test_cpu_option_integers_are_read_as_c_reads_them() -> None:
     )
     machine = Machine(MachineConfig(cpu=f"{MODEL},family=010,level=0x10", smp=SMP, start_paused=True), EventBus(SCHEMA))
     try:
-        assert machine.cpus[0].get_property("family") == 8  # measured: QEMU reads 010 as octal
-        assert machine.cpus[0].get_property("level") == 16
+        assert machine.cpu_slots.cpus[0].get_property("family") == 8  # measured: QEMU reads 010 as octal
+        assert machine.cpu_slots.cpus[0].get_property("level") == 16
     finally:
         machine.close()
 
@@ -492,7 +492,7 @@ QEMU_QOM_SET_ERRORS = (
 
 @pytest.mark.parametrize(("name", "value", "desc"), QEMU_QOM_SET_ERRORS)
 async def test_qom_set_errors_are_qemus(rig: Rig, name: str, value: Any, desc: str) -> None:
-    path = rig.machine.cpus[0].canonical_path()
+    path = rig.machine.cpu_slots.cpus[0].canonical_path()
     reply = await rig.execute("qom-set", {"path": path, "property": name, "value": value})
     assert reply["error"] == {"class": "GenericError", "desc": desc}
 

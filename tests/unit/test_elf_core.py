@@ -199,7 +199,7 @@ async def test_a_dump_reports_progress_and_completes(
     machine: tuple[Machine, list[tuple[str, Any]]], tmp_path: Path
 ) -> None:
     vm, seen = machine
-    ram = vm.board.ram
+    ram = vm.ram
     ram.write(0x1000, b"qmpd dump marker")
     resident = ram.touched_chunks(1 << 20)
     assert resident == b"\x01" + bytes(15)

@@ -37,7 +37,7 @@ def sent() -> list[IPI]:
 
 @pytest.fixture
 def apic(sent: list[IPI]) -> LocalAPIC:
-    """An APIC as Machine.plug_cpu makes it (APIC ID 5), with IPIs recorded."""
+    """An APIC as CPUSlots.plug makes it (APIC ID 5), with IPIs recorded."""
     lapic = new_object("apic")
     assert isinstance(lapic, LocalAPIC)
     lapic.apic_id = 5

@@ -65,7 +65,7 @@ def test_ambiguous_and_missing_paths(machine: Machine) -> None:
 
 
 def test_static_properties_freeze_at_realize(machine: Machine) -> None:
-    cpu = machine.cpus[0]
+    cpu = machine.cpu_slots.cpus[0]
     for name in ("level", "avx2", "apic-id", "socket-id"):
         with pytest.raises(GenericError, match=f"Attempt to set property '{name}' on anonymous device"):
             cpu.set_property(name, 1 if name != "avx2" else True)
@@ -94,7 +94,7 @@ def test_unrealized_cpu_accepts_static_properties_and_expands_levels() -> None:
 
 
 def test_unavailable_features_are_what_unicorn_lacks(machine: Machine) -> None:
-    cpu = machine.cpus[0]
+    cpu = machine.cpu_slots.cpus[0]
     unavailable = cpu.get_property("unavailable-features")
     assert {"avx", "avx2", "x2apic", "hle", "rtm"} <= set(unavailable)
     assert not cpu.get_property("avx2") and cpu.get_property("sse4.2")
@@ -107,9 +107,9 @@ def test_unavailable_features_are_what_unicorn_lacks(machine: Machine) -> None:
 def test_realized_false_takes_a_cpu_out(machine: Machine) -> None:
     events: list[tuple[str, object]] = []
     machine.events.observers.append(lambda name, data: events.append((name, data)))
-    cpu = machine.cpus[1]
+    cpu = machine.cpu_slots.cpus[1]
     machine.qom_set(cpu, "realized", False)
-    assert [entry["cpu-index"] for entry in machine.cpus_fast()] == [0]
+    assert [entry["cpu-index"] for entry in machine.cpu_slots.cpus_fast()] == [0]
     assert events == [("DEVICE_DELETED", {"path": "/machine/unattached/device[2]/lapic"})]
 
 

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from qmpd.config import MachineConfig
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
-from qmpd.machine.qdev import DeviceOptions
+from qmpd.machine.legacy_cpu import cpu_add, cpu_set
+from qmpd.machine.qdev import DeviceOptions, qdev_device_add
 from qmpd.migration import state as state_module
 from qmpd.migration.migrator import Migrator
 from qmpd.migration.state import capture
@@ -53,15 +54,15 @@ async def _source_description() -> tuple[dict[str, Any], bytes]:
     """A paused source with CPUs from cpu_set (slot 1), cpu-add (slot 2) and device_add (slot 3)."""
     source = _machine()
     try:
-        source.hotplug.cpu_set(1, "online")
-        source.hotplug.cpu_add(2)
+        cpu_set(source, 1, "online")
+        cpu_add(source, 2)
         options = (("driver", "Haswell-x86_64-cpu"), ("socket-id", "1"), ("core-id", "1"), ("thread-id", "0"))
-        source.hotplug.device_add(DeviceOptions("vcpu3", options))
-        source.board.ram.write(0x1000, b"saved RAM")
+        qdev_device_add(source, DeviceOptions("vcpu3", options))
+        source.ram.write(0x1000, b"saved RAM")
         await source.stop_for_migration()
         meta = await capture(source)
         meta["runstate"] = "paused"
-        return json.loads(json.dumps(meta)), bytes(source.board.ram.view())
+        return json.loads(json.dumps(meta)), bytes(source.ram.view())
     finally:
         source.close()
 
@@ -93,11 +94,11 @@ def _write(path: Path, meta: Any, ram: bytes) -> str:
 
 def _fingerprint(machine: Machine) -> dict[str, Any]:
     """Everything a restore may change, as plain data."""
-    board, qom = machine.board, machine.qom
+    board, qom = machine._board, machine.qom  # the hardware a restore writes
     assert board.cpuhp is not None and board.gpe is not None
     return {
-        "cpus": [(cpu.cpu_index, cpu.canonical_path(), cpu.realized) for cpu in machine.cpus],
-        "slots": sorted(machine.slots),
+        "cpus": [(cpu.cpu_index, cpu.canonical_path(), cpu.realized) for cpu in machine.cpu_slots.cpus],
+        "slots": sorted(machine.cpu_slots.occupied),
         "counters": (qom.anon_count, qom.unattached_count),
         "tree": {
             name: sorted(child for child, _ in container.children())
@@ -133,7 +134,7 @@ def _restore(uri: str, good_uri: str | None = None) -> tuple[str, dict[str, Any]
             if good_uri is not None:
                 await asyncio.wait_for(migrator.accept(good_uri), 10)
                 assert migrator.info()["status"] == "completed", migrator.info()
-                assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
+                assert [cpu.canonical_path() for cpu in target.cpu_slots.cpus] == SOURCE_PATHS
         return info["status"], info, logs, target
 
     return asyncio.run(run())
@@ -154,12 +155,12 @@ def test_cpus_of_cpu_set_cpu_add_and_device_add_come_back_at_their_paths(
     status, info, _, target = _restore(_write(tmp_path / "good.state", meta, ram))
     closing.append(target)
     assert status == "completed", info
-    assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
-    assert sorted(target.slots) == [0, 1, 2, 3]
+    assert [cpu.canonical_path() for cpu in target.cpu_slots.cpus] == SOURCE_PATHS
+    assert sorted(target.cpu_slots.occupied) == [0, 1, 2, 3]
     assert target.qom.unattached_count == 4, "the next cpu-add takes device[4], as on the source"
     assert target.runstate.value == "paused"
-    assert bytes(target.board.ram.view()[0x1000:0x1009]) == b"saved RAM"
-    assert [target.slots[index].hotplugged for index in range(4)] == [False, True, True, True]
+    assert bytes(target.ram.view()[0x1000:0x1009]) == b"saved RAM"
+    assert [target.cpu_slots.occupied[index].hotplugged for index in range(4)] == [False, True, True, True]
 
 
 def test_a_failure_while_applying_takes_back_what_was_applied(
@@ -174,8 +175,8 @@ def test_a_failure_while_applying_takes_back_what_was_applied(
     status, info, logs, target = _restore(_write(tmp_path / "good.state", meta, ram))
     closing.append(target)
     assert status == "failed" and "injected" in info["error-desc"]
-    assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS[:1], "the plugged CPUs went again"
-    assert sorted(target.slots) == [0] and target.runstate.value == "inmigrate"
+    assert [cpu.canonical_path() for cpu in target.cpu_slots.cpus] == SOURCE_PATHS[:1], "the plugged CPUs went again"
+    assert sorted(target.cpu_slots.occupied) == [0] and target.runstate.value == "inmigrate"
     unexpected = [entry for entry in logs if entry["event"] == "migration.incoming_failed_unexpectedly"]
     assert unexpected and unexpected[0]["exc_info"], "logged with its traceback"
 
@@ -187,7 +188,7 @@ def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: 
     status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))
     closing.append(target)
     assert status == "completed", info
-    assert [cpu.canonical_path() for cpu in target.cpus] == SOURCE_PATHS
+    assert [cpu.canonical_path() for cpu in target.cpu_slots.cpus] == SOURCE_PATHS
 
 
 def test_a_section_newer_than_this_qmpd_is_refused_by_name(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
@@ -310,7 +311,7 @@ def test_mutated_descriptions_load_whole_or_not_at_all(
             assert any(entry["event"].startswith("migration.incoming_failed") for entry in logs), logs
         else:
             assert target.runstate.value in ("paused", "running")
-            assert all(cpu.realized for cpu in target.cpus)
+            assert all(cpu.realized for cpu in target.cpu_slots.cpus)
     finally:
         target.close()
 

@@ -59,7 +59,7 @@ def parts() -> CPUParts:
     """The default CPU (qemu64) of a 1-CPU pc machine, CPUID built for APIC ID 3 as Board.attach_cpu does."""
     machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), EventBus(Schema.load(), strict=True))
     try:
-        cpu = machine.cpus[0]
+        cpu = machine.cpu_slots.cpus[0]
         levels = {name: cpu.level(name) for name in ("level", "xlevel", "xlevel2", "level-func7")}
         model = cpu.engine()
         table = build_cpuid(model, cpu.identity, cpu.guest_features(), levels, machine.spec.topology, APIC_ID)
