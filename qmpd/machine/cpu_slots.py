@@ -89,7 +89,10 @@ class CPUSlots:
         return pre_plug(cpu, self._spec.cpu_type, self._topology, self.occupied, self._registry)
 
     def plug(self, cpu: X86CPU, *, hotplugged: bool, running: bool) -> None:
-        """pre-plug checks, realize (with its lapic and thread, paused unless ``running``), fill the slot."""
+        """pre-plug checks, realize (with its lapic and thread, paused unless ``running``), fill the slot.
+
+        The checks run here too: boot CPUs and restored CPUs come without a separate pre_plug.
+        """
         slot = self.pre_plug(cpu)
         before = cpu.settings()
         try:  # every refusal comes before the lapic, the thread and the slot exist
