@@ -9,7 +9,7 @@ rest of qmpd asks the type instead of comparing its name.
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from qmpd.devices.pci import I440FX_PIIX4, Q35_ICH9, Chipset
+from qmpd.devices.chipsets import I440FX_PIIX4, Q35_ICH9, Chipset
 
 
 class ACPILayout(NamedTuple):

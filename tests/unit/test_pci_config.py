@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qmpd.devices.pci import I440FX_PIIX4, Q35_ICH9, Chipset, PCIConfig
+from qmpd.devices.chipsets import I440FX_PIIX4, Q35_ICH9, Chipset
+from qmpd.devices.pci import PCIConfig
 from qmpd.vcpu.loader import ROM_MAGIC, ROM_TRAILER, FirmwareError, parse_image
 
 PC, Q35 = I440FX_PIIX4, Q35_ICH9

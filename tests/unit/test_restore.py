@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from qmpd.config import MachineConfig
 from qmpd.events import EventBus
-from qmpd.machine.machine import Machine
 from qmpd.machine.legacy_cpu import cpu_add, cpu_set
+from qmpd.machine.machine import Machine
 from qmpd.machine.qdev import DeviceOptions, qdev_device_add
 from qmpd.migration import state as state_module
 from qmpd.migration.migrator import Migrator

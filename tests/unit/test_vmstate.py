@@ -10,8 +10,9 @@ import pytest
 
 from qmpd.devices.acpi_cpuhp import CPUHotplugBlock, GPEBlock
 from qmpd.devices.acpi_pm import PM1Block
+from qmpd.devices.chipsets import Q35_ICH9
 from qmpd.devices.lapic import LocalAPIC
-from qmpd.devices.pci import Q35_ICH9, PCIConfig
+from qmpd.devices.pci import PCIConfig
 from qmpd.machine.qom_tree import new_object
 from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.runner import VCPURunner
