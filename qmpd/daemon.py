@@ -33,6 +33,7 @@ from qmpd.config import Config, LogFormat
 from qmpd.dispatch import Dispatcher
 from qmpd.errors import QMPError
 from qmpd.events import EventBus
+from qmpd.fdstore import FdSets, SessionFds
 from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
@@ -90,6 +91,8 @@ class Daemon:
         self._tasks: set[asyncio.Future[None]] = set()
         #: Every QMP session made (weakly held: closed ones go with their connection).
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        #: QEMU's fd sets (add-fd), shared by every session; QEMU 7.2 closes removed ones only while running.
+        self.fdsets = FdSets(running=lambda: self.machine is not None and self.machine.running)
         self._status = 0
 
     # DaemonControl -----------------------------------------------------------------
@@ -128,7 +131,7 @@ class Daemon:
         hello = greeting()
 
         def make(channel: Channel, name: str) -> Session:
-            session = Session(dispatcher, events, channel, name=name, greeting=hello)
+            session = Session(dispatcher, events, channel, name=name, greeting=hello, fds=SessionFds(self.fdsets))
             self.sessions.add(session)
             return session
 
@@ -295,6 +298,7 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.machine.close()
+            self.fdsets.close()
             log.info("qmpd.exited", status=self._status)
         return self._status
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from qmpd.errors import GenericError
+from qmpd.fdstore import SessionFds
 
 if TYPE_CHECKING:
     from qmpd.events import EventBus
@@ -84,13 +84,18 @@ class CommandContext:
         """
         return cast(_T, await self.worker(work))
 
+    @property
+    def fds(self) -> SessionFds:
+        """The calling session's passed descriptors; an empty table for callers that have none (REST)."""
+        table = getattr(self.session, "fds", None)
+        return table if isinstance(table, SessionFds) else SessionFds()
+
     def take_fd(self, name: str) -> int:
         """The descriptor this session passed with ``getfd`` as ``name`` (QEMU's monitor_get_fd).
 
         It leaves the session's table: the caller owns it and closes it.
-        Descriptors cannot be passed yet, so every name is unknown.
         """
-        raise GenericError(f"File descriptor named '{name}' has not been found")
+        return self.fds.take(name)
 
 
 class CommandRegistry:

@@ -25,6 +25,7 @@ import structlog
 
 from qmpd.dispatch import Dispatcher, loggable
 from qmpd.events import EventBus
+from qmpd.fdstore import SessionFds
 from qmpd.qobject.parser import JSONParseError
 from qmpd.qobject.streamer import JSONMessageStreamer, StreamItem
 from qmpd.qobject.writer import encode
@@ -79,6 +80,7 @@ class Session:
         greeting: dict[str, Any],
         max_output: int = DEFAULT_MAX_OUTPUT,
         streamer: JSONMessageStreamer | None = None,
+        fds: SessionFds | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._events = events
@@ -88,6 +90,8 @@ class Session:
         #: Whether commands may run host programs (exec: migration).  Every monitor may, as in
         #: QEMU; the HTTP front clears it on its WebSocket sessions, which a browser page can open.
         self.allows_host_commands = True
+        #: Descriptors the client passed (getfd, add-fd); closed with the session.
+        self.fds = fds if fds is not None else SessionFds()
         self._greeting = greeting
         self._max_output = max_output
         self._streamer = streamer or JSONMessageStreamer()
@@ -141,6 +145,7 @@ class Session:
             return
         self.state = SessionState.CLOSED
         self._events.unsubscribe(self)
+        self.fds.close()
         self._inputs.clear()
         self._inband.clear()
         if self._task is not None and not self._task.done():

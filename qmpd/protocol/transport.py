@@ -1,5 +1,9 @@
 """Byte transports for QMP sessions: Unix and TCP listeners, inherited fds, stdio.
 
+Unix connections (a ``unix:`` monitor, or an inherited listening Unix socket) are read
+with recvmsg (qmpd.protocol.scm), so that descriptors passed with SCM_RIGHTS reach the
+session's fd table (``getfd``, ``add-fd``); the others use the loop's own transports.
+
 A monitor endpoint serves one client at a time, as a QEMU socket chardev
 does: a second client's connection is left in the listen backlog, unread,
 until the first one closes; then it gets its greeting and its queued input
@@ -24,6 +28,7 @@ import structlog
 from qmpd.config import MonitorKind
 from qmpd.protocol.accept import Acceptor
 from qmpd.protocol.listeners import Listener
+from qmpd.protocol.scm import UnixMonitorTransport
 from qmpd.protocol.session import Channel, Session
 
 log = structlog.get_logger(__name__)
@@ -101,6 +106,11 @@ class StreamChannel(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._handle_input(bytes(self._view[:nbytes]))
+
+    def fds_received(self, fds: list[int]) -> None:
+        """A Unix monitor's message carried descriptors (UnixMonitorTransport): before its bytes."""
+        assert self.session is not None
+        self.session.fds.receive(fds)
 
     def data_received(self, data: bytes) -> None:
         """Pipe transports (stdio) deliver data this way."""
@@ -257,7 +267,10 @@ class MonitorEndpoint:
         self._current = channel
         self.first_client.set()
         try:
-            await loop.connect_accepted_socket(lambda channel=channel: channel, conn)  # type: ignore[misc]
+            if conn.family == socket.AF_UNIX:  # descriptors may come with the bytes (getfd)
+                UnixMonitorTransport(loop, conn, channel)
+            else:
+                await loop.connect_accepted_socket(lambda channel=channel: channel, conn)  # type: ignore[misc]
             await channel.closed
         except OSError as exc:  # the transport could not be set up (no memory, no fd): drop this client only
             log.warning("qmp.connection_failed", monitor=self.config.chardev_id, session=name, error=str(exc))
