@@ -363,8 +363,10 @@ def _opt_socket_mode(b: _Builder, arg: str) -> None:
 
 
 def _opt_incoming(b: _Builder, arg: str) -> None:
-    if arg != "defer" and not (arg.startswith(("file:", "exec:")) and len(arg) > 5):
-        raise CLIError(f"-incoming {arg}: Parameter 'uri' expects a valid migration protocol (file:, exec: or defer)")
+    if arg != "defer" and not (arg.startswith(("file:", "exec:", "fd:")) and len(arg.split(":", 1)[1]) > 0):
+        raise CLIError(
+            f"-incoming {arg}: Parameter 'uri' expects a valid migration protocol (file:, exec:, fd: or defer)"
+        )
     b.machine["incoming"] = arg
 
 
@@ -449,7 +451,7 @@ _OPTIONS: dict[str, _Option] = {
     "S": _Option(False, _set("machine", "start_paused", True), "-S (do not start the vCPUs until 'cont')"),
     "max-sessions": _Option(True, _opt_max_sessions, "--max-sessions N (QMP sessions at once, default 64)"),
     "state-dir": _Option(True, _opt_state_dir, "--state-dir DIR (save the machine on SIGTERM, restore it at start)"),
-    "incoming": _Option(True, _opt_incoming, "-incoming file:PATH | exec:CMD | defer (load a migration stream)"),
+    "incoming": _Option(True, _opt_incoming, "-incoming file:PATH | exec:CMD | fd:N | defer (load a migration stream)"),
     "nodefaults": _Option(False, _set("machine", "nodefaults", True), "-nodefaults"),
     "name": _Option(True, _opt_name, "-name [guest=]NAME[,debug-threads=on]"),
     "pidfile": _Option(True, lambda b, a: b.server.__setitem__("pidfile", a), "-pidfile FILE"),

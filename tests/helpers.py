@@ -89,7 +89,13 @@ def wait_for_socket(path: str, process: subprocess.Popen[bytes], timeout: float 
 
 
 def start(
-    binary: Sequence[str], argv: Sequence[str], tmp_path: Path, name: str = "qmp", *, extra_qmp: bool = True
+    binary: Sequence[str],
+    argv: Sequence[str],
+    tmp_path: Path,
+    name: str = "qmp",
+    *,
+    extra_qmp: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> Server:
     sock = str(tmp_path / f"{name}.sock")
     full = [*binary, *argv]
@@ -100,7 +106,13 @@ def start(
     with open(stderr_path, "wb") as err:
         # Run in the test's directory: files a server writes (memsave, QEMU's fopen before an error) land there.
         process = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=tmp_path,
+            pass_fds=pass_fds,
         )
     server = Server(process, sock, full, stderr_path)
     if extra_qmp:

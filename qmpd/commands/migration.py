@@ -33,7 +33,7 @@ def migrate(
     if resume:
         raise GenericError("Cannot resume if there is no paused migration")
     _check_scheme(ctx, uri)
-    ctx.migrator.start(uri)
+    ctx.migrator.start(uri, ctx.take_fd)
 
 
 @qmp_command("query-migrate")

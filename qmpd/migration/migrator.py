@@ -23,7 +23,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_SCHEMES = ("file:", "exec:")
+_SCHEMES = ("file:", "exec:", "fd:")
 #: How long an exec: command may take to exit once its stream is read or written.
 CHILD_EXIT_TIMEOUT = 5.0
 
@@ -59,6 +59,19 @@ def check_uri(uri: str) -> None:
         raise GenericError("Parameter 'uri' expects a valid migration protocol")
     if "\0" in uri:
         raise GenericError("Parameter 'uri' expects a valid migration protocol: it contains a NUL byte")
+
+
+def incoming_fd(number: str) -> int:
+    """``-incoming fd:N`` / ``migrate-incoming fd:N``: an inherited descriptor's number (QEMU parses it
+    with strtol; a number is required here), which must be open."""
+    try:
+        fd = int(number, 0)
+    except ValueError:
+        raise GenericError(f"Parameter 'uri' expects a valid migration protocol: '{number}' is not a number") from None
+    if fd < 0:
+        raise GenericError(f"Parameter 'uri' expects a valid migration protocol: '{number}' is not a number")
+    os.fstat(fd)  # OSError (EBADF): not open
+    return fd
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -86,14 +99,20 @@ class Migrator:
         self._task: asyncio.Task[None] | None = None
         #: The running exec: command, killed by abort().
         self._child: subprocess.Popen[bytes] | None = None
+        #: An fd: target taken from the session, until the stream is written to it (and closes it).
+        self._fd_target: int | None = None
         self._aborted = False
         #: A stream's RAM was copied into guest RAM (the machine is no longer as built).
         self.ram_loaded = False
 
     # -- outgoing ------------------------------------------------------------------------
 
-    def start(self, uri: str) -> None:
-        """``migrate``: checks, then the migration runs on (as QEMU's migration thread does)."""
+    def start(self, uri: str, take_fd: Callable[[str], int] | None = None) -> None:
+        """``migrate``: checks, then the migration runs on (as QEMU's migration thread does).
+
+        ``fd:NAME`` takes the session's descriptor with ``take_fd`` (CommandContext.take_fd) after
+        the checks, as QEMU does; it is written from its current position and closed at the end.
+        """
         if self.running:
             raise GenericError("There's a migration process in progress")
         if self.machine.runstate is RunState.INMIGRATE:
@@ -108,12 +127,26 @@ class Migrator:
                 check_target(uri[len("file:") :])
             except OSError as exc:
                 raise GenericError(str(exc)) from None
+        fd = None
+        if uri.startswith("fd:"):
+            if take_fd is None:
+                raise GenericError(f"File descriptor named '{uri[3:]}' has not been found")
+            fd = take_fd(uri[3:])
         self.error = None
         self._cancel = False
         self._started = time.monotonic()
         self._times = {}
         self._set_status("setup")
+        self._fd_target = fd
         self._task = asyncio.ensure_future(self._outgoing(uri))
+        self._task.add_done_callback(self._close_fd_target)
+
+    def _close_fd_target(self, _: object) -> None:
+        """An fd: target the stream never reached (the migration failed first) is closed here."""
+        fd, self._fd_target = self._fd_target, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @property
     def running(self) -> bool:
@@ -195,6 +228,11 @@ class Migrator:
         scheme, target = uri.split(":", 1)
         if scheme == "file":
             return write_atomically(target, lambda out: self._write_state(out, meta, ram), suffix=".part")
+        if scheme == "fd":  # from where the descriptor stands (libvirt wrote its header first); no seeks
+            fd, self._fd_target = self._fd_target, None
+            assert fd is not None
+            with open(fd, "wb", closefd=True) as out:
+                return self._write_state(out, meta, ram)
         with self._command(target, stdin=subprocess.PIPE) as process:
             assert process.stdin is not None
             size = self._write_state(process.stdin, meta, ram)
@@ -296,6 +334,9 @@ class Migrator:
         if scheme == "file":
             with open_regular_file(target) as source:
                 return read_bounded(source, target, limit)
+        if scheme == "fd":  # an inherited descriptor, read from its current position, unbuffered: no further
+            with open(incoming_fd(target), "rb", buffering=0, closefd=True) as raw:
+                return read_bounded(raw, uri, limit)
         with self._command(target, stdout=subprocess.PIPE) as process:
             assert process.stdout is not None
             return read_bounded(process.stdout, target, limit)  # type: ignore[arg-type]  # a BufferedReader
