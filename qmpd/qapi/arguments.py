@@ -87,7 +87,7 @@ class _Walker:
         elif not _is_int(value) or not _INT64[0] <= value <= _INT64[1]:
             return f"Invalid parameter type for '{full}', expected: integer"
         if not low <= value <= high:
-            return f"Parameter '{name or 'null'}' expects {qapi_type}"
+            return f"Parameter '{name or 'null'}' expects {qapi_type}_t"  # QEMU's visitors name the C type
         return None
 
     def struct(self, spec: JSONSchema, uri: str, value: Any, full: str) -> str | None:

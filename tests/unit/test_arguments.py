@@ -77,9 +77,9 @@ def _schema_with(properties: dict[str, Any], required: list[str]) -> Schema:
 
 
 SIZED = [
-    ({"type": "integer", "x-qapi-type": "int32"}, 1 << 31, "Parameter 'v' expects int32"),
-    ({"type": "integer", "x-qapi-type": "uint8"}, 256, "Parameter 'v' expects uint8"),
-    ({"type": "integer", "x-qapi-type": "uint8"}, -1, "Parameter 'v' expects uint8"),
+    ({"type": "integer", "x-qapi-type": "int32"}, 1 << 31, "Parameter 'v' expects int32_t"),
+    ({"type": "integer", "x-qapi-type": "uint8"}, 256, "Parameter 'v' expects uint8_t"),
+    ({"type": "integer", "x-qapi-type": "uint8"}, -1, "Parameter 'v' expects uint8_t"),
     ({"type": "integer", "x-qapi-type": "uint64"}, -1, None),
     ({"type": "integer", "x-qapi-type": "uint64"}, "1", "Parameter 'v' expects uint64"),
     ({"type": "integer", "x-qapi-type": "uint32"}, 1.5, "Parameter 'v' expects uint64"),
@@ -95,7 +95,7 @@ SIZED = [
     (
         {"type": "array", "items": {"type": "integer", "x-qapi-type": "uint8"}},
         [1, 300],
-        "Parameter 'null' expects uint8",
+        "Parameter 'null' expects uint8_t",
     ),
     ({}, {"anything": [1, None]}, None),
 ]
