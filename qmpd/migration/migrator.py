@@ -55,7 +55,7 @@ CHILD_EXIT_TIMEOUT = 5.0
 
 
 def check_uri(uri: str) -> None:
-    if not uri.startswith(_SCHEMES) or len(uri.split(":", 1)[1]) == 0:
+    if not uri.startswith(_SCHEMES) or (len(uri.split(":", 1)[1]) == 0 and not uri.startswith("fd:")):
         raise GenericError("Parameter 'uri' expects a valid migration protocol")
     if "\0" in uri:
         raise GenericError("Parameter 'uri' expects a valid migration protocol: it contains a NUL byte")
@@ -129,9 +129,15 @@ class Migrator:
                 raise GenericError(str(exc)) from None
         fd = None
         if uri.startswith("fd:"):
-            if take_fd is None:
-                raise GenericError(f"File descriptor named '{uri[3:]}' has not been found")
-            fd = take_fd(uri[3:])
+            try:
+                if take_fd is None:
+                    raise GenericError(f"File descriptor named '{uri[3:]}' has not been found")
+                fd = take_fd(uri[3:])
+            except GenericError as exc:  # QEMU has entered setup by then: the migration failed
+                self._set_status("setup")
+                self.error = exc.desc
+                self._set_status("failed")
+                raise
         self.error = None
         self._cancel = False
         self._started = time.monotonic()
