@@ -72,8 +72,15 @@ class UnixMonitorTransport(asyncio.Transport):
         self._reading = False
         self._closing = False
         self._lost = False
-        protocol.connection_made(self)
-        self.resume_reading()
+        # As asyncio's transports: the protocol hears of the connection, then reading starts, each a
+        # loop turn later (start-up with wait=on powers the machine on before a first request runs).
+        loop.call_soon(self._start)
+
+    def _start(self) -> None:
+        if self._closing:
+            return
+        self._protocol.connection_made(self)
+        self._loop.call_soon(self.resume_reading)
 
     # reading ------------------------------------------------------------------------
 
