@@ -28,6 +28,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check qmpd tests examples bench tools fuzz
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # Every benchmark against qemu-system-x86_64 and raw Unicorn: bench/results/latest.md and latest.png

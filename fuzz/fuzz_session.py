@@ -42,10 +42,10 @@ structlog.configure(
 )
 
 with atheris.instrument_imports(include=["qmpd"]):
-    from qmpd.commands import REGISTRY
     from qmpd.config import MachineConfig
     from qmpd.dispatch import Dispatcher, DispatchSession, Outcome
     from qmpd.events import EventBus
+    from qmpd.handlers import REGISTRY
     from qmpd.machine.machine import Machine
     from qmpd.migration.migrator import Migrator
     from qmpd.protocol.session import Session

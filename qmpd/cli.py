@@ -397,7 +397,7 @@ def _opt_http_token(b: _Builder, arg: str) -> None:
 
 
 def _opt_http_allow_origin(b: _Builder, arg: str) -> None:
-    from qmpd.http.access import normalize_origin  # here, not at the top: only this option needs it
+    from qmpd.origins import normalize_origin  # here, not at the top: only this option needs it
 
     origin = normalize_origin(arg)
     if origin is None:

@@ -28,12 +28,12 @@ import structlog
 
 from qmpd import __version__
 from qmpd.cli import PROG
-from qmpd.commands import REGISTRY
 from qmpd.config import Config, LogFormat
 from qmpd.dispatch import Dispatcher
 from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
+from qmpd.handlers import REGISTRY
 from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine

@@ -1,4 +1,5 @@
-"""QMP command handlers, grouped like the schema; importing this registers them all."""
+"""QMP command handlers, grouped like the schema (``human-monitor-command`` is in qmpd.hmp.qmp); qmpd.handlers
+loads them all."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from qmpd.commands import (
     cpu_models,
     dump,
     fds,
-    hmp,
     host,
     hotplug,
     jobs,
@@ -27,7 +27,6 @@ __all__ = [
     "cpu_models",
     "dump",
     "fds",
-    "hmp",
     "host",
     "hotplug",
     "jobs",

@@ -17,33 +17,14 @@ its own name at 127.0.0.1.  Two checks close both doors:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from qmpd.origins import normalize_origin
 
 #: Names that always mean this machine's loopback.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
 #: Ports a browser leaves out of an Origin.
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def normalize_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` in lower case without a default port, or None when ``origin`` is
-    not a serialized http(s) origin (no path, query, fragment or user part)."""
-    try:
-        parts = urlsplit(origin.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None or parts.password is not None:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.lower()
-    if port is None or port == DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
 def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host.lower()
 

@@ -33,7 +33,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmpd.commands import REGISTRY
 from qmpd.commands.hotplug import MAX_OBJECTS
 from qmpd.config import MachineConfig
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option
@@ -42,6 +41,7 @@ from qmpd.cpu.x86cpu import X86CPU
 from qmpd.dispatch import Dispatcher
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
+from qmpd.handlers import REGISTRY
 from qmpd.machine.machine import Machine
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema

@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmpd.commands import REGISTRY
 from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
+from qmpd.handlers import REGISTRY
 from qmpd.machine.machine import Machine
 from qmpd.migration.migrator import Migrator
 from qmpd.protocol.session import Session

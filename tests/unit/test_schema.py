@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from qmpd.commands import REGISTRY
+from qmpd.handlers import REGISTRY
 from qmpd.qapi.introspect import introspect
 from qmpd.qapi.schema import SCHEMA_BASE, Schema, default_schema_dir
 

@@ -6,10 +6,10 @@ import asyncio
 import json
 from typing import Any
 
-from qmpd.commands import REGISTRY
 from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
+from qmpd.handlers import REGISTRY
 from qmpd.machine.machine import Machine
 from qmpd.migration.migrator import Migrator
 from qmpd.protocol.session import Channel, Session

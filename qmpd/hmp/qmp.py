@@ -1,4 +1,8 @@
-"""``human-monitor-command``: run one HMP command line, return its text."""
+"""``human-monitor-command``: the QMP command that runs one HMP command line and returns its text.
+
+It lives with the human monitor, which calls QMP handlers (as QEMU's hmp_* call qmp_*): so
+commands/ never imports hmp/, and qmpd.handlers loads both.
+"""
 
 from __future__ import annotations
 
