@@ -12,7 +12,6 @@ in ``prelaunch``, as QEMU's main loop does).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -66,8 +65,7 @@ class Machine:
             vcpu_nice=config.vcpu_nice,
             acpi=config.acpi,
         )
-        with contextlib.suppress(RuntimeError):  # no loop: built by a unit test, the guest never runs
-            self._board.bridge.bind(asyncio.get_running_loop())
+        self._board.bridge.bind()  # a machine lives on the loop that builds it: its vCPU threads post there
         #: The one owner of the CPU set.
         self.cpu_slots = CPUSlots(self.spec, self.qom, self._board, events)
         self._board.vcpus.on_crash = self._on_vcpu_crash

@@ -2,7 +2,13 @@
 
 vCPU threads (and the devices their hooks call) never touch asyncio objects;
 they post a callable here and the loop runs it at its next turn
-(``call_soon_threadsafe``).  Calls from the loop thread itself run at once.
+(``call_soon_threadsafe``).  A post made on the loop thread itself runs at
+once: a device callback reached from a monitor command then takes effect
+before the command's reply, as in QEMU where the big-lock holder calls it
+directly, and the loop never waits for room in its own queue.
+
+A post before ``bind`` raises: without a loop there is nowhere to run it, and
+running it on the vCPU thread would let that thread touch loop-only state.
 
 The crossing is bounded: at most MAX_PENDING posts wait for the loop; beyond that a posting vCPU
 thread waits up to a second per post (a guest hammering a device register slows itself, not the
@@ -26,20 +32,25 @@ MAX_WAIT = 1.0
 class LoopBridge:
     """Hand work from any thread to the event loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, max_pending: int = MAX_PENDING) -> None:
-        self._loop = loop
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._slots = threading.BoundedSemaphore(max_pending)
         self._closed = False
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Attach to the running loop (called from the loop thread)."""
-        self._loop = loop
+    def bind(self) -> None:
+        """Attach to the running loop; call it on the loop's thread (where the machine is built)."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("LoopBridge.bind() needs a running event loop: build the machine on its loop") from None
         self._loop_thread = threading.get_ident()
 
     def post(self, function: Callable[..., Any], *args: Any) -> None:
-        """Run ``function(*args)`` on the loop thread."""
-        if self._loop is None or threading.get_ident() == self._loop_thread:
+        """Run ``function(*args)`` on the loop thread (at once when called there)."""
+        if self._loop is None:
+            raise RuntimeError(f"LoopBridge.post({function!r}) before bind(): no event loop to run it on")
+        if threading.get_ident() == self._loop_thread:
             function(*args)
             return
         if self._closed:

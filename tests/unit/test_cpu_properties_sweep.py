@@ -26,7 +26,7 @@ import asyncio
 import gc
 import json
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import pytest
@@ -224,7 +224,7 @@ def cpuid_of(cpu: X86CPU, machine: Machine) -> CPUIDTable:
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+async def rig() -> AsyncIterator[Rig]:
     built = Rig()
     yield built
     built.close()
@@ -368,7 +368,7 @@ async def test_random_values_on_random_properties(rig: Rig, data: st.DataObject)
 KVM_HINT_WARNING = "TCG doesn't support requested feature: CPUID.40000001H:EDX.kvm-hint-dedicated [bit 0]"
 
 
-def test_kvm_hint_dedicated_on_the_command_line_is_filtered_as_qemu_does() -> None:
+async def test_kvm_hint_dedicated_on_the_command_line_is_filtered_as_qemu_does() -> None:
     machine = Machine(MachineConfig(cpu=f"{MODEL},kvm-hint-dedicated=on", smp=SMP, start_paused=True), EventBus(SCHEMA))
     try:
         boot = machine.cpu_slots.cpus[0]
@@ -438,7 +438,7 @@ def test_cpu_option_errors_are_qemus(setting: str, desc: str) -> None:
     assert str(caught.value) == f"can't apply global {CPU_TYPE}.{key}={setting.partition('=')[2]}: {desc}"
 
 
-def test_cpu_option_integers_are_read_as_c_reads_them() -> None:
+async def test_cpu_option_integers_are_read_as_c_reads_them() -> None:
     option = parse_cpu_option(f"{MODEL},family=010,level=0x10,ucode-rev=-1,hv-no-nonarch-coresharing=auto")
     assert option.globals == (
         ("family", "010"),

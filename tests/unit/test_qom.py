@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from qmpd.config import MachineConfig
@@ -18,7 +20,7 @@ SCHEMA = Schema.load()
 
 
 @pytest.fixture
-def machine() -> Machine:
+async def machine() -> AsyncIterator[Machine]:
     config = MachineConfig(cpu="Haswell", smp="2,sockets=2,cores=2,threads=1,maxcpus=4", start_paused=True)
     built = Machine(config, EventBus(SCHEMA, strict=True))
     yield built
