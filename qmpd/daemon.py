@@ -245,7 +245,6 @@ class Daemon:
         loop = asyncio.get_running_loop()
         schema = Schema.load()
         events = EventBus(schema)
-        events.bind_loop(loop)
         try:
             self.machine = Machine(self.config.machine, events, self.spec)
         except QMPError as exc:  # a boot CPU that -cpu's properties keep from plugging (QEMU exits too)

@@ -1,15 +1,13 @@
-"""QMP events: built once, timestamped at the source, sent to every negotiated session.
+"""QMP events: built once, timestamped when emitted, sent to every negotiated session.
 
-Anything may emit an event: command handlers on the event loop call
-:meth:`EventBus.emit`; other threads (vCPUs) call
-:meth:`EventBus.emit_threadsafe`, which stamps the time at once and hands the
-delivery to the loop.  Subscribers are sessions that finished capabilities
+Events are emitted on the event loop only (:meth:`EventBus.emit`): what a
+vCPU thread has to report crosses to the loop through the machine's
+LoopBridge first.  Subscribers are sessions that finished capabilities
 negotiation; each receives the same encoded line.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -42,13 +40,8 @@ class EventBus:
         #: When set, an event whose data does not match its schema raises (tests).
         self.strict = strict
         self._sinks: list[EventSink] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: Observers called with (name, data) for every event (metrics, tests).
         self.observers: list[Callable[[str, Mapping[str, Any] | None], None]] = []
-
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Remember the loop that owns the sessions (for emit_threadsafe)."""
-        self._loop = loop
 
     def subscribe(self, sink: EventSink) -> None:
         """Start delivering events to ``sink``."""
@@ -60,9 +53,7 @@ class EventBus:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def emit(
-        self, name: str, data: Mapping[str, Any] | None = None, *, timestamp: dict[str, int] | None = None
-    ) -> None:
+    def emit(self, name: str, data: Mapping[str, Any] | None = None) -> None:
         """Send event ``name`` now (call on the event loop)."""
         spec = self._schema.events[name]
         if data is not None or spec.members:
@@ -74,16 +65,9 @@ class EventBus:
         message: dict[str, Any] = {"event": name}
         if spec.members:
             message["data"] = dict(data or {})
-        message["timestamp"] = timestamp or timestamp_now()
+        message["timestamp"] = timestamp_now()
         line = encode(message)
         for observer in self.observers:
             observer(name, data)
         for sink in list(self._sinks):
             sink.send_event(line)
-
-    def emit_threadsafe(self, name: str, data: Mapping[str, Any] | None = None) -> None:
-        """Send event ``name`` from any thread; the timestamp is taken now."""
-        if self._loop is None:
-            raise RuntimeError("EventBus is not bound to a loop")
-        stamp = timestamp_now()
-        self._loop.call_soon_threadsafe(lambda: self.emit(name, data, timestamp=stamp))

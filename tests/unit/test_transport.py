@@ -50,7 +50,6 @@ class FakeTransport:
 
 async def _connected() -> tuple[StreamChannel, FakeTransport, EventBus, Machine]:
     events = EventBus(SCHEMA, strict=True)
-    events.bind_loop(asyncio.get_running_loop())
     machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), events)
     dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon(), migrator=Migrator(machine))
 
