@@ -5,12 +5,19 @@ delivers IPIs between CPUs (called from vCPU threads, so it only uses the
 runners' thread-safe requests), and offers the machine the operations it
 needs: pause all (returns once every vCPU is really out of emu_start),
 resume all, reset, remove one, shut down.
+
+The runners are a copy-on-write roster: the loop replaces it whole when it
+adds or removes one, so a vCPU thread delivering an IPI or a device event
+iterates a snapshot that nobody changes under it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 import structlog
 
@@ -23,6 +30,30 @@ from qmpd.vcpu.runner import Entry, Scheduler, VCPURunner, VCPUState
 log = structlog.get_logger(__name__)
 
 
+class Roster(NamedTuple):
+    """The runners at one instant, by cpu index and by APIC ID; never changed, only replaced."""
+
+    by_index: Mapping[int, VCPURunner]
+    by_apic: Mapping[int, VCPURunner]
+
+    def with_runner(self, runner: VCPURunner) -> Roster:
+        """This roster plus ``runner``."""
+        return Roster(
+            MappingProxyType({**self.by_index, runner.index: runner}),
+            MappingProxyType({**self.by_apic, runner.apic_id: runner}),
+        )
+
+    def without(self, runner: VCPURunner) -> Roster:
+        """This roster minus ``runner``."""
+        return Roster(
+            MappingProxyType({index: r for index, r in self.by_index.items() if r is not runner}),
+            MappingProxyType({apic_id: r for apic_id, r in self.by_apic.items() if r is not runner}),
+        )
+
+
+EMPTY_ROSTER = Roster(MappingProxyType({}), MappingProxyType({}))
+
+
 class VCPUManager:
     """The machine's vCPU threads."""
 
@@ -31,15 +62,20 @@ class VCPUManager:
         self.nice = nice
         self.ram_size = ram_size
         self.scheduler = Scheduler() if single_threaded else None
-        #: Runners by cpu index.
-        self.runners: dict[int, VCPURunner] = {}
-        self._by_apic: dict[int, VCPURunner] = {}
+        self._roster = EMPTY_ROSTER
+        #: Held while the roster is replaced (readers take ``self._roster`` once, without it).
+        self._roster_lock = threading.Lock()
         #: Called on the loop thread when a vCPU faults: (cpu index, reason).
         self.on_crash: Callable[[int, str], None] = lambda index, reason: None
         #: Called on the loop thread when a vCPU triple-faults: (cpu index, reason).
         self.on_triple_fault: Callable[[int, str], None] = lambda index, reason: None
         #: RDX and RCX at every CPU start: CPU hot-plug block base, GPE0 base.
         self.boot_args = (0, 0)
+
+    @property
+    def runners(self) -> Mapping[int, VCPURunner]:
+        """Runners by cpu index, as of now (a snapshot: later plugs and unplugs do not change it)."""
+        return self._roster.by_index
 
     def stack_top(self, index: int) -> int:
         """Initial RSP of vCPU ``index``."""
@@ -63,14 +99,15 @@ class VCPUManager:
         runner.start_thread()
         if not paused:
             runner.resume()
-        self.runners[index] = runner
-        self._by_apic[apic_id] = runner
+        with self._roster_lock:
+            self._roster = self._roster.with_runner(runner)
         return runner
 
     def remove(self, index: int) -> None:
         """End a vCPU's thread and forget it (its engine is closed by the thread)."""
-        runner = self.runners.pop(index)
-        self._by_apic.pop(runner.apic_id, None)
+        with self._roster_lock:
+            runner = self._roster.by_index[index]
+            self._roster = self._roster.without(runner)
         runner.exit()
 
     def power_on(self, index: int, rip: int) -> None:
@@ -106,14 +143,16 @@ class VCPUManager:
 
     def send_ipi(self, source: int, shorthand: int, destination: int, mode: int, vector: int) -> None:
         """Deliver an IPI (called from the sending vCPU's thread)."""
+        roster = self._roster  # one snapshot: the loop may plug or unplug meanwhile
         if shorthand == DEST_SELF:
-            targets = [self._by_apic[source]] if source in self._by_apic else []
+            target = roster.by_apic.get(source)
+            targets = [target] if target is not None else []
         elif shorthand == DEST_ALL:
-            targets = list(self.runners.values())
+            targets = list(roster.by_index.values())
         elif shorthand == DEST_ALL_BUT_SELF:
-            targets = [r for r in self.runners.values() if r.apic_id != source]
+            targets = [r for r in roster.by_index.values() if r.apic_id != source]
         else:
-            target = self._by_apic.get(destination)
+            target = roster.by_apic.get(destination)
             targets = [target] if target is not None else []
         for runner in targets:
             if mode == DELIVERY_INIT:
@@ -152,8 +191,8 @@ class VCPUManager:
         return await future
 
     def kick_all(self) -> None:
-        """A device event every CPU should notice (e.g. an SCI)."""
-        for runner in self.runners.values():
+        """A device event every CPU should notice (e.g. an SCI); called from vCPU threads too."""
+        for runner in self._roster.by_index.values():
             runner.kick()
 
     def states(self) -> dict[int, VCPUState]:
