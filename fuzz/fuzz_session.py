@@ -42,6 +42,7 @@ structlog.configure(
 )
 
 with atheris.instrument_imports(include=["qmpd"]):
+    from qmpd.commands.base import context_factory
     from qmpd.config import MachineConfig
     from qmpd.dispatch import Dispatcher, DispatchSession, Outcome
     from qmpd.events import EventBus
@@ -105,7 +106,7 @@ class World:
         self.events = EventBus(SCHEMA, strict=True)
         self.machine = Machine(MachineConfig(machine_type="none", start_paused=True, ram_size=16 << 20), self.events)
         self.dispatcher = SafeDispatcher(
-            SCHEMA, REGISTRY, self.machine, self.events, _Daemon(), migrator=Migrator(self.machine)
+            SCHEMA, REGISTRY, context_factory(self.machine, SCHEMA, self.events, _Daemon(), Migrator(self.machine))
         )
         self.dispatcher.log_commands = False
 

@@ -28,6 +28,7 @@ import structlog
 
 from qmpd import __version__
 from qmpd.cli import PROG
+from qmpd.commands.base import context_factory
 from qmpd.config import Config, LogFormat
 from qmpd.dispatch import Dispatcher
 from qmpd.errors import QMPError
@@ -251,7 +252,7 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.machine.on_exit = self._guest_exit
         self.migrator = Migrator(self.machine, self.config.machine.incoming)
-        dispatcher = Dispatcher(schema, REGISTRY, self.machine, events, self, migrator=self.migrator)
+        dispatcher = Dispatcher(schema, REGISTRY, context_factory(self.machine, schema, events, self, self.migrator))
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher
         factory = self._session_factory(dispatcher, events)

@@ -10,6 +10,10 @@ one.  In-band commands are serialised across all sessions by one lock, as
 QEMU serialises them under its big lock; out-of-band commands bypass it.
 A command that waits for a worker thread (a memory dump, a long HMP output)
 lends the lock out meanwhile, so other sessions are not held up by it.
+
+Handlers get a context the dispatcher never looks into: a factory makes one
+per session (the daemon's, commands.base.context_factory, holds the machine),
+so session and protocol tests run with a smaller one and no machine.
 """
 
 from __future__ import annotations
@@ -25,11 +29,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from qmpd.commands.base import CommandContext, CommandRegistry, DaemonControl, Handler, SessionControl
+from qmpd.commands.base import CommandRegistry, Handler, SessionControl, WorkerRunner
 from qmpd.errors import CommandNotFound, GenericError, QMPError, error_to_wire
-from qmpd.events import EventBus
-from qmpd.machine.machine import Machine
-from qmpd.migration.migrator import Migrator
 from qmpd.qapi.arguments import check_arguments
 from qmpd.qapi.schema import Schema
 from qmpd.qobject.writer import qdict_order
@@ -116,35 +117,26 @@ class DispatchSession(SessionControl, Protocol):
     def name(self) -> str: ...
 
 
+#: Makes the context handed to a session's handlers: (session, the dispatcher's worker runner) -> context.
+SessionContextFactory = Callable[[DispatchSession, WorkerRunner], object]
+
+
 class Dispatcher:
     """Runs commands for every session of one machine."""
 
-    def __init__(
-        self,
-        schema: Schema,
-        registry: CommandRegistry,
-        machine: Machine,
-        events: EventBus,
-        daemon: DaemonControl,
-        *,
-        migrator: Migrator,
-    ) -> None:
+    def __init__(self, schema: Schema, registry: CommandRegistry, make_context: SessionContextFactory) -> None:
         problems = registry.parity_problems(schema)
         if problems:
             raise ValueError("schema and handlers disagree:\n  " + "\n  ".join(problems))
         self.schema = schema
         self.registry = registry
-        self.machine = machine
-        self.events = events
-        self.daemon = daemon
-        self.migrator = migrator
+        self._make_context = make_context
         #: Serialises in-band commands across sessions (QEMU's big lock).
         self.bql = BigLock()
         #: Set once the daemon is going away: no further requests are executed.
         self.closing = False
-        self._names = tuple(schema.commands)
         self._is_async = {name: inspect.iscoroutinefunction(fn) for name, fn in registry.handlers.items()}
-        self._contexts: weakref.WeakKeyDictionary[DispatchSession, CommandContext] = weakref.WeakKeyDictionary()
+        self._contexts: weakref.WeakKeyDictionary[DispatchSession, object] = weakref.WeakKeyDictionary()
         #: Whether each command gets its own log line (off below the info level).
         self.log_commands = True
         #: Observers called with (command, error class or None, seconds) after each command.
@@ -177,17 +169,7 @@ class Dispatcher:
         )
         context = self._contexts.get(session)
         if context is None:
-            context = CommandContext(
-                machine=self.machine,
-                session=session,
-                schema=self.schema,
-                events=self.events,
-                daemon=self.daemon,
-                migrator=self.migrator,
-                command_names=self._names,
-                worker=self._work_unlocked,
-            )
-            self._contexts[session] = context
+            context = self._contexts[session] = self._make_context(session, self._work_unlocked)
         if not oob and (self._is_async[name] or self.bql.busy):
             held = self.bql.try_acquire()
             return self._run_locked(handler, context, kwargs, name, request_id, session, started, held)
@@ -231,7 +213,7 @@ class Dispatcher:
         return request[exec_key], exec_key == "exec-oob"
 
     @staticmethod
-    def _call(handler: Handler, context: CommandContext, kwargs: Mapping[str, Any], name: str) -> Any:
+    def _call(handler: Handler, context: object, kwargs: Mapping[str, Any], name: str) -> Any:
         try:
             return _Returned(handler(context, **kwargs))
         except QMPError as error:
@@ -242,7 +224,7 @@ class Dispatcher:
     async def _run_locked(
         self,
         handler: Handler,
-        context: CommandContext,
+        context: object,
         kwargs: Mapping[str, Any],
         name: str,
         request_id: object,

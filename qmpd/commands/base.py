@@ -4,7 +4,8 @@ A handler is a plain function named after nothing in particular: the
 ``@qmp_command("name")`` decorator ties it to its schema document, which
 holds everything else (arguments, returns, OOB, features).  Its parameters
 are the schema's members with ``-`` spelled ``_``; the dispatcher checks at
-start-up that the two agree.
+start-up that the two agree.  Its first argument is the session's
+CommandContext, which the dispatcher gets from ``context_factory``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,27 @@ class CommandContext:
         It leaves the session's table: the caller owns it and closes it.
         """
         return self.fds.take(name)
+
+
+def context_factory(
+    machine: Machine, schema: Schema, events: EventBus, daemon: DaemonControl, migrator: Migrator
+) -> Callable[[SessionControl, WorkerRunner], CommandContext]:
+    """The daemon's contexts (the dispatcher makes one per session): every session's commands act on ``machine``."""
+    command_names = tuple(schema.commands)
+
+    def make_context(session: SessionControl, worker: WorkerRunner) -> CommandContext:
+        return CommandContext(
+            machine=machine,
+            session=session,
+            schema=schema,
+            events=events,
+            daemon=daemon,
+            migrator=migrator,
+            command_names=command_names,
+            worker=worker,
+        )
+
+    return make_context
 
 
 class CommandRegistry:

@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qmpd.commands.base import context_factory
 from qmpd.commands.hotplug import MAX_OBJECTS
 from qmpd.config import MachineConfig
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option
@@ -145,7 +146,7 @@ class Rig:
         self.events = EventBus(SCHEMA, strict=True)
         self.machine = Machine(MachineConfig(cpu=MODEL, smp=SMP, start_paused=True), self.events)
         self.dispatcher = Dispatcher(
-            SCHEMA, REGISTRY, self.machine, self.events, _Daemon(), migrator=Migrator(self.machine)
+            SCHEMA, REGISTRY, context_factory(self.machine, SCHEMA, self.events, _Daemon(), Migrator(self.machine))
         )
         self.session = _Session()
         self.baseline = self.snapshot()

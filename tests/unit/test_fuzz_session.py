@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qmpd.commands.base import context_factory
 from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
@@ -34,7 +35,7 @@ class _Daemon:
 def _session(negotiate: bool) -> tuple[Session, FakeChannel, Machine]:
     events = EventBus(SCHEMA, strict=True)
     machine = Machine(MachineConfig(start_paused=True, ram_size=16 << 20), events)
-    dispatcher = Dispatcher(SCHEMA, REGISTRY, machine, events, _Daemon(), migrator=Migrator(machine))
+    dispatcher = Dispatcher(SCHEMA, REGISTRY, context_factory(machine, SCHEMA, events, _Daemon(), Migrator(machine)))
     channel = FakeChannel()
     session = Session(dispatcher, events, channel, name="fuzz", greeting={"QMP": {}})
     session.start()

@@ -1,20 +1,22 @@
-"""Session rules with a fake channel: negotiation, ordering, OOB, queue limits, events."""
+"""Session rules with a fake channel: negotiation, ordering, OOB, queue limits, events.
+
+No machine and no threads: the dispatcher's context factory makes a SessionContext,
+which holds all that these commands use.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from qmpd.commands.base import CommandContext, CommandRegistry
+from qmpd.commands.base import CommandRegistry, SessionControl, WorkerRunner
 from qmpd.commands.control import qmp_capabilities
-from qmpd.config import MachineConfig
 from qmpd.dispatch import Dispatcher
 from qmpd.events import EventBus
-from qmpd.machine.machine import Machine
-from qmpd.migration.migrator import Migrator
 from qmpd.protocol.session import INBAND_QUEUE_MAX, Session
 from qmpd.qapi.schema import SCHEMA_BASE, Schema
 
@@ -82,6 +84,14 @@ class FakeChannel:
         return [json.loads(line) for line in self.lines]
 
 
+@dataclass
+class SessionContext:
+    """A minimal command context: the session (qmp_capabilities reads only it) and the events (x-emit)."""
+
+    session: SessionControl
+    events: EventBus
+
+
 class Harness:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
@@ -91,29 +101,29 @@ class Harness:
         registry.command("qmp_capabilities")(qmp_capabilities)
 
         @registry.command("x-wait")
-        async def x_wait(ctx: CommandContext) -> dict[str, str]:
+        async def x_wait(ctx: SessionContext) -> dict[str, str]:
             await self.gate.wait()
             return {"waited": "yes"}
 
         @registry.command("x-emit")
-        def x_emit(ctx: CommandContext) -> None:
+        def x_emit(ctx: SessionContext) -> None:
             ctx.events.emit("X_EVENT", {"n": 1})
 
         @registry.command("x-oob")
-        def x_oob(ctx: CommandContext) -> str:
+        def x_oob(ctx: SessionContext) -> str:
             return "oob"
 
         @registry.command("x-quick")
-        def x_quick(ctx: CommandContext) -> str:
+        def x_quick(ctx: SessionContext) -> str:
             return "quick"
 
-        machine = Machine(MachineConfig(start_paused=True), self.events)
-        self.dispatcher = Dispatcher(schema, registry, machine, self.events, self, migrator=Migrator(machine))
+        self.dispatcher = Dispatcher(schema, registry, self.make_context)
 
-    def chardevs(self) -> list[dict[str, object]]:
-        return []
+    def make_context(self, session: SessionControl, worker: WorkerRunner) -> SessionContext:
+        return SessionContext(session, self.events)
 
     def request_exit(self) -> None:
+        """What quit does to the dispatcher: the daemon is going away."""
         self.dispatcher.closing = True
 
     def session(self) -> tuple[Session, FakeChannel]:
