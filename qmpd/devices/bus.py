@@ -36,6 +36,11 @@ class PortBus:
         for port in [p for p, (d, _) in self._ports.items() if d is device]:
             del self._ports[port]
 
+    def device_at(self, port: int) -> PortDevice | None:
+        """The device answering ``port`` (None if unassigned)."""
+        target = self._ports.get(port)
+        return target[0] if target is not None else None
+
     def read(self, port: int, size: int) -> int:
         """IN from ``port``."""
         target = self._ports.get(port)

@@ -70,6 +70,7 @@ class Machine:
         self.cpu_slots = CPUSlots(self.spec, self.qom, self._board, events)
         self._board.vcpus.on_crash = self._on_vcpu_crash
         self._board.vcpus.on_triple_fault = self._on_triple_fault
+        self._board.vcpus.on_internal_error = self._on_internal_error
         self._board.on_panic = lambda: self._spawn(self.guest_panicked())
         self._board.on_crashloaded = self.guest_crashloaded
         self._board.on_guest_reset = lambda: self._spawn(self.guest_reset())
@@ -175,6 +176,16 @@ class Machine:
         """qmpd's emulator could not go on with a vCPU: reported as a guest panic."""
         log.warning("machine.guest_panicked", cpu=index, reason=reason)
         self._spawn(self.guest_panicked())
+
+    def _on_internal_error(self, index: int, reason: str) -> None:
+        """qmpd failed while emulating a vCPU (a device raised in its hook): the machine stops in
+        ``internal-error`` (STOP), as QEMU does when its accelerator cannot go on; a reset recovers."""
+        log.error("machine.internal_error", cpu=index, reason=reason)
+        self._spawn(self._stop_on_internal_error())
+
+    async def _stop_on_internal_error(self) -> None:
+        async with self._lifecycle:
+            await self._vm_stop(RunState.INTERNAL_ERROR)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)

@@ -5,6 +5,10 @@ mapped at physical 0 and the local APIC's registers at 0xFEE00000.  Hooks:
 CPUID is answered from the vCPU's own table (raw ctypes, ~3 us), IN/OUT go
 to the port bus, and the compiled block hook makes stops exact and cheap.
 Without the block hook, slices are counted by Unicorn (exact, slower).
+
+A device that raises in a hook (a device model's bug, a CPUID table that
+cannot answer) stops emulation, and ``run`` returns an INTERNAL_ERROR result
+naming the device: the vCPU thread survives to report it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ class Exit(enum.Enum):
     SLICE = "slice"  # a counted slice ended (no block hook)
     FAULT = "fault"  # Unicorn reported an error qmpd cannot turn into a guest exception
     TRIPLE_FAULT = "triple-fault"  # an exception nothing could handle: the CPU shut down
+    INTERNAL_ERROR = "internal-error"  # a hook raised (a device model's bug): emulation cannot go on
+
+
+class HookFailure(Exception):
+    """A hook raised inside emu_start (its ``__cause__``): qmpd cannot go on emulating this vCPU."""
+
+    def __init__(self, device: str, access: str) -> None:
+        super().__init__(f"{device} failed on {access}")
+        #: What raised (a device's class name) and the guest access that reached it.
+        self.device = device
+        self.access = access
 
 
 class RunResult(NamedTuple):
@@ -65,6 +80,8 @@ class RunResult(NamedTuple):
     exit: Exit
     rip: int
     error: str | None
+    #: Set for Exit.INTERNAL_ERROR: what raised, with the original exception as its cause.
+    failure: HookFailure | None = None
 
 
 #: General registers in QEMU's ``info registers`` order.
@@ -174,6 +191,8 @@ class VCPUEngine:
         self.cpuid = cpuid
         self.uc.hook_add(UC_HOOK_INSN, self._in, None, 1, 0, x86.UC_X86_INS_IN)
         self.uc.hook_add(UC_HOOK_INSN, self._out, None, 1, 0, x86.UC_X86_INS_OUT)
+        #: The first hook failure of the current run (see _fail).
+        self._hook_failure: HookFailure | None = None
         self._install_cpuid_hook()
         self._interrupts = InterruptHook(self.uc)
         self.unassigned = UnassignedMemory(self.uc)
@@ -184,17 +203,43 @@ class VCPUEngine:
 
     # -- hooks (run in the vCPU thread, inside emu_start) -------------------------------
 
+    def _fail(self, device: object, access: str, exc: Exception) -> None:
+        """A device raised in a hook: remember it (the first one), stop emulation; run() reports it.
+
+        Not re-raised through the binding: a read hook that raises returns nothing to
+        Unicorn, which ctypes reports on stderr.
+        """
+        if self._hook_failure is None:
+            failure = HookFailure(type(device).__name__, access)
+            failure.__cause__ = exc
+            self._hook_failure = failure
+        self.uc.emu_stop()
+
     def _in(self, uc: Uc, port: int, size: int, user_data: Any) -> int:
-        return self._bus.read(port, size)
+        try:
+            return self._bus.read(port, size)
+        except Exception as exc:
+            self._fail(self._bus.device_at(port), f"IN from port {port:#x}", exc)
+            return 0
 
     def _out(self, uc: Uc, port: int, size: int, value: int, user_data: Any) -> None:
-        self._bus.write(port, size, value)
+        try:
+            self._bus.write(port, size, value)
+        except Exception as exc:
+            self._fail(self._bus.device_at(port), f"OUT {value:#x} to port {port:#x}", exc)
 
     def _lapic_read(self, uc: Uc, offset: int, size: int, user_data: Any) -> int:
-        return self._lapic.mmio_read(offset, size)
+        try:
+            return self._lapic.mmio_read(offset, size)
+        except Exception as exc:
+            self._fail(self._lapic, f"MMIO read at {LAPIC_BASE + offset:#x}", exc)
+            return 0
 
     def _lapic_write(self, uc: Uc, offset: int, size: int, value: int, user_data: Any) -> None:
-        self._lapic.mmio_write(offset, size, value)
+        try:
+            self._lapic.mmio_write(offset, size, value)
+        except Exception as exc:
+            self._fail(self._lapic, f"MMIO write at {LAPIC_BASE + offset:#x}", exc)
 
     def _install_cpuid_hook(self) -> None:
         # Raw ctypes (unicorn-facts Q1): 1 register read + 1 batch write, ~3 us per CPUID.
@@ -208,7 +253,11 @@ class VCPUEngine:
         def on_cpuid(_uc: int | None, _user: int | None) -> int:
             uclib.uc_reg_read(handle, x86.UC_X86_REG_RAX, ctypes.byref(leaf))
             uclib.uc_reg_read(handle, x86.UC_X86_REG_RCX, ctypes.byref(subleaf))
-            values[:] = list(self.cpuid.lookup(leaf.value, subleaf.value))
+            try:
+                values[:] = list(self.cpuid.lookup(leaf.value, subleaf.value))
+            except Exception as exc:  # ctypes would print it and go on
+                self._fail(self.cpuid, f"CPUID leaf {leaf.value:#x}.{subleaf.value:#x}", exc)
+                return 1
             uclib.uc_reg_write_batch(handle, regs, pointers, 4)
             return 1
 
@@ -243,7 +292,8 @@ class VCPUEngine:
         """Run from ``rip`` until a stop, HLT or fault (or one counted slice).
 
         Guest exceptions are delivered to the guest's handlers here, between two
-        ``emu_start`` calls, and the run goes on at the handler.
+        ``emu_start`` calls, and the run goes on at the handler.  A hook that
+        raised ends the run with Exit.INTERNAL_ERROR.
         """
         control = self.control
         control.stopped_by_hook = 0
@@ -254,12 +304,17 @@ class VCPUEngine:
                     self.uc.emu_start(rip, UNTIL)
                 else:
                     self.uc.emu_start(rip, UNTIL, count=COUNTED_SLICE)
+                if self._hook_failure is not None:
+                    failure, self._hook_failure = self._hook_failure, None
+                    raise failure
             except UcError as exc:
                 where = self.uc.reg_read(x86.UC_X86_REG_RIP)
                 vector = ERROR_VECTORS.get(exc.errno)
                 if vector is None:
                     return RunResult(Exit.FAULT, where, str(exc))
                 software = False
+            except Exception as exc:  # a device's failure, or one of qmpd's hooks raised through the binding
+                return self._internal_error(exc)
             else:
                 where = self.uc.reg_read(x86.UC_X86_REG_RIP)
                 interrupt = self._interrupts.take()
@@ -275,6 +330,16 @@ class VCPUEngine:
             rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
             if control.stop or control.stopped_by_hook:
                 return RunResult(Exit.STOPPED, rip, None)
+
+    def _internal_error(self, exc: Exception) -> RunResult:
+        """The run a raising hook ended (an unwrapped exception came from a hook of qmpd's own)."""
+        if isinstance(exc, HookFailure):
+            failure = exc
+        else:
+            failure = HookFailure("qmpd", "a Unicorn hook")
+            failure.__cause__ = exc
+        where = self.uc.reg_read(x86.UC_X86_REG_RIP)
+        return RunResult(Exit.INTERNAL_ERROR, where, f"{failure}: {failure.__cause__!r}", failure)
 
     def _outcome(self, after: int) -> RunResult:
         """Why an ``emu_start`` that raised nothing returned."""

@@ -69,6 +69,8 @@ class VCPUManager:
         self.on_crash: Callable[[int, str], None] = lambda index, reason: None
         #: Called on the loop thread when a vCPU triple-faults: (cpu index, reason).
         self.on_triple_fault: Callable[[int, str], None] = lambda index, reason: None
+        #: Called on the loop thread when a hook raised in a vCPU (a device's bug): (cpu index, reason).
+        self.on_internal_error: Callable[[int, str], None] = lambda index, reason: None
         #: RDX and RCX at every CPU start: CPU hot-plug block base, GPE0 base.
         self.boot_args = (0, 0)
 
@@ -93,6 +95,7 @@ class VCPUManager:
             make_engine,
             on_crash=lambda i, reason: self.bridge.post(self.on_crash, i, reason),
             on_triple_fault=lambda i, reason: self.bridge.post(self.on_triple_fault, i, reason),
+            on_internal_error=lambda i, reason: self.bridge.post(self.on_internal_error, i, reason),
             scheduler=self.scheduler,
             nice=self.nice,
         )

@@ -1,8 +1,8 @@
 """A vCPU's thread and its states.
 
 States: powered-off (waiting for INIT+STARTUP), running, halted (HLT, waiting
-for an IPI or a device event), crashed (a triple fault or an emulator error;
-only a reset or INIT+STARTUP restarts it), exited.  On top of that the
+for an IPI or a device event), crashed (a triple fault, an emulator error or a
+hook that raised; only a reset or INIT+STARTUP restarts it), exited.  On top of that the
 machine may pause every vCPU.  All changes go through one Condition; other
 threads only set flags, ask the engine to stop at its next block boundary,
 and notify.  The engine is created in this thread when the CPU first starts
@@ -106,6 +106,7 @@ class VCPURunner:
         *,
         on_crash: Callable[[int, str], None],
         on_triple_fault: Callable[[int, str], None] = lambda index, reason: None,
+        on_internal_error: Callable[[int, str], None] = lambda index, reason: None,
         scheduler: Scheduler | None = None,
         nice: int = 0,
     ) -> None:
@@ -115,6 +116,7 @@ class VCPURunner:
         self._make_engine = make_engine
         self._on_crash = on_crash
         self._on_triple_fault = on_triple_fault
+        self._on_internal_error = on_internal_error
         self._scheduler = scheduler
         self._cond = threading.Condition()
         self.state = VCPUState.POWERED_OFF
@@ -396,7 +398,7 @@ class VCPURunner:
             self._rip = result.rip
             with self._cond:
                 self._in_emu = False
-                if result.exit in (Exit.FAULT, Exit.TRIPLE_FAULT):
+                if result.exit in (Exit.FAULT, Exit.TRIPLE_FAULT, Exit.INTERNAL_ERROR):
                     # Shut down until a reset (or INIT + STARTUP) brings it back.
                     self.state = VCPUState.CRASHED
                     self.fault = result.error
@@ -413,6 +415,18 @@ class VCPURunner:
             elif result.exit is Exit.TRIPLE_FAULT:
                 log.warning("vcpu.triple_fault", cpu=self.index, rip=hex(result.rip), error=result.error)
                 self._on_triple_fault(self.index, result.error or "triple fault")
+            elif result.exit is Exit.INTERNAL_ERROR:
+                failure = result.failure
+                assert failure is not None
+                log.error(
+                    "vcpu.internal_error",
+                    cpu=self.index,
+                    rip=hex(result.rip),
+                    device=failure.device,
+                    access=failure.access,
+                    exc_info=failure,
+                )
+                self._on_internal_error(self.index, result.error or "internal error")
             for waiter in waiters:
                 waiter()
 

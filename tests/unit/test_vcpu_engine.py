@@ -223,7 +223,7 @@ def test_local_apic_registers_and_startup_ipi(rig: Rig) -> None:
 
 def test_hlt_reports_the_address_after_it(rig: Rig) -> None:
     rig.load("90 90 f4")
-    assert rig.engine.run(CODE) == (Exit.HALTED, CODE + 3, None)
+    assert rig.engine.run(CODE) == (Exit.HALTED, CODE + 3, None, None)
 
 
 IDT = 0x1000
@@ -254,7 +254,7 @@ def test_ud2_goes_to_the_guests_handler_with_the_processors_frame(rig: Rig) -> N
     rig.load("fb 90 0f 0b")  # sti; nop; ud2
     rig.load("f4", HANDLER)
     result = rig.engine.run(CODE)
-    assert result == (Exit.HALTED, HANDLER + 1, None)
+    assert result == (Exit.HALTED, HANDLER + 1, None, None)
     rip, cs, rflags, rsp, ss = frame(rig, 5)
     assert rip == CODE + 2, "a fault pushes the faulting instruction's address"
     assert rflags & 1 << 9, "the pushed RFLAGS has IF as the guest set it"
@@ -376,7 +376,7 @@ def test_request_stop_ends_an_infinite_loop(rig: Rig) -> None:
     thread = stop_after_blocks(rig.engine, 1000)
     result = rig.engine.run(CODE)
     thread.join()
-    assert result == (Exit.STOPPED, CODE, None)
+    assert result == (Exit.STOPPED, CODE, None, None)
     assert rig.engine.blocks_executed >= 1000
 
 
@@ -384,14 +384,14 @@ def test_request_stop_ends_an_infinite_loop(rig: Rig) -> None:
 def test_a_pending_stop_lands_before_the_first_instruction(rig: Rig) -> None:
     rig.load("48 ff c1  eb fe")  # inc rcx; jmp $
     rig.engine.request_stop()
-    assert rig.engine.run(CODE) == (Exit.STOPPED, CODE, None)
+    assert rig.engine.run(CODE) == (Exit.STOPPED, CODE, None, None)
     assert rig.gpr(RCX) == 0
     assert rig.engine.run(CODE).exit is Exit.STOPPED, "a stop stays requested until clear_stop()"
     rig.engine.clear_stop()
     thread = stop_after_blocks(rig.engine, 10)
     result = rig.engine.run(CODE)
     thread.join()
-    assert result == (Exit.STOPPED, CODE + 3, None), "stopped at the start of the jmp $ block"
+    assert result == (Exit.STOPPED, CODE + 3, None, None), "stopped at the start of the jmp $ block"
     assert rig.gpr(RCX) == 1
 
 
