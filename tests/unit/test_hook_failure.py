@@ -104,7 +104,7 @@ async def faulty(
 
     events.observers.append(observe)
     machine = Machine(MachineConfig(bios=str(image), ram_size=16 << 20, start_paused=True), events)
-    machine.board.bus.add(PORT, 1, device)
+    machine._board.bus.add(PORT, 1, device)  # a faulty device, where a real one would sit
     try:
         yield machine, device, seen
     finally:
@@ -117,7 +117,7 @@ async def test_a_raising_hook_stops_the_machine_in_internal_error_and_a_reset_re
 ) -> None:
     machine, device, seen = faulty
     kind = request.node.callspec.params["faulty"]
-    runner = machine.board.vcpus.runners[machine.boot_index]
+    runner = machine.cpu_slots.runner(machine.cpu_slots.boot_index)
     with structlog.testing.capture_logs() as logs:
         machine.cont()
         await _until(lambda: machine.runstate is RunState.INTERNAL_ERROR, "the machine stops")
@@ -125,7 +125,7 @@ async def test_a_raising_hook_stops_the_machine_in_internal_error_and_a_reset_re
     assert runner.alive and runner.state is VCPUState.CRASHED, "the vCPU thread survived, stopped"
     failures = [entry for entry in logs if entry["event"] == "vcpu.internal_error"]
     assert len(failures) == 1
-    assert failures[0]["cpu"] == machine.boot_index and failures[0]["device"] == DEVICES[kind]
+    assert failures[0]["cpu"] == machine.cpu_slots.boot_index and failures[0]["device"] == DEVICES[kind]
     assert isinstance(failures[0]["exc_info"].__cause__, ValueError), "logged with the device's traceback"
     with pytest.raises(GenericError, match=r"^Resetting the Virtual Machine is required$"):
         machine.cont()
