@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_QEMU
-from tests.helpers import QEMU_BINARY, RawClient, Server, mask, resolved_signature, start_qemu, start_qmpd
+from tests.helpers import RawClient, Server, mask, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 ARGV = ["-S", "-nodefaults", "-machine", "pc", "-m", "128", "-smp", "2"]
@@ -57,14 +56,6 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
 ]
 #: A whole-RAM dump's size: QEMU's RAM and BIOS ROM, qmpd's RAM.
 RAM_SIZES = (b"134479872", b"134217728")
-
-
-@pytest.fixture(autouse=True)
-def _need_qemu() -> None:
-    if QEMU_BINARY is None:
-        if REQUIRE_QEMU:
-            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
-        pytest.skip("qemu-system-x86_64 is not installed")
 
 
 def _masked(line: bytes) -> bytes:

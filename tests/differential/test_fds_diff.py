@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_QEMU
-from tests.helpers import QEMU_BINARY, RawClient, Server, resolved_signature, start_qemu, start_qmpd
+from tests.helpers import RawClient, Server, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 ARGV = ["-S", "-nodefaults", "-machine", "none"]
@@ -100,14 +99,6 @@ REQUESTS: list[tuple[str, dict[str, Any] | None, int]] = [
     ("query-migrate-parameters", None, 0),
 ]
 _FD_NUMBER = re.compile(rb'"fd": \d+')
-
-
-@pytest.fixture(autouse=True)
-def _need_qemu() -> None:
-    if QEMU_BINARY is None:
-        if REQUIRE_QEMU:
-            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
-        pytest.skip("qemu-system-x86_64 is not installed")
 
 
 def _session(server: Server) -> tuple[list[bytes], list[dict[str, Any]]]:

@@ -21,20 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_QEMU
-from tests.helpers import QEMU_BINARY, REPO, RawClient, Server, start_qemu, start_qmpd
+from tests.helpers import REPO, RawClient, Server, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
 MACHINES = ["pc", "q35"]
-
-
-@pytest.fixture(autouse=True)
-def _need_qemu() -> None:
-    if QEMU_BINARY is None:
-        if REQUIRE_QEMU:
-            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
-        pytest.skip("qemu-system-x86_64 is not installed")
 
 
 class Run:

@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.differential.test_machine_diff import _need_qemu
 from tests.helpers import RawClient, Server, build_guest, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
-__all__ = ["_need_qemu"]  # the autouse fixture, shared with test_machine_diff
 
 #: Real-mode code at F000:FFF0.  lidt cs:[0xff00] (six zero bytes); int3.
 TRIPLE_FAULT = bytes.fromhex("2e0f011e00ff") + b"\xcc"

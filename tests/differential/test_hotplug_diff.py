@@ -23,10 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.differential.test_machine_diff import CPU0, _need_qemu, _without_thread_ids
+from tests.differential.test_machine_diff import CPU0, _without_thread_ids
 from tests.helpers import RawClient, Server, hmp, mask, start_qemu, start_qmpd
-
-__all__ = ["_need_qemu"]  # the autouse fixture, shared with test_machine_diff
 
 pytestmark = pytest.mark.qemu
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_QEMU
-from tests.helpers import QEMU_BINARY, RawClient, Server, resolved_signature, start_qemu, start_qmpd
+from tests.helpers import RawClient, Server, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 JOB_COMMANDS = ["query-jobs", "job-pause", "job-resume", "job-cancel", "job-complete", "job-dismiss", "job-finalize"]
@@ -24,14 +23,6 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("job-cancel", {"id": "x", "force": True}),
     ("query-jobs", {"id": "x"}),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _need_qemu() -> None:
-    if QEMU_BINARY is None:
-        if REQUIRE_QEMU:
-            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
-        pytest.skip("qemu-system-x86_64 is not installed")
 
 
 def _answers(server: Server) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

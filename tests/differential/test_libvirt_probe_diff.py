@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.differential.test_machine_diff import _need_qemu
 from tests.helpers import RawClient, Server, start_qemu, start_qmpd
 from tests.libvirt_probe import PROBE
 
 pytestmark = pytest.mark.qemu
-__all__ = ["_need_qemu"]  # the autouse fixture, shared with test_machine_diff
 CPU0 = "/machine/unattached/device[0]"
 PROBE_ARGV = ["-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=tcg"]
 

@@ -15,19 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_QEMU
 from tests.helpers import QEMU_BINARY, REPO, RawClient, Server, qmpd_command, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 CPU0 = "/machine/unattached/device[0]"
-
-
-@pytest.fixture(autouse=True)
-def _need_qemu() -> None:
-    if QEMU_BINARY is None:
-        if REQUIRE_QEMU:
-            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
-        pytest.skip("qemu-system-x86_64 is not installed")
 
 
 def ask(server: Server, requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
