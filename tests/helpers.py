@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -287,3 +288,28 @@ def resolved_signature(schema: list[dict[str, Any]], name: str) -> Any:
         return shape
 
     return resolve(name, frozenset())
+
+
+def read_elf_core(data: bytes) -> dict[str, Any]:
+    """The fields of an ELF64 core file a debugger relies on, decoded independently of qmpd's code: the header,
+    program and section headers, and the notes of the first (PT_NOTE) segment as (name, type, descriptor)."""
+    header = struct.unpack_from("<16sHHIQQQIHHHHHH", data)
+    ident, e_type, machine, version, entry, phoff, shoff, flags, ehsize, phentsize, phnum, shentsize = header[:12]
+    shnum, shstrndx = header[12:]
+    phdrs = [struct.unpack_from("<IIQQQQQQ", data, phoff + n * phentsize) for n in range(phnum)]
+    shdrs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + n * shentsize) for n in range(shnum)]
+    note_type, _, note_offset, _, _, note_size, _, _ = phdrs[0]
+    notes = []
+    position = note_offset
+    while position < note_offset + note_size:
+        namesz, descsz, kind = struct.unpack_from("<III", data, position)
+        position += 12
+        name = data[position : position + namesz].rstrip(b"\0")
+        position += (namesz + 3) & ~3
+        notes.append((name, kind, data[position : position + descsz]))
+        position += (descsz + 3) & ~3
+    return {
+        "ident": ident, "type": e_type, "machine": machine, "version": version, "entry": entry, "phoff": phoff,
+        "shoff": shoff, "flags": flags, "ehsize": ehsize, "phdrs": phdrs, "shdrs": shdrs, "notes": notes,
+        "shstrndx": shstrndx, "note_type": note_type, "shnum": shnum, "phnum": phnum,
+    }  # fmt: skip

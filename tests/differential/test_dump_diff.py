@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RawClient, Server, mask, resolved_signature, start_qemu, start_qmpd
+from tests.helpers import RawClient, Server, mask, read_elf_core, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 ARGV = ["-S", "-nodefaults", "-machine", "pc", "-m", "128", "-smp", "2"]
@@ -86,19 +86,12 @@ def _session(server: Server) -> tuple[list[bytes], dict[str, Any]]:
 def _structure(path: Path) -> dict[str, Any]:
     """What a core file's layout says, without its memory."""
     data = path.read_bytes()
-    header = struct.unpack_from("<16sHHIQQQIHHHHHH", data)
-    ident, e_type, machine, _, entry, phoff, shoff, _, ehsize, phentsize, phnum, shentsize, shnum, shstrndx = header
-    phdrs = [struct.unpack_from("<IIQQQQQQ", data, phoff + n * phentsize) for n in range(phnum)]
-    shdrs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + n * shentsize) for n in range(shnum)]
+    core = read_elf_core(data)
+    phdrs, shdrs, phoff, shoff = core["phdrs"], core["shdrs"], core["phoff"], core["shoff"]
+    ident, e_type, machine, entry, ehsize = core["ident"], core["type"], core["machine"], core["entry"], core["ehsize"]
+    shnum, shstrndx, phnum = core["shnum"], core["shstrndx"], core["phnum"]
     _, _, note_offset, _, _, note_size, _, _ = phdrs[0]
-    notes = []
-    position = note_offset
-    while position < note_offset + note_size:
-        namesz, descsz, kind = struct.unpack_from("<III", data, position)
-        name = data[position + 12 : position + 12 + namesz].rstrip(b"\0")
-        desc_at = position + 12 + ((namesz + 3) & ~3)
-        notes.append((name, kind, descsz, data[desc_at : desc_at + 8] if name == b"QEMU" else b""))
-        position = desc_at + ((descsz + 3) & ~3)
+    notes = [(name, kind, len(desc), desc[:8] if name == b"QEMU" else b"") for name, kind, desc in core["notes"]]
     loads = phdrs[1:]
     contiguous = all(a[2] + a[5] == b[2] for a, b in itertools.pairwise(loads))
     memory_end = loads[-1][2] + loads[-1][5]

@@ -27,6 +27,7 @@ from qmpd.machine.runstate import ShutdownCause
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
 from qmpd.vcpu.engine import CPUSnapshot
+from tests.helpers import read_elf_core
 
 RAM = 16 << 20
 IN_PROCESS = "There is a dump in process, please wait."
@@ -46,30 +47,6 @@ def _cpu(seed: int) -> CPUSnapshot:
     )
 
 
-def _parse(data: bytes) -> dict[str, Any]:
-    """The fields of an ELF64 core file a debugger relies on, decoded independently of qmpd's code."""
-    header = struct.unpack_from("<16sHHIQQQIHHHHHH", data)
-    ident, e_type, machine, version, entry, phoff, shoff, flags, ehsize, phentsize, phnum, shentsize = header[:12]
-    shnum, shstrndx = header[12:]
-    phdrs = [struct.unpack_from("<IIQQQQQQ", data, phoff + n * phentsize) for n in range(phnum)]
-    shdrs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + n * shentsize) for n in range(shnum)]
-    note_type, _, note_offset, _, _, note_size, _, _ = phdrs[0]
-    notes = []
-    position = note_offset
-    while position < note_offset + note_size:
-        namesz, descsz, kind = struct.unpack_from("<III", data, position)
-        position += 12
-        name = data[position : position + namesz].rstrip(b"\0")
-        position += (namesz + 3) & ~3
-        notes.append((name, kind, data[position : position + descsz]))
-        position += (descsz + 3) & ~3
-    return {
-        "ident": ident, "type": e_type, "machine": machine, "version": version, "entry": entry, "phoff": phoff,
-        "shoff": shoff, "flags": flags, "ehsize": ehsize, "phdrs": phdrs, "shdrs": shdrs, "notes": notes,
-        "shstrndx": shstrndx, "note_type": note_type,
-    }  # fmt: skip
-
-
 def _core(cpus: list[tuple[int, CPUSnapshot]], ranges: list[MemoryRange], memory: bytes) -> bytes:
     return core_head(cpus, ranges) + memory + SHSTRTAB
 
@@ -80,7 +57,7 @@ MEMORY = bytes(range(256)) * 64
 
 
 def test_header_and_program_headers_have_qemu_7_2_s_layout() -> None:
-    core = _parse(_core(CPUS, RANGES, MEMORY))
+    core = read_elf_core(_core(CPUS, RANGES, MEMORY))
     assert core["ident"] == b"\x7fELF\x02\x01\x01" + bytes(9)
     assert (core["type"], core["machine"], core["version"], core["entry"], core["flags"]) == (4, 62, 1, 0, 0)
     assert (core["shoff"], core["phoff"], core["ehsize"], core["shstrndx"]) == (64, 192, 64, 1)
@@ -97,7 +74,7 @@ def test_header_and_program_headers_have_qemu_7_2_s_layout() -> None:
 
 
 def test_notes_are_every_prstatus_then_every_qemu_state() -> None:
-    notes = _parse(_core(CPUS, RANGES, MEMORY))["notes"]
+    notes = read_elf_core(_core(CPUS, RANGES, MEMORY))["notes"]
     assert [(name, kind, len(desc)) for name, kind, desc in notes] == [
         (b"CORE", 1, 336), (b"CORE", 1, 336), (b"QEMU", 0, 440), (b"QEMU", 0, 440),
     ]  # fmt: skip
@@ -121,7 +98,7 @@ def test_notes_are_every_prstatus_then_every_qemu_state() -> None:
 
 def test_the_memory_sits_where_the_program_headers_say() -> None:
     data = _core(CPUS, RANGES, MEMORY)
-    _, _, offset, _, _, size, _, _ = _parse(data)["phdrs"][2]
+    _, _, offset, _, _, size, _, _ = read_elf_core(data)["phdrs"][2]
     assert data[offset : offset + size] == MEMORY[0x3000:0x4000]
     assert data.endswith(b"\0.shstrtab\0")
 
@@ -222,7 +199,7 @@ async def test_a_dump_reports_progress_and_completes(
     assert vm.dump.result() == {"status": "completed", "completed": RAM, "total": RAM}
     assert seen == [("DUMP_COMPLETED", {"result": vm.dump.result()})]  # no STOP/RESUME: it was not running
     data = (tmp_path / "core").read_bytes()
-    core = _parse(data)
+    core = read_elf_core(data)
     assert [(name, kind) for name, kind, _ in core["notes"]] == [(b"CORE", 1)] * 2 + [(b"QEMU", 0)] * 2
     _, _, offset, _, _, size, _, _ = core["phdrs"][1]
     assert size == RAM and data[offset + 0x1000 : offset + 0x1010] == b"qmpd dump marker"
