@@ -249,6 +249,20 @@ def _daemon(tmp_path: Path, state_dir: Path, console: Path, name: str) -> Server
     return start_qmpd([*ARGV, "--state-dir", str(state_dir), "-debugcon", f"file:{console}"], tmp_path, name)
 
 
+def _save_on_sigterm(tmp_path: Path, state_dir: Path, work: Callable[[RawClient], Any] = lambda client: None) -> Any:
+    """A first --state-dir daemon: ``work`` on it, then SIGTERM, which saves the machine; returns what work did."""
+    first = _daemon(tmp_path, state_dir, tmp_path / "first.log", "first")
+    try:
+        with RawClient(first.socket_path) as client:
+            client.negotiate()
+            result = work(client)
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(timeout=30) == 0
+    finally:
+        first.stop()
+    return result
+
+
 def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
@@ -422,17 +436,13 @@ def test_sigterm_during_a_migration_to_a_command_that_never_reads_exits_within_s
 def test_state_dir_restores_cpus_plugged_with_cpu_add_and_cpu_set(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    first = _daemon(tmp_path, state_dir, tmp_path / "first.log", "first")
-    try:
-        with RawClient(first.socket_path) as client:
-            client.negotiate()
-            assert client.execute("cpu-add", {"id": 2}) == {"return": {}}
-            assert hmp(client, "cpu_set 1 online") == ""
-            paths = [cpu["qom-path"] for cpu in client.execute("query-cpus-fast")["return"]]
-        first.process.send_signal(signal.SIGTERM)
-        assert first.process.wait(timeout=30) == 0
-    finally:
-        first.stop()
+
+    def plug(client: RawClient) -> list[str]:
+        assert client.execute("cpu-add", {"id": 2}) == {"return": {}}
+        assert hmp(client, "cpu_set 1 online") == ""
+        return [cpu["qom-path"] for cpu in client.execute("query-cpus-fast")["return"]]
+
+    paths = _save_on_sigterm(tmp_path, state_dir, plug)
     second = _daemon(tmp_path, state_dir, tmp_path / "second.log", "second")
     try:
         with RawClient(second.socket_path) as client:
@@ -448,14 +458,7 @@ def test_state_dir_restores_cpus_plugged_with_cpu_add_and_cpu_set(tmp_path: Path
 def test_state_dir_sets_a_state_that_cannot_be_restored_aside_and_starts_fresh(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    first = _daemon(tmp_path, state_dir, tmp_path / "first.log", "first")
-    try:
-        with RawClient(first.socket_path) as client:
-            client.negotiate()
-        first.process.send_signal(signal.SIGTERM)
-        assert first.process.wait(timeout=30) == 0
-    finally:
-        first.stop()
+    _save_on_sigterm(tmp_path, state_dir)
     path = state_dir / STATE_FILE
     meta, image = read_state(str(path))
     meta["cpus"][0]["qom_path"] = "/machine/unattached/device[7]"  # the boot CPU elsewhere: refused
