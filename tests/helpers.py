@@ -246,6 +246,25 @@ def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = Non
     return image
 
 
+FIRMWARE_SOURCES = REPO / "examples" / "firmware"
+
+
+def build_firmware(out_dir: Path, **defsym: int) -> Path:
+    """The bundled firmware rebuilt from examples/firmware/ (every file of it), with ``as --defsym`` symbols."""
+    suffix = "".join(f"-{key}{value}" for key, value in defsym.items())
+    build = out_dir / f"firmware{suffix}"
+    shutil.copytree(FIRMWARE_SOURCES, build)
+    image = build / "firmware.bin"
+    flags = " ".join(f"--defsym {key}={value}" for key, value in defsym.items())
+    subprocess.run(
+        ["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS={flags}"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return image
+
+
 def hmp(client: RawClient, line: str) -> str:
     """Run an HMP command line through human-monitor-command; return its text."""
     reply = client.execute("human-monitor-command", {"command-line": line})

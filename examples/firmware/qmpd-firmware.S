@@ -58,6 +58,10 @@
  * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
  * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
  *
+ * Work modes (the byte work_mode): 0 count, the loop above; 1 idle, every
+ * CPU halts after its banner and wakes for interrupts (idle.S).  Built with
+ * `as --defsym WORK_IDLE=1` the image starts in idle mode.
+ *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
  */
@@ -297,6 +301,8 @@ ap_entry:
 /* ---------------------------------------------------------------- per-CPU work */
 work:
         mov     qword ptr [r12 * 8 + STATE], 1
+        cmp     byte ptr [rip + work_mode], 0
+        jne     idle                            /* idle.S: halt until there is something to do */
         xor     ebp, ebp                        /* iteration counter */
 3:      inc     qword ptr [r12 * 8 + COUNTERS]
         mov     rax, [r12 * 8 + SHADOW]
@@ -375,8 +381,13 @@ exception:
         mov     qword ptr [r12 * 8 + STATE], STOPPED
         mov     qword ptr [FAULTS_PENDING], 1
         test    r13, r13
-        jnz     18f
+        jnz     24f
         call    report_exceptions               /* the boot CPU reports its own */
+        jmp     18f
+24:     cmp     byte ptr [rip + work_mode], 0
+        je      18f
+        mov     eax, [rip + boot_apic_id]       /* idle: wake the boot CPU to report it */
+        call    wake_cpu
 18:     hlt
         jmp     18b
 
@@ -496,7 +507,11 @@ hotplug_events:
         cmp     qword ptr [rcx * 8 + STATE], 3  /* already parked or stopped (a repeated request) */
         jae     17f
         mov     qword ptr [rcx * 8 + STATE], 2
-        mov     r10d, PARK_TIMEOUT
+        cmp     byte ptr [rip + work_mode], 0
+        je      23f
+        mov     eax, ecx                        /* idle: it is halted, wake it to see the request */
+        call    wake_cpu
+23:     mov     r10d, PARK_TIMEOUT
 8:      cmp     qword ptr [rcx * 8 + STATE], 3  /* wait until it has parked */
         jae     17f
         dec     r10d
@@ -593,6 +608,8 @@ icr_high:
         or      eax, edx
         pop     rdx
         ret
+
+        .include "idle.S"
 
 /* ---------------------------------------------------------------- the machine */
 /* Boot CPU: which chipset, and where its ACPI blocks are.  Programs the PM base (and turns the

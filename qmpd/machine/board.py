@@ -21,6 +21,7 @@ from qmpd.devices.acpi_pm import PM1_LEN, PM_BASE, PM1Block
 from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
+from qmpd.devices.ioapic import IOAPIC, SCI_GSI
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
 from qmpd.devices.pvpanic import PVPanic
@@ -75,10 +76,12 @@ class Board:
             self.bus.add(CONFIG_ADDRESS_PORT, 1, self.pci.address_port)
             self.bus.add(CONFIG_DATA_PORT, 4, self.pci.data_port)
         layout = machine.acpi if acpi else None
+        #: Where the guest routes the SCI (and nothing else, yet).
+        self.ioapic = IOAPIC()
         if layout is not None:
             # The PM1 registers (and q35's GPE0) appear where the firmware places the PM I/O space.
-            self.pm = PM1Block(on_sci=self.vcpus.kick_all, on_soft_off=lambda: self.bridge.post(self.on_guest_poweroff))
-            self.gpe = GPEBlock(layout.gpe0_len, on_sci=self.vcpus.kick_all)
+            self.pm = PM1Block(on_sci=self._sci, on_soft_off=lambda: self.bridge.post(self.on_guest_poweroff))
+            self.gpe = GPEBlock(layout.gpe0_len, on_sci=self._sci)
             if layout.gpe0_in_pm is None:
                 self.bus.add(layout.gpe0_base, layout.gpe0_len, self.gpe)
             self.cpuhp = CPUHotplugBlock(
@@ -140,6 +143,14 @@ class Board:
         if in_pm is not None:
             self.bus.add(base + in_pm, self.gpe.half * 2, self.gpe)
 
+    def _sci(self) -> None:
+        """The SCI fired (from a vCPU thread or the loop): wake the CPU the I/O APIC routes it to."""
+        destination = self.ioapic.destination(SCI_GSI)
+        if destination is None:
+            self.vcpus.kick_all()
+        else:
+            self.vcpus.kick_apic(destination)
+
     def attach_cpu(self, cpu: X86CPU, lapic: LocalAPIC, *, running: bool) -> VCPURunner:
         """Give a realized CPU its thread; it stays powered off until started."""
         assert cpu.cpu_index is not None
@@ -151,7 +162,7 @@ class Board:
             engine_model = cpu.engine()
             levels = {name: cpu.level(name) for name in ("level", "xlevel", "xlevel2", "level-func7")}
             table = build_cpuid(engine_model, cpu.identity, cpu.guest_features(), levels, self.spec.topology, apic_id)
-            return VCPUEngine(engine_model.engine, self.ram, self.bus, lapic, table)
+            return VCPUEngine(engine_model.engine, self.ram, self.bus, lapic, table, ioapic=self.ioapic)
 
         return self.vcpus.add(index, apic_id, make_engine, paused=not running)
 
@@ -169,6 +180,7 @@ class Board:
             self.reset_control.reset_registers()
         if self.pm is not None:
             self.pm.reset_registers()
+        self.ioapic.reset_registers()
         if self.pci is not None:
             self.pci.reset_registers()
             self._place_pm_space(None)

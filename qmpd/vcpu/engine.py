@@ -26,6 +26,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from qmpd.cpu.cpuid import CPUIDTable
 from qmpd.devices.bus import PortBus
+from qmpd.devices.ioapic import IOAPIC, IOAPIC_BASE, IOAPIC_SIZE
 from qmpd.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalAPIC
 from qmpd.vcpu import native
 from qmpd.vcpu.exceptions import (
@@ -178,6 +179,8 @@ class VCPUEngine:
         bus: PortBus,
         lapic: LocalAPIC,
         cpuid: CPUIDTable,
+        *,
+        ioapic: IOAPIC | None = None,
     ) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64, cpu=getattr(x86, f"UC_CPU_X86_{engine_model}"))
         self._closed = False
@@ -186,6 +189,9 @@ class VCPUEngine:
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER)
         self.uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.address)
         self.uc.mmio_map(LAPIC_BASE, LAPIC_SIZE, self._lapic_read, None, self._lapic_write, None)
+        self._ioapic = ioapic
+        if ioapic is not None:
+            self.uc.mmio_map(IOAPIC_BASE, IOAPIC_SIZE, self._ioapic_read, None, self._ioapic_write, None)
         self._bus = bus
         self._lapic = lapic
         self.cpuid = cpuid
@@ -240,6 +246,21 @@ class VCPUEngine:
             self._lapic.mmio_write(offset, size, value)
         except Exception as exc:
             self._fail(self._lapic, f"MMIO write at {LAPIC_BASE + offset:#x}", exc)
+
+    def _ioapic_read(self, uc: Uc, offset: int, size: int, user_data: Any) -> int:
+        assert self._ioapic is not None
+        try:
+            return self._ioapic.mmio_read(offset, size)
+        except Exception as exc:
+            self._fail(self._ioapic, f"MMIO read at {IOAPIC_BASE + offset:#x}", exc)
+            return 0
+
+    def _ioapic_write(self, uc: Uc, offset: int, size: int, value: int, user_data: Any) -> None:
+        assert self._ioapic is not None
+        try:
+            self._ioapic.mmio_write(offset, size, value)
+        except Exception as exc:
+            self._fail(self._ioapic, f"MMIO write at {IOAPIC_BASE + offset:#x}", exc)
 
     def _install_cpuid_hook(self) -> None:
         # Raw ctypes (unicorn-facts Q1): 1 register read + 1 batch write, ~3 us per CPUID.

@@ -198,6 +198,12 @@ class VCPUManager:
         for runner in self._roster.by_index.values():
             runner.kick()
 
+    def kick_apic(self, apic_id: int) -> None:
+        """A device interrupt routed to one CPU (the I/O APIC's physical destination); none if it is absent."""
+        runner = self._roster.by_apic.get(apic_id)
+        if runner is not None:
+            runner.kick()
+
     def states(self) -> dict[int, VCPUState]:
         """State of every vCPU."""
         return {index: runner.state for index, runner in self.runners.items()}

@@ -13,7 +13,6 @@ events.  Known differences, asserted as such:
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, RawClient, Server, start_qemu, start_qmpd
+from tests.helpers import REPO, RawClient, Server, build_firmware, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
@@ -152,14 +151,7 @@ def test_a_plug_under_prelaunch(tmp_path: Path, machine: str) -> None:
 
 
 def _pci_dump_image(tmp_path: Path) -> Path:
-    build = tmp_path / "pci-dump"
-    build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
-    image = build / "firmware.bin"
-    subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", "ASFLAGS=--defsym PCI_DUMP=1"],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    return image
+    return build_firmware(tmp_path, PCI_DUMP=1)
 
 
 @pytest.mark.parametrize("machine", MACHINES)
