@@ -22,6 +22,7 @@ from typing import NamedTuple
 import structlog
 
 from qmpd.devices.lapic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, DEST_ALL, DEST_ALL_BUT_SELF, DEST_SELF
+from qmpd.vcpu import native
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, VCPUEngine
 from qmpd.vcpu.loader import STACK_SIZE
@@ -60,6 +61,8 @@ class VCPUManager:
     def __init__(self, bridge: LoopBridge, ram_size: int, *, single_threaded: bool = False, nice: int = 0) -> None:
         self.bridge = bridge
         self.nice = nice
+        # Process-wide, checked at each page fault (native.disable_huge_pages says why).
+        native.disable_huge_pages()
         self.ram_size = ram_size
         self.scheduler = Scheduler() if single_threaded else None
         self._roster = EMPTY_ROSTER
