@@ -15,7 +15,9 @@
  * triggered because the loop, not the handler, clears the GPE status: the
  * next event raises the line again.  A CPU asked to park (unplug) is sent a
  * fixed IPI with WAKE_VECTOR by the boot CPU; a CPU that takes an exception
- * sends one to the boot CPU, which reports it.
+ * sends one to the boot CPU, which reports it; a CPU that has come up sends
+ * one to the boot CPU, which halts while it waits instead of spinning (on a
+ * busy host a spinning boot CPU takes the time the new CPU needs to start).
  */
         .set IOAPIC,        0xfec00000
         .set IOREGSEL,      0x00
@@ -29,13 +31,16 @@
         .set WORK_IDLE, 0
         .endif
 
+/* Boot CPU, before it starts other CPUs: its APIC ID for their IPIs, its local APIC, the gates. */
+idle_prepare:
+        mov     [rip + boot_apic_id], r12d
+        call    lapic_enable
+        jmp     idle_gates
+
 /* r12 = APIC ID, r13 = cpu index: the boot CPU waits for events, the others for a park request. */
 idle:
-        call    lapic_enable
         test    r13, r13
         jnz     idle_cpu
-        mov     [rip + boot_apic_id], r12d
-        call    idle_gates
         test    r14, r14
         jz      52f
         call    route_sci
@@ -61,8 +66,11 @@ idle:
         hlt
         jmp     52b
 
-/* Not the boot CPU: halt until asked to park. */
+/* Not the boot CPU: tell the boot CPU it is up, then halt until asked to park. */
 idle_cpu:
+        call    lapic_enable
+        mov     eax, [rip + boot_apic_id]
+        call    wake_cpu
 55:     cli
         cmp     qword ptr [r12 * 8 + STATE], 2
         je      park

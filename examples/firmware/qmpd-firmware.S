@@ -172,7 +172,10 @@ _start:
 .endif
         call    build_idt
         lidt    [rip + idt_descriptor]
-        lea     rsi, [rip + msg_hello]
+        cmp     byte ptr [rip + work_mode], 0
+        je      26f
+        call    idle_prepare                    /* idle.S: interrupts to wake this CPU */
+26:     lea     rsi, [rip + msg_hello]
         call    puts
         call    online_banner
         test    r14, r14
@@ -590,7 +593,14 @@ start_cpu:
         mov     [rbx + ICR_HIGH], eax
         mov     dword ptr [rbx + ICR_LOW], 0x4600 | AP_VECTOR  /* STARTUP */
 9:      cmp     qword ptr [rcx * 8 + STATE], 1  /* online (or already past it: stopped by an exception) */
-        jb      9b
+        jae     25f
+        cmp     byte ptr [rip + work_mode], 0
+        je      9b
+        sti                                     /* idle: sleep until the new CPU's IPI, not spin */
+        hlt
+        cli
+        jmp     9b
+25:
         mov     r9, rcx
         lea     rsi, [rip + msg_online]
         call    cpu_line
