@@ -308,3 +308,16 @@ def test_unplug_clears_the_slot(block: CPUHotplugBlock) -> None:
     assert block.ospm_status()[1] == {"slot": "1", "slot-type": "CPU", "source": 0, "status": 0}
     block.plug(1, None, hotplugged=True)
     assert flags(block, 1) == ENABLED | INSERT
+
+
+def test_a_restored_block_scans_to_its_saved_events(block: CPUHotplugBlock, recorder: Recorder) -> None:
+    block.plug(3, "cpu3", hotplugged=True)
+    restored = make_block([0, 1, 2, 3], recorder)
+    restored.load_state(restored.check_state(block.save_state(), 1))
+    select(restored, 0)
+    restored.io_write(COMMAND, 1, CMD_NEXT_EVENT)
+    assert restored.io_read(DATA, 4) == 3
+    restored.io_write(FLAGS, 1, CLEAR_INSERT)
+    select(restored, 1)
+    restored.io_write(COMMAND, 1, CMD_NEXT_EVENT)
+    assert restored.io_read(DATA, 4) == 1, "no event left: the selector stays"

@@ -1,4 +1,4 @@
-"""The vCPU manager's runners: a copy-on-write roster that vCPU threads iterate while the loop plugs and unplugs."""
+"""The vCPU manager's runners: dicts the loop changes in place while vCPU threads deliver IPIs and device events."""
 
 from __future__ import annotations
 
@@ -26,18 +26,25 @@ async def manager() -> AsyncIterator[VCPUManager]:
     built.shutdown()
 
 
-def test_runners_is_a_snapshot_that_plugs_and_unplugs_replace(manager: VCPUManager) -> None:
+def test_runners_is_a_read_only_view_that_plugs_and_unplugs_change(manager: VCPUManager) -> None:
     first = manager.add(0, 0, _no_engine, paused=True)
-    before = manager.runners
+    view = manager.runners
     second = manager.add(1, 2, _no_engine, paused=True)
-    assert dict(before) == {0: first}, "a snapshot taken earlier does not change"
-    assert dict(manager.runners) == {0: first, 1: second}
+    assert dict(view) == {0: first, 1: second}, "a live view: no copy of the roster per plug"
     with pytest.raises(TypeError):
-        before[1] = second  # type: ignore[index]
+        view[1] = second  # type: ignore[index]
     manager.remove(0)
     assert dict(manager.runners) == {1: second}
-    assert dict(before) == {0: first}
     assert not first.alive and second.alive
+
+
+def test_a_routed_interrupt_wakes_only_its_destination(manager: VCPUManager) -> None:
+    runners = [manager.add(index, index * 2, _no_engine, paused=True) for index in range(4)]
+    manager.kick_apic(4)
+    manager.kick_apic(7)  # no CPU has that APIC ID: nothing happens
+    assert [runner._kicked for runner in runners] == [False, False, True, False]
+    manager.kick_all()
+    assert all(runner._kicked for runner in runners)
 
 
 def test_vcpu_threads_deliver_while_the_loop_plugs_and_unplugs(manager: VCPUManager) -> None:
