@@ -19,6 +19,10 @@ line that answers it (reply or event); events are read from the same socket as t
   all1024  qmpd only, -smp 1,maxcpus=1024 -S: 1023 CPUs the same way
   online64 qmpd only, -smp 1,maxcpus=64 with the firmware running: 63 device_add -> the last of 63
            ACPI_DEVICE_OST events with source 1 (every plugged CPU online), VmRSS after
+  idle1024 qmpd only, -smp 1,maxcpus=1024, the firmware in its idle work mode (CPUs halt after their
+           banner), console to a file: 1023 device_add one after another -> the last ACPI_DEVICE_OST
+           online, from the first device_add and from the last one's return (the goal: <= 10 s),
+           VmRSS after (the goal: <= 1.5 GiB) and its growth per online CPU
 Every metric runs REPS times, each run in a fresh process, alternating qmpd/QEMU (order reversed every
 other repetition); latency rows pool the samples of all repetitions and show their median (p50),
 the others the median over repetitions; ratios are qmpd/QEMU of the medians.
@@ -341,12 +345,66 @@ def m_online(kind: str, cfg: Config) -> Samples:
         proc.close()
 
 
+def idle_firmware(directory: str) -> str:
+    """The bundled firmware built in its idle work mode (as --defsym WORK_IDLE=1) into ``directory``."""
+    build = os.path.join(directory, "firmware")
+    shutil.copytree(REPO / "examples" / "firmware", build)
+    image = os.path.join(build, "idle.bin")
+    subprocess.run(
+        ["make", "-s", "-C", build, f"OUT={image}", "ASFLAGS=--defsym WORK_IDLE=1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return image
+
+
+def m_idle(kind: str, cfg: Config) -> Samples:
+    """Idle firmware, -smp 1,maxcpus=N: every free slot plugged one after another -> the last CPU online."""
+    maxcpus = cfg.idle
+    work = tempfile.mkdtemp(prefix="hotplug-bench-idle-")
+    try:
+        console = os.path.join(work, "console.txt")
+        argv = ["-smp", f"1,maxcpus={maxcpus}", "-bios", idle_firmware(work), "-debugcon", f"file:{console}"]
+        proc = Proc(kind, argv)
+        try:
+            monitor = proc.connect()
+            time.sleep(0.5)
+            slots = free_slots(monitor)
+            before = proc.status()
+            t0 = time.perf_counter()
+            for props in slots:
+                device_add(monitor, props)
+            last_add = time.perf_counter()
+            last = t0
+            for n in range(len(slots)):
+                arrival = monitor.wait_event(ost_online(None), 60.0)
+                if arrival is None:
+                    raise RuntimeError(proc.failure(f"{n} of {len(slots)} CPUs came online"))
+                last = max(last, arrival)
+            after = proc.status()
+            online = Path(console).read_text().count(") online\n")
+            if online != maxcpus:
+                raise RuntimeError(proc.failure(f"the console shows {online} CPUs online, not {maxcpus}"))
+            return {
+                f"idle{maxcpus}_s": [last - t0],
+                f"idle{maxcpus}_after_last_add_s": [last - last_add],
+                f"idle{maxcpus}_rss_mib": [after["VmRSS"] / 1024],
+                f"idle{maxcpus}_kib_per_cpu": [(after["VmRSS"] - before["VmRSS"]) / len(slots)],
+            }
+        finally:
+            proc.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 class Config:
     def __init__(self, quick: bool) -> None:
         self.fails = 3 if quick else 10
         self.all_small = 32 if quick else 255
         self.all_large = 64 if quick else 1024
         self.online = 16 if quick else 64
+        self.idle = 64 if quick else 1024
 
 
 class Metric:
@@ -361,6 +419,7 @@ METRICS = {
     "all255": Metric(lambda kind, cfg: plug_all(kind, cfg.all_small), True),
     "all1024": Metric(lambda kind, cfg: plug_all(kind, cfg.all_large), False),
     "online64": Metric(m_online, False),
+    "idle1024": Metric(m_idle, False),
 }
 
 
@@ -383,7 +442,7 @@ Row = tuple[str, str, str, str | None, float | None]
 
 def rows(cfg: Config) -> list[Row]:
     """(key, label, number format, goal operator, goal bound) in table order."""
-    small, large, online = cfg.all_small, cfg.all_large, cfg.online
+    small, large, online, idle = cfg.all_small, cfg.all_large, cfg.online, cfg.idle
     return [
         ("add_ms", "device_add -> return, -S, maxcpus=8 (p50 ms)", ".2f", "<=", 0.5),
         ("visible_ms", "device_add -> in query-cpus-fast (p50 ms)", ".2f", None, None),
@@ -401,6 +460,10 @@ def rows(cfg: Config) -> list[Row]:
         (f"all{large}_threads", f"threads after {large - 1} plugged", ".0f", None, None),
         (f"online{online}_s", f"plug {online - 1} -> all online, firmware, maxcpus={online} (s)", ".2f", None, None),
         (f"online{online}_rss_mib", f"VmRSS after {online - 1} online (MiB)", ".1f", None, None),
+        (f"idle{idle}_s", f"plug {idle - 1} -> all online, idle firmware, maxcpus={idle} (s)", ".2f", None, None),
+        (f"idle{idle}_after_last_add_s", "  of which after the last device_add returned (s)", ".2f", None, None),
+        (f"idle{idle}_rss_mib", f"VmRSS with {idle} CPUs online, idle (MiB)", ".1f", None, None),
+        (f"idle{idle}_kib_per_cpu", "VmRSS growth per online CPU, idle (KiB)", ".0f", None, None),
     ]
 
 

@@ -8,7 +8,8 @@ Runs, in this order and in this one process (the benchmarks' own functions, impo
              thread=single), QEMU TCG and raw Unicorn; QMP round trips against a busy qmpd
   hotplug    bench/hotplug_bench.py: device_add latencies (-S and with the guest running), plugging
              every slot of -smp 1,maxcpus=N for a sweep of N (time and VmRSS; QEMU up to its TCG
-             limit 255), N CPUs brought online by the firmware (qmpd)
+             limit 255), N CPUs brought online by the firmware (qmpd), and 1023 CPUs plugged one
+             after another and brought online by the firmware in its idle mode (qmpd: time, VmRSS)
   probe      bench/probe_bench.py: libvirt's emulator probe, its 51 commands (QEMU with accel=tcg)
   migration  bench/migration_bench.py: save to a file and restore, 128 MiB and 1 GiB of RAM
 Every measurement runs REPS times in fresh processes, qmpd and QEMU alternating (order reversed every
@@ -77,6 +78,7 @@ class Profile:
     fails: int
     plug_sizes: tuple[int, ...]  # maxcpus values of the plug-every-slot sweep
     online: int
+    idle: int  # maxcpus of the idle-firmware run (1024: the [6/7] goal)
     probe_reps: int
     migration_sizes: tuple[int, ...]
     migration_reps: int
@@ -97,6 +99,7 @@ PROFILES = {
         fails=1,
         plug_sizes=(8, 16, 32),
         online=8,
+        idle=16,
         probe_reps=1,
         migration_sizes=(128,),
         migration_reps=1,
@@ -115,6 +118,7 @@ PROFILES = {
         fails=5,
         plug_sizes=(8, 32, 64, 128, 255, 512),
         online=32,
+        idle=256,
         probe_reps=3,
         migration_sizes=(128, 1024),
         migration_reps=2,
@@ -133,6 +137,7 @@ PROFILES = {
         fails=10,
         plug_sizes=(8, 32, 64, 128, 255, 512, 1024),
         online=64,
+        idle=1024,
         probe_reps=7,
         migration_sizes=(128, 1024),
         migration_reps=5,
@@ -321,7 +326,7 @@ def run_guest(p: Profile, series: Series) -> list[Row]:
 
 def run_hotplug(p: Profile, series: Series) -> list[Row]:
     cfg = hotplug_bench.Config(quick=True)
-    cfg.fails, cfg.online = p.fails, p.online
+    cfg.fails, cfg.online, cfg.idle = p.fails, p.online, p.idle
     pooled: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
 
     def pool(kind: str, samples: hotplug_bench.Samples) -> None:
@@ -346,6 +351,7 @@ def run_hotplug(p: Profile, series: Series) -> list[Row]:
                 rss[kind].setdefault(size, []).extend(result[f"all{size}_rss_mib"])
                 per_cpu[kind].setdefault(size, []).extend(result[f"all{size}_kib_per_cpu"])
         pool("qmpd", hotplug_bench.m_online("qmpd", cfg))
+        pool("qmpd", hotplug_bench.m_idle("qmpd", cfg))
     series["plug_s"] = {kind: pairs(plug_s[kind]) for kind in KINDS}
     series["rss_mib"] = {kind: pairs(rss[kind]) for kind in KINDS}
     online_rss = median(pooled["qmpd"].get(f"online{p.online}_rss_mib", []))
@@ -394,6 +400,14 @@ def run_hotplug(p: Profile, series: Series) -> list[Row]:
         Row("hotplug", "online_s", f"plug {p.online - 1} CPUs -> all online, firmware, maxcpus={p.online} (s)",
             "lower", get("qmpd", f"online{p.online}_s")),
         Row("hotplug", "online_rss_mib", f"VmRSS with {p.online} CPUs online (MiB)", "lower", online_rss),
+        Row("hotplug", "idle_s", f"plug {p.idle - 1} CPUs -> all online, idle firmware, maxcpus={p.idle} (s)",
+            "lower", get("qmpd", f"idle{p.idle}_s")),
+        Row("hotplug", "idle_after_last_add_s", "  the last online after the last device_add returned (s; goal <= 10)",
+            "lower", get("qmpd", f"idle{p.idle}_after_last_add_s")),
+        Row("hotplug", "idle_rss_mib", f"VmRSS with {p.idle} CPUs online, idle (MiB; goal <= 1536)", "lower",
+            get("qmpd", f"idle{p.idle}_rss_mib")),
+        Row("hotplug", "idle_kib_per_cpu", "VmRSS growth per online CPU, idle firmware (KiB)", "lower",
+            get("qmpd", f"idle{p.idle}_kib_per_cpu")),
     ]  # fmt: skip
     return rows
 
