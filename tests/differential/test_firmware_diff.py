@@ -111,11 +111,13 @@ def _plug_reset_unplug(run: Run) -> None:
     run.settle()
 
 
-def _both(tmp_path: Path, machine: str, scenario: Callable[[Run], None], *extra: str) -> tuple[Run, Run]:
+def _both(
+    tmp_path: Path, machine: str, scenario: Callable[[Run], None], *extra: str, image: Path = FIRMWARE
+) -> tuple[Run, Run]:
     runs = []
     for kind in ("qemu", "qmpd"):
         (tmp_path / kind).mkdir(exist_ok=True)
-        run = _start(kind, machine, tmp_path, *extra)
+        run = _start(kind, machine, tmp_path, *extra, image=image)
         try:
             scenario(run)
         finally:
@@ -168,3 +170,22 @@ def test_pci_configuration_space_reads_the_same(tmp_path: Path, machine: str) ->
         dumps.append([line for line in run.console().splitlines() if line.startswith("pci ")])
     assert len(dumps[0]) == 3 and all(len(line.split()) == 66 for line in dumps[0])
     assert dumps[1] == dumps[0]
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_the_idle_work_mode_looks_the_same(tmp_path: Path, machine: str) -> None:
+    """CPUs halt after their banner; the SCI (through the I/O APIC) and IPIs wake them on both."""
+    image = build_firmware(tmp_path, WORK_IDLE=1)
+
+    def scenario(run: Run) -> None:
+        _plug_reset_unplug(run)
+        assert run.execute("system_powerdown") == {"return": {}}
+        run.event("SHUTDOWN")
+
+    qemu, qmpd = _both(tmp_path, machine, scenario, image=image)
+    assert qmpd.console() == qemu.console()
+    assert "CPU 1 (APIC ID 1) parked" in qmpd.console() and "did not park" not in qmpd.console()
+    assert qmpd.console().endswith("qmpd firmware: power button: entering S5\n")
+    cpu_deleted = ("DEVICE_DELETED", {"device": "cpu1", "path": "/machine/peripheral/cpu1"})
+    assert cpu_deleted in qmpd.events and cpu_deleted not in qemu.events
+    assert [e for e in qmpd.events if e != cpu_deleted] == qemu.events
