@@ -346,12 +346,12 @@ def m_online(kind: str, cfg: Config) -> Samples:
 
 
 def idle_firmware(directory: str) -> str:
-    """The bundled firmware built in its idle work mode (as --defsym WORK_IDLE=1) into ``directory``."""
+    """The bundled firmware built in its idle work mode (as --defsym WORK_MODE_DEFAULT=1) into ``directory``."""
     build = os.path.join(directory, "firmware")
     shutil.copytree(REPO / "examples" / "firmware", build)
     image = os.path.join(build, "idle.bin")
     subprocess.run(
-        ["make", "-s", "-C", build, f"OUT={image}", "ASFLAGS=--defsym WORK_IDLE=1"],
+        ["make", "-s", "-C", build, f"OUT={image}", "ASFLAGS=--defsym WORK_MODE_DEFAULT=1"],
         check=True,
         capture_output=True,
         timeout=60,

@@ -249,19 +249,17 @@ def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = Non
 FIRMWARE_SOURCES = REPO / "examples" / "firmware"
 
 
-def build_firmware(out_dir: Path, **defsym: int) -> Path:
-    """The bundled firmware rebuilt from examples/firmware/ (every file of it), with ``as --defsym`` symbols."""
-    suffix = "".join(f"-{key}{value}" for key, value in defsym.items())
-    build = out_dir / f"firmware{suffix}"
-    shutil.copytree(FIRMWARE_SOURCES, build)
+def firmware_variant(out_dir: Path, **symbols: int) -> Path:
+    """The bundled firmware built from its sources with ``as --defsym NAME=value`` (its test variants)."""
+    build = out_dir / "-".join(["firmware", *(f"{key}{value}" for key, value in symbols.items())])
+    build.mkdir()
+    for source in FIRMWARE_SOURCES.iterdir():
+        if source.is_file():
+            shutil.copyfile(source, build / source.name)
     image = build / "firmware.bin"
-    flags = " ".join(f"--defsym {key}={value}" for key, value in defsym.items())
-    subprocess.run(
-        ["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS={flags}"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    asflags = " ".join(f"--defsym {key}={value}" for key, value in symbols.items())
+    subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS={asflags}"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
     return image
 
 

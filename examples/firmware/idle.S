@@ -1,5 +1,5 @@
 /*
- * The `idle` work mode (work_mode = 1): after its banner a CPU halts instead
+ * The `idle` work mode (the byte at WORK_MODE = 1): after its banner a CPU halts instead
  * of counting, and wakes for an interrupt: an IPI, or the SCI of a CPU
  * hot-plug event or of the power button.  Included by qmpd-firmware.S.
  *
@@ -27,9 +27,15 @@
         .set SPURIOUS,      0xff
         .set APIC_SVR,      0xf0
         .set APIC_EOI,      0xb0
-        .ifndef WORK_IDLE
-        .set WORK_IDLE, 0
+        .set WORK_MODE,     0x20b018            /* byte: 0 count, 1 idle (as fwcfg.S has it) */
+        .ifndef WORK_MODE_DEFAULT
+        .set WORK_MODE_DEFAULT, 0               /* the mode the boot CPU sets at start */
         .endif
+
+/* Boot CPU, first thing: the work mode the image was built with. */
+default_work_mode:
+        mov     byte ptr [WORK_MODE], WORK_MODE_DEFAULT
+        ret
 
 /* Boot CPU, before it starts other CPUs: its APIC ID for their IPIs, its local APIC, the gates. */
 idle_prepare:
@@ -146,6 +152,3 @@ spurious_interrupt:
         .balign 4
 boot_apic_id:
         .long   0
-work_mode:
-        .byte   WORK_IDLE
-        .balign 8

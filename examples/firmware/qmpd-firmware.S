@@ -58,9 +58,9 @@
  * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
  * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
  *
- * Work modes (the byte work_mode): 0 count, the loop above; 1 idle, every
- * CPU halts after its banner and wakes for interrupts (idle.S).  Built with
- * `as --defsym WORK_IDLE=1` the image starts in idle mode.
+ * Work modes (the byte at WORK_MODE): 0 count, the loop above; 1 idle, every
+ * CPU halts after its banner and wakes for interrupts (idle.S).  The boot CPU
+ * sets it to WORK_MODE_DEFAULT (`as --defsym WORK_MODE_DEFAULT=1`: idle).
  *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
@@ -166,13 +166,14 @@
 _start:
         identify
         xor     r13d, r13d                      /* the boot CPU is CPU 0 */
+        call    default_work_mode               /* idle.S */
         call    find_chipset                    /* -> r14 hot-plug block (0: no ACPI), r15 GPE0 */
 .ifdef PCI_DUMP
         call    dump_pci                        /* test variant: what a guest reads of PCI config space */
 .endif
         call    build_idt
         lidt    [rip + idt_descriptor]
-        cmp     byte ptr [rip + work_mode], 0
+        cmp     byte ptr [WORK_MODE], 0
         je      26f
         call    idle_prepare                    /* idle.S: interrupts to wake this CPU */
 26:     lea     rsi, [rip + msg_hello]
@@ -304,7 +305,7 @@ ap_entry:
 /* ---------------------------------------------------------------- per-CPU work */
 work:
         mov     qword ptr [r12 * 8 + STATE], 1
-        cmp     byte ptr [rip + work_mode], 0
+        cmp     byte ptr [WORK_MODE], 0
         jne     idle                            /* idle.S: halt until there is something to do */
         xor     ebp, ebp                        /* iteration counter */
 3:      inc     qword ptr [r12 * 8 + COUNTERS]
@@ -387,7 +388,7 @@ exception:
         jnz     24f
         call    report_exceptions               /* the boot CPU reports its own */
         jmp     18f
-24:     cmp     byte ptr [rip + work_mode], 0
+24:     cmp     byte ptr [WORK_MODE], 0
         je      18f
         mov     eax, [rip + boot_apic_id]       /* idle: wake the boot CPU to report it */
         call    wake_cpu
@@ -510,7 +511,7 @@ hotplug_events:
         cmp     qword ptr [rcx * 8 + STATE], 3  /* already parked or stopped (a repeated request) */
         jae     17f
         mov     qword ptr [rcx * 8 + STATE], 2
-        cmp     byte ptr [rip + work_mode], 0
+        cmp     byte ptr [WORK_MODE], 0
         je      23f
         mov     eax, ecx                        /* idle: it is halted, wake it to see the request */
         call    wake_cpu
@@ -594,7 +595,7 @@ start_cpu:
         mov     dword ptr [rbx + ICR_LOW], 0x4600 | AP_VECTOR  /* STARTUP */
 9:      cmp     qword ptr [rcx * 8 + STATE], 1  /* online (or already past it: stopped by an exception) */
         jae     25f
-        cmp     byte ptr [rip + work_mode], 0
+        cmp     byte ptr [WORK_MODE], 0
         je      9b
         sti                                     /* idle: sleep until the new CPU's IPI, not spin */
         hlt

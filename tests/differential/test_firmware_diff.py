@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, RawClient, Server, build_firmware, start_qemu, start_qmpd
+from tests.helpers import REPO, RawClient, Server, firmware_variant, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
@@ -153,7 +153,7 @@ def test_a_plug_under_prelaunch(tmp_path: Path, machine: str) -> None:
 
 
 def _pci_dump_image(tmp_path: Path) -> Path:
-    return build_firmware(tmp_path, PCI_DUMP=1)
+    return firmware_variant(tmp_path, PCI_DUMP=1)
 
 
 @pytest.mark.parametrize("machine", MACHINES)
@@ -175,7 +175,7 @@ def test_pci_configuration_space_reads_the_same(tmp_path: Path, machine: str) ->
 @pytest.mark.parametrize("machine", MACHINES)
 def test_the_idle_work_mode_looks_the_same(tmp_path: Path, machine: str) -> None:
     """CPUs halt after their banner; the SCI (through the I/O APIC) and IPIs wake them on both."""
-    image = build_firmware(tmp_path, WORK_IDLE=1)
+    image = firmware_variant(tmp_path, WORK_MODE_DEFAULT=1)
 
     def scenario(run: Run) -> None:
         _plug_reset_unplug(run)

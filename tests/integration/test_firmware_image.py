@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import REPO, build_firmware
+from tests.helpers import REPO, firmware_variant
 
 SHIPPED = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
 
 
 def test_shipped_firmware_matches_a_rebuild(tmp_path: Path) -> None:
-    rebuilt = build_firmware(tmp_path)
+    rebuilt = firmware_variant(tmp_path)
     assert rebuilt.read_bytes() == SHIPPED.read_bytes(), "run `make firmware` and commit the image"

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_firmware, read_u64s, wait_until
+from tests.helpers import firmware_variant as build_firmware
+from tests.helpers import read_u64s, wait_until
 from tests.integration.test_hotplug import Guest, running_guest
 
 COUNTERS = 0x200000

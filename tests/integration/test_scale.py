@@ -1,6 +1,6 @@
 """Many CPUs online at once: the firmware's idle work mode, 63 plugged one after another.
 
-The bundled firmware built with `--defsym WORK_IDLE=1` halts every CPU after its banner
+The bundled firmware built with `--defsym WORK_MODE_DEFAULT=1` halts every CPU after its banner
 (examples/firmware/idle.S); the boot CPU wakes for the SCI, routed through the I/O APIC.
 Every plug must end in the guest's _OST, the daemon's memory must grow by about 1 MiB per
 online CPU (not the 2.9 MiB of a transparent huge page per engine), and halted CPUs must
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RawClient, Server, build_firmware, start_qmpd, wait_until
+from tests.helpers import RawClient, Server, firmware_variant, start_qmpd, wait_until
 
 MAXCPUS = 64
 #: The measured growth is ~0.95 MiB per online CPU; a transparent huge page per engine made it ~2.9.
@@ -62,7 +62,7 @@ def _matches(data: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 @pytest.fixture
 def idle_guest(tmp_path: Path) -> Iterator[IdleGuest]:
-    image = build_firmware(tmp_path, WORK_IDLE=1)
+    image = firmware_variant(tmp_path, WORK_MODE_DEFAULT=1)
     console = tmp_path / "console.txt"
     argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", f"1,maxcpus={MAXCPUS}", "-bios", str(image)]
     server = start_qmpd([*argv, "-debugcon", f"file:{console}"], tmp_path)
