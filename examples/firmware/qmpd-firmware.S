@@ -82,6 +82,7 @@
         .set TRIPLE_DONE,  0x20b008             /* variant 3: survives the reset */
         .set UNASSIGNED_RESULT, 0x20b010        /* variant 2: what it read back, plus one */
         .set CPU_INDEX,    0x20c000             /* cpu index by APIC ID, written before STARTUP */
+        .set STARTED,      0x20e000             /* hotplug_events: CPUs started, not yet reported */
         .set STACKS,       0x400000             /* 4 KiB per APIC ID, up to 0x800000 */
         .set STACK_SIZE,   0x1000
         /* mode switch (QEMU only): page tables and the boot flag below 1 MiB */
@@ -469,9 +470,13 @@ no_idt: .word   0
 .endif
 
 /* ---------------------------------------------------------------- hot-plug (boot CPU) */
-/* Like QEMU's CSCN method: find slots with events, handle each. */
+/* Like QEMU's CSCN method: find slots with events, handle each.  A CPU inserted is started when
+   its event is found and reported (banner, _OST) once the scan is over or a removal comes, in
+   the order of the events: CPUs plugged in a burst come up side by side. */
 hotplug_events:
         push    rbx
+        push    rbp
+        xor     ebp, ebp                        /* CPUs started, not yet reported */
 5:      mov     dx, r14w
         mov     eax, 0
         out     dx, eax                         /* selector 0, then scan */
@@ -487,20 +492,26 @@ hotplug_events:
         jnz     6f
         test    al, FLAG_REMOVE
         jnz     7f
+        call    report_started
+        pop     rbp
         pop     rbx
         ret
-6:      /* insert: clear the event, start the CPU, report success */
+6:      /* insert: clear the event, start the CPU (report_started reports it) */
         mov     dx, r14w
         add     dx, CPU_FLAGS
         mov     al, CTRL_CLEAR_INSERT
         out     dx, al
         call    arch_id
-        call    start_cpu
-        mov     esi, OST_EVENT_INSERT
-        mov     edi, OST_SUCCESS
-        call    report_ost
+        mov     [rbp * 8 + STARTED], ebx
+        mov     [rbp * 8 + STARTED + 4], eax
+        inc     ebp
+        mov     ecx, eax
+        mov     r8, rbx
+        call    send_startup
         jmp     5b
-7:      /* remove: clear the event, park the CPU, report, eject */
+7:      /* remove: report the CPUs started before it, then clear the event, park the CPU, report, eject */
+        call    report_started
+        call    select_slot
         mov     dx, r14w
         add     dx, CPU_FLAGS
         mov     al, CTRL_CLEAR_REMOVE
@@ -538,6 +549,27 @@ hotplug_events:
         mov     al, CTRL_EJECT
         out     dx, al
         jmp     5b
+
+/* ebp = CPUs hotplug_events started: wait until each is online, print its banner, report its
+   _OST (insert, success); then ebp = 0.  Preserves rbx. */
+report_started:
+        push    rbx
+        xor     r11d, r11d
+27:     cmp     r11d, ebp
+        jae     28f
+        mov     ebx, [r11 * 8 + STARTED]
+        mov     ecx, [r11 * 8 + STARTED + 4]
+        mov     r8, rbx
+        call    wait_online
+        call    select_slot
+        mov     esi, OST_EVENT_INSERT
+        mov     edi, OST_SUCCESS
+        call    report_ost
+        inc     r11d
+        jmp     27b
+28:     xor     ebp, ebp
+        pop     rbx
+        ret
 
 /* ebx = slot: select it; return its flags in al */
 select_slot:
@@ -579,11 +611,29 @@ report_ost:
         out     dx, eax
         ret
 
-/* eax = APIC ID, ebx = its cpu index: INIT, STARTUP(AP_VECTOR), wait until it is online, print its banner */
+/* eax = APIC ID, ebx = its cpu index: start it, wait until it is online, print its banner */
 start_cpu:
-        push    rbx
         mov     r8, rbx
         mov     ecx, eax
+        call    send_startup
+        /* fall through */
+/* ecx = APIC ID, r8 = cpu index: wait until that CPU is online, print its banner */
+wait_online:
+9:      cmp     qword ptr [rcx * 8 + STATE], 1  /* online (or already past it: stopped by an exception) */
+        jae     25f
+        cmp     byte ptr [WORK_MODE], 0
+        je      9b
+        sti                                     /* idle: sleep until the new CPU's IPI, not spin */
+        hlt
+        cli
+        jmp     9b
+25:     mov     r9, rcx
+        lea     rsi, [rip + msg_online]
+        jmp     cpu_line
+
+/* ecx = APIC ID, r8 = cpu index: INIT, STARTUP(AP_VECTOR); preserves rcx and r8 */
+send_startup:
+        push    rbx
         mov     qword ptr [rcx * 8 + STATE], 0
         mov     [rcx * 8 + CPU_INDEX], r8       /* the new CPU reads its index here */
         mov     ebx, LAPIC
@@ -593,18 +643,6 @@ start_cpu:
         mov     dword ptr [rbx + ICR_LOW], 0x4500              /* INIT, assert */
         mov     [rbx + ICR_HIGH], eax
         mov     dword ptr [rbx + ICR_LOW], 0x4600 | AP_VECTOR  /* STARTUP */
-9:      cmp     qword ptr [rcx * 8 + STATE], 1  /* online (or already past it: stopped by an exception) */
-        jae     25f
-        cmp     byte ptr [WORK_MODE], 0
-        je      9b
-        sti                                     /* idle: sleep until the new CPU's IPI, not spin */
-        hlt
-        cli
-        jmp     9b
-25:
-        mov     r9, rcx
-        lea     rsi, [rip + msg_online]
-        call    cpu_line
         pop     rbx
         ret
 
