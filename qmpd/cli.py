@@ -25,6 +25,7 @@ from qmpd.config import (
     CharConfig,
     Config,
     DeviceConfig,
+    FwCfgOption,
     LogFormat,
     MachineConfig,
     MonitorConfig,
@@ -89,6 +90,7 @@ class _Builder:
         self.ignored: list[str] = []
         self.actions: list[tuple[str, str]] = []
         self.devices: list[DeviceConfig] = []
+        self.fw_cfg: list[FwCfgOption] = []
 
 
 def _where(option: str, arg: str | None) -> str:
@@ -313,6 +315,16 @@ def _opt_device(b: _Builder, arg: str) -> None:
     b.devices.append(DeviceConfig(driver, tuple(pairs[1:])))
 
 
+def _opt_fw_cfg(b: _Builder, arg: str) -> None:
+    """``-fw_cfg [name=]NAME,string=S|file=PATH``: its keys now (as QemuOpts); the rest when the machine is built."""
+    values: dict[str, str] = {}
+    for key, value in parse(arg, implied="name"):
+        if key not in FwCfgOption._fields or key == "arg":
+            raise CLIError(f"-fw_cfg {arg}: Invalid parameter '{key}'")
+        values[key] = value  # a repeated key: the last one counts, as QemuOpts
+    b.fw_cfg.append(FwCfgOption(arg, **values))
+
+
 def _opt_vcpu_nice(b: _Builder, arg: str) -> None:
     try:
         value = int(arg)
@@ -468,6 +480,7 @@ _OPTIONS: dict[str, _Option] = {
     "dump-dir": _Option(
         True, lambda b, a: b.machine.__setitem__("dump_dir", a), "--dump-dir DIR (where memsave/pmemsave may write)"
     ),
+    "fw_cfg": _Option(True, _opt_fw_cfg, "-fw_cfg [name=]opt/NAME,string=TEXT|file=PATH (an item for the firmware)"),
     "device": _Option(True, _opt_device, "-device isa-debug-exit[,iobase=,iosize=] | isa-debugcon,chardev=ID"),
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
     "log-level": _Option(True, _opt_log_level, "--log-level debug|info|warning|error"),
@@ -593,6 +606,7 @@ def _finish(b: _Builder) -> Config:
         **b.machine,  # type: ignore[arg-type]
         machine_settings=tuple(settings.items()),
         devices=tuple(b.devices),
+        fw_cfg=tuple(b.fw_cfg),
         chardevs=tuple(char_sinks.items()),
         accel=accel,
         tcg_thread=b.tcg_thread,

@@ -71,6 +71,17 @@ class CharConfig(NamedTuple):
     path: str | None = None
 
 
+class FwCfgOption(NamedTuple):
+    """One ``-fw_cfg [name=]NAME,string=S|file=PATH|gen_id=ID`` as given (checked when the machine is built)."""
+
+    #: The option's argument as written (QEMU's error location).
+    arg: str
+    name: str = ""
+    file: str = ""
+    string: str = ""
+    gen_id: str = ""
+
+
 class MachineConfig(NamedTuple):
     """The guest machine."""
 
@@ -106,6 +117,8 @@ class MachineConfig(NamedTuple):
     nodefaults: bool = False
     #: Devices from -device and -debugcon, in order.
     devices: tuple[DeviceConfig, ...] = ()
+    #: ``-fw_cfg`` items, in order (their files are read when the machine is built).
+    fw_cfg: tuple[FwCfgOption, ...] = ()
     #: Character devices by id (-chardev file/null/stdio), for devices that name one.
     chardevs: tuple[tuple[str, CharConfig], ...] = ()
     #: Where memsave/pmemsave may write (relative names resolve inside it).

@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for warning in spec.warnings:
         sys.stderr.write(f"{PROG}: warning: {warning}\n")
+    for warning in spec.located_warnings:
+        sys.stderr.write(f"{PROG}: {warning}\n")
     ready_fd = daemonize() if config.server.daemonize else None
     listeners: list[Listener] = []
     pidfile = PidFile(config.server.pidfile) if config.server.pidfile else None

@@ -1,7 +1,7 @@
 """The hardware behind the QOM tree: RAM, the port bus and its devices, the vCPU threads.
 
 A pc (or q35) board has QEMU's ACPI CPU hot-plug block (0xaf00 on pc, 0x0cd8
-on q35) with its GPE0 block, plus whatever ISA devices the command line asked
+on q35) with its GPE0 block, fw_cfg at 0x510 (with the -fw_cfg files), plus whatever ISA devices the command line asked
 for (isa-debugcon, isa-debug-exit).  Guest RAM is one shared mapping; the
 firmware image is copied into it at power-on and at every reset.  CPUs are
 wired here when plugged: a runner thread, a local APIC that can send IPIs,
@@ -21,6 +21,15 @@ from qmpd.devices.acpi_pm import PM1_LEN, PM_BASE, PM1Block
 from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
+from qmpd.devices.fw_cfg import (
+    FW_CFG_DMA_LEN,
+    FW_CFG_DMA_PORT,
+    FW_CFG_PORT,
+    FW_CFG_PORT_LEN,
+    FwCfg,
+    MachineFacts,
+    fw_cfg_items,
+)
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
 from qmpd.devices.pvpanic import PVPanic
@@ -89,7 +98,13 @@ class Board:
             )
             self.bus.add(layout.cpuhp_base, LEGACY_LEN, self.cpuhp)
         self.reset_control: ResetControl | None = None
+        #: fw_cfg (pc and q35, as QEMU's; machine none has none).
+        self.fw_cfg: FwCfg | None = None
         if machine.is_pc:
+            facts = MachineFacts(spec.smp.cpus, max(slot.apic_id for slot in spec.topology.slots) + 1, ram_size)
+            self.fw_cfg = FwCfg(fw_cfg_items(facts, spec.fw_cfg_files), self.ram)
+            self.bus.add(FW_CFG_PORT, FW_CFG_PORT_LEN, self.fw_cfg.ports)
+            self.bus.add(FW_CFG_DMA_PORT, FW_CFG_DMA_LEN, self.fw_cfg.dma_ports)
             self.reset_control = ResetControl(self._guest_reset, machine.reset_control_kept_bits)
             self.bus.add(RESET_CONTROL_PORT, 1, self.reset_control)
             self.bus.add(KEYBOARD_COMMAND_PORT, 1, KeyboardResetLine(self._guest_reset))
@@ -169,6 +184,8 @@ class Board:
             self.reset_control.reset_registers()
         if self.pm is not None:
             self.pm.reset_registers()
+        if self.fw_cfg is not None:
+            self.fw_cfg.reset_registers()
         if self.pci is not None:
             self.pci.reset_registers()
             self._place_pm_space(None)

@@ -226,7 +226,8 @@ class Machine:
     def state_owners(self) -> list[StateOwner[Any]]:
         """The devices that save their own section of a saved machine (qmpd.vmstate); each CPU's
         local APIC and runner save theirs with the CPU."""
-        return [owner for owner in (self._board.cpuhp, self._board.pm, self._board.pci) if owner is not None]
+        board = self._board
+        return [owner for owner in (board.cpuhp, board.pm, board.pci, board.fw_cfg) if owner is not None]
 
     # -- guest memory (monitor reads) ------------------------------------------------------
 

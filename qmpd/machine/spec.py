@@ -14,6 +14,7 @@ from typing import NamedTuple
 from qmpd.config import CharConfig, MachineConfig
 from qmpd.cpu.cpu_option import CPUOption, CPUOptionError, parse_cpu_option
 from qmpd.cpu.topology import SMP, Topology, TopologyError, parse_smp
+from qmpd.machine.fw_cfg_files import FwCfgError, load_fw_cfg_files
 from qmpd.machine.types import MachineType, default_machine_type, find_machine_type
 from qmpd.vcpu.loader import STACK_SIZE, Firmware, FirmwareError, load_file
 
@@ -52,6 +53,10 @@ class MachineSpec(NamedTuple):
     #: What the boot CPU runs (None without CPUs).
     firmware: Firmware | None = None
     port_devices: tuple[PortDeviceSpec, ...] = ()
+    #: The -fw_cfg files (name, contents), read at start.
+    fw_cfg_files: tuple[tuple[str, bytes], ...] = ()
+    #: Warnings that name their option (printed after the program name as they are).
+    located_warnings: tuple[str, ...] = ()
 
     @property
     def cpu_type(self) -> str | None:
@@ -91,8 +96,13 @@ def build_spec(config: MachineConfig) -> MachineSpec:
         low, high = firmware.extent
         if high > config.ram_size - smp.max_cpus * STACK_SIZE:
             raise SpecError(f"{firmware.path}: the image ({low:#x}-{high:#x}) does not fit in guest RAM")
+    port_devices = _port_devices(config, machine_type)
+    try:  # as QEMU, once the machine exists
+        fw_cfg_files, located = load_fw_cfg_files(config.fw_cfg, available=machine_type.is_pc)
+    except FwCfgError as exc:
+        raise SpecError(str(exc)) from None
     return MachineSpec(
-        machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, _port_devices(config, machine_type)
+        machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, port_devices, fw_cfg_files, located
     )
 
 
