@@ -53,7 +53,6 @@ IGNORED_OPTIONS: dict[str, str] = {
     "object": "memory backends and secrets are not used",
     "global": "no device takes global properties",
     "no-user-config": "qmpd reads no configuration files",
-    "nographic": "qmpd has no display",
     "enable-fips": "no cryptography is used",
 }
 _ACCELS = ("kvm", "tcg", "xen", "hax", "hvf", "nvmm", "whpx", "qtest")
@@ -474,6 +473,7 @@ _OPTIONS: dict[str, _Option] = {
     "no-reboot": _Option(False, lambda b: _set_action(b, "reboot", "shutdown"), "-no-reboot"),
     "action": _Option(True, _opt_action, "-action reboot=..,shutdown=..,panic=..,watchdog=.. (as QEMU)"),
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
+    "nographic": _Option(False, _set("machine", "nographic", True), "-nographic (qmpd has no display; fw_cfg says so)"),
     "display": _Option(True, _opt_display, "-display none"),
     "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),
     "vcpu-nice": _Option(True, _opt_vcpu_nice, "--vcpu-nice N (0-19, default 10: vCPU threads yield to the monitors)"),

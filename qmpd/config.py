@@ -113,6 +113,8 @@ class MachineConfig(NamedTuple):
     actions: tuple[tuple[str, str], ...] = ()
     #: False with ``-no-acpi``.
     acpi: bool = True
+    #: ``-nographic`` (qmpd never has a display; only fw_cfg's NOGRAPHIC item reports the option, as QEMU's).
+    nographic: bool = False
     #: ``-nodefaults``: no default devices.
     nodefaults: bool = False
     #: Devices from -device and -debugcon, in order.

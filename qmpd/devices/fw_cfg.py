@@ -69,6 +69,8 @@ class GuestMemory(Protocol):
 class MachineFacts(NamedTuple):
     """What the standard items say about the machine."""
 
+    #: -nographic given (QEMU's NOGRAPHIC item follows the option, not the display).
+    nographic: bool
     boot_cpus: int
     #: QEMU's apic_id_limit: the highest possible APIC ID plus one.
     apic_id_limit: int
@@ -82,7 +84,7 @@ def fw_cfg_items(facts: MachineFacts, files: Sequence[tuple[str, bytes]]) -> dic
         ID: (FEATURE_TRADITIONAL | FEATURE_DMA).to_bytes(4, "little"),
         UUID: bytes(16),  # -uuid is not honoured (README): QEMU's value without it
         RAM_SIZE: facts.ram_size.to_bytes(8, "little"),
-        NOGRAPHIC: (0).to_bytes(2, "little"),
+        NOGRAPHIC: int(facts.nographic).to_bytes(2, "little"),
         NB_CPUS: facts.boot_cpus.to_bytes(2, "little"),
         BOOT_MENU: (0).to_bytes(2, "little"),
         MAX_CPUS: min(facts.apic_id_limit, U16).to_bytes(2, "little"),

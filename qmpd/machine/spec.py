@@ -55,6 +55,8 @@ class MachineSpec(NamedTuple):
     port_devices: tuple[PortDeviceSpec, ...] = ()
     #: The -fw_cfg files (name, contents), read at start.
     fw_cfg_files: tuple[tuple[str, bytes], ...] = ()
+    #: -nographic (fw_cfg's NOGRAPHIC item).
+    nographic: bool = False
     #: Warnings that name their option (printed after the program name as they are).
     located_warnings: tuple[str, ...] = ()
 
@@ -102,7 +104,16 @@ def build_spec(config: MachineConfig) -> MachineSpec:
     except FwCfgError as exc:
         raise SpecError(str(exc)) from None
     return MachineSpec(
-        machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, port_devices, fw_cfg_files, located
+        machine_type,
+        smp,
+        Topology(smp),
+        cpu,
+        tuple(warnings),
+        firmware,
+        port_devices,
+        fw_cfg_files=fw_cfg_files,
+        nographic=config.nographic,
+        located_warnings=located,
     )
 
 

@@ -30,7 +30,7 @@ from qmpd.machine.fw_cfg_files import MAX_CONTENTS, FwCfgError, load_fw_cfg_file
 from qmpd.machine.spec import SpecError, build_spec
 from qmpd.vmstate import StateError
 
-FACTS = MachineFacts(boot_cpus=1, apic_id_limit=4, ram_size=128 << 20)
+FACTS = MachineFacts(nographic=True, boot_cpus=1, apic_id_limit=4, ram_size=128 << 20)
 
 
 class Memory:
@@ -82,6 +82,7 @@ def test_standard_items_as_a_firmware_reads_them() -> None:
     assert read_item(bus, 0x01, 4) == (3).to_bytes(4, "little")  # traditional interface and DMA
     assert read_item(bus, 0x02, 16) == bytes(16)
     assert read_item(bus, 0x03, 8) == (128 << 20).to_bytes(8, "little")
+    assert read_item(bus, 0x04, 2) == (1).to_bytes(2, "little")  # -nographic
     assert read_item(bus, 0x05, 2) == (1).to_bytes(2, "little")
     assert read_item(bus, 0x0F, 2) == (4).to_bytes(2, "little")
     assert read_item(bus, FILE_DIR, 4) == bytes(4)  # no files
