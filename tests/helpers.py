@@ -246,6 +246,23 @@ def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = Non
     return image
 
 
+FIRMWARE_SOURCES = REPO / "examples" / "firmware"
+
+
+def firmware_variant(out_dir: Path, **symbols: int) -> Path:
+    """The bundled firmware built from its sources with ``as --defsym NAME=value`` (its test variants)."""
+    build = out_dir / "-".join(["firmware", *(f"{key}{value}" for key, value in symbols.items())])
+    build.mkdir()
+    for source in FIRMWARE_SOURCES.iterdir():
+        if source.is_file():
+            shutil.copyfile(source, build / source.name)
+    image = build / "firmware.bin"
+    asflags = " ".join(f"--defsym {key}={value}" for key, value in symbols.items())
+    subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS={asflags}"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    return image
+
+
 def hmp(client: RawClient, line: str) -> str:
     """Run an HMP command line through human-monitor-command; return its text."""
     reply = client.execute("human-monitor-command", {"command-line": line})

@@ -20,6 +20,9 @@
  * to the 16-bit trampoline in real mode and as a jump to the 64-bit entry in
  * long mode, so one page serves both.
  *
+ * Options come from fw_cfg (fwcfg.S): `-fw_cfg name=opt/qmpd/work,string=idle`
+ * sets WORK_MODE, on either emulator.
+ *
  * The firmware finds the machine as firmware does on QEMU, whatever it was
  * started with: its APIC ID through CPUID (leaf 0xB, else leaf 1), the
  * chipset through PCI configuration space (ports 0xCF8/0xCFC: the i440FX or
@@ -170,6 +173,10 @@ _start:
         lidt    [rip + idt_descriptor]
         lea     rsi, [rip + msg_hello]
         call    puts
+        call    read_options                    /* fw_cfg: WORK_MODE (fwcfg.S) */
+.ifdef FWCFG_DUMP
+        call    dump_fwcfg                      /* test variant: what a guest reads of fw_cfg */
+.endif
         call    online_banner
         test    r14, r14
         jz      work
@@ -703,6 +710,9 @@ pci_write:
         mov     eax, ebx
         out     dx, eax
         ret
+
+/* ---------------------------------------------------------------- fw_cfg */
+        .include "fwcfg.S"
 
 /* ---------------------------------------------------------------- output */
 /* Only the boot CPU prints, so lines from several CPUs never interleave. */

@@ -13,7 +13,6 @@ events.  Known differences, asserted as such:
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, RawClient, Server, start_qemu, start_qmpd
+from tests.helpers import REPO, RawClient, Server, firmware_variant, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
@@ -56,6 +55,7 @@ class Run:
         self.until(seen)
 
     def execute(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        self.client.sock.settimeout(20)  # not the 50 ms _take left: a slower reply is no failure
         reply = self.client.execute(name, arguments)
         self._stash()
         return reply
@@ -152,14 +152,7 @@ def test_a_plug_under_prelaunch(tmp_path: Path, machine: str) -> None:
 
 
 def _pci_dump_image(tmp_path: Path) -> Path:
-    build = tmp_path / "pci-dump"
-    build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
-    image = build / "firmware.bin"
-    subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", "ASFLAGS=--defsym PCI_DUMP=1"],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    return image
+    return firmware_variant(tmp_path, PCI_DUMP=1)
 
 
 @pytest.mark.parametrize("machine", MACHINES)
@@ -176,3 +169,53 @@ def test_pci_configuration_space_reads_the_same(tmp_path: Path, machine: str) ->
         dumps.append([line for line in run.console().splitlines() if line.startswith("pci ")])
     assert len(dumps[0]) == 3 and all(len(line.split()) == 66 for line in dumps[0])
     assert dumps[1] == dumps[0]
+
+
+#: Where the firmware keeps the work mode it read from fw_cfg (examples/firmware/fwcfg.S).
+WORK_MODE = 0x20B018
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_fw_cfg_reads_the_same(tmp_path: Path, machine: str) -> None:
+    """Items, directory, DMA (a good and a bad target) and odd port widths, read by the FWCFG_DUMP variant."""
+    image = firmware_variant(tmp_path, FWCFG_DUMP=1)
+    dumps = []
+    for kind in ("qemu", "qmpd"):
+        (tmp_path / kind).mkdir()
+        extra = ("-nographic", "-fw_cfg", "name=opt/qmpd/work,string=idle")  # QEMU runs with -nographic anyway
+        run = _start(kind, machine, tmp_path, *extra, image=image)
+        try:
+            run.until(lambda run=run: "CPU 0 (APIC ID 0) online" in run.console())
+        finally:
+            run.close()
+        dumps.append([line for line in run.console().splitlines() if line.startswith("fw_cfg ")])
+    assert dumps[1] == dumps[0]
+    assert dumps[0][0] == "fw_cfg item 00 51 45 4d 55"  # "QEMU"
+    assert dumps[0][1] == "fw_cfg item 01 03 00 00 00"  # traditional interface and DMA
+    assert dumps[0][4] == "fw_cfg item 04 01 00"  # NOGRAPHIC: -nographic
+    assert "fw_cfg opt/qmpd/work size 04000000" in dumps[0]
+    assert dumps[0][-3:-1] == [
+        "fw_cfg dma control, data 00000000 51454d55",
+        "fw_cfg dma control, data 00000001 00000000",
+    ]
+
+
+def _work_mode(run: Run) -> int:
+    text = run.execute("human-monitor-command", {"command-line": f"xp /1bx {WORK_MODE:#x}"})["return"]
+    return int(text.split()[-1], 16)
+
+
+@pytest.mark.parametrize(("value", "mode"), [(None, 0), ("count", 0), ("idle", 1), ("sleepy", 0)])
+def test_the_firmware_reads_its_work_mode_from_fw_cfg(tmp_path: Path, value: str | None, mode: int) -> None:
+    extra = () if value is None else ("-fw_cfg", f"name=opt/qmpd/work,string={value}")
+    modes = []
+
+    def scenario(run: Run) -> None:
+        run.until(lambda: "CPU 0 (APIC ID 0) online" in run.console())
+        modes.append(_work_mode(run))
+
+    qemu, qmpd = _both(tmp_path, "pc", scenario, *extra)
+    assert modes == [mode, mode]
+    assert qmpd.console() == qemu.console()
+    unknown = "qmpd firmware: opt/qmpd/work: unknown value, counting\n"
+    assert (unknown in qemu.console()) == (value == "sleepy")
