@@ -9,6 +9,8 @@ events.  Known differences, asserted as such:
   one long run of translated code (only the lapic's event comes).
 - A CPU plugged under -S (before the guest switched the ACPI block to its modern interface): qmpd
   keeps its insert event and the guest acknowledges it; QEMU drops it (README, deliberate differences).
+The guest reads its options from fw_cfg (-fw_cfg name=opt/qmpd/work,...) on both; the FWCFG_DUMP
+variant shows that it reads the same items there, and the unplug scenarios run with and without it.
 """
 
 from __future__ import annotations
@@ -219,3 +221,85 @@ def test_the_firmware_reads_its_work_mode_from_fw_cfg(tmp_path: Path, value: str
     assert qmpd.console() == qemu.console()
     unknown = "qmpd firmware: opt/qmpd/work: unknown value, counting\n"
     assert (unknown in qemu.console()) == (value == "sleepy")
+
+
+# -- stop and cont during an unplug ---------------------------------------------------------------
+
+#: -fw_cfg absent, and present (the work mode a management stack would pass).
+FW_CFG_CASES = {"no-fw_cfg": (), "fw_cfg-idle": ("-fw_cfg", "name=opt/qmpd/work,string=idle")}
+CPU1_DELETED = ("DEVICE_DELETED", {"device": "cpu1", "path": "/machine/peripheral/cpu1"})
+LAPIC1_DELETED = ("DEVICE_DELETED", {"path": "/machine/peripheral/cpu1/lapic"})
+
+
+def _plugged(run: Run) -> None:
+    run.until(lambda: "CPU 0 (APIC ID 0) online" in run.console())
+    assert run.execute("device_add", _cpu(1)) == {"return": {}}
+    run.event("ACPI_DEVICE_OST", source=1, slot="1")
+    run.until(lambda: "CPU 1 (APIC ID 1) online" in run.console())
+
+
+def _unplugged(run: Run) -> None:
+    run.event("DEVICE_DELETED", path="/machine/peripheral/cpu1/lapic")
+    assert [cpu["cpu-index"] for cpu in run.execute("query-cpus-fast")["return"]] == [0]
+    run.settle()
+
+
+def _comparable(run: Run) -> list[tuple[str, Any]]:
+    """The events without the ejected CPU's own DEVICE_DELETED (see the module docstring)."""
+    return [event for event in run.events if event != CPU1_DELETED]
+
+
+@pytest.mark.parametrize("fw_cfg", FW_CFG_CASES)
+@pytest.mark.parametrize("machine", MACHINES)
+def test_device_del_while_stopped_ejects_at_cont(tmp_path: Path, machine: str, fw_cfg: str) -> None:
+    transcript: dict[int, list[Any]] = {}
+
+    def scenario(run: Run) -> None:
+        _plugged(run)
+        replies = [run.execute("stop"), run.execute("device_del", {"id": "cpu1"})]
+        run.settle(1.0)  # stopped: the guest cannot eject
+        replies.append(run.execute("query-status"))
+        replies.append(len(run.execute("query-cpus-fast")["return"]))
+        stopped = list(run.events)
+        replies.append(run.execute("cont"))
+        _unplugged(run)
+        transcript[id(run)] = [replies, stopped]
+
+    qemu, qmpd = _both(tmp_path, machine, scenario, *FW_CFG_CASES[fw_cfg])
+    assert transcript[id(qmpd)] == transcript[id(qemu)]
+    replies, stopped = transcript[id(qemu)]
+    assert replies[2]["return"]["status"] == "paused" and replies[3] == 2, "nothing ejected while stopped"
+    assert not any(name == "DEVICE_DELETED" for name, _ in stopped)
+    assert qmpd.console() == qemu.console()
+    assert "CPU 1 (APIC ID 1) parked" in qemu.console()
+    assert CPU1_DELETED in qmpd.events and LAPIC1_DELETED in qmpd.events
+    assert _comparable(qmpd) == _comparable(qemu)
+
+
+@pytest.mark.parametrize("fw_cfg", FW_CFG_CASES)
+@pytest.mark.parametrize("machine", MACHINES)
+def test_stop_between_device_del_and_the_eject(tmp_path: Path, machine: str, fw_cfg: str) -> None:
+    """device_del and stop in one write: both are answered before the guest could see the SCI, scan the
+    hot-plug block, park the CPU and eject it, so the eject happens after cont on both emulators."""
+
+    def scenario(run: Run) -> None:
+        _plugged(run)
+        run.client.send(b'{"execute": "device_del", "arguments": {"id": "cpu1"}}{"execute": "stop"}')
+        replies = []
+        while len(replies) < 2:
+            message = run.client.message(timeout=20)
+            if "event" in message:
+                run.events.append((message["event"], message.get("data")))
+            else:
+                replies.append(message)
+        assert replies == [{"return": {}}, {"return": {}}]
+        assert run.execute("query-status")["return"]["status"] == "paused"
+        run.settle(1.0)
+        assert not any(name == "DEVICE_DELETED" for name, _ in run.events), "stopped before the guest ejected"
+        assert run.execute("cont") == {"return": {}}
+        _unplugged(run)
+
+    qemu, qmpd = _both(tmp_path, machine, scenario, *FW_CFG_CASES[fw_cfg])
+    assert qmpd.console() == qemu.console()
+    assert "CPU 1 (APIC ID 1) parked" in qemu.console()
+    assert _comparable(qmpd) == _comparable(qemu)
