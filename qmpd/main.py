@@ -122,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = build_spec(config.machine)
     except SpecError as exc:
+        for warning in exc.warnings:
+            sys.stderr.write(f"{PROG}: {warning}\n")
         sys.stderr.write(f"{PROG}: {exc}\n")
         return 1
     for warning in spec.warnings:

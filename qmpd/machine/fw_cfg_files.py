@@ -19,7 +19,14 @@ _TOO_MUCH = f"qmpd holds at most {MAX_CONTENTS >> 20} MiB of -fw_cfg contents in
 
 
 class FwCfgError(ValueError):
-    """A -fw_cfg option QEMU (or qmpd's bound) refuses; the text names the option."""
+    """A -fw_cfg option QEMU (or qmpd's bound) refuses; the text names the option.
+
+    ``warnings`` are those of the options before it, which QEMU has printed by then.
+    """
+
+    def __init__(self, text: str, warnings: Sequence[str] = ()) -> None:
+        super().__init__(text)
+        self.warnings = tuple(warnings)
 
 
 def load_fw_cfg_files(
@@ -28,6 +35,14 @@ def load_fw_cfg_files(
     """The files (name, contents) and QEMU's warnings (each with its option) for these options."""
     files: dict[str, bytes] = {}
     warnings: list[str] = []
+    try:
+        _load(options, available, files, warnings)
+    except FwCfgError as exc:
+        raise FwCfgError(str(exc), warnings) from None
+    return tuple(files.items()), tuple(warnings)
+
+
+def _load(options: Sequence[FwCfgOption], available: bool, files: dict[str, bytes], warnings: list[str]) -> None:
     total = 0
     for option in options:
         where = f"-fw_cfg {option.arg}"
@@ -55,7 +70,6 @@ def load_fw_cfg_files(
             raise FwCfgError(f"{where}: fw_cfg has {FILE_SLOTS} file slots (x-file-slots), all taken")
         files[option.name] = data
         total += len(data)
-    return tuple(files.items()), tuple(warnings)
 
 
 def _read(where: str, path: str, most: int) -> bytes:

@@ -54,12 +54,14 @@ class VAPIC(Device):
     """
 
     hotpluggable = False
+    fixed_bus = "main-system-bus"
 
 
 class FwCfgObject(Device):
     """``/machine/fw_cfg`` (pc, q35): QEMU's type and properties; the registers are qmpd.devices.fw_cfg's."""
 
     hotpluggable = False
+    fixed_bus = "main-system-bus"
 
 
 def _fixed(name: str, kind: str, value: object) -> PropertyDef:
@@ -120,6 +122,9 @@ def type_registry() -> TypeRegistry:
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
     registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))
     registry.register(TypeInfo("fw_cfg", "sys-bus-device", abstract=True, user_creatable=False))
+    # The MMIO flavour other boards use: listed as QEMU lists it, never created by qmpd.
+    fw_cfg_mem_properties = (*FW_CFG_PROPERTIES[:2], _fixed("data_width", "uint32", 0xFFFFFFFF), FW_CFG_PROPERTIES[2])
+    registry.register(TypeInfo("fw_cfg_mem", "fw_cfg", user_creatable=False, properties=fw_cfg_mem_properties))
     registry.register(
         TypeInfo("fw_cfg_io", "fw_cfg", factory=FwCfgObject, user_creatable=False, properties=FW_CFG_PROPERTIES)
     )

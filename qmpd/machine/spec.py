@@ -38,7 +38,14 @@ class PortDeviceSpec(NamedTuple):
 
 
 class SpecError(ValueError):
-    """The machine cannot be built; the text is QEMU's."""
+    """The machine cannot be built; the text is QEMU's.
+
+    ``warnings`` name their option and were due before the error (QEMU prints them first).
+    """
+
+    def __init__(self, text: str, warnings: tuple[str, ...] = ()) -> None:
+        super().__init__(text)
+        self.warnings = warnings
 
 
 class MachineSpec(NamedTuple):
@@ -102,7 +109,7 @@ def build_spec(config: MachineConfig) -> MachineSpec:
     try:  # as QEMU, once the machine exists
         fw_cfg_files, located = load_fw_cfg_files(config.fw_cfg, available=machine_type.is_pc)
     except FwCfgError as exc:
-        raise SpecError(str(exc)) from None
+        raise SpecError(str(exc), exc.warnings) from None
     return MachineSpec(
         machine_type,
         smp,

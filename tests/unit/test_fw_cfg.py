@@ -214,6 +214,12 @@ def test_names_warnings_duplicates_and_bounds(tmp_path: Path) -> None:
     )
     with pytest.raises(FwCfgError, match=r"^-fw_cfg name=opt/a,string=y: duplicate fw_cfg file name: opt/a$"):
         load_fw_cfg_files(fw_cfg_options("name=opt/a,string=x", "name=opt/a,string=y"), available=True)
+    with pytest.raises(FwCfgError) as caught:  # QEMU has printed the warnings of both by then
+        load_fw_cfg_files(fw_cfg_options("foo,string=x", "foo,string=y"), available=True)
+    assert [warning.split(":")[0] for warning in caught.value.warnings] == [
+        "-fw_cfg foo,string=x",
+        "-fw_cfg foo,string=y",
+    ]
     with pytest.raises(FwCfgError, match=r"^-fw_cfg name=opt/a,string=x: fw_cfg device not available$"):
         load_fw_cfg_files(fw_cfg_options("name=opt/a,string=x"), available=False)
     many = [f"opt/f{index},string=x" for index in range(FILE_SLOTS + 1)]
