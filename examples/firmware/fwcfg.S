@@ -136,6 +136,7 @@ option_value:     .skip OPTION_MAX + 1
    signature, a DMA read and a DMA to an address outside RAM, and port accesses of odd widths. */
         .set DMA_DESCRIPTOR, 0x300000
         .set DMA_TARGET,     0x300100
+        .set RAM_END,        0x8000000          /* the tests run it with -m 128 */
 dump_fwcfg:
         push    rbx
         lea     rbx, [rip + dump_items]
@@ -181,6 +182,14 @@ dump_fwcfg:
         call    dma_signature
         mov     rdi, 0x4000000000
         call    dma_signature
+        mov     rdi, RAM_END - 2                /* half in RAM (-m 128) */
+        call    dma_signature
+        lea     rsi, [rip + msg_fwcfg_ram_end]
+        call    puts
+        movzx   eax, word ptr [RAM_END - 2]
+        call    puthex32le
+        lea     rsi, [rip + msg_newline]
+        call    puts
         /* odd widths: a word and a dword read of 0x510 after selecting the signature */
         lea     rsi, [rip + msg_fwcfg_ports]
         call    puts
@@ -283,4 +292,5 @@ msg_fwcfg_size:     .asciz "fw_cfg opt/qmpd/work size"
 msg_fwcfg_dma:      .asciz "\nfw_cfg dma signature"
 msg_fwcfg_dma_read: .asciz "fw_cfg dma control, data"
 msg_fwcfg_ports:    .asciz "fw_cfg ports"
+msg_fwcfg_ram_end:  .asciz "fw_cfg at the end of RAM"
 .endif

@@ -10,8 +10,8 @@ Registers (QEMU 7.2's I/O layout):
   sets the high half of a descriptor's guest address, a 32-bit write at 0x518 its low half and
   starts the transfer.  The descriptor (control, length, address; big-endian) may select an item,
   then read, skip or write ``length`` bytes; the device writes the control word back, 0 when
-  done, with the error bit when guest memory could not be reached or a write was asked for
-  (every item here is read-only).
+  done, with the error bit when guest memory could not be reached (what lies in RAM is written,
+  as QEMU's) or a write was asked for (every item here is read-only).
 
 The items are fixed at start (``fw_cfg_items``): the signature, the feature bits (traditional
 interface and DMA), the UUID, RAM size, boot and maximum CPU counts, the boot-menu flag, the file
@@ -57,7 +57,9 @@ _ZEROS = bytes(1 << 16)
 
 
 class GuestMemory(Protocol):
-    """What a DMA transfer touches (qmpd.vcpu.ram.GuestRAM): it raises ValueError outside RAM."""
+    """What a DMA transfer touches (qmpd.vcpu.ram.GuestRAM): RAM from 0 to ``size``; ValueError outside it."""
+
+    size: int
 
     def read(self, address: int, length: int) -> bytes: ...
 
@@ -212,25 +214,28 @@ class FwCfg:
         self._write_control(address, status)
 
     def _move(self, target: int, length: int, *, read: bool, write: bool) -> int:
-        """Lock held: read, write or skip ``length`` bytes of the selected item; the control word after it."""
+        """Lock held: read, write or skip ``length`` bytes of the selected item; the control word after it.
+
+        A read whose target is partly outside RAM writes the part inside and sets the error bit, as QEMU's.
+        """
         if length == 0:
             return 0
         data = self._data()
-        available = max(0, len(data) - self._offset)
+        part = min(length, max(0, len(data) - self._offset))
         if write:
             return DMA_ERROR  # no item here is writable
         if not read:
-            self._offset += min(length, available)
-            return 0
-        if not self._memory.contains(target, length):
-            return DMA_ERROR
-        part = min(length, available)
-        if part:
-            self._memory.write(target, data[self._offset : self._offset + part])
             self._offset += part
-        for start in range(target + part, target + length, len(_ZEROS)):  # past the item: zeros
-            self._memory.write(start, _ZEROS[: min(len(_ZEROS), target + length - start)])
-        return 0
+            return 0
+        room = max(0, min(length, self._memory.size - target))
+        if min(part, room):
+            self._memory.write(target, data[self._offset : self._offset + min(part, room)])
+        self._offset += part
+        if room < part:
+            return DMA_ERROR  # QEMU stops at the failed copy: no zeros after it
+        for start in range(target + part, target + room, len(_ZEROS)):  # past the item: zeros
+            self._memory.write(start, _ZEROS[: min(len(_ZEROS), target + room - start)])
+        return 0 if room == length else DMA_ERROR
 
     def _write_control(self, address: int, control: int) -> None:
         if self._memory.contains(address, 4):  # else the descriptor itself is outside RAM: nowhere to report

@@ -38,6 +38,7 @@ class Memory:
 
     def __init__(self, size: int = 1 << 20) -> None:
         self.data = bytearray(size)
+        self.size = size
 
     def contains(self, address: int, length: int) -> bool:
         return address >= 0 and length >= 0 and address + length <= len(self.data)
@@ -136,8 +137,13 @@ def test_dma_select_read_skip_and_zero_fill() -> None:
 def test_dma_errors_set_the_error_bit_and_never_raise() -> None:
     bus, memory, _ = machine((("opt/a", b"abcdef"),))
     assert dma(bus, memory, 0x1000, DMA_SELECT | DMA_WRITE | 0x20 << 16, 2, 0x2000) == DMA_ERROR  # read-only
-    assert dma(bus, memory, 0x1000, DMA_SELECT | DMA_READ | 0x20 << 16, 6, 0xFFFFE) == DMA_ERROR  # past RAM
-    assert dma(bus, memory, 0x1000, DMA_READ, 0xFFFFFFFF, 0) == DMA_ERROR  # longer than RAM: nothing written
+    # partly past the end of RAM: what fits is written, as QEMU
+    assert dma(bus, memory, 0x1000, DMA_SELECT | DMA_READ | 0x20 << 16, 6, 0xFFFFE) == DMA_ERROR
+    assert memory.read(0xFFFFE, 2) == b"ab"
+    memory.write(0xFFFF0, b"\xff" * 16)
+    assert dma(bus, memory, 0x1000, DMA_SELECT | DMA_READ | 0x20 << 16, 20, 0xFFFF0) == DMA_ERROR
+    assert memory.read(0xFFFF0, 16) == b"abcdef" + bytes(10)  # the item, then zeros up to the end of RAM
+    assert dma(bus, memory, 0x1000, DMA_READ, 0xFFFFFFFF, 1 << 40) == DMA_ERROR  # nowhere in RAM
     assert dma(bus, memory, 0x1000, 0, 0xFFFFFFFF, 0) == 0  # no operation: length 0
     # the descriptor itself outside RAM: nothing to read, nowhere to report (QEMU: the same)
     bus.write(FW_CFG_DMA_PORT, 4, 0x01000000)  # high half 1 (big-endian)
