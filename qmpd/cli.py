@@ -43,7 +43,6 @@ PROG = "qmpd"
 
 #: Accepted for libvirt's sake; they change nothing in qmpd.
 IGNORED_OPTIONS: dict[str, str] = {
-    "uuid": "no firmware tables carry a UUID",
     "overcommit": "guest RAM is an anonymous mapping",
     "rtc": "there is no RTC device",
     "boot": "qmpd boots its firmware directly",
@@ -314,6 +313,17 @@ def _opt_device(b: _Builder, arg: str) -> None:
     b.devices.append(DeviceConfig(driver, tuple(pairs[1:])))
 
 
+def _opt_uuid(b: _Builder, arg: str) -> None:
+    """``-uuid``: QEMU's format (8-4-4-4-12 hex digits); its bytes in that order go to fw_cfg's UUID item."""
+    digits = arg.replace("-", "")
+    if len(arg) != 36 or [i for i, c in enumerate(arg) if c == "-"] != [8, 13, 18, 23] or len(digits) != 32:
+        raise CLIError(f"-uuid {arg}: failed to parse UUID string: wrong format")
+    try:
+        b.machine["uuid"] = bytes.fromhex(digits)
+    except ValueError:
+        raise CLIError(f"-uuid {arg}: failed to parse UUID string: wrong format") from None
+
+
 def _opt_fw_cfg(b: _Builder, arg: str) -> None:
     """``-fw_cfg [name=]NAME,string=S|file=PATH``: its keys now (as QemuOpts); the rest when the machine is built."""
     values: dict[str, str] = {}
@@ -480,6 +490,7 @@ _OPTIONS: dict[str, _Option] = {
     "dump-dir": _Option(
         True, lambda b, a: b.machine.__setitem__("dump_dir", a), "--dump-dir DIR (where memsave/pmemsave may write)"
     ),
+    "uuid": _Option(True, _opt_uuid, "-uuid UUID (the machine's UUID, as fw_cfg reports it)"),
     "fw_cfg": _Option(True, _opt_fw_cfg, "-fw_cfg [name=]opt/NAME,string=TEXT|file=PATH (an item for the firmware)"),
     "device": _Option(True, _opt_device, "-device isa-debug-exit[,iobase=,iosize=] | isa-debugcon,chardev=ID"),
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
@@ -500,7 +511,7 @@ _OPTIONS: dict[str, _Option] = {
     "help": _Option(False, None, "-help"),
     "version": _Option(False, None, "-version"),
 }
-_TAKES_ARG_IGNORED = {"uuid", "overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "object", "global"}
+_TAKES_ARG_IGNORED = {"overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "object", "global"}
 for _name in IGNORED_OPTIONS:
     _OPTIONS.setdefault(_name, _Option(_name in _TAKES_ARG_IGNORED, None, f"-{_name} (accepted, ignored)"))
 

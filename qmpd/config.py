@@ -113,6 +113,8 @@ class MachineConfig(NamedTuple):
     actions: tuple[tuple[str, str], ...] = ()
     #: False with ``-no-acpi``.
     acpi: bool = True
+    #: ``-uuid`` as 16 bytes in the order written (fw_cfg's UUID item; zeros without it, as QEMU).
+    uuid: bytes = bytes(16)
     #: ``-nographic`` (qmpd never has a display; only fw_cfg's NOGRAPHIC item reports the option, as QEMU's).
     nographic: bool = False
     #: ``-nodefaults``: no default devices.

@@ -71,6 +71,8 @@ class GuestMemory(Protocol):
 class MachineFacts(NamedTuple):
     """What the standard items say about the machine."""
 
+    #: -uuid's 16 bytes (zeros without it).
+    uuid: bytes
     #: -nographic given (QEMU's NOGRAPHIC item follows the option, not the display).
     nographic: bool
     boot_cpus: int
@@ -84,7 +86,7 @@ def fw_cfg_items(facts: MachineFacts, files: Sequence[tuple[str, bytes]]) -> dic
     items = {
         SIGNATURE: b"QEMU",
         ID: (FEATURE_TRADITIONAL | FEATURE_DMA).to_bytes(4, "little"),
-        UUID: bytes(16),  # -uuid is not honoured (README): QEMU's value without it
+        UUID: facts.uuid,
         RAM_SIZE: facts.ram_size.to_bytes(8, "little"),
         NOGRAPHIC: int(facts.nographic).to_bytes(2, "little"),
         NB_CPUS: facts.boot_cpus.to_bytes(2, "little"),

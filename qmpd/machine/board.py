@@ -102,7 +102,7 @@ class Board:
         self.fw_cfg: FwCfg | None = None
         if machine.is_pc:
             apic_id_limit = max((slot.apic_id for slot in spec.topology.slots), default=-1) + 1
-            facts = MachineFacts(spec.nographic, spec.smp.cpus, apic_id_limit, ram_size)
+            facts = MachineFacts(spec.uuid, spec.nographic, spec.smp.cpus, apic_id_limit, ram_size)
             self.fw_cfg = FwCfg(fw_cfg_items(facts, spec.fw_cfg_files), self.ram)
             self.bus.add(FW_CFG_PORT, FW_CFG_PORT_LEN, self.fw_cfg.ports)
             self.bus.add(FW_CFG_DMA_PORT, FW_CFG_DMA_LEN, self.fw_cfg.dma_ports)

@@ -64,6 +64,8 @@ class MachineSpec(NamedTuple):
     fw_cfg_files: tuple[tuple[str, bytes], ...] = ()
     #: -nographic (fw_cfg's NOGRAPHIC item).
     nographic: bool = False
+    #: -uuid (fw_cfg's UUID item).
+    uuid: bytes = bytes(16)
     #: Warnings that name their option (printed after the program name as they are).
     located_warnings: tuple[str, ...] = ()
 
@@ -120,6 +122,7 @@ def build_spec(config: MachineConfig) -> MachineSpec:
         port_devices,
         fw_cfg_files=fw_cfg_files,
         nographic=config.nographic,
+        uuid=config.uuid,
         located_warnings=located,
     )
 

@@ -184,7 +184,8 @@ def test_fw_cfg_reads_the_same(tmp_path: Path, machine: str) -> None:
     dumps = []
     for kind in ("qemu", "qmpd"):
         (tmp_path / kind).mkdir()
-        extra = ("-nographic", "-fw_cfg", "name=opt/qmpd/work,string=idle")  # QEMU runs with -nographic anyway
+        uuid = ("-uuid", "0f7e1b42-0001-0203-0405-06070809abcd")
+        extra = ("-nographic", *uuid, "-fw_cfg", "name=opt/qmpd/work,string=idle")  # QEMU has -nographic anyway
         run = _start(kind, machine, tmp_path, *extra, image=image)
         try:
             run.until(lambda run=run: "CPU 0 (APIC ID 0) online" in run.console())
@@ -194,6 +195,7 @@ def test_fw_cfg_reads_the_same(tmp_path: Path, machine: str) -> None:
     assert dumps[1] == dumps[0]
     assert dumps[0][0] == "fw_cfg item 00 51 45 4d 55"  # "QEMU"
     assert dumps[0][1] == "fw_cfg item 01 03 00 00 00"  # traditional interface and DMA
+    assert dumps[0][2] == "fw_cfg item 02 0f 7e 1b 42 00 01 02 03 04 05 06 07 08 09 ab cd"  # -uuid, in its order
     assert dumps[0][4] == "fw_cfg item 04 01 00"  # NOGRAPHIC: -nographic
     assert "fw_cfg opt/qmpd/work size 04000000" in dumps[0]
     dma = [line for line in dumps[0] if line.startswith("fw_cfg dma control")]

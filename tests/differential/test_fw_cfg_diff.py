@@ -32,11 +32,15 @@ BAD = [
     ("pc", ["foo,string=x", "foo,string=y"]),  # two warnings, then the duplicate
     ("none", ["name=opt/a,string=x"]),
 ]
+#: -uuid values QEMU refuses.
+BAD_UUIDS = ["bogus", "0f7e1b42-0001-0203-0405-06070809abc", "0f7e1b42-0001-0203-0405+06070809abcd", "z" * 36]
 
 
-def _stderr(binary: list[str], machine: str, args: list[str], tmp_path: Path) -> tuple[int | None, list[str]]:
+def _stderr(
+    binary: list[str], machine: str, args: list[str], tmp_path: Path, option: str = "-fw_cfg"
+) -> tuple[int | None, list[str]]:
     argv = [*binary, "-machine", machine, "-S", "-nodefaults", "-qmp", f"unix:{tmp_path}/s.sock,server=on,wait=off"]
-    argv += [word for arg in args for word in ("-fw_cfg", arg)]
+    argv += [word for arg in args for word in (option, arg)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=REPO, env={"PYTHONPATH": str(REPO)})
     return result.returncode, [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
 
@@ -48,6 +52,14 @@ def test_command_line_errors_and_warnings_are_qemus(tmp_path: Path, machine: str
     qmpd = _stderr(qmpd_command(), machine, args, tmp_path)
     assert qmpd == qemu
     assert qemu[0] == 1 and qemu[1]
+
+
+@pytest.mark.parametrize("uuid", BAD_UUIDS)
+def test_uuid_errors_are_qemus(tmp_path: Path, uuid: str) -> None:
+    assert QEMU_BINARY is not None
+    qemu = _stderr([QEMU_BINARY, "-nographic"], "pc", [uuid], tmp_path, "-uuid")
+    assert _stderr(qmpd_command(), "pc", [uuid], tmp_path, "-uuid") == qemu
+    assert qemu[0] == 1
 
 
 QOM = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ from qmpd.machine.fw_cfg_files import MAX_CONTENTS, FwCfgError, load_fw_cfg_file
 from qmpd.machine.spec import SpecError, build_spec
 from qmpd.vmstate import StateError
 
-FACTS = MachineFacts(nographic=True, boot_cpus=1, apic_id_limit=4, ram_size=128 << 20)
+FACTS = MachineFacts(uuid=bytes(range(16)), nographic=True, boot_cpus=1, apic_id_limit=4, ram_size=128 << 20)
 
 
 class Memory:
@@ -81,7 +82,7 @@ def test_standard_items_as_a_firmware_reads_them() -> None:
     bus, _, _ = machine()
     assert read_item(bus, 0x00, 4) == b"QEMU"
     assert read_item(bus, 0x01, 4) == (3).to_bytes(4, "little")  # traditional interface and DMA
-    assert read_item(bus, 0x02, 16) == bytes(16)
+    assert read_item(bus, 0x02, 16) == bytes(range(16))
     assert read_item(bus, 0x03, 8) == (128 << 20).to_bytes(8, "little")
     assert read_item(bus, 0x04, 2) == (1).to_bytes(2, "little")  # -nographic
     assert read_item(bus, 0x05, 2) == (1).to_bytes(2, "little")
@@ -174,6 +175,15 @@ def test_reset_and_state_round_trip() -> None:
 def fw_cfg_options(*args: str) -> tuple[FwCfgOption, ...]:
     argv = [word for arg in args for word in ("-fw_cfg", arg)]
     return parse_args(argv).machine.fw_cfg
+
+
+def test_uuid_as_qemu_parses_it() -> None:
+    config = parse_args(["-uuid", "0f7e1b42-0001-0203-0405-06070809aBcD"]).machine
+    assert config.uuid == bytes.fromhex("0f7e1b42000102030405060708 09abcd".replace(" ", ""))
+    assert parse_args([]).machine.uuid == bytes(16)
+    for bad in ("bogus", "0f7e1b42-0001-0203-0405-06070809abc", "0f7e1b42+0001-0203-0405-06070809abcd", "g" * 36):
+        with pytest.raises(CLIError, match=f"^-uuid {re.escape(bad)}: failed to parse UUID string: wrong format$"):
+            parse_args(["-uuid", bad])
 
 
 def test_option_keys_as_qemuopts() -> None:
