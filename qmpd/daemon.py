@@ -22,7 +22,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -35,7 +35,6 @@ from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
 from qmpd.handlers import REGISTRY
-from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
@@ -51,6 +50,9 @@ from qmpd.protocol.transport import MonitorEndpoint, SessionFactory, SessionLimi
 from qmpd.qapi.schema import Schema
 from qmpd.qobject.ghash import iteration_order
 from qmpd.version import greeting
+
+if TYPE_CHECKING:  # aiohttp and prometheus-client cost more than the rest of start-up: loaded with --http only
+    from qmpd.http.server import HttpFront
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +149,8 @@ class Daemon:
         if self.config.server.http is None:
             return None
         assert self.machine is not None
+        from qmpd.http.server import HttpFront
+
         host, port = self.config.server.http
         front = HttpFront(
             host=host,
@@ -290,6 +294,8 @@ class Daemon:
             await self._exit.wait()
         finally:
             if front is not None:
+                from qmpd.http.server import wait_closed
+
                 await wait_closed(front)
             for endpoint in self.endpoints:
                 endpoint.close()

@@ -145,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     greeter = EarlyGreeter(listeners, encode(greeting()))
     greeter.start()
 
+    # structlog imports rich when it is installed (import-linter brings it into a development
+    # environment; 0.1 s of start-up), and qmpd never uses it: its log lines render tracebacks plainly.
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     from qmpd.daemon import run_daemon  # the heavy part: event loop, schema, machine
 
     try:
