@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema.exceptions
-
 from qmpd.errors import GenericError
 from qmpd.qapi.schema import INT_RANGES, CommandSpec, JSONSchema, Schema
 from qmpd.qobject.ghash import iteration_order
@@ -154,6 +152,8 @@ def check_arguments(schema: Schema, spec: CommandSpec, arguments: Mapping[str, A
     error = first_error(schema, spec, arguments)
     if error is None:
         # The walker and jsonschema disagree: trust jsonschema, word it plainly.
+        import jsonschema.exceptions
+
         best = jsonschema.exceptions.best_match(spec.validator.iter_errors(arguments))
         error = best.message if best is not None else "Invalid arguments"
     raise GenericError(error)

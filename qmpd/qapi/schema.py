@@ -10,19 +10,18 @@ documents; schema/README.md describes the conventions.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-import jsonschema
-import referencing
-import referencing.jsonschema
-
 from qmpd.inttypes import INT_RANGES as RANGES
+
+if TYPE_CHECKING:
+    import referencing
 
 #: Base URI of every schema document; ``$id`` = base + relative path.
 SCHEMA_BASE = "https://qmpd.dev/schema/"
@@ -53,18 +52,61 @@ def _qapi_type(validator: Any, qapi_type: str, instance: Any, schema: JSONSchema
     if qapi_type.startswith("uint") and instance < 0 and qapi_type not in ("uint64", "size"):
         instance += 1 << 64
     if not low <= instance <= high:
+        import jsonschema
+
         yield jsonschema.ValidationError(f"{instance} does not fit QAPI type {qapi_type}")
 
 
-#: QAPI's notion of JSON types: 1.0 is a number but never an integer.
-_TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
-    {"integer": _is_integer, "number": _is_number}
-)
-QAPIValidator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, validators={"x-qapi-type": _qapi_type}, type_checker=_TYPE_CHECKER
-)
+@functools.cache
+def qapi_validator_class() -> Any:
+    """Draft 2020-12 with QAPI's notion of JSON types (1.0 is a number but never an integer) and
+    the ``x-qapi-type`` keyword.  Made on first use: jsonschema and its referencing stack are a
+    third of a start-up's imports, and a probe or a plain start may never validate anything."""
+    import jsonschema
+
+    type_checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    )
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, validators={"x-qapi-type": _qapi_type}, type_checker=type_checker
+    )
+
 
 JSONSchema = Mapping[str, Any]
+
+#: The keywords a command's or event's root may use for ``empty_is_valid`` to be read off its
+#: ``required`` list (every document in schema/ today; tests/unit/test_schema.py checks the answer).
+_PLAIN_OBJECT_KEYWORDS = frozenset(
+    {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "$defs", "type", "properties",
+     "additionalProperties", "required"}
+)  # fmt: skip
+
+
+class LazyValidator:
+    """A document's validator, compiled when first asked (most commands never are in a process)."""
+
+    __slots__ = ("_document", "_schema", "_uri", "_validator")
+
+    def __init__(self, schema: Schema, document: JSONSchema, uri: str) -> None:
+        self._schema = schema
+        self._document = document
+        self._uri = uri
+        self._validator: Any = None
+
+    @property
+    def compiled(self) -> Any:
+        """The jsonschema validator itself."""
+        if self._validator is None:
+            self._validator = self._schema.validator_for(self._document, self._uri)
+        return self._validator
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether ``instance`` matches the document."""
+        return bool(self.compiled.is_valid(instance))
+
+    def iter_errors(self, instance: Any) -> Iterator[Any]:
+        """jsonschema's errors for ``instance`` (none when it matches)."""
+        return iter(self.compiled.iter_errors(instance))
 
 
 @dataclass(frozen=True)
@@ -82,7 +124,7 @@ class CommandSpec:
     members: tuple[str, ...]
     #: True when the command takes any further properties (device_add's driver properties).
     open_arguments: bool
-    validator: Any = field(repr=False, compare=False)
+    validator: LazyValidator = field(repr=False, compare=False)
     #: QAPI's ``gen``: False for commands that take their arguments unchecked (device_add, as QEMU).
     gen: bool = True
     #: Whether an empty argument object is valid (lets dispatch skip validation).
@@ -97,28 +139,29 @@ class EventSpec:
     uri: str
     document: JSONSchema
     members: tuple[str, ...]
-    validator: Any = field(repr=False, compare=False)
+    validator: LazyValidator = field(repr=False, compare=False)
 
 
 def default_schema_dir() -> Path:
-    """``schema/`` from the installed package, or from the source tree."""
-    packaged = resources.files("qmpd").joinpath("schema")
+    """``schema/`` from the installed package, or from the source tree.
+
+    The wheel puts it beside the package's modules (qmpd/schema); found by path, not through
+    importlib.resources, whose import (tempfile, shutil, the compressors) costs more than the lookup.
+    """
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "schema"
     if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "schema"
+        return packaged
+    return package.parent / "schema"
 
 
 class Schema:
     """All commands, events and types, with validators and a ``$ref`` resolver."""
 
     def __init__(self, documents: Mapping[str, JSONSchema]) -> None:
-        resources_ = [
-            (uri, referencing.Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012))
-            for uri, doc in documents.items()
-        ]
         #: Every document by its ``$id``.
         self.documents = dict(documents)
-        self.registry: referencing.Registry[Any] = referencing.Registry().with_resources(resources_)
+        self._registry: referencing.Registry[Any] | None = None
         self.commands: dict[str, CommandSpec] = {}
         self.events: dict[str, EventSpec] = {}
         for uri in sorted(documents):
@@ -144,15 +187,33 @@ class Schema:
             documents[expected] = doc
         return cls(documents)
 
+    @property
+    def registry(self) -> referencing.Registry[Any]:
+        """Every document as a ``$ref`` target (built with the first validator)."""
+        if self._registry is None:
+            import referencing
+            import referencing.jsonschema
+
+            resources = [
+                (uri, referencing.Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012))
+                for uri, doc in self.documents.items()
+            ]
+            self._registry = referencing.Registry().with_resources(resources)
+        return self._registry
+
     def validator_for(self, schema: JSONSchema, uri: str) -> Any:
         """A validator for ``schema`` whose relative ``$ref``s resolve against ``uri``."""
         if "$id" not in schema:
             schema = {**schema, "$id": uri}
-        return QAPIValidator(schema, registry=self.registry)
+        return qapi_validator_class()(schema, registry=self.registry)
 
     def _command(self, uri: str, doc: JSONSchema) -> CommandSpec:
         meta = doc.get("x-qmp", {})
-        validator = self.validator_for(doc, uri)
+        validator = LazyValidator(self, doc, uri)
+        if doc.get("type") == "object" and _PLAIN_OBJECT_KEYWORDS.issuperset(doc):
+            empty_is_valid = not doc.get("required")  # {} meets every property's schema: it has none
+        else:
+            empty_is_valid = validator.is_valid({})
         return CommandSpec(
             name=doc["title"],
             uri=uri,
@@ -164,7 +225,7 @@ class Schema:
             members=tuple(doc.get("properties", {})),
             open_arguments=doc.get("additionalProperties", False) is not False,
             validator=validator,
-            empty_is_valid=validator.is_valid({}),
+            empty_is_valid=empty_is_valid,
             gen=bool(meta.get("gen", True)),
         )
 
@@ -174,7 +235,7 @@ class Schema:
             uri=uri,
             document=doc,
             members=tuple(doc.get("properties", {})),
-            validator=self.validator_for(doc, uri),
+            validator=LazyValidator(self, doc, uri),
         )
 
     def resolve(self, schema: JSONSchema, base_uri: str) -> tuple[JSONSchema, str]:

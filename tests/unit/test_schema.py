@@ -108,3 +108,19 @@ def test_every_integer_names_its_qapi_type() -> None:
 
     for uri, doc in SCHEMA.documents.items():
         walk(doc, uri)
+
+
+def test_empty_arguments_shortcut_agrees_with_the_validator() -> None:
+    """Dispatch skips validation of ``{}`` when the spec says it is valid; read off ``required``, not compiled."""
+    for name, spec in SCHEMA.commands.items():
+        assert spec.empty_is_valid == spec.validator.is_valid({}), name
+
+
+def test_validators_are_compiled_on_first_use_only() -> None:
+    schema = Schema.load()
+    spec = schema.commands["query-cpu-model-expansion"]
+    assert spec.validator._validator is None
+    assert not spec.validator.is_valid({"type": "static"})
+    assert spec.validator.is_valid({"type": "static", "model": {"name": "max"}})
+    assert spec.validator._validator is not None
+    assert schema.commands["query-status"].validator._validator is None
