@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qmpd.errors import GenericError
-from qmpd.qapi.schema import INT_RANGES, CommandSpec, JSONSchema, Schema
+from qmpd.qapi.schema import INT_RANGES, CommandSpec, EventSpec, JSONSchema, Schema
 from qmpd.qobject.ghash import iteration_order
 from qmpd.qobject.writer import qdict_order
 
@@ -138,14 +138,19 @@ def _matches_json_type(spec: JSONSchema, value: Any) -> bool:
     return kind == "null" and value is None
 
 
-def first_error(schema: Schema, spec: CommandSpec, arguments: Mapping[str, Any]) -> str | None:
-    """QEMU's error text for invalid ``arguments``, or None if QAPI would accept them."""
+def first_error(schema: Schema, spec: CommandSpec | EventSpec, arguments: Mapping[str, Any]) -> str | None:
+    """QEMU's error text for invalid ``arguments`` (or an event's data), or None if QAPI would accept them."""
     return _Walker(schema).struct(spec.document, spec.uri, dict(arguments), "")
 
 
 def check_arguments(schema: Schema, spec: CommandSpec, arguments: Mapping[str, Any]) -> None:
     """Raise GenericError with QEMU's text unless ``arguments`` are valid (``gen: false`` commands check their own)."""
     if not spec.gen or (not arguments and spec.empty_is_valid):
+        return
+    if spec.plain:  # the walker's verdict is jsonschema's (tests/unit/test_arguments.py compares them)
+        error = first_error(schema, spec, arguments)
+        if error is not None:
+            raise GenericError(error)
         return
     if spec.validator.is_valid(arguments):
         return

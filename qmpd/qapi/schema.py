@@ -82,6 +82,47 @@ _PLAIN_OBJECT_KEYWORDS = frozenset(
 )  # fmt: skip
 
 
+#: Keywords that say nothing about validity.
+_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "$defs"})
+#: The JSON types the argument walker (qmpd.qapi.arguments) checks exactly as jsonschema does.
+_PLAIN_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
+
+
+def _plain_node(schema: Schema, node: JSONSchema, uri: str, seen: set[str]) -> bool:
+    """Whether every constraint under ``node`` is one the argument walker applies exactly."""
+    keys = set(node) - _ANNOTATIONS
+    if "$ref" in node:
+        if keys != {"$ref"}:
+            return False  # in 2020-12 a $ref's siblings apply too; the walker follows the $ref alone
+        target, target_uri = schema.resolve(node, uri)
+        key = f"{target_uri}#{id(target)}"
+        if key in seen:
+            return True
+        seen.add(key)
+        return _plain_node(schema, target, target_uri, seen)
+    if not keys:
+        return True  # any value
+    kind = node.get("type")
+    if not isinstance(kind, str) or kind not in _PLAIN_TYPES:
+        return False
+    if kind == "object":
+        properties = node.get("properties", {})
+        if not keys <= {"type", "properties", "required", "additionalProperties"}:
+            return False
+        if not isinstance(node.get("additionalProperties"), bool):
+            return False  # absent, jsonschema allows extra members; the walker would refuse them
+        if not set(node.get("required", ())) <= set(properties):
+            return False
+        return all(_plain_node(schema, member, uri, seen) for member in properties.values())
+    if kind == "array":
+        return keys <= {"type", "items"} and _plain_node(schema, node.get("items", {}), uri, seen)
+    if kind == "integer":
+        return keys == {"type", "x-qapi-type"} and node["x-qapi-type"] in INT_RANGES
+    if kind == "string":
+        return keys <= {"type", "enum"} and all(isinstance(value, str) for value in node.get("enum", ()))
+    return keys == {"type"}
+
+
 class LazyValidator:
     """A document's validator, compiled when first asked (most commands never are in a process)."""
 
@@ -129,6 +170,9 @@ class CommandSpec:
     gen: bool = True
     #: Whether an empty argument object is valid (lets dispatch skip validation).
     empty_is_valid: bool = True
+    #: Whether the arguments use only constraints that qmpd.qapi.arguments' walker checks exactly as
+    #: jsonschema does (types, members, enums, integer ranges, $ref): its verdict then needs no validator.
+    plain: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +184,8 @@ class EventSpec:
     document: JSONSchema
     members: tuple[str, ...]
     validator: LazyValidator = field(repr=False, compare=False)
+    #: As CommandSpec.plain: the argument walker checks ``data`` exactly, without the validator.
+    plain: bool = False
 
 
 def default_schema_dir() -> Path:
@@ -194,8 +240,12 @@ class Schema:
             import referencing
             import referencing.jsonschema
 
+            # Registered without "$schema": jsonschema picks the validator class of a $ref's target by
+            # its $schema, which would check types/ documents as plain 2020-12 (1.0 an integer, no
+            # x-qapi-type ranges) instead of with QAPI's rules, as the documents that refer to them are.
+            draft = referencing.jsonschema.DRAFT202012
             resources = [
-                (uri, referencing.Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012))
+                (uri, draft.create_resource({key: value for key, value in doc.items() if key != "$schema"}))
                 for uri, doc in self.documents.items()
             ]
             self._registry = referencing.Registry().with_resources(resources)
@@ -226,6 +276,7 @@ class Schema:
             open_arguments=doc.get("additionalProperties", False) is not False,
             validator=validator,
             empty_is_valid=empty_is_valid,
+            plain=_plain_node(self, doc, uri, set()),
             gen=bool(meta.get("gen", True)),
         )
 
@@ -236,6 +287,7 @@ class Schema:
             document=doc,
             members=tuple(doc.get("properties", {})),
             validator=LazyValidator(self, doc, uri),
+            plain=_plain_node(self, doc, uri, set()),
         )
 
     def resolve(self, schema: JSONSchema, base_uri: str) -> tuple[JSONSchema, str]:
