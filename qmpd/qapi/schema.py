@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
 
 from qmpd.inttypes import INT_RANGES as RANGES
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import referencing
 
 #: Base URI of every schema document; ``$id`` = base + relative path.
@@ -188,17 +189,55 @@ class EventSpec:
     plain: bool = False
 
 
-def default_schema_dir() -> Path:
-    """``schema/`` from the installed package, or from the source tree.
+def _schema_root() -> str:
+    """``schema/`` from the installed package (the wheel puts it in qmpd/schema), or from the source tree."""
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    packaged = os.path.join(package, "schema")
+    return packaged if os.path.isdir(packaged) else os.path.join(os.path.dirname(package), "schema")
 
-    The wheel puts it beside the package's modules (qmpd/schema); found by path, not through
-    importlib.resources, whose import (tempfile, shutil, the compressors) costs more than the lookup.
-    """
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "schema"
-    if packaged.is_dir():
-        return packaged
-    return package.parent / "schema"
+
+def default_schema_dir() -> Path:
+    """``schema/`` from the installed package, or from the source tree."""
+    from pathlib import Path  # with urllib.parse and ipaddress, more than a start needs
+
+    return Path(_schema_root())
+
+
+#: ``python -m qmpd.qapi.bundle`` (make's install and bench steps) writes every document of
+#: schema/ and the introspection derived from them here, with the size and mtime of each file.
+BUNDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schema-bundle.json")
+
+
+def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """Every ``*.json`` below ``root`` as (path relative to it, with /; its entry), in path order."""
+    found: list[tuple[str, os.DirEntry[str]]] = []
+    pending = [("", root)]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append((f"{prefix}{entry.name}/", entry.path))
+                elif entry.name.endswith(".json"):
+                    found.append((prefix + entry.name, entry))
+    return sorted(found, key=lambda item: item[0].split("/"))
+
+
+def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
+    """What a bundle must have been made from: each file's relative path, size and mtime."""
+    return [[relative, entry.stat().st_size, entry.stat().st_mtime_ns] for relative, entry in files]
+
+
+def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
+    """The bundle's contents if it was made from exactly these files, else None (read schema/ then)."""
+    try:
+        with open(BUNDLE, encoding="utf-8") as stream:
+            bundle = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(bundle, dict) or bundle.get("signature") != expected:
+        return None
+    return bundle
 
 
 class Schema:
@@ -208,6 +247,8 @@ class Schema:
         #: Every document by its ``$id``.
         self.documents = dict(documents)
         self._registry: referencing.Registry[Any] | None = None
+        #: query-qmp-schema's answer when it came precomputed (qmpd.qapi.introspect fills it otherwise).
+        self.introspection: list[dict[str, Any]] | None = None
         self.commands: dict[str, CommandSpec] = {}
         self.events: dict[str, EventSpec] = {}
         for uri in sorted(documents):
@@ -221,15 +262,27 @@ class Schema:
                 self.events[event.name] = event
 
     @classmethod
-    def load(cls, directory: Path | None = None) -> Schema:
-        """Read every ``*.json`` under ``directory`` (default: the packaged schema)."""
-        root = directory or default_schema_dir()
+    def load(cls, directory: str | os.PathLike[str] | None = None, *, bundle: bool = True) -> Schema:
+        """Read every ``*.json`` under ``directory`` (default: the packaged schema).
+
+        For the packaged schema, the bundle stands in for the files when it was made from them as
+        they are (one read instead of 163; the introspection comes precomputed).
+        """
+        root = _schema_root() if directory is None else os.fspath(directory)
+        files = _json_files(root)
+        if directory is None and bundle:
+            made = _read_bundle(signature(files))
+            if made is not None:
+                schema = cls(made["documents"])
+                schema.introspection = made["introspection"]
+                return schema
         documents: dict[str, JSONSchema] = {}
-        for path in sorted(root.rglob("*.json")):
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            expected = SCHEMA_BASE + path.relative_to(root).as_posix()
+        for relative, entry in files:
+            with open(entry.path, encoding="utf-8") as stream:
+                doc = json.load(stream)
+            expected = SCHEMA_BASE + relative
             if doc.get("$id") != expected:
-                raise ValueError(f"{path}: $id must be {expected!r}")
+                raise ValueError(f"{entry.path}: $id must be {expected!r}")
             documents[expected] = doc
         return cls(documents)
 
@@ -293,6 +346,8 @@ class Schema:
     def resolve(self, schema: JSONSchema, base_uri: str) -> tuple[JSONSchema, str]:
         """Follow ``$ref`` chains; return the target schema and its document URI."""
         while "$ref" in schema:
+            from urllib.parse import urljoin  # only $refs need it (a start may never follow one)
+
             target = urljoin(base_uri, schema["$ref"])
             base_uri, _, pointer = target.partition("#")
             schema = self.documents[base_uri]
