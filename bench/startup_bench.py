@@ -9,11 +9,14 @@ Three rows, each the time a management layer waits before it can use a fresh pro
   restore  `-machine pc -smp 1 -m 128 -nodefaults -incoming file:PATH` (QEMU: `exec:cat PATH`, its
            way to read a file) of a running machine saved once before the repetitions -> query-migrate
            says completed (the machine runs again).
+and the floor under qmpd's rows, timed in the same repetitions:
+  floor    spawn -> exit of `python -c "import asyncio"` (the interpreter and the event loop's
+           modules, before any of qmpd), against QEMU's start row.
 Each repetition runs qmpd and QEMU once per row, the order reversed every other repetition; medians
 over repetitions; ratios are qmpd/QEMU of the medians.  The machine may be shared: quote the ratios.
 With --only qmpd it times qmpd alone (for an A/B of two trees: run it on each, alternating).
 
-Usage: bench/startup_bench.py [--reps N] [--rows probe start restore]
+Usage: bench/startup_bench.py [--reps N] [--rows probe start restore floor]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +34,13 @@ import migration_bench
 import probe_bench
 
 QEMU = shutil.which("qemu-system-x86_64")
-ROWS = ("probe", "start", "restore")
+ROWS = ("probe", "start", "restore", "floor")
 #: What each row measures, as the report labels it.
 LABELS = {
     "probe": "spawn -> libvirt's 51 probe commands answered (s)",
     "start": "spawn -> query-status answered, -machine pc -cpu Haswell -smp 2,maxcpus=8 -S (s)",
     "restore": "spawn -> -incoming file: of a 128 MiB machine completed (s)",
+    "floor": "floor: spawn -> exit of python -c 'import asyncio' (s; QEMU: its start above)",
 }
 START_ARGS = ["-machine", "pc", "-cpu", "Haswell", "-smp", "2,maxcpus=8", "-S", "-nodefaults"]
 RESTORE_RAM_MIB = 128
@@ -56,6 +61,13 @@ def start_once(kind: str, work: Path) -> float:
         process.wait()
     sock.unlink(missing_ok=True)
     return elapsed
+
+
+def floor_once() -> float:
+    """Seconds from spawn to exit of an interpreter that imports asyncio and nothing of qmpd."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import asyncio"], check=True)
+    return time.perf_counter() - started
 
 
 def restore_once(kind: str, work: Path, state: Path) -> float:
@@ -89,7 +101,9 @@ def measure(kinds: list[str], rows: list[str], reps: int) -> dict[str, dict[str,
             order = kinds if rep % 2 == 0 else list(reversed(kinds))
             for row in rows:
                 for kind in order:
-                    if row == "probe":
+                    if row == "floor":
+                        value = floor_once() if kind == "qmpd" else start_once(kind, work)
+                    elif row == "probe":
                         value = probe_bench.probe_once("qmpd" if kind == "qmpd" else "qemu-tcg")["probe"]
                     elif row == "start":
                         value = start_once(kind, work)
