@@ -281,6 +281,7 @@ class Daemon:
         # collector's way, and collect the young generation less often (fewer pauses).
         gc.freeze()
         gc.set_threshold(20000, 20, 20)
+        gc.enable()  # qmpd.main kept it off during start-up
         log.info("qmpd.started", version=__version__, machine=self.config.machine.machine_type, pid=os.getpid())
         try:
             for endpoint in self.endpoints:
