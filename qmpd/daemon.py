@@ -41,7 +41,6 @@ from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
 from qmpd.migration import STATE_FILE
 from qmpd.migration.migrator import Migrator
-from qmpd.migration.state import capture
 from qmpd.migration.stream import CHUNK, save_atomically
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
@@ -200,6 +199,8 @@ class Daemon:
             if machine.runstate is not RunState.INMIGRATE:
                 before = machine.runstate
                 await machine.stop_for_migration()
+                from qmpd.migration.state import capture
+
                 meta = await capture(machine)
                 meta["runstate"] = before.value
                 ram = machine.ram

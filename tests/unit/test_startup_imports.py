@@ -69,7 +69,8 @@ def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
 #: Modules a daemon loads only for what a configuration or a command needs: aiohttp and
 #: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
 #: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
-#: rich never (structlog would import it when installed).
+#: rich never (structlog would import it when installed), the human monitor with its first command
+#: line, a machine's description with a migration.
 NOT_AT_START = (
     "aiohttp",
     "prometheus_client",
@@ -83,6 +84,8 @@ NOT_AT_START = (
     "qmpd.http",
     "qmpd.vcpu.engine",
     "qmpd.vcpu.native",
+    "qmpd.hmp.commands",
+    "qmpd.migration.description",
 )
 
 #: Runs qmpd's entry point and writes the names of the modules it loaded to $QMPD_MODULES at exit.
