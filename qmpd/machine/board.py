@@ -11,6 +11,7 @@ and an engine (with its own CPUID table) created when the CPU first starts.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -41,10 +42,12 @@ from qmpd.devices.reset import (
 )
 from qmpd.machine.spec import MachineSpec
 from qmpd.vcpu.bridge import LoopBridge
-from qmpd.vcpu.engine import VCPUEngine
 from qmpd.vcpu.manager import VCPUManager
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import VCPURunner
+
+if TYPE_CHECKING:
+    from qmpd.vcpu.engine import VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -164,6 +167,8 @@ class Board:
         lapic.send_ipi = self.vcpus.send_ipi
 
         def make_engine() -> VCPUEngine:
+            from qmpd.vcpu.engine import VCPUEngine  # Unicorn: loaded by the first vCPU that runs
+
             engine_model = cpu.engine()
             levels = {name: cpu.level(name) for name in ("level", "xlevel", "xlevel2", "level-func7")}
             table = build_cpuid(engine_model, cpu.identity, cpu.guest_features(), levels, self.spec.topology, apic_id)

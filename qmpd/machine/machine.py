@@ -35,8 +35,8 @@ from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, Shut
 from qmpd.machine.spec import MachineSpec, build_spec
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
-from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateOwner
 
 log = structlog.get_logger(__name__)

@@ -19,8 +19,8 @@ from qmpd.devices.acpi_cpuhp import SavedHotplugBlock
 from qmpd.devices.lapic import APICRegisters, LocalAPIC
 from qmpd.machine.runstate import RunState
 from qmpd.qom.object import resolve_path
-from qmpd.vcpu.engine import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION, CPUSnapshot
 from qmpd.vcpu.runner import RunnerState, VCPURunner
+from qmpd.vcpu.snapshot import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION, CPUSnapshot
 from qmpd.vmstate import StateError, boolean, check_version, fields, integer, invalid, items, string
 
 if TYPE_CHECKING:

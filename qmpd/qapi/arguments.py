@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema.exceptions
-
 from qmpd.errors import GenericError
-from qmpd.qapi.schema import INT_RANGES, CommandSpec, JSONSchema, Schema
+from qmpd.qapi.schema import INT_RANGES, CommandSpec, EventSpec, JSONSchema, Schema
 from qmpd.qobject.ghash import iteration_order
 from qmpd.qobject.writer import qdict_order
 
@@ -140,8 +138,8 @@ def _matches_json_type(spec: JSONSchema, value: Any) -> bool:
     return kind == "null" and value is None
 
 
-def first_error(schema: Schema, spec: CommandSpec, arguments: Mapping[str, Any]) -> str | None:
-    """QEMU's error text for invalid ``arguments``, or None if QAPI would accept them."""
+def first_error(schema: Schema, spec: CommandSpec | EventSpec, arguments: Mapping[str, Any]) -> str | None:
+    """QEMU's error text for invalid ``arguments`` (or an event's data), or None if QAPI would accept them."""
     return _Walker(schema).struct(spec.document, spec.uri, dict(arguments), "")
 
 
@@ -149,11 +147,18 @@ def check_arguments(schema: Schema, spec: CommandSpec, arguments: Mapping[str, A
     """Raise GenericError with QEMU's text unless ``arguments`` are valid (``gen: false`` commands check their own)."""
     if not spec.gen or (not arguments and spec.empty_is_valid):
         return
+    if spec.plain:  # the walker's verdict is jsonschema's (tests/unit/test_arguments.py compares them)
+        error = first_error(schema, spec, arguments)
+        if error is not None:
+            raise GenericError(error)
+        return
     if spec.validator.is_valid(arguments):
         return
     error = first_error(schema, spec, arguments)
     if error is None:
         # The walker and jsonschema disagree: trust jsonschema, word it plainly.
+        import jsonschema.exceptions
+
         best = jsonschema.exceptions.best_match(spec.validator.iter_errors(arguments))
         error = best.message if best is not None else "Invalid arguments"
     raise GenericError(error)

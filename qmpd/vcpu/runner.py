@@ -17,13 +17,16 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
-from qmpd.vcpu import native
-from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, Exit, VCPUEngine
+from qmpd.vcpu.snapshot import CPUSnapshot, Exit
+from qmpd.vcpu.threadname import name_thread
 from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_string, string
+
+if TYPE_CHECKING:  # Unicorn is loaded by the thread that makes the first engine, not at start-up
+    from qmpd.vcpu.engine import EngineFactory, VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -167,6 +170,8 @@ class VCPURunner:
 
         Read from any thread: a counter the vCPU thread increments, read whole.
         """
+        from qmpd.vcpu import native
+
         if not native.available:
             return None
         engine = self._engine
@@ -328,7 +333,7 @@ class VCPURunner:
     def _bootstrap(self) -> None:
         self._native_id = threading.get_native_id()
         self._ident = threading.get_ident()
-        native.name_thread(self.name)
+        name_thread(self.name)
         if self._nice:
             # Below the event loop's priority: a busy guest must not delay monitor replies.
             os.setpriority(os.PRIO_PROCESS, self._native_id, self._nice)

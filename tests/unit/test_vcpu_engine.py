@@ -30,10 +30,11 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.qom_tree import new_object
 from qmpd.qapi.schema import Schema
 from qmpd.vcpu import native
-from qmpd.vcpu.engine import Exit, VCPUEngine
+from qmpd.vcpu.engine import VCPUEngine
 from qmpd.vcpu.exceptions import MAX_UNASSIGNED_PAGES
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import Entry
+from qmpd.vcpu.snapshot import Exit
 
 CODE = 0x10000
 APIC_ID = 3

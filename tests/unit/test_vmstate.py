@@ -14,8 +14,8 @@ from qmpd.devices.chipsets import Q35_ICH9
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pci import PCIConfig
 from qmpd.machine.qom_tree import new_object
-from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.runner import VCPURunner
+from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateError, check_version
 
 
