@@ -55,6 +55,11 @@ def hmp_system_powerdown(ctx: CommandContext) -> None:
     ctx.machine.system_powerdown()
 
 
+@HMP.command("nmi", "", "", "inject an NMI")
+def hmp_nmi(ctx: CommandContext) -> None:
+    ctx.machine.inject_nmi()
+
+
 @HMP.command("quit|q", "", "", "quit the emulator")
 def hmp_quit(ctx: CommandContext) -> None:
     quit_(ctx)  # QEMU's hmp_quit calls qmp_quit

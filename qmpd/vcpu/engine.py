@@ -30,6 +30,7 @@ from qmpd.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalAPIC
 from qmpd.vcpu import native
 from qmpd.vcpu.exceptions import (
     ERROR_VECTORS,
+    NMI,
     InterruptHook,
     TripleFault,
     UnassignedMemory,
@@ -288,16 +289,24 @@ class VCPUEngine:
         self.uc.reg_write(x86.UC_X86_REG_RCX, entry.rcx)
         self.uc.reg_write(x86.UC_X86_REG_RFLAGS, 0x2)
 
-    def run(self, rip: int, budget: int = 0) -> RunResult:
+    def run(self, rip: int, budget: int = 0, *, nmi: bool = False) -> RunResult:
         """Run from ``rip`` until a stop, HLT or fault (or one counted slice).
 
         Guest exceptions are delivered to the guest's handlers here, between two
-        ``emu_start`` calls, and the run goes on at the handler.  A hook that
-        raised ends the run with Exit.INTERNAL_ERROR.
+        ``emu_start`` calls, and the run goes on at the handler.  With ``nmi`` the
+        run begins in the guest's NMI handler (vector 2, returning to ``rip``).
+        A hook that raised ends the run with Exit.INTERNAL_ERROR.
         """
         control = self.control
         control.stopped_by_hook = 0
         control.budget = budget
+        if nmi:
+            try:
+                raise_exception(self.uc, NMI, rip)
+            except TripleFault:
+                return RunResult(Exit.TRIPLE_FAULT, rip, f"triple fault (NMI at {rip:#x})")
+            self.exceptions_delivered += 1
+            rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
         while True:
             try:
                 if self._block_hook is not None:

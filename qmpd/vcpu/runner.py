@@ -1,7 +1,7 @@
 """A vCPU's thread and its states.
 
 States: powered-off (waiting for INIT+STARTUP), running, halted (HLT, waiting
-for an IPI or a device event), crashed (a triple fault, an emulator error or a
+for an IPI, an NMI or a device event), crashed (a triple fault, an emulator error or a
 hook that raised; only a reset or INIT+STARTUP restarts it), exited.  On top of that the
 machine may pause every vCPU.  All changes go through one Condition; other
 threads only set flags, ask the engine to stop at its next block boundary,
@@ -61,6 +61,8 @@ class RunnerState:
     fault: str | None
     #: It had an engine: the restored vCPU gets one, with the saved registers (load_registers).
     engine: bool
+    #: An NMI was waiting to be taken (version 2; a version 1 state has none).
+    nmi: bool = False
 
 
 #: The run states a saved vCPU may have (a thread that had ended is not saved).
@@ -96,7 +98,7 @@ class VCPURunner:
 
     #: Its section of a saved CPU (qmpd.vmstate).
     state_name = "runner"
-    state_version = 1
+    state_version = 2
 
     def __init__(
         self,
@@ -124,6 +126,8 @@ class VCPURunner:
         self._in_emu = False
         self._want_exit = False
         self._kicked = False
+        #: An NMI waits to be taken at the next start of the engine (one at most, as the pin latches it).
+        self._nmi = False
         self._wait_sipi = True
         self._pending_entry: Entry | None = None
         self._pending_init = False
@@ -216,6 +220,19 @@ class VCPURunner:
             self._kicked = True
             self._cond.notify_all()
 
+    def nmi(self) -> bool:
+        """An NMI: taken through the guest's IDT at the next block boundary (waking it from HLT).
+
+        A CPU that is off, waiting for STARTUP or shut down ignores it; returns whether it was taken.
+        """
+        with self._cond:
+            if self._wait_sipi or self._engine is None or self.state in (VCPUState.POWERED_OFF, VCPUState.CRASHED):
+                return False
+            self._nmi = True
+            self._stop_engine()
+            self._cond.notify_all()
+            return True
+
     def pause(self, on_stopped: Callable[[], None]) -> bool:
         """Machine pause; returns True if ``on_stopped`` will be called (from this vCPU's thread)."""
         with self._cond:
@@ -241,6 +258,7 @@ class VCPURunner:
             self._pending_init = False
             self.fault = None
             self._kicked = False
+            self._nmi = False
             self.state = VCPUState.POWERED_OFF
             self._cond.notify_all()
 
@@ -254,6 +272,7 @@ class VCPURunner:
                 "kicked": self._kicked,
                 "fault": self.fault,
                 "engine": self._engine is not None,
+                "nmi": self._nmi,
             }
 
     @staticmethod
@@ -271,6 +290,7 @@ class VCPURunner:
             kicked=boolean(saved, "kicked", where),
             fault=fault,
             engine=boolean(saved, "engine", where),
+            nmi=boolean(saved, "nmi", where) if version >= 2 else False,
         )
 
     def load_state(self, checked: RunnerState) -> None:
@@ -282,6 +302,7 @@ class VCPURunner:
             self._rip = checked.rip
             self._kicked = checked.kicked
             self.fault = checked.fault
+            self._nmi = checked.nmi
             self._pending_entry = None
             self._pending_init = False
             self._pending_registers = None
@@ -322,7 +343,7 @@ class VCPURunner:
         if self._engine is None or self.state in (VCPUState.CRASHED, VCPUState.POWERED_OFF):
             return False
         if self.state is VCPUState.HALTED:
-            return self._kicked
+            return self._kicked or self._nmi
         return True
 
     def _bootstrap(self) -> None:
@@ -373,6 +394,8 @@ class VCPURunner:
                 entry, self._pending_entry = self._pending_entry, None
                 if entry is not None or self.state is VCPUState.HALTED:
                     self._kicked = False  # a fresh start forgets it; a halted CPU has just used it
+                nmi = self._nmi and entry is None  # a fresh start forgets it too
+                self._nmi = False
                 self.state = VCPUState.RUNNING
                 self._in_emu = True
             engine = self._engine
@@ -391,7 +414,7 @@ class VCPURunner:
             if self._scheduler is not None:
                 self._scheduler.acquire()
             try:
-                result = engine.run(self._rip, Scheduler.SLICE_BLOCKS if self._scheduler else 0)
+                result = engine.run(self._rip, Scheduler.SLICE_BLOCKS if self._scheduler else 0, nmi=nmi)
             finally:
                 if self._scheduler is not None:
                     self._scheduler.release()

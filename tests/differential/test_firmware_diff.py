@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, RawClient, Server, start_qemu, start_qmpd
+from tests.helpers import REPO, RawClient, Server, copy_firmware_sources, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
@@ -154,8 +154,7 @@ def test_a_plug_under_prelaunch(tmp_path: Path, machine: str) -> None:
 def _pci_dump_image(tmp_path: Path) -> Path:
     build = tmp_path / "pci-dump"
     build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
+    copy_firmware_sources(build)
     image = build / "firmware.bin"
     subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", "ASFLAGS=--defsym PCI_DUMP=1"],
                    check=True, capture_output=True, timeout=60)  # fmt: skip

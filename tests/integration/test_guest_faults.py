@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, read_u64s, wait_until
+from tests.helpers import copy_firmware_sources, read_u64s, wait_until
 from tests.integration.test_hotplug import Guest, running_guest
 
 COUNTERS = 0x200000
@@ -35,8 +35,7 @@ def firmware_variant(tmp_path: Path, kind: int) -> Path:
     """The bundled firmware's sources built with FAULT=kind."""
     build = tmp_path / f"firmware-{kind}"
     build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
+    copy_firmware_sources(build)
     image = build / "firmware.bin"
     subprocess.run(
         ["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS=--defsym FAULT={kind}"],
