@@ -65,7 +65,7 @@ def main(csv_path: str) -> None:
                 if number == 0x54:  # Print/SysRq: QEMU also takes 0xb7
                     qnum[0xB7] = linux
     names = {linux: name for name, linux in qcode_row.items()}
-    tables: dict[str, object] = {}
+    tables: dict[str, object] = {"qcodes": qcodes}
     for label, column in (("set1", AT1), ("set2", AT2), ("set3", AT3)):
         tables[label] = {
             name: at[column][qcode_row[name]]

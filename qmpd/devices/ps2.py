@@ -59,6 +59,8 @@ class KeyTables:
 
     sets: dict[int, dict[str, int]]
     numbers: dict[int, str]
+    #: Every QKeyCode, in QEMU's order.
+    names: tuple[str, ...]
 
     def qcode_of_number(self, number: int) -> str:
         """The QKeyCode a send-key ``number`` key means (``unmapped`` if none)."""
@@ -70,10 +72,13 @@ def load_tables() -> KeyTables:
     return KeyTables(
         sets={1: data["set1"], 2: data["set2"], 3: data["set3"]},
         numbers={int(number): name for number, name in data["numbers"].items()},
+        names=tuple(data["qcodes"]),
     )
 
 
 TABLES = load_tables()
+#: The QKeyCode names (HMP sendkey takes these).
+QKEYCODES = frozenset(TABLES.names)
 
 
 @dataclass(frozen=True)
