@@ -8,8 +8,8 @@ When the i8042 asks for translation (its command byte's bit 6, as firmware
 sets it), each set 2 byte goes through the 8042's translation table and a
 break code comes out as one byte with bit 7 set: set 1 codes.
 
-The queue holds QEMU's 16 bytes (PS2_QUEUE_SIZE); a key whose bytes do not fit
-is dropped, as on QEMU.  Replies to keyboard commands go ahead of the queued
+The queue holds QEMU's 16 bytes (PS2_QUEUE_SIZE); a byte that does not fit is
+dropped (byte by byte, as QEMU's ps2_queue).  Replies to keyboard commands go ahead of the queued
 scancodes and are dropped when the next command comes, as QEMU's.  The i8042
 owns the lock; every method here runs under it.
 """
