@@ -2,7 +2,8 @@
 
 The firmware echoes on debugcon every NMI each CPU takes and every byte the i8042 gives it, so the
 same commands must give the same lines on both (NMI lines are compared as a set: the CPUs take the
-NMI concurrently).  The argument errors of send-key and inject-nmi are compared byte for byte.
+NMI concurrently).  The argument errors of send-key and inject-nmi, HMP nmi and sendkey, and the two commands'
+query-qmp-schema signatures (the KeyValue union, all 150 QKeyCodes) are compared too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.differential.test_firmware_diff import FIRMWARE, Run
-from tests.helpers import RawClient, start_qemu, start_qmpd
+from tests.helpers import RawClient, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 MACHINES = ["pc", "q35"]
@@ -110,6 +111,8 @@ def _replies(server_start: Any, tmp_path: Path, machine: str) -> list[Any]:
             client.negotiate()
             replies = [client.execute(name, arguments) for name, arguments in BAD_ARGUMENTS]
             replies += [client.execute("human-monitor-command", {"command-line": line}) for line in HMP_LINES]
+            schema = client.execute("query-qmp-schema")["return"]
+            replies += [resolved_signature(schema, name) for name in ("send-key", "inject-nmi")]
             time.sleep(0.05)
             return replies
     finally:
