@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from qmpd.migration.stream import read_state
 from tests.helpers import hmp, wait_until
 from tests.integration.test_hotplug import Guest, running_guest
 
@@ -101,3 +102,25 @@ def test_send_key_while_stopped_reaches_no_one(tmp_path: Path) -> None:
         assert guest.client.execute("cont") == OK
         assert guest.client.execute("send-key", _keys("c")) == OK
         wait_until(lambda: _kbd_bytes(guest) == ["2e", "ae"])
+
+
+def test_the_keyboard_translation_and_lint1_travel_with_a_saved_machine(tmp_path: Path) -> None:
+    """The firmware set the i8042's translate bit and unmasked LINT1 at boot, once: a restored guest that
+    lost them would get set 2 bytes ("1c f0 1c") and no NMIs."""
+    state = tmp_path / "input.state"
+    argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", "2"]
+    (tmp_path / "source").mkdir()
+    (tmp_path / "target").mkdir()
+    with running_guest(argv, tmp_path / "source") as source:
+        source.online(1, 1)
+        assert source.client.execute("migrate", {"uri": f"file:{state}"}) == OK
+        wait_until(lambda: source.client.execute("query-migrate")["return"].get("status") == "completed")
+    saved = read_state(str(state))[0]
+    assert saved["i8042"]["keyboard"]["translate"] is True and saved["i8042"]["mode"] == 0x60
+    assert [cpu["lapic"]["lint1"] for cpu in saved["cpus"]] == [0x400, 0x400]
+    with running_guest([*argv, "-incoming", f"file:{state}"], tmp_path / "target", wait_online=False) as target:
+        wait_until(lambda: target.client.execute("query-migrate")["return"].get("status") == "completed")
+        assert target.client.execute("send-key", _keys("a")) == OK
+        wait_until(lambda: _kbd_bytes(target)[-2:] == ["1e", "9e"])
+        assert target.client.execute("inject-nmi") == OK
+        wait_until(lambda: len(_nmis(target)) == 2)
