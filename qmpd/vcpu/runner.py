@@ -23,7 +23,7 @@ import structlog
 
 from qmpd.vcpu import native
 from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, Exit, VCPUEngine
-from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_string, string
+from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_integer, optional_string, string
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,8 @@ class RunnerState:
     engine: bool
     #: An NMI was waiting to be taken (version 2; a version 1 state has none).
     nmi: bool = False
+    #: NMIs were blocked until the guest got back to this address (an NMI handler had not returned).
+    nmi_return: int | None = None
 
 
 #: The run states a saved vCPU may have (a thread that had ended is not saved).
@@ -128,6 +130,8 @@ class VCPURunner:
         self._kicked = False
         #: An NMI waits to be taken at the next start of the engine (one at most, as the pin latches it).
         self._nmi = False
+        #: A restored vCPU's blocked NMIs (engine.nmi_return), for the engine load_registers builds.
+        self._nmi_return: int | None = None
         self._wait_sipi = True
         self._pending_entry: Entry | None = None
         self._pending_init = False
@@ -226,10 +230,13 @@ class VCPURunner:
         A CPU that is off, waiting for STARTUP or shut down ignores it; returns whether it was taken.
         """
         with self._cond:
-            if self._wait_sipi or self._engine is None or self.state in (VCPUState.POWERED_OFF, VCPUState.CRASHED):
+            engine = self._engine
+            if self._wait_sipi or engine is None or self.state in (VCPUState.POWERED_OFF, VCPUState.CRASHED):
                 return False
             self._nmi = True
-            self._stop_engine()
+            engine.nmi_waiting = True  # if its handler is still running, the engine stops when it returns
+            if not engine.nmi_blocked:
+                self._stop_engine()
             self._cond.notify_all()
             return True
 
@@ -259,6 +266,7 @@ class VCPURunner:
             self.fault = None
             self._kicked = False
             self._nmi = False
+            self._nmi_return = None
             self.state = VCPUState.POWERED_OFF
             self._cond.notify_all()
 
@@ -273,6 +281,7 @@ class VCPURunner:
                 "fault": self.fault,
                 "engine": self._engine is not None,
                 "nmi": self._nmi,
+                "nmi_return": self._engine.nmi_return if self._engine is not None else None,
             }
 
     @staticmethod
@@ -291,6 +300,7 @@ class VCPURunner:
             fault=fault,
             engine=boolean(saved, "engine", where),
             nmi=boolean(saved, "nmi", where) if version >= 2 else False,
+            nmi_return=optional_integer(saved, "nmi_return", U64, where) if version >= 2 else None,
         )
 
     def load_state(self, checked: RunnerState) -> None:
@@ -303,6 +313,7 @@ class VCPURunner:
             self._kicked = checked.kicked
             self.fault = checked.fault
             self._nmi = checked.nmi
+            self._nmi_return = checked.nmi_return
             self._pending_entry = None
             self._pending_init = False
             self._pending_registers = None
@@ -343,7 +354,7 @@ class VCPURunner:
         if self._engine is None or self.state in (VCPUState.CRASHED, VCPUState.POWERED_OFF):
             return False
         if self.state is VCPUState.HALTED:
-            return self._kicked or self._nmi
+            return self._kicked or (self._nmi and not self._engine.nmi_blocked)
         return True
 
     def _bootstrap(self) -> None:
@@ -394,8 +405,11 @@ class VCPURunner:
                 entry, self._pending_entry = self._pending_entry, None
                 if entry is not None or self.state is VCPUState.HALTED:
                     self._kicked = False  # a fresh start forgets it; a halted CPU has just used it
-                nmi = self._nmi and entry is None  # a fresh start forgets it too
-                self._nmi = False
+                if entry is not None:
+                    self._nmi = False  # a fresh start forgets it too
+                nmi = self._nmi and self._engine is not None and not self._engine.nmi_blocked
+                if nmi:
+                    self._nmi = False
                 self.state = VCPUState.RUNNING
                 self._in_emu = True
             engine = self._engine
@@ -411,6 +425,9 @@ class VCPURunner:
                 # A stop requested while the engine did not exist yet must not be lost.
                 if self.paused or self._want_exit or self._pending_init or self._jobs:
                     engine.request_stop()
+                engine.nmi_waiting = self._nmi
+                if self._nmi and not engine.nmi_blocked:
+                    engine.request_stop()  # an NMI came after the decision above: take it next time round
             if self._scheduler is not None:
                 self._scheduler.acquire()
             try:
@@ -459,6 +476,8 @@ class VCPURunner:
             self._engine.close()
         self._engine = self._make_engine()
         self._engine.restore_registers(registers)
+        if self._nmi_return is not None:
+            self._engine.block_nmis_until(self._nmi_return)
 
     def _run_jobs(self) -> None:
         jobs, self._jobs = self._jobs, []

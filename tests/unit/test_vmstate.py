@@ -87,6 +87,7 @@ def test_a_runner_round_trips_its_run_state() -> None:
         "fault": None,
         "engine": False,
         "nmi": False,
+        "nmi_return": None,
     }
     target.load_state(VCPURunner.check_state({**saved, "rip": 0x1000, "kicked": True, "nmi": True}, 2))
     assert target.save_state() == {**saved, "rip": 0x1000, "kicked": True, "nmi": True}
