@@ -10,7 +10,12 @@ the key codes QEMU 7.2 has (schema/types/QKeyCode.json; later ones map to
 ``unmapped``).  A later row of the database wins over an earlier one, as in
 keycodemapdb's generator.
 
-Usage: tools/gen_keymaps.py path/to/keymaps.csv
+QEMU 7.2 (December 2022) builds from a keycodemapdb older than its 2023 changes (Hangeul/Hanja
+scancodes, F13-F24): take data/keymaps.csv of commit 0c3623c (2022-08-23) or older.  With a newer one,
+lang1 and lang2 would send bytes that QEMU 7.2 does not (tests/differential/test_input_diff.py sends
+every key to both and compares).
+
+Usage: tools/gen_keymaps.py path/to/keymaps.csv   (git show 0c3623c:data/keymaps.csv in qemu/keycodemapdb)
 """
 
 from __future__ import annotations

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from qmpd.devices.ps2 import TABLES
 from tests.differential.test_firmware_diff import FIRMWARE, Run
 from tests.helpers import RawClient, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 MACHINES = ["pc", "q35"]
+QKEYCODES = TABLES.names
 #: Keys whose bytes differ in kind: plain, 0xE0-prefixed, modifiers, Print Screen, Pause, numbers.
 KEYS: list[list[dict[str, Any]]] = [
     [{"type": "qcode", "data": "a"}],
@@ -80,6 +82,32 @@ def test_nmi_and_keys_give_the_same_console(tmp_path: Path, machine: str) -> Non
     assert [line for line in qmpd.console().splitlines() if "NMI" not in line and "kbd" not in line] == [
         line for line in qemu.console().splitlines() if "NMI" not in line and "kbd" not in line
     ]
+
+
+def _every_key(run: Run) -> None:
+    run.until(lambda: "CPU 0 (APIC ID 0) online" in run.console())
+    for name in QKEYCODES:
+        assert run.execute("send-key", {"keys": [{"type": "qcode", "data": name}], "hold-time": 20}) == {"return": {}}
+    # The end: ctrl+esc, bytes that no single key above gives in this order.
+    assert run.execute("send-key", {"keys": [{"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "esc"}]}) == {
+        "return": {}
+    }
+    end = [f"qmpd firmware: kbd {code}" for code in ("1d", "01", "81", "9d")]
+    run.until(lambda: _lines(run, "kbd ")[-4:] == end, timeout=60)
+
+
+def test_every_key_code_gives_qemus_scancodes(tmp_path: Path) -> None:
+    """All 150 QKeyCodes, pressed and released one after the other: the tables match QEMU 7.2's."""
+    consoles = {}
+    for kind in ("qemu", "qmpd"):
+        run = _start(kind, "pc", tmp_path)
+        try:
+            _every_key(run)
+        finally:
+            run.close()
+        consoles[kind] = _lines(run, "kbd ")
+    assert consoles["qmpd"] == consoles["qemu"]
+    assert len(consoles["qemu"]) > 300
 
 
 BAD_ARGUMENTS: list[tuple[str, dict[str, Any] | None]] = [
