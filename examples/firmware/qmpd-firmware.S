@@ -61,6 +61,10 @@
  * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
  * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
  *
+ * NMI and keyboard (input.S): every CPU takes an NMI through vector 2 and
+ * goes on; the boot CPU reports each as "CPU n (APIC ID m) NMI" and echoes
+ * every byte it reads from the i8042 as "kbd xx".
+ *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
  */
@@ -171,6 +175,7 @@ _start:
 .endif
         call    build_idt
         lidt    [rip + idt_descriptor]
+        call    input_setup_boot                /* input.S */
         lea     rsi, [rip + msg_hello]
         call    puts
         call    read_options                    /* fw_cfg: WORK_MODE (fwcfg.S) */
@@ -299,6 +304,7 @@ ap_entry:
         identify
         mov     r13, [r12 * 8 + CPU_INDEX]
         lidt    [rip + idt_descriptor]
+        call    input_setup_cpu                 /* input.S */
         /* fall through: the boot CPU prints this CPU's banner once it is online */
 
 /* ---------------------------------------------------------------- per-CPU work */
@@ -329,7 +335,8 @@ work:
         cmp     qword ptr [FAULTS_PENDING], 0
         je      13f
         call    report_exceptions
-13:     test    r14, r14
+13:     call    input_poll                      /* input.S: NMIs taken, keyboard bytes */
+        test    r14, r14
         jz      3b
         mov     dx, PM1_STS                     /* the power button pressed? */
         in      ax, dx
@@ -768,6 +775,8 @@ putdec: push    rbx
         pop     rcx
         pop     rbx
         ret
+
+        .include "input.S"
 
 msg_hello:  .asciz "qmpd firmware: booting\n"
 msg_cpu:    .asciz "qmpd firmware: CPU "

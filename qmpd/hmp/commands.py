@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 
@@ -10,6 +11,7 @@ from qmpd.commands.control import quit_
 from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.cpu.x86cpu import X86CPU
+from qmpd.devices.ps2 import QKEYCODES, TABLES
 from qmpd.errors import GenericError
 from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
@@ -53,6 +55,38 @@ async def hmp_system_reset(ctx: CommandContext) -> None:
 @HMP.command("system_powerdown", "", "", "send system power down event")
 def hmp_system_powerdown(ctx: CommandContext) -> None:
     ctx.machine.system_powerdown()
+
+
+@HMP.command("nmi", "", "", "inject an NMI")
+def hmp_nmi(ctx: CommandContext) -> None:
+    ctx.machine.inject_nmi()
+
+
+_HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
+
+
+@HMP.command(
+    "sendkey",
+    "keys:s,hold_time:i?",
+    "keys [hold_ms]",
+    "send keys to the VM (e.g. 'sendkey ctrl-alt-f1', default hold time=100 ms)",
+)
+def hmp_sendkey(ctx: CommandContext, keys: str, hold_time: int | None = None) -> str:
+    """Keys joined by '-': QKeyCode names, '<' for less, or 0x-prefixed key numbers (QEMU's hmp_sendkey)."""
+    names: list[str] = []
+    for name in keys.split("-"):
+        if name == "<":
+            name = "less"
+        if name.startswith("0x"):
+            if not _HEX_NUMBER.fullmatch(name):
+                return f"invalid parameter: {name}\n"
+            names.append(TABLES.qcode_of_number(int(name, 16)))
+        elif name in QKEYCODES:
+            names.append(name)
+        else:
+            return f"invalid parameter: {name}\n"
+    ctx.machine.keys.send_keys(names, hold_time)
+    return ""
 
 
 @HMP.command("quit|q", "", "", "quit the emulator")

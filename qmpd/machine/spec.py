@@ -158,7 +158,8 @@ def _port_devices(config: MachineConfig, machine_type: MachineType) -> tuple[Por
             out.append(
                 PortDeviceSpec("isa-debugcon", _int(props.get("iobase", "0xe9"), "iobase", device.driver), 1, chardev)
             )
-    ports: dict[int, str] = {0xCF9: "the reset control register", 0x64: "i8042"} if machine_type.is_pc else {}
+    board_ports = {0xCF9: "the reset control register", 0x60: "i8042", 0x64: "i8042"}
+    ports: dict[int, str] = board_ports if machine_type.is_pc else {}
     for spec in out:
         for port in range(spec.iobase, spec.iobase + spec.iosize):
             if port in ports:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import unicorn.x86_const as x86
-from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc, UcError
 from unicorn.unicorn_py3.arch.types import uc_hook_h
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -29,6 +29,7 @@ from qmpd.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalAPIC
 from qmpd.vcpu import native
 from qmpd.vcpu.exceptions import (
     ERROR_VECTORS,
+    NMI,
     InterruptHook,
     TripleFault,
     UnassignedMemory,
@@ -87,6 +88,11 @@ class VCPUEngine:
         self.unassigned = UnassignedMemory(self.uc)
         #: Exceptions and INT n delivered to the guest's handlers.
         self.exceptions_delivered = 0
+        #: Where the NMI being handled returns to; NMIs are blocked until the guest gets back there (its IRET).
+        self.nmi_return: int | None = None
+        self._nmi_return_hook: int | None = None
+        #: Set by the vCPU's runner (any thread): an NMI waits, so end the run once NMIs are unblocked.
+        self.nmi_waiting = False
         self.control = native.BlockControl()
         self._block_hook = native.install_block_hook(self.uc, self.control) if native.available else None
 
@@ -177,16 +183,25 @@ class VCPUEngine:
         self.uc.reg_write(x86.UC_X86_REG_RCX, entry.rcx)
         self.uc.reg_write(x86.UC_X86_REG_RFLAGS, 0x2)
 
-    def run(self, rip: int, budget: int = 0) -> RunResult:
+    def run(self, rip: int, budget: int = 0, *, nmi: bool = False) -> RunResult:
         """Run from ``rip`` until a stop, HLT or fault (or one counted slice).
 
         Guest exceptions are delivered to the guest's handlers here, between two
-        ``emu_start`` calls, and the run goes on at the handler.  A hook that
-        raised ends the run with Exit.INTERNAL_ERROR.
+        ``emu_start`` calls, and the run goes on at the handler.  With ``nmi`` the
+        run begins in the guest's NMI handler (vector 2, returning to ``rip``).
+        A hook that raised ends the run with Exit.INTERNAL_ERROR.
         """
         control = self.control
         control.stopped_by_hook = 0
         control.budget = budget
+        if nmi:
+            try:
+                raise_exception(self.uc, NMI, rip)
+            except TripleFault:
+                return RunResult(Exit.TRIPLE_FAULT, rip, f"triple fault (NMI at {rip:#x})")
+            self.exceptions_delivered += 1
+            self.block_nmis_until(rip)
+            rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
         while True:
             try:
                 if self._block_hook is not None:
@@ -219,6 +234,30 @@ class VCPUEngine:
             rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
             if control.stop or control.stopped_by_hook:
                 return RunResult(Exit.STOPPED, rip, None)
+
+    @property
+    def nmi_blocked(self) -> bool:
+        """An NMI handler has not returned yet: the next NMI waits (as the processor blocks NMIs until IRET)."""
+        return self.nmi_return is not None
+
+    def block_nmis_until(self, rip: int) -> None:
+        """Block NMIs until the guest executes at ``rip`` again, the interrupted instruction its handler's
+        IRET goes back to (Unicorn reports no IRET; a code hook on that one address sees the return)."""
+        self._unhook_nmi_return()
+        self.nmi_return = rip
+        self._nmi_return_hook = self.uc.hook_add(UC_HOOK_CODE, self._nmi_returned, None, rip, rip)
+        self.uc.ctl_remove_cache(rip, rip + 1)  # code already translated there gets the hook too
+
+    def _nmi_returned(self, uc: Uc, address: int, size: int, user_data: Any) -> None:
+        self._unhook_nmi_return()
+        if self.nmi_waiting:
+            self.control.stop = 1  # at the next block boundary: the runner delivers the waiting NMI
+
+    def _unhook_nmi_return(self) -> None:
+        if self._nmi_return_hook is not None:
+            self.uc.hook_del(self._nmi_return_hook)
+            self._nmi_return_hook = None
+        self.nmi_return = None
 
     def _internal_error(self, exc: Exception) -> RunResult:
         """The run a raising hook ended (an unwrapped exception came from a hook of qmpd's own)."""

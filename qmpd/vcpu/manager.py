@@ -196,6 +196,11 @@ class VCPUManager:
             return CPUSnapshot.powered_off()
         return await future
 
+    def nmi(self, index: int) -> bool:
+        """An NMI for CPU ``index`` (its local APIC let it through); False if that CPU ignores it now."""
+        runner = self._roster.by_index.get(index)
+        return runner is not None and runner.nmi()
+
     def kick_all(self) -> None:
         """A device event every CPU should notice (e.g. an SCI); called from vCPU threads too."""
         for runner in self._roster.by_index.values():

@@ -184,14 +184,8 @@ def test_a_failure_while_applying_takes_back_what_was_applied(
 def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
     meta, ram = good
     assert meta["state_versions"] == {
-        "runner": 1,
-        "registers": 1,
-        "lapic": 1,
-        "cpuhp": 1,
-        "pm": 1,
-        "pci": 1,
-        "fw_cfg": 1,
-    }
+        "runner": 2, "registers": 1, "lapic": 2, "cpuhp": 1, "pm": 1, "pci": 1, "fw_cfg": 1, "i8042": 1
+    }  # fmt: skip
     older = {key: value for key, value in meta.items() if key != "state_versions"}
     status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))
     closing.append(target)
@@ -201,10 +195,41 @@ def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: 
 
 def test_a_section_newer_than_this_qmpd_is_refused_by_name(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
     meta, ram = good
-    newer = {**meta, "state_versions": {**meta["state_versions"], "lapic": 2}}
+    newer = {**meta, "state_versions": {**meta["state_versions"], "lapic": 3}}
     status, info, _, target = _restore(_write(tmp_path / "newer.state", newer, ram))
     closing.append(target)
-    assert status == "failed" and "'lapic' state has version 2" in info["error-desc"], info
+    assert status == "failed" and "'lapic' state has version 3" in info["error-desc"], info
+
+
+def test_a_state_without_lint_registers_nmi_or_keyboard_loads(
+    good: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    """Version 1 of the lapic and runner sections, and no i8042 section: qmpd before inject-nmi and send-key."""
+    meta, ram = good
+    cpus = []
+    for cpu in meta["cpus"]:
+        lapic = {key: value for key, value in cpu["lapic"].items() if key not in ("lint0", "lint1")}
+        runner = {key: value for key, value in cpu["runner"].items() if key != "nmi"}
+        cpus.append({**cpu, "lapic": lapic, "runner": runner})
+    versions = {**meta["state_versions"], "lapic": 1, "runner": 1}
+    versions.pop("i8042")
+    older = {key: value for key, value in meta.items() if key != "i8042"} | {"cpus": cpus, "state_versions": versions}
+    status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))
+    closing.append(target)
+    assert status == "completed", info
+    lapic = target.cpu_slots.cpus[0].child("lapic")
+    assert lapic is not None and lapic.save_state()["lint1"] == 0x10000, "LINT1 masked, as at power-on"
+
+
+def test_a_keyboard_queue_longer_than_the_ps2_queue_is_refused(
+    good: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    meta, ram = good
+    keyboard = {**meta["i8042"]["keyboard"], "queue": [0x1E] * 17}
+    bad = {**meta, "i8042": {**meta["i8042"], "keyboard": keyboard}}
+    status, info, _, target = _restore(_write(tmp_path / "bad.state", bad, ram))
+    closing.append(target)
+    assert status == "failed" and "'i8042.keyboard.queue'" in info["error-desc"], info
 
 
 # -- mutated descriptions --------------------------------------------------------------------------------

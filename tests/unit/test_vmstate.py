@@ -86,9 +86,13 @@ def test_a_runner_round_trips_its_run_state() -> None:
         "kicked": False,
         "fault": None,
         "engine": False,
+        "nmi": False,
+        "nmi_return": None,
     }
-    target.load_state(VCPURunner.check_state({**saved, "rip": 0x1000, "kicked": True}, 1))
-    assert target.save_state() == {**saved, "rip": 0x1000, "kicked": True}
+    target.load_state(VCPURunner.check_state({**saved, "rip": 0x1000, "kicked": True, "nmi": True}, 2))
+    assert target.save_state() == {**saved, "rip": 0x1000, "kicked": True, "nmi": True}
+    target.load_state(VCPURunner.check_state({**saved, "nmi": True}, 1))
+    assert target.save_state()["nmi"] is False, "version 1 had no pending NMI"
 
 
 def test_registers_round_trip_through_json_lists() -> None:
