@@ -17,9 +17,9 @@ owns the lock; every method here runs under it.
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from qmpd.vmstate import U8, boolean, fields, integer, integers, invalid, items
@@ -68,7 +68,10 @@ class KeyTables:
 
 
 def load_tables() -> KeyTables:
-    data = json.loads(resources.files("qmpd.devices").joinpath("data/keymaps.json").read_text())
+    """The tables tools/gen_keymaps.py wrote (read with os.path: importlib.resources would load pathlib and
+    tempfile on every start, which tests/unit/test_startup_imports.py keeps off)."""
+    with open(os.path.join(os.path.dirname(__file__), "data", "keymaps.json"), encoding="utf-8") as file:
+        data = json.load(file)
     return KeyTables(
         sets={1: data["set1"], 2: data["set2"], 3: data["set3"]},
         numbers={int(number): name for number, name in data["numbers"].items()},
