@@ -217,9 +217,44 @@ def _check_cpu_set(machine: Machine, cpus: tuple[SavedCPU, ...], anon_count: int
     ids = [cpu.qdev_id for cpu in cpus if cpu.qdev_id is not None]
     if len(set(ids)) != len(ids):
         raise invalid("cpus", "a device id is listed twice")
+    _check_plugged_while_waiting(machine, cpus)
     for cpu in cpus:
         if cpu.index not in kept:
             _check_plug(machine, cpu, anon_count, unattached_count, leaving)
+
+
+#: QEMU's advice when a stream and the target's devices disagree (savevm.c).
+SAME_SETUP = "Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices"
+
+
+def _check_plugged_while_waiting(machine: Machine, cpus: tuple[SavedCPU, ...]) -> None:
+    """CPUs plugged into the target while it waited for the stream are the saved CPUs, not extra ones.
+
+    libvirt restores a domain as QEMU requires: it ``device_add``s the saved domain's hot-plugged
+    vCPUs on the ``inmigrate`` target, then starts the stream, which loads into them.  Each such CPU
+    must be the saved CPU of its slot (path, id, type, features); and once the target holds any,
+    every saved CPU must be here already, as QEMU refuses a CPU section it has no device for (without
+    any, qmpd re-creates the saved hot-plugged CPUs itself: the target then has its command line only).
+    """
+    waiting = [cpu for cpu in machine.cpu_slots.cpus if cpu.hotplugged]
+    if not waiting:
+        return
+    saved = {cpu.index: cpu for cpu in cpus}
+    for cpu in waiting:
+        assert cpu.cpu_index is not None
+        entry, path = saved.get(cpu.cpu_index), cpu.canonical_path()
+        if entry is None:
+            problem = "is not in the saved machine"
+        elif entry.qom_path != path:
+            problem = f"is '{entry.qom_path}' in the saved machine"
+        elif entry.type_name != cpu.type_name or entry.switched != cpu.switched:
+            problem = "differs in its type or features from the saved CPU of its slot"
+        else:
+            continue
+        raise StateError(f"CPU {cpu.cpu_index} plugged here as '{path}' {problem}. {SAME_SETUP}")
+    for entry in cpus:
+        if entry.index not in machine.cpu_slots.occupied:
+            raise StateError(f"Unknown savevm section or instance 'cpu_common' {entry.index}. {SAME_SETUP}")
 
 
 def _check_plug(machine: Machine, cpu: SavedCPU, anon_count: int, unattached_count: int, leaving: set[str]) -> None:
