@@ -1,0 +1,21 @@
+"""README's deliberate-differences table parses, and its sweep keys excuse exactly what they name."""
+
+from __future__ import annotations
+
+from tests.differential.deliberate import KINDS, deliberate, differences
+
+
+def test_every_row_has_a_reason_and_known_key_kinds() -> None:
+    rows = differences()
+    assert len(rows) >= 10
+    for row in rows:
+        assert row.why
+        assert all(kind in KINDS for kind, _ in row.keys)
+
+
+def test_keys_match_by_pattern_and_kind() -> None:
+    kvm = deliberate("command", "query-kvm")
+    assert kvm is not None and kvm.what == "KVM"
+    assert deliberate("path", "/machine/topology/socket[0]") is not None
+    assert deliberate("event", "query-kvm") is None
+    assert deliberate("command", "query-status") is None
