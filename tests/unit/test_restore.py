@@ -45,8 +45,8 @@ SOURCE_PATHS = [
 ]
 
 
-def _machine(incoming: str | None = None) -> Machine:
-    config = MachineConfig(cpu="Haswell", smp=SMP, ram_size=RAM, start_paused=True, incoming=incoming)
+def _machine(incoming: str | None = None, cpu: str = "Haswell") -> Machine:
+    config = MachineConfig(cpu=cpu, smp=SMP, ram_size=RAM, start_paused=True, incoming=incoming)
     return Machine(config, EventBus(SCHEMA))
 
 
@@ -294,6 +294,31 @@ def test_cpus_device_added_while_waiting_that_differ_from_the_saved_ones_are_ref
     assert status == "failed" and info["error-desc"].startswith(error), info
     assert target.runstate.value == "inmigrate"
     assert len(target.cpu_slots.cpus) == 1 + len(plugs), "the target's CPUs stay as they were plugged"
+
+
+#: The -cpu libvirt 9.0 gives a restored Haswell domain: the features it found off or on, spelled out.
+LIBVIRT_CPU = (
+    "Haswell,fma=off,pcid=off,x2apic=off,tsc-deadline=off,avx=off,f16c=off,rdrand=on,hypervisor=on,arat=on,"
+    "hle=off,avx2=off,invpcid=off,rtm=off,xsaveopt=on,abm=on"
+)
+
+
+@pytest.mark.parametrize(("cpu", "loads"), [(LIBVIRT_CPU, True), ("Haswell,aes=off", False), ("Broadwell", False)])
+def test_a_cpu_option_is_compared_by_what_the_guest_sees(good: Saved, tmp_path: Path, cpu: str, loads: bool) -> None:
+    async def run() -> dict[str, Any]:
+        target = _machine("defer", cpu)
+        try:
+            migrator = Migrator(target, "defer")
+            await asyncio.wait_for(migrator.accept(_write(tmp_path / "s.state", *good)), 10)
+            return migrator.info()
+        finally:
+            target.close()
+
+    info = asyncio.run(run())
+    if loads:
+        assert info["status"] == "completed", info
+    else:
+        assert info["status"] == "failed" and "differs from this one in 'cpu'" in info["error-desc"], info
 
 
 # -- mutated descriptions --------------------------------------------------------------------------------
