@@ -18,7 +18,7 @@ from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option, property_types
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import SavedHotplugBlock
 from qmpd.devices.lapic import APICRegisters, LocalAPIC
-from qmpd.errors import GenericError
+from qmpd.errors import QMPError
 from qmpd.machine.cpu_slots import apply_cpu_option, guest_view
 from qmpd.machine.qom_tree import new_object
 from qmpd.machine.runstate import RunState
@@ -153,7 +153,7 @@ def _same_cpu_option(machine: Machine, saved: Any, here: str | None) -> bool:
             apply_cpu_option(cpu, option)
             others = sorted((name, value) for name, value in option.globals if types.get(name) != "bool")
             views.append((guest_view(cpu), others))
-    except (CPUOptionError, GenericError):
+    except (CPUOptionError, QMPError):  # a saved text this qmpd cannot take: not the same CPU
         return False
     return views[0] == views[1]
 
