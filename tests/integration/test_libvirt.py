@@ -353,6 +353,11 @@ def test_libvirt_drives_a_qmpd_domain_through_its_lifecycle(libvirt_host: Host) 
     assert _live_vcpus() == 2
     domain.no_fd_leaked()
 
+    # inject-nmi and send-key: the firmware reports each NMI per CPU and echoes the keyboard's bytes.
+    commands = {command["name"] for command in _qmp("query-commands")}
+    if {"inject-nmi", "send-key"} <= commands:  # [4/7]'s input half
+        _nmi_and_keys(domain)
+
     # reboot (ACPI): system_powerdown, the firmware enters S5, libvirt's fake reboot (system_reset + cont).
     boots = domain.boots()
     domain.mark()
@@ -370,6 +375,19 @@ def test_libvirt_drives_a_qmpd_domain_through_its_lifecycle(libvirt_host: Host) 
     wait_until(lambda: "shut off" in _state(), timeout=30)
     assert _state() == "shut off (shutdown)"
     virsh("undefine", DOMAIN, "--managed-save")
+
+
+def _nmi_and_keys(domain: Domain) -> None:
+    """virsh inject-nmi: one "NMI" line per vCPU; virsh send-key KEY_A: set 1 make and break codes."""
+    domain.mark()
+    live, nmis = _live_vcpus(), domain.console().count(") NMI")
+    virsh("inject-nmi", DOMAIN)
+    wait_until(lambda: domain.console().count(") NMI") == nmis + live)
+    assert all(f"CPU {n} (APIC ID {n}) NMI" in domain.console() for n in range(live))
+    virsh("send-key", DOMAIN, "KEY_A")
+    wait_until(lambda: "kbd 1e" in domain.console() and "kbd 9e" in domain.console())
+    domain.healthy()
+    domain.no_fd_leaked()
 
 
 def _kvm_usable_by(account: str) -> bool:
