@@ -131,7 +131,7 @@ def _check_machine(machine: Machine, top: dict[str, Any]) -> None:
     if not isinstance(saved, dict):
         raise invalid("machine", "expected an object")
     for key, value in here.items():
-        if key == "cpu" and _same_cpu_option(machine, saved.get(key), value):
+        if key == "cpu" and _same_cpu_option(saved.get(key), value):
             continue
         if saved.get(key) != value or type(saved.get(key)) is not type(value):
             raise StateError(
@@ -139,7 +139,7 @@ def _check_machine(machine: Machine, top: dict[str, Any]) -> None:
             )
 
 
-def _same_cpu_option(machine: Machine, saved: Any, here: str | None) -> bool:
+def _same_cpu_option(saved: Any, here: str | None) -> bool:
     """Whether two -cpu texts give the guest the same CPU (libvirt restores a domain with its CPU's
     features spelled out, ``Haswell,fma=off,...``, where the source had ``Haswell``)."""
     if not isinstance(saved, str) or here is None:
