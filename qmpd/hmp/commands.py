@@ -13,6 +13,7 @@ from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.ps2 import QKEYCODES, TABLES
 from qmpd.errors import GenericError
+from qmpd.fdstore import SessionFds
 from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
 from qmpd.hmp.registers import format_registers
@@ -299,6 +300,20 @@ def hmp_device_add(ctx: CommandContext, device: str | None = None) -> str:
 @HMP.command("device_del", "id:s", "device", "remove device")
 def hmp_device_del(ctx: CommandContext, id: str) -> None:
     qdev_device_del(ctx.machine, id)
+
+
+@HMP.command("getfd", "fdname:s", "getfd name", "receive a file descriptor via SCM rights and assign it a name")
+def hmp_getfd(ctx: CommandContext, fdname: str) -> None:
+    """As QEMU's: the human monitor of human-monitor-command is a monitor of its own, made for one
+    command line, which never receives a descriptor (those passed with the QMP message stay the QMP
+    session's): always "No file descriptor supplied via SCM_RIGHTS"."""
+    SessionFds().getfd(fdname)
+
+
+@HMP.command("closefd", "fdname:s", "closefd name", "close a file descriptor previously passed via SCM rights")
+def hmp_closefd(ctx: CommandContext, fdname: str) -> None:
+    """As QEMU's: that monitor's own table, empty (the QMP session's named descriptors are not its)."""
+    SessionFds().closefd(fdname)
 
 
 @HMP.command("cpu-add", "id:i", "id", "add cpu (deprecated, use device_add instead)")

@@ -298,8 +298,14 @@ class Migrator:
             self.begin_accept(self.incoming)
 
     def begin_accept(self, uri: str) -> None:
-        """Start loading an incoming stream (``-incoming URI`` at start-up, or ``migrate-incoming``)."""
+        """Start loading an incoming stream (``-incoming URI`` at start-up, or ``migrate-incoming``).
+
+        Status ``setup`` (and its MIGRATION event) comes before migrate-incoming's reply, as QEMU's
+        does: libvirt checks the incoming job as soon as the reply arrives and fails a restore that has
+        not started ("job 'start' is not active")."""
         check_uri(uri)
+        self.error = None
+        self._set_status("setup")
         self._task = asyncio.ensure_future(self.accept(uri))
 
     async def accept(self, uri: str) -> None:
