@@ -71,11 +71,9 @@ def _fixed(name: str, kind: str, value: object) -> PropertyDef:
     )
 
 
-FW_CFG_PROPERTIES = (
-    _fixed("acpi-mr-restore", "bool", True),
-    _fixed("x-file-slots", "uint16", FILE_SLOTS),
-    _fixed("dma_enabled", "bool", True),
-)
+#: fw_cfg's own static property, then fw_cfg_io's (QEMU 7.2's values).
+FW_CFG_PROPERTIES = (_fixed("acpi-mr-restore", "bool", True),)
+FW_CFG_IO_PROPERTIES = (_fixed("x-file-slots", "uint16", FILE_SLOTS), _fixed("dma_enabled", "bool", True))
 
 
 def _setting(name: str) -> Any:
@@ -121,12 +119,16 @@ def type_registry() -> TypeRegistry:
         )
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
     registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))
-    registry.register(TypeInfo("fw_cfg", "sys-bus-device", abstract=True, user_creatable=False))
-    # The MMIO flavour other boards use: listed as QEMU lists it, never created by qmpd.
-    fw_cfg_mem_properties = (*FW_CFG_PROPERTIES[:2], _fixed("data_width", "uint32", 0xFFFFFFFF), FW_CFG_PROPERTIES[2])
-    registry.register(TypeInfo("fw_cfg_mem", "fw_cfg", user_creatable=False, properties=fw_cfg_mem_properties))
     registry.register(
-        TypeInfo("fw_cfg_io", "fw_cfg", factory=FwCfgObject, user_creatable=False, properties=FW_CFG_PROPERTIES)
+        TypeInfo("fw_cfg", "sys-bus-device", abstract=True, user_creatable=False, properties=FW_CFG_PROPERTIES)
+    )
+    # The MMIO flavour other boards use: listed as QEMU lists it, never created by qmpd.
+    mem_properties = (FW_CFG_IO_PROPERTIES[0], _fixed("data_width", "uint32", 0xFFFFFFFF), FW_CFG_IO_PROPERTIES[1])
+    registry.register(
+        TypeInfo("fw_cfg_mem", "fw_cfg", factory=FwCfgObject, user_creatable=False, properties=mem_properties)
+    )
+    registry.register(
+        TypeInfo("fw_cfg_io", "fw_cfg", factory=FwCfgObject, user_creatable=False, properties=FW_CFG_IO_PROPERTIES)
     )
     register_apic_types(registry)
     register_cpu_types(registry)

@@ -73,6 +73,8 @@ QOM = [
     ("qom-set", {"path": "/machine/fw_cfg", "property": "dma_enabled", "value": False}),
     ("qom-get", {"path": "/machine/fw_cfg", "property": "nosuch"}),
     ("device-list-properties", {"typename": "fw_cfg_io"}),
+    ("device-list-properties", {"typename": "fw_cfg_mem"}),
+    ("qom-list-properties", {"typename": "fw_cfg"}),
     ("qom-list-types", {"implements": "fw_cfg"}),
     ("device_add", {"driver": "fw_cfg_io"}),
     ("device_del", {"id": "/machine/fw_cfg"}),

@@ -259,6 +259,14 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_fw_cfg_files(fw_cfg_options(f"opt/s,file={secret}"), available=True)
 
 
+@pytest.mark.parametrize("port", ["0x510", "0x511", "0x514", "0x51b"])
+def test_an_isa_device_on_fw_cfg_ports_is_refused(port: str) -> None:
+    config = parse_args(["-device", f"isa-debug-exit,iobase={port},iosize=1"]).machine
+    with pytest.raises(SpecError, match=f"^isa-debug-exit: I/O port {port} is already used by fw_cfg$"):
+        build_spec(config)
+    assert build_spec(parse_args(["-device", "isa-debug-exit,iobase=0x512,iosize=2"]).machine).port_devices
+
+
 def test_machine_spec_carries_files_and_machine_none_has_no_fw_cfg() -> None:
     config = MachineConfig(fw_cfg=fw_cfg_options("opt/qmpd/work,string=idle"))
     assert build_spec(config).fw_cfg_files == (("opt/qmpd/work", b"idle"),)
