@@ -19,8 +19,9 @@ line that answers it (reply or event); events are read from the same socket as t
   all1024  qmpd only, -smp 1,maxcpus=1024 -S: 1023 CPUs the same way
   online64 qmpd only, -smp 1,maxcpus=64 with the firmware running: 63 device_add -> the last of 63
            ACPI_DEVICE_OST events with source 1 (every plugged CPU online), VmRSS after
-  idle1024 qmpd only, -smp 1,maxcpus=1024, the firmware in its idle work mode (CPUs halt after their
-           banner), console to a file: 1023 device_add one after another -> the last ACPI_DEVICE_OST
+  idle1024 qmpd only, -smp 1,maxcpus=1024, the firmware in its idle work mode (-fw_cfg
+           name=opt/qmpd/work,string=idle: CPUs halt after their banner), console to a file:
+           1023 device_add one after another -> the last ACPI_DEVICE_OST
            online, from the first device_add and from the last one's return (the goal: <= 10 s),
            VmRSS after (the goal: <= 1.5 GiB) and its growth per online CPU
 Every metric runs REPS times, each run in a fresh process, alternating qmpd/QEMU (order reversed every
@@ -345,27 +346,20 @@ def m_online(kind: str, cfg: Config) -> Samples:
         proc.close()
 
 
-def idle_firmware(directory: str) -> str:
-    """The bundled firmware built in its idle work mode (as --defsym WORK_MODE_DEFAULT=1) into ``directory``."""
-    build = os.path.join(directory, "firmware")
-    shutil.copytree(REPO / "examples" / "firmware", build)
-    image = os.path.join(build, "idle.bin")
-    subprocess.run(
-        ["make", "-s", "-C", build, f"OUT={image}", "ASFLAGS=--defsym WORK_MODE_DEFAULT=1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return image
-
-
 def m_idle(kind: str, cfg: Config) -> Samples:
     """Idle firmware, -smp 1,maxcpus=N: every free slot plugged one after another -> the last CPU online."""
     maxcpus = cfg.idle
     work = tempfile.mkdtemp(prefix="hotplug-bench-idle-")
     try:
         console = os.path.join(work, "console.txt")
-        argv = ["-smp", f"1,maxcpus={maxcpus}", "-bios", idle_firmware(work), "-debugcon", f"file:{console}"]
+        argv = [
+            "-smp",
+            f"1,maxcpus={maxcpus}",
+            "-fw_cfg",
+            "name=opt/qmpd/work,string=idle",
+            "-debugcon",
+            f"file:{console}",
+        ]
         proc = Proc(kind, argv)
         try:
             monitor = proc.connect()

@@ -12,6 +12,8 @@ Runs, in this order and in this one process (the benchmarks' own functions, impo
              after another and brought online by the firmware in its idle mode (qmpd: time, VmRSS)
   probe      bench/probe_bench.py: libvirt's emulator probe, its 51 commands (QEMU with accel=tcg)
   migration  bench/migration_bench.py: save to a file and restore, 128 MiB and 1 GiB of RAM
+  startup    bench/startup_bench.py: spawn -> ready for libvirt's probe, a -S pc start, a 128 MiB
+             restore, and the floor (an interpreter importing asyncio) against QEMU's start
 Every measurement runs REPS times in fresh processes, qmpd and QEMU alternating (order reversed every
 other repetition), as the benchmarks themselves do; the table shows medians and qmpd/QEMU ratios of
 medians.  Without qemu-system-x86_64 the QEMU column stays empty.
@@ -53,6 +55,7 @@ import hotplug_bench
 import migration_bench
 import probe_bench
 import qmp_bench
+import startup_bench
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,7 +63,7 @@ QEMU = shutil.which("qemu-system-x86_64")
 KINDS = ["qmpd", "qemu"] if QEMU else ["qmpd"]
 #: QEMU's TCG limit on maxcpus for -machine pc.
 QEMU_MAXCPUS = 255
-BENCHMARKS = ("qmp", "guest", "hotplug", "probe", "migration")
+BENCHMARKS = ("qmp", "guest", "hotplug", "probe", "migration", "startup")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Profile:
     probe_reps: int
     migration_sizes: tuple[int, ...]
     migration_reps: int
+    startup_reps: int
 
 
 PROFILES = {
@@ -103,6 +107,7 @@ PROFILES = {
         probe_reps=1,
         migration_sizes=(128,),
         migration_reps=1,
+        startup_reps=1,
     ),
     "quick": Profile(
         name="quick",
@@ -122,6 +127,7 @@ PROFILES = {
         probe_reps=3,
         migration_sizes=(128, 1024),
         migration_reps=2,
+        startup_reps=3,
     ),
     "full": Profile(
         name="full",
@@ -141,6 +147,7 @@ PROFILES = {
         probe_reps=7,
         migration_sizes=(128, 1024),
         migration_reps=5,
+        startup_reps=7,
     ),
 }
 
@@ -462,12 +469,24 @@ def run_migration(p: Profile, series: Series) -> list[Row]:
     return rows
 
 
+def run_startup(p: Profile, series: Series) -> list[Row]:
+    log(f"startup: {p.startup_reps} repetitions of {', '.join(startup_bench.ROWS)}")
+    samples = startup_bench.measure(KINDS, list(startup_bench.ROWS), p.startup_reps)
+    start_qemu = median(samples["start"].get("qemu", []))
+    return [
+        Row("startup", row, startup_bench.LABELS[row], "lower", median(samples[row]["qmpd"]),
+            start_qemu if row == "floor" else median(samples[row].get("qemu", [])))
+        for row in startup_bench.ROWS
+    ]  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[[Profile, Series], list[Row]]] = {
     "qmp": run_qmp,
     "guest": run_guest,
     "hotplug": run_hotplug,
     "probe": run_probe,
     "migration": run_migration,
+    "startup": run_startup,
 }
 
 

@@ -232,6 +232,13 @@ def mask(line: bytes) -> bytes:
 GUESTS = REPO / "tests" / "guests"
 
 
+def copy_firmware_sources(build: Path) -> None:
+    """Copy the bundled firmware's sources (examples/firmware: .S, .ld, Makefile) into ``build``."""
+    for source in sorted((REPO / "examples" / "firmware").iterdir()):
+        if source.is_file() and (source.suffix in (".S", ".ld") or source.name == "Makefile"):
+            (build / source.name).write_bytes(source.read_bytes())
+
+
 def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = None, include: str = "") -> Path:
     """Assemble tests/guests/NAME.S (GNU as) into a flat binary for -bios; ``include`` becomes leaves.inc etc."""
     work = out_dir / f"guest-{name}"

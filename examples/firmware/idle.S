@@ -1,5 +1,6 @@
 /*
- * The `idle` work mode (the byte at WORK_MODE = 1): after its banner a CPU halts instead
+ * The `idle` work mode (WORK_MODE = 1, from `-fw_cfg name=opt/qmpd/work,string=idle`,
+ * fwcfg.S): after its banner a CPU halts instead
  * of counting, and wakes for an interrupt: an IPI, or the SCI of a CPU
  * hot-plug event or of the power button.  Included by qmpd-firmware.S.
  *
@@ -18,6 +19,9 @@
  * sends one to the boot CPU, which reports it; a CPU that has come up sends
  * one to the boot CPU, which halts while it waits instead of spinning (on a
  * busy host a spinning boot CPU takes the time the new CPU needs to start).
+ * A CPU that took an NMI (input.S) wakes the boot CPU, which reports it; the
+ * keyboard raises no interrupt (input.S polls it), so its bytes are echoed
+ * when the boot CPU next wakes.
  */
         .set IOAPIC,        0xfec00000
         .set IOREGSEL,      0x00
@@ -27,15 +31,6 @@
         .set SPURIOUS,      0xff
         .set APIC_SVR,      0xf0
         .set APIC_EOI,      0xb0
-        .set WORK_MODE,     0x20b018            /* byte: 0 count, 1 idle (as fwcfg.S has it) */
-        .ifndef WORK_MODE_DEFAULT
-        .set WORK_MODE_DEFAULT, 0               /* the mode the boot CPU sets at start */
-        .endif
-
-/* Boot CPU, first thing: the work mode the image was built with. */
-default_work_mode:
-        mov     byte ptr [WORK_MODE], WORK_MODE_DEFAULT
-        ret
 
 /* Boot CPU, before it starts other CPUs: its APIC ID for their IPIs, its local APIC, the gates. */
 idle_prepare:
@@ -54,7 +49,8 @@ idle:
         cmp     qword ptr [FAULTS_PENDING], 0
         je      53f
         call    report_exceptions
-53:     test    r14, r14
+53:     call    input_poll                      /* input.S: NMIs taken, keyboard bytes */
+        test    r14, r14
         jz      54f
         mov     dx, PM1_STS                     /* the power button pressed? */
         in      ax, dx
@@ -80,7 +76,11 @@ idle_cpu:
 55:     cli
         cmp     qword ptr [r12 * 8 + STATE], 2
         je      park
-        sti
+        cmp     qword ptr [NMI_FLAG], 0         /* it took an NMI (input.S): the boot CPU reports it */
+        je      57f
+        mov     eax, [rip + boot_apic_id]
+        call    wake_cpu
+57:     sti
         hlt
         jmp     55b
 
@@ -101,8 +101,7 @@ idle_gates:
 /* rax = handler, rdi = its gate */
 set_gate:
         mov     [rdi], ax
-        mov     dx, cs
-        mov     [rdi + 2], dx
+        mov     word ptr [rdi + 2], SEL_CODE64
         mov     word ptr [rdi + 4], 0x8e00      /* present, DPL 0, 64-bit interrupt gate */
         shr     rax, 16
         mov     [rdi + 6], ax

@@ -20,6 +20,9 @@
  * to the 16-bit trampoline in real mode and as a jump to the 64-bit entry in
  * long mode, so one page serves both.
  *
+ * Options come from fw_cfg (fwcfg.S): `-fw_cfg name=opt/qmpd/work,string=idle`
+ * sets WORK_MODE, on either emulator.
+ *
  * The firmware finds the machine as firmware does on QEMU, whatever it was
  * started with: its APIC ID through CPUID (leaf 0xB, else leaf 1), the
  * chipset through PCI configuration space (ports 0xCF8/0xCFC: the i440FX or
@@ -58,9 +61,12 @@
  * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
  * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
  *
- * Work modes (the byte at WORK_MODE): 0 count, the loop above; 1 idle, every
- * CPU halts after its banner and wakes for interrupts (idle.S).  The boot CPU
- * sets it to WORK_MODE_DEFAULT (`as --defsym WORK_MODE_DEFAULT=1`: idle).
+ * Work modes (the byte at WORK_MODE, read from fw_cfg): 0 count, the loop
+ * above; 1 idle, every CPU halts after its banner and wakes for interrupts
+ * (idle.S).
+ * NMI and keyboard (input.S): every CPU takes an NMI through vector 2 and
+ * goes on; the boot CPU reports each as "CPU n (APIC ID m) NMI" and echoes
+ * every byte it reads from the i8042 as "kbd xx".
  *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
@@ -167,19 +173,23 @@
 _start:
         identify
         xor     r13d, r13d                      /* the boot CPU is CPU 0 */
-        call    default_work_mode               /* idle.S */
         call    find_chipset                    /* -> r14 hot-plug block (0: no ACPI), r15 GPE0 */
 .ifdef PCI_DUMP
         call    dump_pci                        /* test variant: what a guest reads of PCI config space */
 .endif
         call    build_idt
         lidt    [rip + idt_descriptor]
+        call    input_setup_boot                /* input.S */
+        lea     rsi, [rip + msg_hello]
+        call    puts
+        call    read_options                    /* fw_cfg: WORK_MODE (fwcfg.S) */
+.ifdef FWCFG_DUMP
+        call    dump_fwcfg                      /* test variant: what a guest reads of fw_cfg */
+.endif
         cmp     byte ptr [WORK_MODE], 0
         je      26f
         call    idle_prepare                    /* idle.S: interrupts to wake this CPU */
-26:     lea     rsi, [rip + msg_hello]
-        call    puts
-        call    online_banner
+26:     call    online_banner
         test    r14, r14
         jz      work
         mov     dx, PM1_EN                      /* let the power button raise PWRBTN_STS */
@@ -301,6 +311,7 @@ ap_entry:
         identify
         mov     r13, [r12 * 8 + CPU_INDEX]
         lidt    [rip + idt_descriptor]
+        call    input_setup_cpu                 /* input.S */
         /* fall through: the boot CPU prints this CPU's banner once it is online */
 
 /* ---------------------------------------------------------------- per-CPU work */
@@ -333,7 +344,8 @@ work:
         cmp     qword ptr [FAULTS_PENDING], 0
         je      13f
         call    report_exceptions
-13:     test    r14, r14
+13:     call    input_poll                      /* input.S: NMIs taken, keyboard bytes */
+        test    r14, r14
         jz      3b
         mov     dx, PM1_STS                     /* the power button pressed? */
         in      ax, dx
@@ -770,6 +782,9 @@ pci_write:
         out     dx, eax
         ret
 
+/* ---------------------------------------------------------------- fw_cfg */
+        .include "fwcfg.S"
+
 /* ---------------------------------------------------------------- output */
 /* Only the boot CPU prints, so lines from several CPUs never interleave. */
 online_banner:
@@ -824,6 +839,8 @@ putdec: push    rbx
         pop     rcx
         pop     rbx
         ret
+
+        .include "input.S"
 
 msg_hello:  .asciz "qmpd firmware: booting\n"
 msg_cpu:    .asciz "qmpd firmware: CPU "

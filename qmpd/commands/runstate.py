@@ -33,6 +33,11 @@ def system_powerdown(ctx: CommandContext) -> None:
     ctx.machine.system_powerdown()
 
 
+@qmp_command("inject-nmi")
+def inject_nmi(ctx: CommandContext) -> None:
+    ctx.machine.inject_nmi()
+
+
 @qmp_command("set-action")
 def set_action(
     ctx: CommandContext,

@@ -18,15 +18,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import structlog
 
 from qmpd.devices.lapic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, DEST_ALL, DEST_ALL_BUT_SELF, DEST_SELF
-from qmpd.vcpu import native
 from qmpd.vcpu.bridge import LoopBridge
-from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, VCPUEngine
 from qmpd.vcpu.loader import STACK_SIZE
+from qmpd.vcpu.ram import disable_huge_pages
 from qmpd.vcpu.runner import Entry, Scheduler, VCPURunner, VCPUState
+from qmpd.vcpu.snapshot import CPUSnapshot
+
+if TYPE_CHECKING:
+    from qmpd.vcpu.engine import EngineFactory, VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +41,8 @@ class VCPUManager:
     def __init__(self, bridge: LoopBridge, ram_size: int, *, single_threaded: bool = False, nice: int = 0) -> None:
         self.bridge = bridge
         self.nice = nice
-        # Process-wide, checked at each page fault (native.disable_huge_pages says why).
-        native.disable_huge_pages()
+        # Process-wide, checked at each page fault (disable_huge_pages says why).
+        disable_huge_pages()
         self.ram_size = ram_size
         self.scheduler = Scheduler() if single_threaded else None
         #: Changed only by the loop thread; see the module docstring for how vCPU threads read them.
@@ -170,6 +174,11 @@ class VCPUManager:
         if not runner.run_in_thread(job):
             return CPUSnapshot.powered_off()
         return await future
+
+    def nmi(self, index: int) -> bool:
+        """An NMI for CPU ``index`` (its local APIC let it through); False if that CPU ignores it now."""
+        runner = self._by_index.get(index)
+        return runner is not None and runner.nmi()
 
     def kick_all(self) -> None:
         """A device event every CPU should notice (e.g. an SCI); called from vCPU threads too."""

@@ -92,26 +92,3 @@ def install_block_hook(uc: Uc, control: BlockControl) -> uc_hook_h:
     if status != 0:
         raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with {status}")
     return handle
-
-
-_PR_SET_NAME = 15
-_PR_SET_THP_DISABLE = 41
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def disable_huge_pages() -> bool:
-    """No transparent huge pages for this process's new mappings (PR_SET_THP_DISABLE); True if it took.
-
-    Unicorn maps a translation buffer per engine and writes a little code at its start; with THP
-    set to "always" the kernel backs that with a 2 MiB page, 2 of the ~2.9 MiB an online vCPU cost.
-    Guest RAM is touched sparsely too, so it loses nothing that matters.
-    """
-    prctl = getattr(_LIBC, "prctl", None)
-    return prctl is not None and prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
-
-
-def name_thread(name: str) -> None:
-    """Give the calling thread its kernel name (``ps -T``, /proc/.../comm), as QEMU's debug-threads does."""
-    prctl = getattr(_LIBC, "prctl", None)
-    if prctl is not None:
-        prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)

@@ -1,6 +1,6 @@
 """Many CPUs online at once: the firmware's idle work mode, 63 plugged one after another.
 
-The bundled firmware built with `--defsym WORK_MODE_DEFAULT=1` halts every CPU after its banner
+The bundled firmware with `-fw_cfg name=opt/qmpd/work,string=idle` halts every CPU after its banner
 (examples/firmware/idle.S); the boot CPU wakes for the SCI, routed through the I/O APIC.
 Every plug must end in the guest's _OST, the daemon's memory must grow by about 1 MiB per
 online CPU (not the 2.9 MiB of a transparent huge page per engine), and halted CPUs must
@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RawClient, Server, firmware_variant, start_qmpd, wait_until
+from tests.helpers import RawClient, Server, start_qmpd, wait_until
 
 MAXCPUS = 64
+IDLE = "name=opt/qmpd/work,string=idle"
 #: The measured growth is ~0.95 MiB per online CPU; a transparent huge page per engine made it ~2.9.
 RSS_PER_CPU_MIB = 1.5
 #: Seconds from the last device_add's return to the last _OST (measured: ~0.3 s on 2 busy cores).
@@ -62,9 +63,8 @@ def _matches(data: dict[str, Any], wanted: dict[str, Any]) -> bool:
 
 @pytest.fixture
 def idle_guest(tmp_path: Path) -> Iterator[IdleGuest]:
-    image = firmware_variant(tmp_path, WORK_MODE_DEFAULT=1)
     console = tmp_path / "console.txt"
-    argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", f"1,maxcpus={MAXCPUS}", "-bios", str(image)]
+    argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", f"1,maxcpus={MAXCPUS}", "-fw_cfg", IDLE]
     server = start_qmpd([*argv, "-debugcon", f"file:{console}"], tmp_path)
     try:
         client = RawClient(server.socket_path, timeout=30)
