@@ -223,9 +223,18 @@ def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
     return sorted(found, key=lambda item: item[0].split("/"))
 
 
+#: The code that derives the bundle's contents from schema/ (a change to it makes a bundle stale too).
+_DERIVED_BY = ("schema.py", "introspect.py")
+
+
 def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
-    """What a bundle must have been made from: each file's relative path, size and mtime."""
-    return [[relative, entry.stat().st_size, entry.stat().st_mtime_ns] for relative, entry in files]
+    """What a bundle must have been made from: each file's relative path, size and mtime, and the same
+    of the modules that read and introspect them."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    code = [(f"qmpd/qapi/{name}", os.stat(os.path.join(here, name))) for name in _DERIVED_BY]
+    return [
+        [relative, stat.st_size, stat.st_mtime_ns] for relative, stat in [*code, *((r, e.stat()) for r, e in files)]
+    ]
 
 
 def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
