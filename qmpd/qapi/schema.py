@@ -75,16 +75,11 @@ def qapi_validator_class() -> Any:
 
 JSONSchema = Mapping[str, Any]
 
-#: The keywords a command's or event's root may use for ``empty_is_valid`` to be read off its
-#: ``required`` list (every document in schema/ today; tests/unit/test_schema.py checks the answer).
-_PLAIN_OBJECT_KEYWORDS = frozenset(
-    {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "$defs", "type", "properties",
-     "additionalProperties", "required"}
-)  # fmt: skip
-
-
 #: Keywords that say nothing about validity.
 _ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "$defs"})
+#: The keywords a command's root may use for ``empty_is_valid`` to be read off its ``required`` list
+#: (every document in schema/ today; tests/unit/test_schema.py checks the answer).
+_PLAIN_OBJECT_KEYWORDS = _ANNOTATIONS | {"type", "properties", "additionalProperties", "required"}
 #: The JSON types the argument walker (qmpd.qapi.arguments) checks exactly as jsonschema does.
 _PLAIN_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
 
