@@ -24,10 +24,13 @@ def _expansion_lists() -> tuple[list[str], list[str]]:
 
 
 def cpu_definitions() -> list[dict[str, Any]]:
-    """CpuDefinitionInfo for every model: max and base first, then each model and its -v1 name."""
+    """CpuDefinitionInfo for every model: max, host and base first, then each model and its -v1 name."""
     out: list[dict[str, Any]] = []
     models = cpu_models()
-    for model in sorted(models.values(), key=lambda m: (m.name not in ("max", "base"), m.name != "max", m.name)):
+    for model in sorted(
+        models.values(),
+        key=lambda m: (m.name not in ("max", "host", "base"), m.name != "max", m.name != "host", m.name),
+    ):
         unavailable = sorted(model.unavailable, key=lambda name: _feature_order().get(name, 1 << 30))
         entry: dict[str, Any] = {
             "name": model.name,

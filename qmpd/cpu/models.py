@@ -62,6 +62,8 @@ class CPUModel(NamedTuple):
     #: False for the QEMU TCG `max` model and the featureless `base` (static expansion root).
     static: bool = False
     migration_safe: bool = True
+    #: The model needs an accelerator that passes the host's CPUID through (QEMU's ``host``): listed, never realized.
+    host_cpuid: bool = False
 
     @property
     def typename(self) -> str:
@@ -70,8 +72,10 @@ class CPUModel(NamedTuple):
 
     @property
     def unavailable(self) -> frozenset[str]:
-        """Nominal features no engine model can provide (QEMU: the accelerator lacks them)."""
-        return self.nominal - engine_capability()
+        """Nominal features no engine model can provide (QEMU: the accelerator lacks them); ``host``
+        lacks what QEMU's TCG reports for it, ``kvm``."""
+        missing = self.nominal - engine_capability()
+        return missing | {"kvm"} if self.host_cpuid else missing
 
 
 class PropertyInfo(NamedTuple):
@@ -213,7 +217,7 @@ def _decode_identity(cpuid: dict[str, list[int]]) -> tuple[str, int, int, int, s
 
 @cache
 def cpu_models() -> dict[str, CPUModel]:
-    """Every model by unversioned name: Unicorn's 38 models, then ``max`` and ``base``."""
+    """Every model by unversioned name: Unicorn's 38 models, then ``max``, ``host`` and ``base``."""
     data = load_table("x86_cpu_models.json")
     models: dict[str, CPUModel] = {}
     engine_models = {name: entry for name, entry in data.items() if "unicorn" in entry}
@@ -254,6 +258,8 @@ def cpu_models() -> dict[str, CPUModel]:
         cpuid=engine.cpuid,
         migration_safe=False,
     )
+    # `host`: QEMU's TCG lists it as max with the host's CPUID, which only KVM or HVF can give.
+    models["host"] = models["max"]._replace(name="host", host_cpuid=True)
     # `base`: no features and no identity; the root of static expansions.
     qemu64 = models["qemu64"]
     models["base"] = CPUModel(

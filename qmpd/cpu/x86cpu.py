@@ -245,6 +245,8 @@ class X86CPU(Device):
 
     def check_realizable(self) -> None:
         """x86_cpu_realizefn's refusals, before anything changes."""
+        if self.model.host_cpuid:
+            raise GenericError(f"CPU model '{self.model.name}' requires KVM or HVF")
         phys_bits = self.values.get("phys-bits")
         low, high = PHYS_BITS_RANGE
         if phys_bits and "lm" in self.requested_features() and not low <= phys_bits <= high:
@@ -407,7 +409,8 @@ def register_cpu_types(registry: TypeRegistry) -> None:
     registry.register(TypeInfo("cpu", "device", abstract=True, properties=_cpu_class_properties()))
     registry.register(TypeInfo("x86_64-cpu", "cpu", abstract=True, properties=_x86_properties()))
     for model in cpu_models().values():
-        registry.register(TypeInfo(model.typename, "x86_64-cpu", factory=X86CPU, data={"model": model}))
+        parent = "max-x86_64-cpu" if model.host_cpuid else "x86_64-cpu"
+        registry.register(TypeInfo(model.typename, parent, factory=X86CPU, data={"model": model}))
         if model.versioned is not None:
             registry.register(
                 TypeInfo(f"{model.versioned}-x86_64-cpu", "x86_64-cpu", factory=X86CPU, data={"model": model})

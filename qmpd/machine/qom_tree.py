@@ -102,18 +102,23 @@ def type_registry() -> TypeRegistry:
     register_cpu_types(registry)
     register_host_types(registry)
     registry.register(TypeInfo("cpu-topology-node", "object", abstract=True))
-    registry.register(TypeInfo("cpu-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id")))
     registry.register(
-        TypeInfo("cpu-die", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id"))
+        TypeInfo("cpu-topology-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id"))
+    )
+    registry.register(
+        TypeInfo("cpu-topology-die", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id"))
     )
     registry.register(
         TypeInfo(
-            "cpu-core", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id", "core-id")
+            "cpu-topology-core",
+            "cpu-topology-node",
+            factory=TopologyNode,
+            properties=_ids("socket-id", "die-id", "core-id"),
         )
     )
     registry.register(
         TypeInfo(
-            "cpu-thread",
+            "cpu-topology-thread",
             "cpu-topology-node",
             factory=TopologyNode,
             properties=(*_ids("socket-id", "die-id", "core-id", "thread-id"), *_ids("apic-id", kind="uint32")),
@@ -197,11 +202,11 @@ class QOMTree:
                 path = (*path, value)
                 node = nodes.get(path)
                 if node is None:
-                    node = self._node(f"cpu-{level}", slot, len(path))
+                    node = self._node(f"cpu-topology-{level}", slot, len(path))
                     parent.add_child(f"{level}[{value}]", node)
                     nodes[path] = node
                 parent = node
-            thread = self._node("cpu-thread", slot, 4)
+            thread = self._node("cpu-topology-thread", slot, 4)
             thread.ids["apic-id"] = slot.apic_id
             thread.add_link("cpu", "x86_64-cpu", setter=lambda node, value: self._set_thread_cpu(handler, node, value))
             parent.add_child(f"thread[{slot.thread_id}]", thread)
