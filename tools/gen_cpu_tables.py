@@ -114,6 +114,8 @@ def measure_properties() -> dict[str, Any]:
     try:
         listing = qemu.cmd("qom-list", path=path)["return"]
         listed = qemu.cmd("device-list-properties", typename="Haswell-x86_64-cpu")["return"]
+        # The abstract type lists class properties only: the others are added by each instance (aliases...).
+        of_class = {p["name"] for p in qemu.cmd("qom-list-properties", typename="x86_64-cpu")["return"]}
         defaults = {p["name"]: p.get("default-value") for p in listed}
         descriptions = {p["name"]: p["description"] for p in listed if "description" in p}
         words = qemu.cmd("qom-get", path=path, property="feature-words")["return"]
@@ -122,6 +124,8 @@ def measure_properties() -> dict[str, Any]:
             if prop["type"].startswith("child<"):
                 continue
             entry: dict[str, Any] = {"name": prop["name"], "type": prop["type"]}
+            if prop["name"] not in of_class and prop["name"] not in ("memory", "start-powered-off", "legacy-memory"):
+                entry["instance"] = True
             if prop["name"] in descriptions:
                 entry["description"] = descriptions[prop["name"]]
             if prop["name"] in defaults:

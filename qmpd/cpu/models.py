@@ -91,6 +91,8 @@ class PropertyInfo(NamedTuple):
     feature: Feature | None
     alias_of: str | None
     description: str | None
+    #: Added by x86_cpu_initfn to each instance (aliases, feature-words ...), not by the class.
+    instance: bool = False
 
     @property
     def writable(self) -> bool:
@@ -131,6 +133,7 @@ def cpu_properties() -> tuple[PropertyInfo, ...]:
                 feature=feature,
                 alias_of=entry.get("alias_of"),
                 description=entry.get("description"),
+                instance=bool(entry.get("instance")),
             )
         )
     return tuple(out)

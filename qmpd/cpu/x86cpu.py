@@ -304,6 +304,7 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
         has_default=info.has_default,
         description=info.description,
         alias_of=info.alias_of,
+        instance=info.instance,
     )
 
 
@@ -370,6 +371,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         has_default=info.has_default,
         get_error=info.get_error,
         description=info.description,
+        instance=info.instance,
     )
 
 
@@ -404,13 +406,34 @@ def _cpu_class_properties() -> tuple[PropertyDef, ...]:
     )
 
 
+def _max_property(name: str, default: bool) -> PropertyDef:
+    """A qdev property of QEMU's ``max`` class (and so of ``host``): kept and shown, changing nothing here."""
+
+    def get(obj: Object) -> Any:
+        assert isinstance(obj, X86CPU)
+        return obj.values.get(name, default)
+
+    def set_(obj: Object, value: Any) -> None:
+        assert isinstance(obj, X86CPU)
+        obj.values[name] = value
+
+    return PropertyDef(name, "bool", getter=get, setter=set_, static=True, default=default, has_default=True)
+
+
+#: max_x86_cpu_properties: ``migratable`` (only migratable features) and ``host-cache-info`` (the host's caches).
+MAX_PROPERTIES = (_max_property("migratable", True), _max_property("host-cache-info", False))
+
+
 def register_cpu_types(registry: TypeRegistry) -> None:
     """cpu, x86_64-cpu and one concrete type per model (plus its -v1 name)."""
     registry.register(TypeInfo("cpu", "device", abstract=True, properties=_cpu_class_properties()))
     registry.register(TypeInfo("x86_64-cpu", "cpu", abstract=True, properties=_x86_properties()))
     for model in cpu_models().values():
         parent = "max-x86_64-cpu" if model.host_cpuid else "x86_64-cpu"
-        registry.register(TypeInfo(model.typename, parent, factory=X86CPU, data={"model": model}))
+        properties = MAX_PROPERTIES if model.name == "max" else ()
+        registry.register(
+            TypeInfo(model.typename, parent, factory=X86CPU, properties=properties, data={"model": model})
+        )
         if model.versioned is not None:
             registry.register(
                 TypeInfo(f"{model.versioned}-x86_64-cpu", "x86_64-cpu", factory=X86CPU, data={"model": model})

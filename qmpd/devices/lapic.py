@@ -168,7 +168,15 @@ def register_apic_types(registry: TypeRegistry) -> None:
             "device",
             abstract=True,
             properties=(
-                PropertyDef("vapic", "bool", getter=_getter("vapic"), static=True, default=True, has_default=True),
+                PropertyDef(
+                    "vapic",
+                    "bool",
+                    getter=_getter("vapic"),
+                    static=True,
+                    default=True,
+                    has_default=True,
+                    description="on/off",
+                ),
                 PropertyDef(
                     "version",
                     "uint8",
@@ -180,7 +188,8 @@ def register_apic_types(registry: TypeRegistry) -> None:
                 PropertyDef(
                     "legacy-instance-id", "bool", getter=lambda obj: False, static=True, default=False, has_default=True
                 ),
-                PropertyDef("id", "uint32", getter=_getter("apic_id"), static=True, default=255, has_default=True),
+                # apic_common_initfn adds it to each instance: no default, refused once realized.
+                PropertyDef("id", "uint32", getter=_getter("apic_id"), static=True, instance=True),
             ),
         )
     )
