@@ -52,7 +52,7 @@ IGNORED_OPTIONS: dict[str, str] = {
     "object": "memory backends and secrets are not used",
     "global": "no device takes global properties",
     "no-user-config": "qmpd reads no configuration files",
-    "nographic": "qmpd has no display",
+    "nographic": "qmpd has no display (the machine's graphics property reads false, as on QEMU)",
     "enable-fips": "no cryptography is used",
 }
 _ACCELS = ("kvm", "tcg", "xen", "hax", "hvf", "nvmm", "whpx", "qtest")
@@ -448,6 +448,7 @@ _OPTIONS: dict[str, _Option] = {
         True, lambda b, a: b.machine.__setitem__("smp", a), "-smp [cpus=]N[,sockets=,dies=,cores=,threads=,maxcpus=]"
     ),
     "m": _Option(True, _opt_m, "-m SIZE[M|G] (guest RAM, default 128M)"),
+    "nographic": _Option(False, lambda b: b.machine_props.append(("graphics", "off")), "-nographic (accepted)"),
     "S": _Option(False, _set("machine", "start_paused", True), "-S (do not start the vCPUs until 'cont')"),
     "max-sessions": _Option(True, _opt_max_sessions, "--max-sessions N (QMP sessions at once, default 64)"),
     "state-dir": _Option(True, _opt_state_dir, "--state-dir DIR (save the machine on SIGTERM, restore it at start)"),

@@ -29,7 +29,7 @@ from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
 from qmpd.machine.hotplug_handler import HotplugHandler
-from qmpd.machine.properties import DEFAULTS
+from qmpd.machine.properties import defaults
 from qmpd.machine.qom_tree import QOMTree, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
@@ -99,7 +99,8 @@ class Machine:
         smp = self.spec.smp
         return {
             "kernel": self.config.kernel or "",
-            "firmware": self.config.bios or "",
+            # Without -bios QEMU names its default ROM; qmpd runs its own firmware then, under QEMU's name.
+            "firmware": self.config.bios or ("bios-256k.bin" if self.machine_type.is_pc else ""),
             "memory": {"size": self.config.ram_size},
             "smp": {
                 "cpus": smp.cpus,
@@ -110,7 +111,7 @@ class Machine:
                 "sockets": smp.sockets,
                 "clusters": smp.clusters,
             },
-            **DEFAULTS,
+            **defaults(self.machine_type),
             "acpi": "auto" if self.config.acpi else "off",
             **dict(self.config.machine_settings),
         }

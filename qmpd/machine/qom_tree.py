@@ -20,7 +20,7 @@ from qmpd.cpu.x86cpu import X86CPU, register_cpu_types
 from qmpd.devices.lapic import register_apic_types
 from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.machine.hotplug_handler import HotplugHandler, request_unplug
-from qmpd.machine.properties import MACHINE_PROPERTIES
+from qmpd.machine.properties import INSTANCE_ORDER, MACHINE_PROPERTIES
 from qmpd.machine.types import MACHINE_TYPES, MachineType
 from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device, register_base_types
@@ -35,6 +35,14 @@ class MachineObject(Object):
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
         super().__init__(registry, type_name)
         self.settings: dict[str, Any] = {}
+        # QEMU's machine_initfn makes the two containers, so qom-list-properties shows them on every machine
+        # type, among a board's own properties.
+        board = {prop.name: prop for prop in _machine_properties("board")}
+        for name in INSTANCE_ORDER[self.type_info.data["machine"].is_pc]:
+            if name in board:
+                self.add_property(board[name])
+            else:
+                self.add_child(name, Container(registry, "container"))
 
 
 class TopologyNode(Object):
@@ -74,11 +82,11 @@ def _ids(*names: str, kind: str = "int32") -> tuple[PropertyDef, ...]:
     return tuple(PropertyDef(name, kind, getter=getter(name)) for name in names)
 
 
-def _machine_properties(x86: bool) -> tuple[PropertyDef, ...]:
+def _machine_properties(level: str) -> tuple[PropertyDef, ...]:
     return tuple(
         PropertyDef(prop.name, prop.qapi_type, getter=_setting(prop.name), description=prop.description)
         for prop in MACHINE_PROPERTIES
-        if prop.x86_only == x86
+        if prop.level == level
     )
 
 
@@ -87,13 +95,24 @@ def type_registry() -> TypeRegistry:
     """Every QOM type qmpd has (built once; types are static data)."""
     registry = TypeRegistry()
     register_base_types(registry)
-    registry.register(TypeInfo("machine", "object", abstract=True, properties=_machine_properties(False)))
-    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_machine_properties(True)))
-    registry.register(TypeInfo("generic-pc-machine", "x86-machine", abstract=True, interfaces=("hotplug-handler",)))
+    registry.register(TypeInfo("machine", "object", abstract=True, properties=_machine_properties("machine")))
+    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_machine_properties("x86")))
+    registry.register(
+        TypeInfo(
+            "generic-pc-machine",
+            "x86-machine",
+            abstract=True,
+            interfaces=("hotplug-handler",),
+            properties=_machine_properties("pc"),
+        )
+    )
     for machine_type in MACHINE_TYPES:
         registry.register(
             TypeInfo(
-                machine_type.qom_type, machine_type.qom_parent, factory=MachineObject, data={"machine": machine_type}
+                machine_type.qom_type,
+                machine_type.qom_parent,
+                factory=MachineObject,
+                data={"machine": machine_type},
             )
         )
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
@@ -166,8 +185,9 @@ class QOMTree:
         self.root.add_child("machine", machine)
         self.chardevs = self.root.add_child("chardevs", Container(registry, "container"))
         self.unattached = machine.add_child("unattached", Container(registry, "container"))
-        self.peripheral = machine.add_child("peripheral", Container(registry, "container"))
-        self.peripheral_anon = machine.add_child("peripheral-anon", Container(registry, "container"))
+        peripheral, peripheral_anon = machine.child("peripheral"), machine.child("peripheral-anon")
+        assert peripheral is not None and peripheral_anon is not None
+        self.peripheral, self.peripheral_anon = peripheral, peripheral_anon
         #: QEMU's static unattached_count: shared by every unattached device.
         self.unattached_count = 0
         #: QEMU's static anon_count: advanced by every device_add that reaches qdev_set_id.

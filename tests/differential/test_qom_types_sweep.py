@@ -63,7 +63,6 @@ def _by_name(reply: dict[str, Any]) -> dict[str, Any]:
     return {entry["name"]: entry for entry in reply["return"]}
 
 
-@pytest.mark.xfail(strict=True, reason="the machine types lack QEMU's machine properties (fixed next)")
 def test_every_property_of_every_type(pair: Pair) -> None:
     sweep = Differences("qom-list-properties/device-list-properties")
     qemu, qmpd = (_types(reply) for reply in pair.ask("qom-list-types", {"abstract": True}))
