@@ -284,6 +284,8 @@ def measure_models(properties: list[dict[str, Any]]) -> dict[str, Any]:
                     model={"name": f"{name}-v1" if f"{name}-v1" in definitions else name},
                 )
                 props = expansion["return"]["model"]["props"]
+                # QEMU's identity for the model, where the engine's CPUID says otherwise (qemu64).
+                entry["qemu_props"] = {k: props[k] for k in ("family", "model", "stepping", "vendor", "model-id")}
                 nominal = sorted(f for f in features if props.get(f) is True)
                 entry["nominal_features"] = nominal
                 entry["unavailable"] = sorted(set(nominal) - set(present))

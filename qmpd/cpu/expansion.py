@@ -73,5 +73,10 @@ def expand_model(registry: TypeRegistry, kind: str, name: str, props: Any) -> di
         return {"model": {"name": "base", "props": values}}
     if kind == "full":
         values = {key: cpu.get_property(key) for key in full_names}
+        for ancestor in registry.ancestry(model.typename):  # the model's own class properties (max's, host's)
+            if ancestor.name == "x86_64-cpu":
+                break
+            for prop in ancestor.properties:
+                values[prop.name] = cpu.get_property(prop.name)
         return {"model": {"name": name, "props": values}}
     raise GenericError("Unsupported expansion type")

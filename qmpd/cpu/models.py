@@ -226,6 +226,10 @@ def cpu_models() -> dict[str, CPUModel]:
     engine_models = {name: entry for name, entry in data.items() if "unicorn" in entry}
     for name, entry in engine_models.items():
         vendor, family, model, stepping, model_id = _decode_identity(entry["cpuid"])
+        qemu = entry.get("qemu_props")
+        if qemu is not None:  # QEMU's model: its identity (Unicorn's qemu64 says family 6 model 6, QEMU's 15/107)
+            vendor, family, model = qemu["vendor"], qemu["family"], qemu["model"]
+            stepping, model_id = qemu["stepping"], qemu["model-id"]
         models[name] = CPUModel(
             name=name,
             versioned=f"{name}-v1",

@@ -55,6 +55,27 @@ _LEVEL_OF_REGION = {0: "level", 0x80000000: "xlevel", 0xC0000000: "xlevel2"}
 PHYS_BITS_RANGE = (32, 52)
 
 
+#: XSAVE state components and the feature that enables each (QEMU's x86_ext_save_areas): x87, SSE, AVX,
+#: MPX's two, AVX-512's three, PKRU, AMX's two.
+XSAVE_COMPONENTS = (
+    (0, "fpu"),
+    (1, "sse"),
+    (2, "avx"),
+    (3, "mpx"),
+    (4, "mpx"),
+    (5, "avx512f"),
+    (6, "avx512f"),
+    (7, "avx512f"),
+    (9, "pku"),
+    (17, "amx-tile"),
+    (18, "amx-tile"),
+)
+#: The feature word of the XSAVE components a guest may enable (CPUID 0xD.0 EAX, XCR0's low half).
+XCR0_WORD: tuple[int, int | None, str] = (0xD, 0, "EAX")
+#: Leaf 1 EDX bits an AMD CPU repeats in leaf 0x80000001 EDX (CPUID_EXT2_AMD_ALIASES).
+AMD_ALIASES = 0x0183F3FF
+
+
 class CPUSettings(NamedTuple):
     """Everything plugging changes on a CPU, kept so a failed plug can put it back."""
 
@@ -76,6 +97,8 @@ def _default_values(model: CPUModel) -> dict[str, Any]:
     if values is None:
         values = {p.name: p.default for p in cpu_properties() if p.has_default and p.feature is None}
         values.update({"min-level": model.level, "min-xlevel": model.xlevel, "min-xlevel2": 0})
+        if model.name == "max" or model.host_cpuid:
+            values["pmu"] = True  # max_x86_cpu_initfn turns it on
         _DEFAULTS_BY_MODEL[model.name] = values
     return values
 
@@ -142,8 +165,12 @@ class X86CPU(Device):
                 masks[feature.word] = masks.get(feature.word, 0) | 1 << feature.bit
         return masks
 
-    def _word_list(self, names: set[str]) -> list[dict[str, Any]]:
+    def _word_list(
+        self, names: set[str], extra: dict[tuple[int, int | None, str], int] | None = None
+    ) -> list[dict[str, Any]]:
         masks = self._word_masks(names)
+        for key, bits in (extra or {}).items():
+            masks[key] = masks.get(key, 0) | bits
         words = []
         for leaf, subleaf, register in feature_words():
             word: dict[str, Any] = {"cpuid-input-eax": leaf}
@@ -153,6 +180,25 @@ class X86CPU(Device):
             word["features"] = masks.get((leaf, subleaf, register), 0)
             words.append(word)
         return words
+
+    def _xcr0(self, names: set[str]) -> int:
+        """The XSAVE components ``names`` enable (x86_cpu_enable_xsave_components): none without xsave."""
+        if "xsave" not in self.requested_features():
+            return 0
+        return sum(1 << bit for bit, feature in XSAVE_COMPONENTS if feature in names)
+
+    def feature_words(self) -> list[dict[str, Any]]:
+        """``feature-words``: the guest's CPUID feature bits, XSAVE components and, on a realized AMD CPU,
+        leaf 1's EDX bits mirrored in 0x80000001 EDX, as x86_cpu_realizefn copies them."""
+        guest = self.guest_features()
+        extra: dict[tuple[int, int | None, str], int] = {}
+        if self.realized:  # both are set by realize (x86_cpu_expand_features, x86_cpu_realizefn)
+            # QEMU 7.2 does not filter this word: a component stays even when its feature is filtered.
+            extra[XCR0_WORD] = self._xcr0(self.requested_features())
+            if self.identity["vendor"] == "AuthenticAMD":
+                leaf1 = self._word_masks(guest).get((1, None, "EDX"), 0)
+                extra[(0x80000001, None, "EDX")] = leaf1 & AMD_ALIASES
+        return self._word_list(guest, extra)
 
     def unavailable_features(self) -> list[str]:
         """Filtered features in QEMU's order (feature word, then bit).
@@ -221,6 +267,9 @@ class X86CPU(Device):
         for name in ("level", "xlevel", "xlevel2", "level-func7"):
             if self.values[name] == UNASSIGNED:
                 self.values[name] = automatic[name]
+        # QEMU raises the minimum levels themselves (x86_cpu_adjust_level on cpuid_min_*), and shows them.
+        for name in ("level", "xlevel", "xlevel2"):
+            self.values[f"min-{name}"] = automatic[name]
 
     def settings(self) -> CPUSettings:
         """A copy of the CPU's settings (see :meth:`restore`)."""
@@ -259,7 +308,14 @@ class X86CPU(Device):
         requested = frozenset(self.requested_features())
         self.filtered = requested - choose_engine(self.model, requested).features
         if not self.values.get("phys-bits"):
-            self.values["phys-bits"] = TCG_PHYS_BITS
+            present = requested - self.filtered
+            # x86_cpu_realizefn: a 32-bit CPU addresses 36 bits with PSE-36, else 32.
+            if "lm" in present:
+                self.values["phys-bits"] = TCG_PHYS_BITS
+            else:
+                self.values["phys-bits"] = 36 if "pse36" in present else 32
+        if not self.values.get("hv-vendor-id"):
+            self.values["hv-vendor-id"] = "Microsoft Hv"  # x86_cpu_hyperv_realize's default
         if not self.values.get("ucode-rev"):
             self.values["ucode-rev"] = 0x01000065 if self.identity["vendor"] == "AuthenticAMD" else 0x100000000
         super().realize()
@@ -313,6 +369,13 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
 MODELS_WITH_CACHE_INFO = frozenset({"EPYC", "Dhyana", "EPYC-Rome"})
 
 
+#: Properties with no qdev default that still read a value before anything sets them: lbr-fmt's "not set"
+#: marker (every bit outside PERF_CAP_LBR_FMT) and an empty Hyper-V vendor id.
+_UNSET_VALUES: dict[str, Any] = {"lbr-fmt": ~0x3F & (1 << 64) - 1, "hv-vendor-id": ""}
+#: Value properties that are another name for one value (x86_cpu_initfn's object_property_add_alias).
+_VALUE_ALIASES = {"lbr_fmt": "lbr-fmt"}
+
+
 def _value_property(info: PropertyInfo) -> PropertyDef:
     name = info.name
     readers: dict[str, Callable[[X86CPU], Any]] = {
@@ -321,7 +384,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         "xlevel2": lambda cpu: cpu.level("xlevel2"),
         "level-func7": lambda cpu: cpu.level("level-func7"),
         "unavailable-features": lambda cpu: cpu.unavailable_features(),
-        "feature-words": lambda cpu: cpu._word_list(cpu.guest_features()),
+        "feature-words": lambda cpu: cpu.feature_words(),
         "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
         "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
     }
@@ -346,20 +409,21 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         )
 
     reader = readers.get(name)
+    stored = _VALUE_ALIASES.get(name, name)
 
     # Flags QEMU keeps in MSR or KVM feature words (vmx-*, kvm-*) read false until set, never null.
-    unset: Any = False if info.type == "bool" else None
+    unset: Any = _UNSET_VALUES.get(stored, False if info.type == "bool" else None)
 
     def get(obj: Object) -> Any:
         assert isinstance(obj, X86CPU)
-        return reader(obj) if reader is not None else obj.values.get(name, unset)
+        return reader(obj) if reader is not None else obj.values.get(stored, unset)
 
     def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)
         refused = value_error(name, value)
         if refused is not None:
             raise GenericError(refused)
-        obj.values[name] = value
+        obj.values[stored] = value
 
     return PropertyDef(
         name,
