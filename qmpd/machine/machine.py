@@ -35,6 +35,7 @@ from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, Shut
 from qmpd.machine.spec import MachineSpec, build_spec
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
+from qmpd.qom.properties import visit_value
 from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vmstate import StateOwner
@@ -151,11 +152,23 @@ class Machine:
             self.unplug(cpu)
 
     def qom_set(self, obj: Object, name: str, value: Any) -> None:
-        """qom-set, with the machine's reactions (a CPU set to unrealized leaves its slot)."""
-        was_realized = isinstance(obj, X86CPU) and obj.realized
-        obj.set_property(name, value)
-        if was_realized and isinstance(obj, X86CPU) and name == "realized" and not obj.realized:
+        """qom-set, with the machine's reactions: a CPU's ``realized`` goes through its slots, as QEMU's
+        device_set_realized runs the hot-plug handler's pre-plug and plug (true) or unrealizes alone (false)."""
+        if not isinstance(obj, X86CPU) or name != "realized" or obj.find_property(name) is None:
+            obj.set_property(name, value)
+            return
+        wanted = visit_value("bool", name, value)
+        if wanted and not obj.realized:
+            before = obj.settings()
+            try:
+                self.pre_plug(obj)
+                self.plug(obj)
+            except BaseException:  # refused: the CPU is exactly as it was
+                obj.restore(before)
+                raise
+        elif not wanted and obj.realized:
             self.cpu_slots.unrealize(obj)
+            obj.pending_deleted_event = True
 
     def acpi_ospm_status(self) -> list[dict[str, Any]]:
         """query-acpi-ospm-status: nothing while the CPU hot-plug block is in legacy mode."""
