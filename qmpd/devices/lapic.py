@@ -67,9 +67,9 @@ _SAVED_REGISTERS = ("tpr", "svr", "ldr", "dfr", "icr_low", "icr_high")
 
 
 class LocalAPIC(Device):
-    """One CPU's local APIC."""
+    """One CPU's local APIC (QOM reads it hotpluggable, as QEMU's; it is never plugged alone: the machine's
+    hot-plug handler takes CPUs only)."""
 
-    hotpluggable = False
     #: Its section of a saved CPU (qmpd.vmstate).
     state_name = "lapic"
     state_version = 1

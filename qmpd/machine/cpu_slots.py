@@ -26,6 +26,7 @@ from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
 from qmpd.machine.hotplug_latency import HotplugLatency
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.spec import MachineSpec
+from qmpd.qom.device import Device
 from qmpd.vcpu.runner import VCPURunner
 
 log = structlog.get_logger(__name__)
@@ -87,7 +88,10 @@ class CPUSlots:
             if missing:  # QEMU warns at every CPU's realize ("TCG doesn't support requested feature")
                 log.warning("cpu.unavailable_features", cpu=cpu.canonical_path(), features=missing)
             if index == 0 and machine_type.is_pc:
-                self._qom.attach_unattached(new_object("kvmvapic"))
+                vapic = new_object("kvmvapic")
+                self._qom.attach_unattached(vapic)
+                assert isinstance(vapic, Device)
+                vapic.realize()
 
     def pre_plug(self, cpu: X86CPU) -> Slot:
         """QEMU's pre-plug checks: the slot ``cpu`` would take; raises GenericError, changes nothing."""
@@ -113,6 +117,7 @@ class CPUSlots:
         lapic = new_object("apic")
         assert isinstance(lapic, LocalAPIC)
         lapic.apic_id = slot.apic_id
+        lapic.hotplugged = hotplugged
         cpu.add_child("lapic", lapic)
         lapic.realize()
         if self._vapic_lapic is None and self._spec.machine_type.is_pc:

@@ -54,7 +54,11 @@ def started(tmp_path: Path, argv: Sequence[str]) -> Iterator[Pair]:
     clients: list[RawClient] = []
     try:
         with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(start_qemu, argv, tmp_path, "qemu"), pool.submit(start_qmpd, argv, tmp_path, "qmpd")]
+            # QEMU is started with -nographic (tests/helpers.py): so is qmpd, whose machine then reads graphics=off.
+            futures = [
+                pool.submit(start_qemu, argv, tmp_path, "qemu"),
+                pool.submit(start_qmpd, [*argv, "-nographic"], tmp_path, "qmpd"),
+            ]
             for future in futures:
                 servers.append(future.result())
         for server in servers:
