@@ -33,6 +33,8 @@ from typing import Any
 import unicorn
 import unicorn.x86_const as x86
 
+from qmpd.cpu.models import MSR_FEATURES
+
 OUT = Path(__file__).resolve().parents[1] / "qmpd" / "cpu" / "data"
 
 #: Unicorn's models in QEMU's names (unicorn-facts.md Q1, same order as the UC_CPU_X86_* constants).
@@ -268,7 +270,7 @@ def _features_in(table: dict[str, list[int]], properties: list[dict[str, Any]]) 
 
 
 def measure_models(properties: list[dict[str, Any]]) -> dict[str, Any]:
-    features = {e["name"] for e in properties if "cpuid" in e and "alias_of" not in e}
+    features = {e["name"] for e in properties if "cpuid" in e and "alias_of" not in e} | set(MSR_FEATURES)
     qemu = QEMU("-machine", "none")
     models: dict[str, Any] = {}
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from qmpd.cpu.models import cpu_models, feature_words, features, find_model, load_table
+from qmpd.cpu.models import MSR_FEATURES, cpu_models, feature_words, features, find_model, load_table, msr_feature_order
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.errors import GenericError
 from qmpd.qom.types import TypeRegistry
@@ -50,7 +50,8 @@ def cpu_definitions() -> list[dict[str, Any]]:
 @cache
 def _feature_order() -> dict[str, int]:
     words = {word: index for index, word in enumerate(reversed(feature_words()))}
-    return {name: words.get(f.word, 99) * 64 + f.bit for name, f in features().items()}
+    order = {name: words.get(f.word, 99) * 64 + f.bit for name, f in features().items()}
+    return order | {name: msr_feature_order(name) for name in MSR_FEATURES}
 
 
 def expand_model(registry: TypeRegistry, kind: str, name: str, props: Any) -> dict[str, Any]:

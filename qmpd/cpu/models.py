@@ -153,10 +153,35 @@ def features() -> dict[str, Feature]:
     return {p.name: p.feature for p in cpu_properties() if p.feature is not None and p.alias_of is None}
 
 
+#: Feature flags QEMU keeps in MSR feature words (IA32_ARCH_CAPABILITIES, MSR_CORE_CAPABILITY,
+#: IA32_PERF_CAPABILITIES), not in CPUID: name -> (MSR, bit), in QEMU's word order.  A model names them
+#: like CPUID flags; no engine provides them (QEMU's TCG neither), so they end unavailable and filtered.
+MSR_FEATURES: dict[str, tuple[int, int]] = {
+    "rdctl-no": (0x10A, 0),
+    "ibrs-all": (0x10A, 1),
+    "rsba": (0x10A, 2),
+    "skip-l1dfl-vmentry": (0x10A, 3),
+    "ssb-no": (0x10A, 4),
+    "mds-no": (0x10A, 5),
+    "pschange-mc-no": (0x10A, 6),
+    "tsx-ctrl": (0x10A, 7),
+    "taa-no": (0x10A, 8),
+    "split-lock-detect": (0xCF, 5),
+    "full-width-write": (0x345, 13),
+}
+
+
+def msr_feature_order(name: str) -> int:
+    """Where an MSR feature sorts after every CPUID feature (QEMU lists its words after theirs)."""
+    msr, bit = MSR_FEATURES[name]
+    return (1 << 20) + list(dict.fromkeys(m for m, _ in MSR_FEATURES.values())).index(msr) * 64 + bit
+
+
 @cache
 def feature_aliases() -> dict[str, str]:
-    """Every feature spelling (canonical and alias) -> canonical name."""
+    """Every feature spelling (canonical and alias) -> canonical name, MSR features included."""
     names = {name: name for name in features()}
+    names.update({name: name for name in MSR_FEATURES})
     for prop in cpu_properties():
         if prop.feature is not None and prop.alias_of is not None:
             names[prop.name] = prop.alias_of

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from qmpd.cpu.models import (
     IDENTITY_RANGES,
     MODEL_ID_BYTES,
+    MSR_FEATURES,
     CPUModel,
     PropertyInfo,
     c_string,
@@ -34,6 +35,7 @@ from qmpd.cpu.models import (
     feature_aliases,
     feature_words,
     features,
+    msr_feature_order,
     value_error,
 )
 from qmpd.errors import GenericError
@@ -210,13 +212,19 @@ class X86CPU(Device):
         table = features()
         present = [table[name] for name in filtered if name in table]
         present.sort(key=lambda f: (order.get(f.word, len(order)), f.bit))
-        return [f.name for f in present]
+        return [f.name for f in present] + sorted(
+            (name for name in filtered if name in MSR_FEATURES), key=msr_feature_order
+        )
 
     def filter_warnings(self) -> list[str]:
         """QEMU's realize-time warnings for the features the engine cannot run (x86_cpu_filter_features)."""
         table = features()
         out = []
         for name in self.unavailable_features():
+            if name in MSR_FEATURES:
+                msr, bit = MSR_FEATURES[name]
+                out.append(f"TCG doesn't support requested feature: MSR({msr:02X}H).{name} [bit {bit}]")
+                continue
             feature = table[name]
             out.append(
                 f"TCG doesn't support requested feature: CPUID.{feature.leaf:02X}H:{feature.register}.{name} "
@@ -340,7 +348,7 @@ class X86CPU(Device):
 
 
 def _feature_property(info: PropertyInfo) -> PropertyDef:
-    canonical = feature_aliases()[info.name]
+    canonical = feature_aliases().get(info.name, info.name)
 
     def get(obj: Object) -> bool:
         assert isinstance(obj, X86CPU)
@@ -456,7 +464,8 @@ def _x86_properties() -> tuple[PropertyDef, ...]:
     for info in cpu_properties():
         if info.name in _BASE_NAMES or info.name in _CPU_CLASS_NAMES:
             continue
-        out.append(_feature_property(info) if info.feature is not None else _value_property(info))
+        is_feature = info.feature is not None or info.name in MSR_FEATURES
+        out.append(_feature_property(info) if is_feature else _value_property(info))
     return tuple(out)
 
 

@@ -102,9 +102,6 @@ def _compare_definition(sweep: Differences, name: str, want: dict[str, Any], got
             sweep.differ("model", f"{name}.{field}", want.get(field), got.get(field))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="MSR feature flags (arch-capabilities, core-capability bits) are not model features yet"
-)
 def test_definitions_and_expansions(pair: Pair) -> None:
     sweep = Differences("query-cpu-definitions/query-cpu-model-expansion")
     qemu, qmpd = (_definitions(reply) for reply in pair.ask("query-cpu-definitions"))
@@ -142,9 +139,6 @@ def _realized(tmp_path: Path, model: str) -> tuple[dict[str, Any], dict[str, Any
         return out[0], out[1]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="MSR feature flags (arch-capabilities, core-capability bits) are not model features yet"
-)
 def test_every_property_of_a_realized_cpu_of_every_model(pair: Pair, tmp_path: Path) -> None:
     sweep = Differences("qom-get on a realized CPU of every model")
     qemu, qmpd = (_definitions(reply) for reply in pair.ask("query-cpu-definitions"))
