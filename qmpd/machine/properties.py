@@ -178,6 +178,7 @@ def parse_machine_properties(
         if name == "memory-backend":
             if value not in backends:
                 raise OptionError(f"Memory backend '{value}' not found")
+            settings[name] = f"/objects/{value}"
             continue
         prop = known.get(name)
         if prop is None:

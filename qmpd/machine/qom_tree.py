@@ -147,14 +147,56 @@ def type_registry() -> TypeRegistry:
 
 
 class HostObject(Object):
-    """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties, never used."""
+    """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties; the one in use is
+    the RAM backend a PC makes at start (``/objects/pc.ram``), whose values are set."""
+
+    def __init__(self, registry: TypeRegistry, type_name: str) -> None:
+        super().__init__(registry, type_name)
+        #: Property values, by name (unset ones cannot be read).
+        self.values: dict[str, Any] = {}
+
+
+def _host_getter(name: str) -> Any:
+    def get(obj: Object) -> Any:
+        assert isinstance(obj, HostObject)
+        if name not in obj.values:
+            raise GenericError(f"Property '{obj.type_name}.{name}' is not readable")
+        return obj.values[name]
+
+    return get
+
+
+def ram_backend(size: int, settings: dict[str, Any]) -> HostObject:
+    """The ``memory-backend-ram`` QEMU makes for a PC's RAM, with the values QEMU 7.2 shows for it."""
+    backend = new_object("memory-backend-ram")
+    assert isinstance(backend, HostObject)
+    backend.values.update(
+        {
+            "share": False,
+            "size": size,
+            "dump": settings.get("dump-guest-core", True),
+            "prealloc-threads": 1,
+            "x-use-canonical-path-for-ramblock-id": False,
+            "policy": "default",
+            "prealloc": False,
+            "reserve": True,
+            "host-nodes": [],
+            "merge": settings.get("mem-merge", True),
+        }
+    )
+    return backend
 
 
 def register_host_types(registry: TypeRegistry) -> None:
     """tcg-accel and the memory backends, as QEMU 7.2 declares them (qmpd has no kvm-accel)."""
     for name, info in host_tables()["types"].items():
         properties = tuple(
-            PropertyDef(prop["name"], prop["type"], description=prop.get("description"))
+            PropertyDef(
+                prop["name"],
+                prop["type"],
+                getter=None if prop["type"].startswith(("link<", "child<")) else _host_getter(prop["name"]),
+                description=prop.get("description"),
+            )
             for prop in info["properties"]
             if prop["name"] != "type"
         )
@@ -183,6 +225,13 @@ class QOMTree:
         machine.settings.update(settings)
         self.machine = machine
         self.root.add_child("machine", machine)
+        backend = str(settings.get("memory-backend", ""))
+        #: The RAM backend QEMU makes for a PC (its memory-backend): in use, so object-del refuses it.
+        self.ram_backend: HostObject | None = None
+        if backend.startswith("/objects/"):
+            size = int(settings.get("memory", {}).get("size", 0))
+            self.ram_backend = ram_backend(size, settings)
+            self.objects.add_child(backend[len("/objects/") :], self.ram_backend)
         self.chardevs = self.root.add_child("chardevs", Container(registry, "container"))
         self.unattached = machine.add_child("unattached", Container(registry, "container"))
         peripheral, peripheral_anon = machine.child("peripheral"), machine.child("peripheral-anon")
