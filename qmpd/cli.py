@@ -443,6 +443,12 @@ def _opt_event_loop(b: _Builder, arg: str) -> None:
     b.server["event_loop"] = arg
 
 
+def _opt_nographic(b: _Builder) -> None:
+    """-nographic: fw_cfg's NOGRAPHIC item and the machine's graphics property follow the option, as QEMU's."""
+    b.machine["nographic"] = True
+    b.machine_props.append(("graphics", "off"))
+
+
 def _set(section: str, key: str, value: object) -> Callable[[_Builder], None]:
     def apply(b: _Builder) -> None:
         getattr(b, section)[key] = value
@@ -483,7 +489,7 @@ _OPTIONS: dict[str, _Option] = {
     "no-reboot": _Option(False, lambda b: _set_action(b, "reboot", "shutdown"), "-no-reboot"),
     "action": _Option(True, _opt_action, "-action reboot=..,shutdown=..,panic=..,watchdog=.. (as QEMU)"),
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
-    "nographic": _Option(False, _set("machine", "nographic", True), "-nographic (qmpd has no display; fw_cfg says so)"),
+    "nographic": _Option(False, _opt_nographic, "-nographic (no display; fw_cfg and graphics say so)"),
     "display": _Option(True, _opt_display, "-display none"),
     "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),
     "vcpu-nice": _Option(True, _opt_vcpu_nice, "--vcpu-nice N (0-19, default 10: vCPU threads yield to the monitors)"),

@@ -46,8 +46,10 @@ def qom_list_properties(ctx: CommandContext, typename: str) -> list[dict[str, An
     info = registry.get(typename)
     if info is None:
         raise DeviceNotFound(f"Class '{typename}' not found")
+    if any(ancestor.name == "interface" for ancestor in registry.ancestry(typename)):
+        raise GenericError("Parameter 'typename' expects a QOM type")
     if info.abstract or info.factory is None:
-        return [prop.info(description=True) for prop in registry.class_properties(typename)]
+        return [prop.info(description=True) for prop in registry.class_properties(typename) if not prop.instance]
     return [prop.info(description=True) for prop in new_object(typename).properties()]
 
 

@@ -200,6 +200,8 @@ def qdev_device_del(machine: Machine, device_id: str) -> None:
         found = resolve_at(qom.peripheral, device_id)
     if found is None:
         raise DeviceNotFound(f"Device '{device_id}' not found")
+    if isinstance(found, Device) and found.pending_deleted_event:
+        raise GenericError(f"Device {device_id} is already in the process of unplug")
     request_unplug(machine, found, device_id)
 
 

@@ -56,7 +56,11 @@ def test_libvirt_start_argv() -> None:
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
     assert config.machine.uuid == bytes.fromhex("0f7e1b42" + "0" * 24)
     assert "sandbox" in config.ignored and "object" in config.ignored
-    assert dict(config.machine.machine_settings) == {"usb": False, "dump-guest-core": False}
+    assert dict(config.machine.machine_settings) == {
+        "usb": False,
+        "dump-guest-core": False,
+        "memory-backend": "/objects/pc.ram",
+    }
 
 
 def test_several_monitors_and_double_dash_spelling() -> None:
@@ -142,7 +146,7 @@ def test_machine_properties_and_memory_backends() -> None:
     config = parse_args(
         ["-object", "memory-backend-ram,id=pc.ram,size=128M", "-machine", "q35,memory-backend=pc.ram,acpi=off"]
     )
-    assert dict(config.machine.machine_settings) == {"acpi": "off"}
+    assert dict(config.machine.machine_settings) == {"memory-backend": "/objects/pc.ram", "acpi": "off"}
     assert config.machine.acpi is False
     config = parse_args(["-machine", "pc,mem-merge=off,suppress-vmdesc=on,acpi=on"])
     assert dict(config.machine.machine_settings) == {"mem-merge": False, "suppress-vmdesc": True, "acpi": "on"}
