@@ -297,11 +297,17 @@ def test_device_del_while_stopped_ejects_at_cont(tmp_path: Path, machine: str, f
     assert _comparable(qmpd) == _comparable(qemu)
 
 
-@pytest.mark.parametrize("fw_cfg", FW_CFG_CASES)
+#: The counting guest looks at GPE0 every 4096 iterations, which leaves stop its window.  The idle guest
+#: is woken by the SCI at once: QEMU 7.2 itself then ejects before the stop in some runs (1 of 5
+#: measured), so that race has no one answer to compare.
+COUNTING_FW_CFG_CASES = {"no-fw_cfg": (), "fw_cfg-count": ("-fw_cfg", "name=opt/qmpd/work,string=count")}
+
+
+@pytest.mark.parametrize("fw_cfg", COUNTING_FW_CFG_CASES)
 @pytest.mark.parametrize("machine", MACHINES)
 def test_stop_between_device_del_and_the_eject(tmp_path: Path, machine: str, fw_cfg: str) -> None:
-    """device_del and stop in one write: both are answered before the guest could see the SCI, scan the
-    hot-plug block, park the CPU and eject it, so the eject happens after cont on both emulators."""
+    """device_del and stop in one write: both are answered before the counting guest could see the SCI,
+    scan the hot-plug block, park the CPU and eject it, so the eject happens after cont on both emulators."""
 
     def scenario(run: Run) -> None:
         _plugged(run)
@@ -320,7 +326,7 @@ def test_stop_between_device_del_and_the_eject(tmp_path: Path, machine: str, fw_
         assert run.execute("cont") == {"return": {}}
         _unplugged(run)
 
-    qemu, qmpd = _both(tmp_path, machine, scenario, *FW_CFG_CASES[fw_cfg])
+    qemu, qmpd = _both(tmp_path, machine, scenario, *COUNTING_FW_CFG_CASES[fw_cfg])
     assert qmpd.console() == qemu.console()
     assert "CPU 1 (APIC ID 1) parked" in qemu.console()
     assert _comparable(qmpd) == _comparable(qemu)
