@@ -93,6 +93,26 @@ class _Walker:
     def struct(self, spec: JSONSchema, uri: str, value: Any, full: str) -> str | None:
         if not isinstance(value, dict):
             return f"Invalid parameter type for '{full or '<anonymous>'}', expected: object"
+        error = self.members(spec, uri, value, full)
+        if error:
+            return error
+        known = set(spec.get("properties", {}))
+        union = spec.get("x-qapi-union")
+        if union and value.get(union["tag"]) in union["variants"]:
+            # QAPI visits a union's base, then the branch its tag selects, then looks for leftovers.
+            branch, branch_uri = self.schema.resolve(union["variants"][value[union["tag"]]], uri)
+            error = self.members(branch, branch_uri, value, full)
+            if error:
+                return error
+            known |= set(branch.get("properties", {}))
+        if spec.get("additionalProperties", False) is False:
+            extra = [key for key in iteration_order(qdict_order(list(value))) if key not in known]
+            if extra:
+                return f"Parameter '{_join(full, extra[0])}' is unexpected"
+        return None
+
+    def members(self, spec: JSONSchema, uri: str, value: dict[str, Any], full: str) -> str | None:
+        """The first error among the members ``spec`` declares, in declaration order."""
         required = set(spec.get("required", ()))
         properties: Mapping[str, JSONSchema] = spec.get("properties", {})
         for member, member_spec in properties.items():
@@ -103,10 +123,6 @@ class _Walker:
             error = self.value(member_spec, uri, value[member], member, _join(full, member))
             if error:
                 return error
-        if spec.get("additionalProperties", False) is False:
-            extra = [key for key in iteration_order(qdict_order(list(value))) if key not in properties]
-            if extra:
-                return f"Parameter '{_join(full, extra[0])}' is unexpected"
         return None
 
     def alternate(self, spec: JSONSchema, uri: str, value: Any, name: str | None, full: str) -> str | None:

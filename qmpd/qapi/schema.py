@@ -161,12 +161,20 @@ class Schema:
             allow_oob=bool(meta.get("allow-oob", False)),
             allow_preconfig=bool(meta.get("allow-preconfig", False)),
             features=tuple(meta.get("features", ())),
-            members=tuple(doc.get("properties", {})),
+            members=self._members(doc, uri),
             open_arguments=doc.get("additionalProperties", False) is not False,
             validator=validator,
             empty_is_valid=validator.is_valid({}),
             gen=bool(meta.get("gen", True)),
         )
+
+    def _members(self, doc: JSONSchema, uri: str) -> tuple[str, ...]:
+        """The base members, then every union branch's own members (a handler takes them all)."""
+        names = dict.fromkeys(doc.get("properties", {}))
+        for branch in doc.get("x-qapi-union", {}).get("variants", {}).values():
+            target, _ = self.resolve(branch, uri)
+            names.update(dict.fromkeys(target.get("properties", {})))
+        return tuple(names)
 
     def _event(self, uri: str, doc: JSONSchema) -> EventSpec:
         return EventSpec(

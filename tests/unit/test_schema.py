@@ -108,3 +108,25 @@ def test_every_integer_names_its_qapi_type() -> None:
 
     for uri, doc in SCHEMA.documents.items():
         walk(doc, uri)
+
+
+def test_enum_member_features_unions_and_any_are_introspected() -> None:
+    entities = {entity["name"]: entity for entity in introspect(SCHEMA)}
+
+    def member_type(entity: dict[str, Any], name: str) -> dict[str, Any]:
+        return entities[next(m["type"] for m in entity["members"] if m["name"] == name)]
+
+    caps = entities[entities[entities["query-migrate-capabilities"]["ret-type"]]["element-type"]]
+    capability = member_type(caps, "capability")
+    assert {"name": "x-colo", "features": ["unstable"]} in capability["members"]
+    assert {"name": "events"} in capability["members"]
+    stats = entities[entities["query-stats"]["arg-type"]]
+    assert stats["tag"] == "target" and [m["name"] for m in stats["members"]] == ["target", "providers"]
+    assert {v["case"]: [m["name"] for m in entities[v["type"]]["members"]] for v in stats["variants"]} == {
+        "vcpu": ["vcpus"],
+        "vm": [],
+    }
+    assert entities["qom-get"]["ret-type"] == "any"
+    panicked = entities[entities["GUEST_PANICKED"]["arg-type"]]
+    assert [m.get("default", "required") for m in panicked["members"]] == ["required", None]
+    assert member_type(panicked, "info")["tag"] == "type"

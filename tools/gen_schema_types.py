@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Write schema/ type documents from qemu-system-x86_64 7.2's own introspection.
+
+Some of QEMU's types are large (BlockDeviceInfo, MigrationInfo, ObjectOptions) and qmpd only ever
+answers them empty or refuses them, yet their introspected shape must be QEMU's, member for member.
+This script turns QEMU's ``query-qmp-schema`` entities into JSON Schema documents in schema/types/,
+in schema/README.md's conventions: members in QEMU's order, optional ones not required, enums with
+their member features, unions with ``x-qapi-union`` and ``allOf`` branches.  QEMU masks its type
+names, so the names come from this script's tables (``ROOTS``, ``NAMES``) and from the ``$ref`` of a
+member in the document being rewritten; a type with no name is written inline.  Integer members keep
+the ``x-qapi-type`` of the document being rewritten (introspection says only ``int``).
+
+The documents are qmpd's source of truth once written: the script is a tool for updating them, and
+tests/differential/test_schema_sweep.py checks them against QEMU at every run.
+
+Usage: tools/gen_schema_types.py [NAME ...]   (needs qemu-system-x86_64; default: every root)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TYPES = Path(__file__).resolve().parents[1] / "schema" / "types"
+BASE = "https://qmpd.dev/schema/types/"
+
+#: Named type -> (QEMU entity, where in it: "ret", "ret[]", "arg.MEMBER"), the types written.
+ROOTS: dict[str, tuple[str, str]] = {
+    "BlockInfo": ("query-block", "ret[]"),
+    "BlockDeviceInfo": ("query-named-block-nodes", "ret[]"),
+    "MigrationInfo": ("query-migrate", "ret"),
+    "SGXInfo": ("query-sgx-capabilities", "ret"),
+    "StatsResult": ("query-stats", "ret[]"),
+    "StatsSchema": ("query-stats-schemas", "ret[]"),
+    "CpuInfoFast": ("query-cpus-fast", "ret[]"),
+    "GuestPanicInformation": ("GUEST_PANICKED", "arg.info"),
+    "MigrationCapability": ("query-migrate-capabilities", "ret[].capability"),
+    "SchemaInfoEnum": ("query-qmp-schema", "ret[].case:enum"),
+    "ObjectOptions": ("object-add", "arg"),
+}
+#: "Type.member" (or "Type.case:CASE" for a union branch) -> the name of the type found there.
+NAMES: dict[str, str] = {
+    "BlockInfo.inserted": "BlockDeviceInfo",
+    "BlockDeviceInfo.image": "ImageInfo",
+    "ImageInfo.backing-image": "ImageInfo",
+    "ImageInfo.format-specific": "ImageInfoSpecific",
+    "BlockDeviceInfo.cache": "BlockdevCacheInfo",
+    "MigrationInfo.ram": "MigrationStats",
+    "MigrationInfo.disk": "MigrationStats",
+    "MigrationInfo.socket-address": "SocketAddress",
+    "SocketAddress.case:inet": "InetSocketAddress",
+    "SocketAddress.case:unix": "UnixSocketAddress",
+    "SocketAddress.case:vsock": "VsockSocketAddress",
+    "SocketAddress.case:fd": "String",
+    "SGXInfo.sections": "SGXEPCSection",
+    "StatsResult.stats": "Stats",
+    "Stats.value": "StatsValue",
+    "StatsSchema.stats": "StatsSchemaValue",
+    "StatsSchemaValue.type": "StatsType",
+    "StatsSchemaValue.unit": "StatsUnit",
+    "StatsSchemaValue.base": "StatsBase",
+    "GuestPanicInformation.type": "GuestPanicInformationType",
+    "GuestPanicInformation.case:hyper-v": "GuestPanicInformationHyperV",
+    "GuestPanicInformation.case:s390": "GuestPanicInformationS390",
+    "GuestPanicInformationS390.reason": "S390CrashReason",
+    "CpuInfoFast.case:s390x": "CpuInfoS390",
+    "CpuInfoS390.cpu-state": "CpuS390State",
+    "ObjectOptions.qom-type": "ObjectType",
+}
+
+
+def ask_qemu() -> list[dict[str, Any]]:
+    """QEMU's query-qmp-schema answer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "qmp.sock")
+        argv = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-S", "-qmp",
+                f"unix:{path},server=on,wait=off"]  # fmt: skip
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            while not os.path.exists(path):
+                time.sleep(0.01)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+                stream = sock.makefile("rwb")
+                stream.readline()
+                for command in ("qmp_capabilities", "query-qmp-schema"):
+                    stream.write(json.dumps({"execute": command}).encode())
+                    stream.flush()
+                    reply = json.loads(stream.readline())
+                return list(reply["return"])
+        finally:
+            process.terminate()
+            process.wait()
+
+
+class Writer:
+    """QEMU entities -> schema/ documents."""
+
+    def __init__(self, table: list[dict[str, Any]], wanted: set[str]) -> None:
+        self.table = {entry["name"]: entry for entry in table}
+        self.wanted = wanted
+        self.written: dict[str, dict[str, Any]] = {}
+        #: QEMU type -> the name it is written under (a recursive type refers to itself by it).
+        self.named: dict[str, str] = {}
+        self.inline_stack: list[str] = []
+        #: Named types that are some union's branch: left open (the union's unevaluatedProperties closes them).
+        self.branches: set[str] = set()
+
+    def find(self, entity: str, where: str) -> str:
+        """The QEMU type name at ``where`` inside ``entity``."""
+        name = self.table[entity]["ret-type" if where.startswith("ret") else "arg-type"]
+        for step in where.replace("[]", ".[]").split(".")[1:]:
+            entry = self.table[name]
+            if step == "[]":
+                name = entry["element-type"]
+            elif step.startswith("case:"):
+                name = next(v["type"] for v in entry["variants"] if v["case"] == step[5:])
+            else:
+                name = next(m["type"] for m in entry["members"] if m["name"] == step)
+        return name
+
+    def document(self, title: str, qemu_name: str) -> None:
+        """Write types/TITLE.json for QEMU's type ``qemu_name`` (once)."""
+        if title in self.written:
+            return
+        path = TYPES / f"{title}.json"
+        old: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self.written[title] = old
+        self.named[qemu_name] = title
+        body = self.schema(qemu_name, title, old)
+        if title in self.branches or (old and "additionalProperties" not in old):
+            body.pop("additionalProperties", None)
+        description = old.get("description") or f"QEMU's {title} (its shape, from QEMU 7.2's introspection)."
+        document = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": BASE + f"{title}.json",
+            "title": title,
+            "description": description,
+            **body,
+        }
+        path.write_text(json.dumps(document, indent=2) + "\n")
+
+    def reference(self, title: str, qemu_name: str) -> dict[str, Any]:
+        """A ``$ref`` to a named type, written first if it is to be (re)generated or missing."""
+        if title in self.wanted or not (TYPES / f"{title}.json").exists():
+            self.document(title, qemu_name)
+        return {"$ref": f"{title}.json"}
+
+    def schema(self, qemu_name: str, title: str | None, old: dict[str, Any]) -> dict[str, Any]:
+        entry = self.table[qemu_name]
+        meta = entry["meta-type"]
+        if meta == "builtin":
+            return _builtin(entry["json-type"], old)
+        if meta == "array":
+            return {"type": "array", "items": self.member(entry["element-type"], f"{title}.[]", old.get("items", {}))}
+        if meta == "enum":
+            result: dict[str, Any] = {"type": "string", "enum": list(entry["values"])}
+            features = {m["name"]: m["features"] for m in entry["members"] if m.get("features")}
+            if features:
+                result["x-enum-features"] = features
+            return result
+        if meta == "alternate":
+            return {"oneOf": [self.member(m["type"], f"{title}.alt", {}) for m in entry["members"]]}
+        assert meta == "object", meta
+        old_properties = old.get("properties", {})
+        properties: dict[str, Any] = {}
+        for member in entry["members"]:
+            spec = self.member(member["type"], f"{title}.{member['name']}", old_properties.get(member["name"], {}))
+            if member.get("features"):
+                spec["x-features"] = list(member["features"])
+            properties[member["name"]] = spec
+        result = {"type": "object", "properties": properties}
+        required = [m["name"] for m in entry["members"] if "default" not in m]
+        if required:
+            result["required"] = required
+        if "variants" in entry:
+            variants = {v["case"]: self.member(v["type"], f"{title}.case:{v['case']}", {}) for v in entry["variants"]}
+            result["x-qapi-union"] = {"tag": entry["tag"], "variants": variants}
+            result["allOf"] = [
+                {"if": {"properties": {entry["tag"]: {"const": case}}}, "then": branch}
+                for case, branch in variants.items()
+                if branch != {"type": "object"}
+            ]
+            result["unevaluatedProperties"] = False
+        elif not properties:
+            return {"type": "object"}
+        else:
+            result["additionalProperties"] = False
+        return result
+
+    def member(self, qemu_name: str, where: str, old: dict[str, Any]) -> dict[str, Any]:
+        """The schema of the type at ``where``: a reference to a named type, or the type inline."""
+        name = NAMES.get(where)
+        if name is None and "$ref" in old:
+            name = old["$ref"].removesuffix(".json").rpartition("/")[2]
+        if name is None and "$ref" in old.get("items", {}):
+            entry = self.table[qemu_name]
+            if entry["meta-type"] == "array":
+                element = self.table[entry["element-type"]]
+                if element["meta-type"] != "builtin":
+                    title = old["items"]["$ref"].removesuffix(".json").rpartition("/")[2]
+                    return {"type": "array", "items": self.reference(title, entry["element-type"])}
+        entry = self.table[qemu_name]
+        if name is None and qemu_name in self.named:
+            name = self.named[qemu_name]
+        if name is not None and entry["meta-type"] not in ("builtin", "array"):
+            if where.rpartition(".")[2].startswith("case:"):
+                self.branches.add(name)
+            return self.reference(name, qemu_name)
+        if entry["meta-type"] == "array" and name is not None:
+            return {"type": "array", "items": self.reference(name, entry["element-type"])}
+        if qemu_name in self.inline_stack:
+            raise SystemExit(f"{where}: a recursive type needs a name in NAMES")
+        self.inline_stack.append(qemu_name)
+        inline = self.schema(qemu_name, None, old)
+        self.inline_stack.pop()
+        if where.rpartition(".")[2].startswith("case:"):
+            inline.pop("additionalProperties", None)
+        return inline
+
+
+def _builtin(json_type: str, old: dict[str, Any]) -> dict[str, Any]:
+    if json_type == "int":
+        return {"type": "integer", "x-qapi-type": old.get("x-qapi-type", "int")}
+    if json_type == "value":
+        return {}
+    return {"type": {"string": "string", "boolean": "boolean", "number": "number", "null": "null"}[json_type]}
+
+
+def main() -> None:
+    wanted = set(sys.argv[1:]) or set(ROOTS)
+    writer = Writer(ask_qemu(), wanted)
+    for title in sorted(wanted & ROOTS.keys()):
+        entity, where = ROOTS[title]
+        writer.document(title, writer.find(entity, where))
+    print(" ".join(sorted(writer.written)))
+
+
+if __name__ == "__main__":
+    main()
