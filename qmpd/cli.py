@@ -16,6 +16,7 @@ README.  Everything else is refused with a clear message.
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -42,7 +43,6 @@ PROG = "qmpd"
 
 #: Accepted for libvirt's sake; they change nothing in qmpd.
 IGNORED_OPTIONS: dict[str, str] = {
-    "uuid": "no firmware tables carry a UUID",
     "overcommit": "guest RAM is an anonymous mapping",
     "rtc": "there is no RTC device",
     "boot": "qmpd boots its firmware directly",
@@ -269,6 +269,15 @@ def _opt_name(b: _Builder, arg: str) -> None:
         b.machine["name"] = settings["guest"]
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _opt_uuid(b: _Builder, arg: str) -> None:
+    if not _UUID.fullmatch(arg):
+        raise CLIError(f"-uuid {arg}: failed to parse UUID string: wrong format")
+    b.machine["uuid"] = arg.lower()
+
+
 def _opt_display(b: _Builder, arg: str) -> None:
     kind = parse(arg, implied="type")[0][1]
     if kind != "none":
@@ -454,6 +463,7 @@ _OPTIONS: dict[str, _Option] = {
     "incoming": _Option(True, _opt_incoming, "-incoming file:PATH | exec:CMD | fd:N | defer (load a migration stream)"),
     "nodefaults": _Option(False, _set("machine", "nodefaults", True), "-nodefaults"),
     "name": _Option(True, _opt_name, "-name [guest=]NAME[,debug-threads=on]"),
+    "uuid": _Option(True, _opt_uuid, "-uuid %08x-%04x-%04x-%04x-%012x (query-uuid)"),
     "pidfile": _Option(True, lambda b, a: b.server.__setitem__("pidfile", a), "-pidfile FILE"),
     "daemonize": _Option(False, _set("server", "daemonize", True), "-daemonize"),
     "bios": _Option(True, lambda b, a: b.machine.__setitem__("bios", a), "-bios FILE (firmware image)"),
@@ -487,7 +497,7 @@ _OPTIONS: dict[str, _Option] = {
     "help": _Option(False, None, "-help"),
     "version": _Option(False, None, "-version"),
 }
-_TAKES_ARG_IGNORED = {"uuid", "overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "object", "global"}
+_TAKES_ARG_IGNORED = {"overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "object", "global"}
 for _name in IGNORED_OPTIONS:
     _OPTIONS.setdefault(_name, _Option(_name in _TAKES_ARG_IGNORED, None, f"-{_name} (accepted, ignored)"))
 

@@ -90,6 +90,8 @@ class MachineConfig(NamedTuple):
     ram_size: int = 128 << 20
     #: ``-name`` guest name.
     name: str | None = None
+    #: ``-uuid``, in lower case (query-uuid; None: all zeros, as QEMU).
+    uuid: str | None = None
     #: Firmware image (``-bios``) and kernel (``-kernel``).
     bios: str | None = None
     kernel: str | None = None

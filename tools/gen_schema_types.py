@@ -43,7 +43,10 @@ ROOTS: dict[str, tuple[str, str]] = {
     "GuestPanicInformation": ("GUEST_PANICKED", "arg.info"),
     "MigrationCapability": ("query-migrate-capabilities", "ret[].capability"),
     "SchemaInfoEnum": ("query-qmp-schema", "ret[].case:enum"),
-    "ObjectOptions": ("object-add", "arg"),
+}
+#: Command documents whose arguments are written whole: command -> where its arguments are in QEMU's schema.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "object-add": ("object-add", "arg"),
 }
 #: "Type.member" (or "Type.case:CASE" for a union branch) -> the name of the type found there.
 NAMES: dict[str, str] = {
@@ -72,7 +75,6 @@ NAMES: dict[str, str] = {
     "GuestPanicInformationS390.reason": "S390CrashReason",
     "CpuInfoFast.case:s390x": "CpuInfoS390",
     "CpuInfoS390.cpu-state": "CpuS390State",
-    "ObjectOptions.qom-type": "ObjectType",
 }
 
 
@@ -145,6 +147,20 @@ class Writer:
             "description": description,
             **body,
         }
+        path.write_text(json.dumps(document, indent=2) + "\n")
+
+    def command(self, name: str, qemu_name: str) -> None:
+        """Rewrite commands/NAME.json's arguments (its title, description, x-qmp and returns are kept)."""
+        path = TYPES.parent / "commands" / f"{name}.json"
+        old = json.loads(path.read_text())
+        body = self.schema(qemu_name, name, old)
+        keep = ("$schema", "$id", "title", "description", "x-qmp")
+        document = {**{key: old[key] for key in keep if key in old}, **body}
+        extend = EXTEND.get(name)
+        if extend is not None:
+            extend(document)
+        if "$defs" in old:
+            document["$defs"] = old["$defs"]
         path.write_text(json.dumps(document, indent=2) + "\n")
 
     def reference(self, title: str, qemu_name: str) -> dict[str, Any]:
@@ -234,12 +250,38 @@ def _builtin(json_type: str, old: dict[str, Any]) -> dict[str, Any]:
     return {"type": {"string": "string", "boolean": "boolean", "number": "number", "null": "null"}[json_type]}
 
 
+def object_add_cpu_types() -> list[str]:
+    """qmpd's concrete CPU types: object-add takes them too (README's deliberate differences)."""
+    sys.path.insert(0, str(TYPES.parents[1]))
+    from qmpd.machine.qom_tree import type_registry  # run from a checkout: qmpd need not be installed
+
+    registry = type_registry()
+    return [info.name for info in registry if not info.abstract and registry.is_a(info.name, "x86_64-cpu")]
+
+
+def _object_add_cpu_types(document: dict[str, Any]) -> None:
+    """Add the CPU types to object-add's qom-type, each an open branch (a CPU's properties are free)."""
+    cpus = object_add_cpu_types()
+    tag = document["x-qapi-union"]["tag"]
+    document["properties"][tag]["enum"] += cpus
+    for name in cpus:
+        document["x-qapi-union"]["variants"][name] = {"type": "object", "additionalProperties": True}
+    document["allOf"].append({"if": {"properties": {tag: {"enum": cpus}}}, "then": {"additionalProperties": True}})
+
+
+#: Commands whose generated arguments qmpd extends (a deliberate difference, in README's table).
+EXTEND = {"object-add": _object_add_cpu_types}
+
+
 def main() -> None:
-    wanted = set(sys.argv[1:]) or set(ROOTS)
+    wanted = set(sys.argv[1:]) or set(ROOTS) | set(COMMANDS)
     writer = Writer(ask_qemu(), wanted)
     for title in sorted(wanted & ROOTS.keys()):
         entity, where = ROOTS[title]
         writer.document(title, writer.find(entity, where))
+    for name in sorted(wanted & COMMANDS.keys()):
+        entity, where = COMMANDS[name]
+        writer.command(name, writer.find(entity, where))
     print(" ".join(sorted(writer.written)))
 
 

@@ -14,6 +14,17 @@ def query_name(ctx: CommandContext) -> dict[str, Any]:
     return {} if name is None else {"name": name}
 
 
+@qmp_command("query-uuid")
+def query_uuid(ctx: CommandContext) -> dict[str, Any]:
+    return {"UUID": ctx.machine.config.uuid or "00000000-0000-0000-0000-000000000000"}
+
+
+@qmp_command("query-current-machine")
+def query_current_machine(ctx: CommandContext) -> dict[str, Any]:
+    support = ctx.machine.machine_type.wakeup_suspend
+    return {"wakeup-suspend-support": support == "always" or (support == "with-acpi" and ctx.machine.config.acpi)}
+
+
 @qmp_command("query-target")
 def query_target(ctx: CommandContext) -> dict[str, Any]:
     return {"arch": "x86_64"}

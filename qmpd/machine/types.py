@@ -52,6 +52,9 @@ class MachineType(NamedTuple):
     buses: Mapping[str, str]
     #: The PCI functions a firmware finds (host bridge, PM function), or None without a PCI bus.
     chipset: Chipset | None = None
+    #: query-current-machine's ``wakeup-suspend-support``: who registers S3 wakeup (PIIX4 PM only with ACPI;
+    #: ICH9 LPC always): "with-acpi", "always" or "never".
+    wakeup_suspend: str = "never"
 
     @property
     def qom_type(self) -> str:
@@ -81,6 +84,7 @@ MACHINE_TYPES: tuple[MachineType, ...] = (
         reset_control_kept_bits=0x2,
         buses={"pci.0": "PCI", "isa.0": "ISA", "main-system-bus": "System"},
         chipset=I440FX_PIIX4,
+        wakeup_suspend="with-acpi",
     ),
     MachineType(
         name="pc-q35-7.2",
@@ -98,6 +102,7 @@ MACHINE_TYPES: tuple[MachineType, ...] = (
         reset_control_kept_bits=0xA,
         buses={"pcie.0": "PCIE", "isa.0": "ISA", "main-system-bus": "System"},
         chipset=Q35_ICH9,
+        wakeup_suspend="always",
     ),
     MachineType(
         name="none",

@@ -153,6 +153,7 @@ class Schema:
     def _command(self, uri: str, doc: JSONSchema) -> CommandSpec:
         meta = doc.get("x-qmp", {})
         validator = self.validator_for(doc, uri)
+        open_arguments = doc.get("additionalProperties", False) is not False or self._open_branch(doc, uri)
         return CommandSpec(
             name=doc["title"],
             uri=uri,
@@ -161,20 +162,29 @@ class Schema:
             allow_oob=bool(meta.get("allow-oob", False)),
             allow_preconfig=bool(meta.get("allow-preconfig", False)),
             features=tuple(meta.get("features", ())),
-            members=self._members(doc, uri),
-            open_arguments=doc.get("additionalProperties", False) is not False,
+            members=tuple(doc.get("properties", {})) if open_arguments else self._members(doc, uri),
+            open_arguments=open_arguments,
             validator=validator,
             empty_is_valid=validator.is_valid({}),
             gen=bool(meta.get("gen", True)),
         )
 
     def _members(self, doc: JSONSchema, uri: str) -> tuple[str, ...]:
-        """The base members, then every union branch's own members (a handler takes them all)."""
+        """The base members, then every union branch's own members (a handler takes them all, unless a branch
+        is open: then it takes the base members and ``**kwargs``)."""
         names = dict.fromkeys(doc.get("properties", {}))
         for branch in doc.get("x-qapi-union", {}).get("variants", {}).values():
             target, _ = self.resolve(branch, uri)
             names.update(dict.fromkeys(target.get("properties", {})))
         return tuple(names)
+
+    def _open_branch(self, doc: JSONSchema, uri: str) -> bool:
+        """Whether a union branch takes any further members (object-add of a CPU type: its properties)."""
+        for branch in doc.get("x-qapi-union", {}).get("variants", {}).values():
+            target, _ = self.resolve(branch, uri)
+            if target.get("additionalProperties", False) is not False:
+                return True
+        return False
 
     def _event(self, uri: str, doc: JSONSchema) -> EventSpec:
         return EventSpec(

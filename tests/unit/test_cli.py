@@ -54,7 +54,8 @@ def test_libvirt_start_argv() -> None:
     (monitor,) = config.server.monitors
     assert (monitor.kind, monitor.fd, monitor.chardev_id) == (MonitorKind.FD, 24, "charmonitor")
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
-    assert "uuid" in config.ignored and "sandbox" in config.ignored and "object" in config.ignored
+    assert "sandbox" in config.ignored and "object" in config.ignored
+    assert config.machine.uuid == "0f7e1b42-0000-0000-0000-000000000000"
     assert dict(config.machine.machine_settings) == {"usb": False, "dump-guest-core": False}
 
 
@@ -99,6 +100,9 @@ def test_several_monitors_and_double_dash_spelling() -> None:
         (["-action", "panic=foo"], "-action panic=foo: Parameter 'panic' does not accept value 'foo'"),
         (["-action", "foo=bar"], "-action foo=bar: Invalid parameter 'foo'"),
         (["-action", "reboot"], "-action reboot: Parameter 'reboot' does not accept value 'on'"),
+        (["-uuid", "{4f1c3a9e-5b2d-4c8e-9a7f-0e6d2b1c3a4f}"], "-uuid {4f1c3a9e-5b2d-4c8e-9a7f-0e6d2b1c3a4f}: failed"),
+        (["-uuid", "4f1c3a9e5b2d4c8e9a7f0e6d2b1c3a4f"], "-uuid 4f1c3a9e5b2d4c8e9a7f0e6d2b1c3a4f: failed to parse UUID"),
+        (["-uuid", "g"], "-uuid g: failed to parse UUID string: wrong format"),
     ],
 )
 def test_errors_use_qemu_wording(argv: list[str], message: str) -> None:

@@ -130,3 +130,16 @@ def test_enum_member_features_unions_and_any_are_introspected() -> None:
     panicked = entities[entities["GUEST_PANICKED"]["arg-type"]]
     assert [m.get("default", "required") for m in panicked["members"]] == ["required", None]
     assert member_type(panicked, "info")["tag"] == "type"
+
+
+def test_object_add_takes_exactly_the_concrete_cpu_types() -> None:
+    from qmpd.machine.qom_tree import type_registry
+
+    registry = type_registry()
+    cpus = [info.name for info in registry if not info.abstract and registry.is_a(info.name, "x86_64-cpu")]
+    document = SCHEMA.commands["object-add"].document
+    variants = document["x-qapi-union"]["variants"]
+    open_cases = [case for case, branch in variants.items() if branch.get("additionalProperties")]
+    assert open_cases == cpus, "run tools/gen_schema_types.py object-add after changing the CPU types"
+    assert document["properties"]["qom-type"]["enum"][-len(cpus) :] == cpus
+    assert "memory-backend-ram" in document["properties"]["qom-type"]["enum"]
