@@ -32,6 +32,7 @@ from qmpd.config import (
     MonitorKind,
     ServerConfig,
 )
+from qmpd.errors import QMPError
 from qmpd.machine.actions import action_choices
 from qmpd.machine.properties import parse_machine_properties
 from qmpd.machine.types import find_machine_type, machine_help
@@ -63,11 +64,13 @@ class CLIError(Exception):
 
 
 class ExitRequest(Exception):
-    """A help or version request: print ``text`` and exit 0."""
+    """A help or version request: print ``text`` and exit 0 (QEMU exits 0 even when the help names
+    nothing it knows: then ``error`` goes to stderr)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, error: str | None = None) -> None:
         super().__init__(text)
         self.text = text
+        self.error = error
 
 
 class _Builder:
@@ -310,6 +313,8 @@ DEVICE_PROPERTIES = {
 def _opt_device(b: _Builder, arg: str) -> None:
     pairs = parse(arg, implied="driver")
     driver = pairs[0][1] if pairs and pairs[0][0] == "driver" else ""
+    if driver in ("help", "?") or any(key in ("help", "?") for key, _ in pairs[1:]):
+        raise ExitRequest(_device_help(arg, driver))
     if driver not in DEVICE_PROPERTIES:
         raise CLIError(
             f"-device {arg}: '{driver}' is not a valid device model name (qmpd creates "
@@ -320,6 +325,26 @@ def _opt_device(b: _Builder, arg: str) -> None:
         if key not in DEVICE_PROPERTIES[driver]:
             raise CLIError(f"-device {arg}: Property '{driver}.{key}' not found")
     b.devices.append(DeviceConfig(driver, tuple(pairs[1:])))
+
+
+def _device_help(arg: str, driver: str) -> str:
+    """``-device help`` or ``-device DRIVER,help`` (imported only then: the listing needs the QOM types)."""
+    from qmpd.machine import help_text
+
+    if driver in ("help", "?"):
+        return help_text.device_help()
+    try:
+        return help_text.device_options_help(driver)
+    except QMPError as exc:
+        raise ExitRequest("", f"-device {arg}: {exc.desc}") from None
+
+
+def _opt_cpu(b: _Builder, arg: str) -> None:
+    if arg in ("help", "?"):
+        from qmpd.machine.help_text import cpu_help
+
+        raise ExitRequest(cpu_help())
+    b.machine["cpu"] = arg
 
 
 def _opt_vcpu_nice(b: _Builder, arg: str) -> None:
@@ -452,7 +477,7 @@ _OPTIONS: dict[str, _Option] = {
     "object": _Option(True, _opt_object, "-object QOM-TYPE,id=ID,... (accepted, ignored; memory backends named)"),
     "M": _Option(True, _opt_machine, "-M TYPE (same as -machine)"),
     "accel": _Option(True, _opt_accel, "-accel tcg[,thread=multi|single]"),
-    "cpu": _Option(True, lambda b, a: b.machine.__setitem__("cpu", a), "-cpu MODEL[,feature=on|off,...]"),
+    "cpu": _Option(True, _opt_cpu, "-cpu MODEL[,feature=on|off,...] | help"),
     "smp": _Option(
         True, lambda b, a: b.machine.__setitem__("smp", a), "-smp [cpus=]N[,sockets=,dies=,cores=,threads=,maxcpus=]"
     ),
@@ -628,6 +653,8 @@ def parse_or_exit(argv: Sequence[str]) -> Config:
         return parse_args(argv)
     except ExitRequest as request:
         sys.stdout.write(request.text)
+        if request.error is not None:
+            sys.stderr.write(f"{PROG}: {request.error}\n")
         raise SystemExit(0) from None
     except CLIError as error:
         sys.stderr.write(f"{PROG}: {error}\n")

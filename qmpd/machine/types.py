@@ -139,7 +139,8 @@ def default_machine_type() -> MachineType:
 def machine_help() -> str:
     """``-machine help``, in QEMU's layout."""
     lines = ["Supported machines are:"]
-    for machine_type in sorted(MACHINE_TYPES, key=lambda m: m.name):
+    # QEMU's order: machine families (the PC ones) by name, each newest first, then the standalone types.
+    for machine_type in sorted(MACHINE_TYPES, key=lambda m: (not m.is_pc, m.name)):
         if machine_type.alias:
             lines.append(f"{machine_type.alias:<20} {machine_type.description} (alias of {machine_type.name})")
         suffix = " (default)" if machine_type.is_default else ""

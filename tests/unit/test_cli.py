@@ -188,3 +188,32 @@ def test_run_state_actions_in_order() -> None:
         ("reboot", "shutdown"),
     )
     assert parse_args([]).machine.actions == ()
+
+
+def test_help_requests_print_qemus_lists() -> None:
+    from qmpd.cli import DEVICE_PROPERTIES
+    from qmpd.cpu.models import cpu_properties, load_table
+    from qmpd.machine.help_text import BOARD_DEVICES
+
+    with pytest.raises(ExitRequest) as cpus:
+        parse_args(["-cpu", "help"])
+    assert cpus.value.text.startswith("Available CPUs:\nx86 486                   (alias configured by machine type)\n")
+    assert "x86 Haswell-v1            Intel Core Processor (Haswell)\n" in cpus.value.text
+    assert cpus.value.text.endswith(" xtpr\n\n")
+    with pytest.raises(ExitRequest) as devices:
+        parse_args(["-device", "help"])
+    assert devices.value.text.startswith('Misc devices:\nname "isa-debug-exit", bus ISA\n')
+    with pytest.raises(ExitRequest) as options:
+        parse_args(["-device", "isa-debugcon,help"])
+    assert options.value.text == (
+        "isa-debugcon options:\n  chardev=<str>          - ID of a chardev to use as a backend\n"
+        "  iobase=<uint32>        -  (default: 233)\n  readback=<uint32>      -  (default: 233)\n"
+    )
+    with pytest.raises(ExitRequest) as unknown:
+        parse_args(["-device", "nosuch,help"])
+    assert (unknown.value.text, unknown.value.error) == ("", "-device nosuch,help: Device 'nosuch' not found")
+    # One truth: what -device creates is what its help lists; every flag -cpu help names is a CPU property.
+    assert {name: {p.name for p in device.properties} | {"id"} for name, device in BOARD_DEVICES.items()} == {
+        name: set(props) for name, props in DEVICE_PROPERTIES.items()
+    }
+    assert set(load_table("x86_cpu_flags.json")["flags"]) <= {p.name for p in cpu_properties()}
