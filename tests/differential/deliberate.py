@@ -5,7 +5,7 @@ The table lives in one place, README.md, section "Deliberate differences from QE
 over the key a sweep builds for what it compares:
 
 - ``command:NAME``, ``event:NAME``: a command's or event's resolved schema signature, or its absence;
-- ``hmp:NAME``: an HMP command's output or absence;
+- ``hmp:NAME``: an HMP command's absence; ``hmp:LINE``: the output of one command line (``hmp:x /*i *``);
 - ``type:NAME``: a QOM type's presence, parent or abstractness;
 - ``property:TYPE.PROP``: a property listed by qom-list-properties/device-list-properties for a type;
 - ``model:NAME``: a CPU model's query-cpu-definitions entry or expansion (``model:NAME.PROP`` for one property);
