@@ -2,7 +2,8 @@
 
 The table lives in one place, README.md, section "Deliberate differences from QEMU 7.2". Its last column,
 "sweep keys", names what each row excuses as backticked ``kind:pattern`` keys, ``pattern`` an fnmatch pattern
-over the key a sweep builds for what it compares:
+over the key a sweep builds for what it compares (``*`` and ``?`` are wildcards; brackets are literal, as in
+QOM paths: ``device[*]`` matches ``device[0]``):
 
 - ``command:NAME``, ``event:NAME``: a command's or event's resolved schema signature, or its absence;
 - ``hmp:NAME``: an HMP command's absence; ``hmp:LINE``: the output of one command line (``hmp:x /*i *``);
@@ -10,7 +11,9 @@ over the key a sweep builds for what it compares:
 - ``property:TYPE.PROP``: a property listed by qom-list-properties/device-list-properties for a type;
 - ``model:NAME``: a CPU model's query-cpu-definitions entry or expansion (``model:NAME.PROP`` for one property);
 - ``path:PATH``: a QOM path present on one side only (``/machine/i440fx*``);
-- ``value:PATH.PROP``: the value of one property of one QOM path (``/machine/unattached/device[*].lbr-fmt``).
+- ``value:PATH.PROP``: the value of one property of one QOM path (``/machine/unattached/device[*].lbr-fmt``);
+- ``reply:COMMAND`` + the path of the difference in its reply: a query's answer
+  (``reply:query-machines[pc-i440fx-7.2].cpu-max``, ``reply:query-kvm.present``).
 
 A sweep asks ``deliberate(kind, key)`` for each difference it finds; anything not excused fails it.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Deliberate differences from QEMU 7.2"
-KINDS = frozenset({"command", "event", "hmp", "type", "property", "model", "path", "value"})
+KINDS = frozenset({"command", "event", "hmp", "type", "property", "model", "path", "value", "reply"})
 _KEY = re.compile(r"`([a-z]+):([^`]+)`")
 
 
@@ -78,6 +81,6 @@ def deliberate(kind: str, key: str) -> Difference | None:
         raise ValueError(f"unknown sweep key kind {kind!r}")
     for row in differences():
         for row_kind, pattern in row.keys:
-            if row_kind == kind and fnmatch.fnmatchcase(key, pattern):
+            if row_kind == kind and fnmatch.fnmatchcase(key, pattern.replace("[", "[[]")):
                 return row
     return None

@@ -19,3 +19,11 @@ def test_keys_match_by_pattern_and_kind() -> None:
     assert deliberate("path", "/machine/topology/socket[0]") is not None
     assert deliberate("event", "query-kvm") is None
     assert deliberate("command", "query-status") is None
+
+
+def test_brackets_in_keys_are_literal() -> None:
+    slots = deliberate("reply", "query-machines[pc-q35-7.2].cpu-max")
+    assert slots is not None and slots.what == "CPU slots"
+    assert deliberate("reply", "query-machines.cpu-max") is None
+    assert deliberate("reply", "query-commands[cpu-add]") is not None
+    assert deliberate("reply", "query-commands[c]") is None
