@@ -46,9 +46,9 @@ PROBE: list[tuple[str, dict[str, Any]]] = [
         {"type": "full", "model": {**HOST, "props": {"migratable": False, "hv-passthrough": True}}},
     ),
 ]
-#: What libvirt 9.0 sends beyond the probe: query-current-machine when the schema has it (it asks for
-#: wakeup-suspend-support), the domain start (libvirt-observed.md §3), its reconnect after a libvirtd
-#: restart (tests/integration/test_libvirt.py) and the vCPU hot-plug exchange (§4).
+#: What libvirt 9.0 sends beyond the probe: query-current-machine once the schema lists it (whether the
+#: guest can wake from suspend, asked before a suspend), the domain start (libvirt-observed.md §3), its
+#: reconnect after a libvirtd restart (tests/integration/test_libvirt.py) and the vCPU hot-plug exchange (§4).
 START = [
     "qmp_capabilities", "query-migrate-capabilities", "migrate-set-capabilities", "query-chardev",
     "query-hotpluggable-cpus", "query-cpus-fast", "qom-list", "qom-get", "query-iothreads",
