@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
-from qmpd.errors import GenericError
+from qmpd.errors import DeviceNotActive, GenericError
 
 
 @qmp_command("query-name")
@@ -21,8 +21,17 @@ def query_uuid(ctx: CommandContext) -> dict[str, Any]:
 
 @qmp_command("query-current-machine")
 def query_current_machine(ctx: CommandContext) -> dict[str, Any]:
-    support = ctx.machine.machine_type.wakeup_suspend
-    return {"wakeup-suspend-support": support == "always" or (support == "with-acpi" and ctx.machine.config.acpi)}
+    return {"wakeup-suspend-support": ctx.machine.machine_type.can_wake_from_suspend(ctx.machine.config.acpi)}
+
+
+@qmp_command("query-balloon")
+def query_balloon(ctx: CommandContext) -> dict[str, Any]:
+    raise DeviceNotActive("No balloon device has been activated")
+
+
+@qmp_command("balloon")
+def balloon(ctx: CommandContext, value: int) -> None:
+    raise DeviceNotActive("No balloon device has been activated")
 
 
 @qmp_command("query-target")

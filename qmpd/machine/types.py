@@ -56,6 +56,10 @@ class MachineType(NamedTuple):
     #: ICH9 LPC always): "with-acpi", "always" or "never".
     wakeup_suspend: str = "never"
 
+    def can_wake_from_suspend(self, acpi: bool) -> bool:
+        """query-current-machine's ``wakeup-suspend-support`` (also what system_wakeup checks first)."""
+        return self.wakeup_suspend == "always" or (self.wakeup_suspend == "with-acpi" and acpi)
+
     @property
     def qom_type(self) -> str:
         """QOM type of ``/machine`` (``pc-i440fx-7.2-machine``)."""

@@ -103,6 +103,11 @@ ADDED: list[tuple[str, dict[str, Any]]] = [
     ("query-uuid", {"x": 1}),
     ("query-current-machine", {}),
     ("query-current-machine", {"x": 1}),
+    ("system_wakeup", {}),
+    ("query-balloon", {}),
+    ("balloon", {"value": 1 << 30}),
+    ("balloon", {"value": "x"}),
+    ("balloon", {}),
 ]
 
 
@@ -121,7 +126,8 @@ def test_wakeup_support_and_default_uuid(tmp_path: Path, argv: list[str]) -> Non
         try:
             with RawClient(server.socket_path, timeout=30) as client:
                 client.negotiate()
-                answers.append([client.execute(command) for command in ("query-current-machine", "query-uuid")])
+                commands = ("query-current-machine", "query-uuid", "system_wakeup")
+                answers.append([client.execute(command) for command in commands])
         finally:
             server.stop()
     assert answers[1] == answers[0]
