@@ -7,8 +7,9 @@ This script turns QEMU's ``query-qmp-schema`` entities into JSON Schema document
 in schema/README.md's conventions: members in QEMU's order, optional ones not required, enums with
 their member features, unions with ``x-qapi-union`` and ``allOf`` branches.  QEMU masks its type
 names, so the names come from this script's tables (``ROOTS``, ``NAMES``) and from the ``$ref`` of a
-member in the document being rewritten; a type with no name is written inline.  Integer members keep
-the ``x-qapi-type`` of the document being rewritten (introspection says only ``int``).
+member in the document being rewritten; a type with no name is written inline.  Introspection says only
+``int`` for every integer type: members keep the ``x-qapi-type`` of the document being rewritten, and
+the members of a command's union branches (object-add's) get theirs by asking QEMU (``probe_integers``).
 
 The documents are qmpd's source of truth once written: the script is a tool for updating them, and
 tests/differential/test_schema_sweep.py checks them against QEMU at every run.
@@ -78,34 +79,54 @@ NAMES: dict[str, str] = {
 }
 
 
-def ask_qemu() -> list[dict[str, Any]]:
-    """QEMU's query-qmp-schema answer."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "qmp.sock")
+class QEMU:
+    """One qemu-system-x86_64 under -S with a QMP socket, asked one command at a time."""
+
+    def __enter__(self) -> QEMU:
+        self._tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(self._tmp.name, "qmp.sock")
         argv = ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-S", "-qmp",
                 f"unix:{path},server=on,wait=off"]  # fmt: skip
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        try:
-            while not os.path.exists(path):
-                time.sleep(0.01)
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.connect(path)
-                stream = sock.makefile("rwb")
-                stream.readline()
-                for command in ("qmp_capabilities", "query-qmp-schema"):
-                    stream.write(json.dumps({"execute": command}).encode())
-                    stream.flush()
-                    reply = json.loads(stream.readline())
-                return list(reply["return"])
-        finally:
-            process.terminate()
-            process.wait()
+        self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        self._sock = socket.socket(socket.AF_UNIX)
+        self._sock.connect(path)
+        self._stream = self._sock.makefile("rwb")
+        self._stream.readline()
+        self.ask("qmp_capabilities")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+        self._process.terminate()
+        self._process.wait()
+        self._tmp.cleanup()
+
+    def ask(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The reply (events skipped)."""
+        request: dict[str, Any] = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self._stream.write(json.dumps(request).encode())
+        self._stream.flush()
+        while True:
+            line = self._stream.readline()
+            if not line:
+                raise ConnectionError(f"QEMU exited on {request}")
+            reply: dict[str, Any] = json.loads(line)
+            if "event" not in reply:
+                return reply
+
+    def restart(self) -> None:
+        """A fresh QEMU (a probe can crash one: QEMU 7.2 aborts on some object-add arguments)."""
+        self.__exit__()
+        self.__enter__()
 
 
 class Writer:
     """QEMU entities -> schema/ documents."""
 
-    def __init__(self, table: list[dict[str, Any]], wanted: set[str]) -> None:
+    def __init__(self, table: list[dict[str, Any]], wanted: set[str], qemu: QEMU) -> None:
+        self.qemu = qemu
         self.table = {entry["name"]: entry for entry in table}
         self.wanted = wanted
         self.written: dict[str, dict[str, Any]] = {}
@@ -154,6 +175,8 @@ class Writer:
         path = TYPES.parent / "commands" / f"{name}.json"
         old = json.loads(path.read_text())
         body = self.schema(qemu_name, name, old)
+        if "x-qapi-union" in body:
+            self.probe_integers(name, qemu_name, body)
         keep = ("$schema", "$id", "title", "description", "x-qmp")
         document = {**{key: old[key] for key in keep if key in old}, **body}
         extend = EXTEND.get(name)
@@ -162,6 +185,58 @@ class Writer:
         if "$defs" in old:
             document["$defs"] = old["$defs"]
         path.write_text(json.dumps(document, indent=2) + "\n")
+
+    def probe_integers(self, command: str, qemu_name: str, body: dict[str, Any]) -> None:
+        """Give each integer member of each union branch its QAPI type, asked of QEMU (introspection says
+        only ``int``): a string tells signed from unsigned by QEMU's error, a too-large number the width."""
+        entry = self.table[qemu_name]
+        tag = entry["tag"]
+        for variant in entry["variants"]:
+            branch = self.table[variant["type"]]
+            schema = body["x-qapi-union"]["variants"][variant["case"]]
+            for member in branch["members"]:
+                if self.table[member["type"]].get("json-type") != "int" or "$ref" in schema:
+                    continue
+                name = member["name"]
+                base = {tag: variant["case"], **self.filled(entry, skip=tag), **self.filled(branch, skip=name)}
+                schema["properties"][name]["x-qapi-type"] = self.integer_type(command, base, name)
+
+    def integer_type(self, command: str, base: dict[str, Any], name: str) -> str:
+        self.probes = getattr(self, "probes", 0) + 1
+        base = {**base, "id": f"probe{self.probes}"} if "id" in base else base
+        signed = "expected: integer" in self.qemu.ask(command, {**base, name: "s"}).get("error", {}).get("desc", "")
+        try:
+            desc = self.qemu.ask(command, {**base, name: (1 << 63) - 1 if signed else (1 << 64) - 1})
+        except ConnectionError as exc:  # QEMU 7.2 aborts on some (memory-backend-ram size=2^64-1)
+            print(f"{exc}: {name} taken as 64 bits wide", file=sys.stderr)
+            self.qemu.restart()
+            desc = {}
+        for width in (8, 16, 32):
+            qapi_type = f"{'' if signed else 'u'}int{width}"
+            if desc.get("error", {}).get("desc", "").endswith(f"expects {qapi_type}_t"):
+                return qapi_type
+        return "int" if signed else "uint64"
+
+    def filled(self, entry: dict[str, Any], skip: str) -> dict[str, Any]:
+        """Valid values for an object's required members (all but ``skip``), so QEMU checks the one probed."""
+        return {
+            member["name"]: self.sample(member["type"])
+            for member in entry["members"]
+            if "default" not in member and member["name"] != skip
+        }
+
+    def sample(self, qemu_name: str) -> Any:
+        entry = self.table[qemu_name]
+        samples = {"string": "x", "int": 1, "boolean": False, "number": 1.0, "null": None, "value": "x"}
+        if entry["meta-type"] == "builtin":
+            return samples[entry["json-type"]]
+        if entry["meta-type"] == "enum":
+            return entry["values"][0]
+        if entry["meta-type"] == "array":
+            return []
+        if entry["meta-type"] == "alternate":
+            return self.sample(entry["members"][0]["type"])
+        return self.filled(entry, skip="")
 
     def reference(self, title: str, qemu_name: str) -> dict[str, Any]:
         """A ``$ref`` to a named type, written first if it is to be (re)generated or missing."""
@@ -275,13 +350,14 @@ EXTEND = {"object-add": _object_add_cpu_types}
 
 def main() -> None:
     wanted = set(sys.argv[1:]) or set(ROOTS) | set(COMMANDS)
-    writer = Writer(ask_qemu(), wanted)
-    for title in sorted(wanted & ROOTS.keys()):
-        entity, where = ROOTS[title]
-        writer.document(title, writer.find(entity, where))
-    for name in sorted(wanted & COMMANDS.keys()):
-        entity, where = COMMANDS[name]
-        writer.command(name, writer.find(entity, where))
+    with QEMU() as qemu:
+        writer = Writer(qemu.ask("query-qmp-schema")["return"], wanted, qemu)
+        for title in sorted(wanted & ROOTS.keys()):
+            entity, where = ROOTS[title]
+            writer.document(title, writer.find(entity, where))
+        for name in sorted(wanted & COMMANDS.keys()):
+            entity, where = COMMANDS[name]
+            writer.command(name, writer.find(entity, where))
     print(" ".join(sorted(writer.written)))
 
 

@@ -108,6 +108,15 @@ ADDED: list[tuple[str, dict[str, Any]]] = [
     ("balloon", {"value": 1 << 30}),
     ("balloon", {"value": "x"}),
     ("balloon", {}),
+    # object-add's arguments are QEMU's ObjectOptions union: its errors before any object is made.
+    ("object-add", {"qom-type": "foo", "id": "a"}),
+    ("object-add", {"id": "a"}),
+    ("object-add", {"qom-type": "memory-backend-ram", "id": "m"}),
+    ("object-add", {"qom-type": "memory-backend-ram", "id": "m", "size": "x"}),
+    ("object-add", {"qom-type": "memory-backend-ram", "id": "m", "size": 1, "bogus": 1}),
+    ("object-add", {"qom-type": "iothread", "id": "i", "poll-max-ns": "x"}),
+    ("object-add", {"qom-type": "authz-simple", "id": "z"}),
+    ("object-add", {"qom-type": "authz-list", "id": "z", "policy": "maybe"}),
 ]
 
 
