@@ -234,9 +234,25 @@ def _opt_object(b: _Builder, arg: str) -> None:
         settings = dict(parse(arg, implied="qom-type"))
     if "qom-type" not in settings:
         raise CLIError(f"-object {arg}: Parameter 'qom-type' is missing")
+    if settings["qom-type"] in ("help", "?") or any(key in ("help", "?") for key in settings):
+        raise ExitRequest(_object_help(arg, settings["qom-type"]))
     if settings["qom-type"].startswith("memory-backend-") and "id" in settings:
         b.memory_backends.append(settings["id"])
     b.ignored.append("object")
+
+
+def _object_help(arg: str, qom_type: str) -> str:
+    """``-object help`` lists the objects qmpd knows on its command line: the memory backends (whose ids
+    ``-machine memory-backend=`` names; qmpd makes none); ``-object TYPE,help`` their properties."""
+    from qmpd.machine.help_text import options_text
+    from qmpd.qapi.host_tables import host_tables
+
+    types = {name: info for name, info in host_tables()["types"].items() if name.startswith("memory-backend-")}
+    if qom_type in ("help", "?"):
+        return "List of user creatable objects:\n" + "".join(f"  {name}\n" for name in sorted(types))
+    if qom_type not in types:
+        raise CLIError(f"-object {arg}: Parameter 'qom-type' does not accept value '{qom_type}'")
+    return options_text(qom_type, [entry for entry in types[qom_type]["properties"] if entry["name"] != "type"])
 
 
 def _opt_accel(b: _Builder, arg: str) -> None:

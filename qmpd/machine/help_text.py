@@ -1,4 +1,4 @@
-"""The command line's ``help`` answers (``-cpu help``, ``-device help``, ``-device X,help``), in QEMU 7.2's layout.
+"""The command line's ``help`` answers (``-cpu help``, ``-device help``, ``X,help``), in QEMU 7.2's layout.
 
 Scripts and management tools read these lists to learn what a binary offers, so qmpd prints what it
 supports in exactly QEMU's format: the same headers, columns, sort orders and default-value spelling.
@@ -123,8 +123,14 @@ def device_options_help(driver: str) -> str:
         ]  # fmt: skip
     else:
         properties = device_properties(driver)
+    return options_text(driver, properties)
+
+
+def options_text(name: str, properties: list[dict[str, Any]]) -> str:
+    """``-device X,help`` and ``-object X,help``: one line per property (qom-list-properties or
+    device-list-properties entries), sorted, with QEMU's columns."""
     lines = sorted(_option_line(entry) for entry in properties)
-    return "\n".join([f"{driver} options:", *lines]) + "\n"
+    return "\n".join([f"{name} options:", *lines]) + "\n"
 
 
 def _option_line(entry: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """Sweep: the command line's ``help`` answers have QEMU 7.2's format for everything qmpd supports.
 
 ``-machine help``, ``-cpu help``, ``-device help`` and ``-device X,help`` for every device qmpd's own
-``-device help`` lists: exit status 0, QEMU's headers, and every line qmpd prints is a line QEMU prints,
-in QEMU's order.  What QEMU lists and qmpd lacks is its own business (more machines, devices, models),
-except a device's properties, which the QOM property sweep compares; models qmpd lists that QEMU does
-not are README's deliberate differences (``model:`` keys).
+``-device help`` lists, ``-object help`` and ``-object X,help`` for every type it lists: exit status 0,
+QEMU's headers, and every line qmpd prints is a line QEMU prints, in QEMU's order.  What QEMU lists and
+qmpd lacks is its own business (more machines, devices, models), except a device's properties, which
+the QOM property sweep compares; models qmpd lists that QEMU does not are README's deliberate
+differences (``model:`` keys).
 """
 
 from __future__ import annotations
@@ -105,7 +106,22 @@ def test_device_options_help() -> None:
     print(f"  properties QEMU lists and qmpd lacks (the QOM property sweep's to judge): {lacking}")
 
 
+def test_object_help() -> None:
+    qemu, qmpd = both("-object", "help")
+    assert qmpd[0] == qemu[0] == "List of user creatable objects:"
+    assert len(qmpd) > 1 and not in_qemu_order(qemu, qmpd)
+    for line in qmpd[1:]:
+        assert run("qmpd", "-object", f"{line.strip()},help") == run("qemu", "-object", f"{line.strip()},help")
+    print(f"\n-object help: {len(qmpd) - 1} of QEMU's {len(qemu) - 1} types, each with QEMU's property lines")
+
+
 def test_help_errors() -> None:
+    (status_qemu, qemu), (status_qmpd, qmpd) = (
+        run("qemu", "-object", "nosuch,help"),
+        run("qmpd", "-object", "nosuch,help"),
+    )
+    assert status_qmpd == status_qemu == 1
+    assert qmpd.removeprefix("qmpd:") == qemu.removeprefix("qemu-system-x86_64:")
     for argv in (["-device", "nosuch,help"],):
         (status_qemu, qemu), (status_qmpd, qmpd) = run("qemu", *argv), run("qmpd", *argv)
         assert status_qmpd == status_qemu == 0  # QEMU exits 0 after a help request, even a failed one

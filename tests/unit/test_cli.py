@@ -209,6 +209,12 @@ def test_help_requests_print_qemus_lists() -> None:
         "isa-debugcon options:\n  chardev=<str>          - ID of a chardev to use as a backend\n"
         "  iobase=<uint32>        -  (default: 233)\n  readback=<uint32>      -  (default: 233)\n"
     )
+    with pytest.raises(ExitRequest) as objects:
+        parse_args(["-object", "help"])  # once taken for an object of type 'help' and ignored: qmpd started
+    assert objects.value.text.startswith("List of user creatable objects:\n  memory-backend-file\n")
+    with pytest.raises(ExitRequest) as backend:
+        parse_args(["-object", "memory-backend-ram,help"])
+    assert "  size=<int>             - Size of the memory region (ex: 500M)\n" in backend.value.text
     with pytest.raises(ExitRequest) as unknown:
         parse_args(["-device", "nosuch,help"])
     assert (unknown.value.text, unknown.value.error) == ("", "-device nosuch,help: Device 'nosuch' not found")
