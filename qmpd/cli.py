@@ -35,7 +35,7 @@ from qmpd.config import (
 from qmpd.errors import QMPError
 from qmpd.machine.actions import action_choices
 from qmpd.machine.properties import parse_machine_properties
-from qmpd.machine.types import find_machine_type, machine_help
+from qmpd.machine.types import default_machine_type, find_machine_type, machine_help
 from qmpd.migration import STATE_FILE
 from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
 from qmpd.version import QEMU_VERSION
@@ -172,6 +172,8 @@ def _opt_chardev(b: _Builder, arg: str) -> None:
     backend = pairs[0][1] if pairs and pairs[0][0] == "backend" else None
     settings = dict(pairs)
     chardev_id = settings.get("id")
+    if backend in ("help", "?"):  # the backends qmpd has, in QEMU's order (QEMU prints a space after the colon)
+        raise ExitRequest("Available chardev backend types: \n  stdio\n  null\n  socket\n  file\n")
     if backend is None:
         raise CLIError(f'-chardev {arg}: chardev: "backend" is missing')
     if not chardev_id:
@@ -209,15 +211,28 @@ def _opt_mon(b: _Builder, arg: str) -> None:
 
 
 def _opt_machine(b: _Builder, arg: str) -> None:
-    for key, value in parse(arg, implied="type"):
+    pairs = parse(arg, implied="type")
+    for key, value in pairs:
         if key == "type":
             if value in ("help", "?"):
                 raise ExitRequest(machine_help())
             b.machine["machine_type"] = value
+        elif key in ("help", "?"):
+            raise ExitRequest(_machine_options_help(dict(pairs).get("type", "")))
         elif key == "accel":
             b.accel = value.split(":")
         else:
             b.machine_props.append((key, value))
+
+
+def _machine_options_help(name: str) -> str:
+    """``-machine TYPE,help`` (imported only then: the listing needs the QOM types)."""
+    from qmpd.machine.help_text import machine_options_help
+
+    machine_type = find_machine_type(name) if name else default_machine_type()
+    if machine_type is None:  # QEMU lists the machines instead
+        return machine_help()
+    return machine_options_help(machine_type.name)
 
 
 def _opt_object(b: _Builder, arg: str) -> None:
@@ -299,6 +314,8 @@ def _opt_uuid(b: _Builder, arg: str) -> None:
 
 def _opt_display(b: _Builder, arg: str) -> None:
     kind = parse(arg, implied="type")[0][1]
+    if kind in ("help", "?"):
+        raise ExitRequest("Available display backend types:\nnone\n")
     if kind != "none":
         raise CLIError(f"-display {arg}: qmpd has no display; only '-display none' is accepted")
 

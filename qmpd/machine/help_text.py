@@ -95,6 +95,17 @@ def cpu_help() -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_options_help(machine_type: str) -> str:
+    """``-machine TYPE,help``: the machine's options, its class properties (not ``type``, not children)."""
+    qom_type = f"{machine_type}-machine"
+    properties = [
+        prop.info(description=True)
+        for prop in type_registry().class_properties(qom_type)
+        if prop.name != "type" and not prop.is_child
+    ]
+    return options_text(qom_type, properties)
+
+
 def device_help() -> str:
     """``-device help``: the devices qmpd creates, by QEMU's category, sorted as QEMU sorts them."""
     registry = type_registry()

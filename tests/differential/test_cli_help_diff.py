@@ -1,7 +1,8 @@
 """Sweep: the command line's ``help`` answers have QEMU 7.2's format for everything qmpd supports.
 
 ``-machine help``, ``-cpu help``, ``-device help`` and ``-device X,help`` for every device qmpd's own
-``-device help`` lists, ``-object help`` and ``-object X,help`` for every type it lists: exit status 0,
+``-device help`` lists, ``-object help`` and ``-object X,help`` for every type it lists, ``-machine X,help``,
+``-chardev help``, ``-display help``, ``-accel help``: exit status 0,
 QEMU's headers, and every line qmpd prints is a line QEMU prints, in QEMU's order.  What QEMU lists and
 qmpd lacks is its own business (more machines, devices, models), except a device's properties, which
 the QOM property sweep compares; models qmpd lists that QEMU does not are README's deliberate
@@ -113,6 +114,20 @@ def test_object_help() -> None:
     for line in qmpd[1:]:
         assert run("qmpd", "-object", f"{line.strip()},help") == run("qemu", "-object", f"{line.strip()},help")
     print(f"\n-object help: {len(qmpd) - 1} of QEMU's {len(qemu) - 1} types, each with QEMU's property lines")
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35", "none", "nosuch"])
+def test_machine_options_help(machine: str) -> None:
+    qemu, qmpd = both("-machine", f"{machine},help")
+    assert qmpd[0] == qemu[0]
+    assert not in_qemu_order(qemu, qmpd)  # which options a machine has is the QOM property sweep's to compare
+
+
+@pytest.mark.parametrize("option", ["-chardev", "-display", "-accel"])
+def test_backend_lists(option: str) -> None:
+    qemu, qmpd = both(option, "help")
+    assert qmpd[0] == qemu[0] and len(qmpd) > 1
+    assert not in_qemu_order(qemu, qmpd)
 
 
 def test_help_errors() -> None:

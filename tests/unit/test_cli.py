@@ -215,6 +215,15 @@ def test_help_requests_print_qemus_lists() -> None:
     with pytest.raises(ExitRequest) as backend:
         parse_args(["-object", "memory-backend-ram,help"])
     assert "  size=<int>             - Size of the memory region (ex: 500M)\n" in backend.value.text
+    for argv, start in (
+        (["-machine", "pc,help"], "pc-i440fx-7.2-machine options:\n"),
+        (["-machine", "nosuch,help"], "Supported machines are:\n"),
+        (["-chardev", "help"], "Available chardev backend types: \n  stdio\n"),
+        (["-display", "help"], "Available display backend types:\nnone\n"),
+    ):
+        with pytest.raises(ExitRequest) as listing:
+            parse_args(argv)
+        assert listing.value.text.startswith(start), argv
     with pytest.raises(ExitRequest) as unknown:
         parse_args(["-device", "nosuch,help"])
     assert (unknown.value.text, unknown.value.error) == ("", "-device nosuch,help: Device 'nosuch' not found")
