@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import RawClient, Server, start_qemu, start_qmpd
+import pytest
+
+from tests.conftest import REQUIRE_QEMU
+from tests.helpers import QEMU_BINARY, RawClient, Server, start_qemu, start_qmpd
 
 #: The UUID both servers get (`-uuid`), so that query-uuid and friends can be compared.
 UUID = "4f1c3a9e-5b2d-4c8e-9a7f-0e6d2b1c3a4f"
@@ -40,7 +43,12 @@ class Pair:
 
 @contextmanager
 def started_pair(machine: str, tmp: Path) -> Iterator[Pair]:
-    """Both servers for ``machine``, stopped when the block ends."""
+    """Both servers for ``machine``, stopped when the block ends (module fixtures come before the
+    autouse QEMU check of conftest.py, so this checks too)."""
+    if QEMU_BINARY is None:
+        if REQUIRE_QEMU:
+            pytest.fail("qemu-system-x86_64 is required (QMPD_REQUIRE_QEMU=1)")
+        pytest.skip("qemu-system-x86_64 is not installed")
     servers: list[Server] = []
     clients: list[RawClient] = []
     try:
