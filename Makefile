@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py qmpd/vcpu/_blockhook.c
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m compileall -q qmpd
+	$(PY) -m qmpd.qapi.bundle
 	touch $@
 
 run: $(VENV)/.installed
@@ -35,6 +36,7 @@ test: $(VENV)/.installed
 # (the run before is kept as previous.*).  bench/report.py --quick is a medium run, --smoke a minimal one.
 bench: $(VENV)/.installed
 	$(PY) -m compileall -q qmpd
+	$(PY) -m qmpd.qapi.bundle
 	$(PY) bench/report.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).

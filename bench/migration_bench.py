@@ -76,19 +76,23 @@ class Monitor:
         self.sock.close()
 
 
-def spawn(kind: str, ram_mib: int, sock: str, extra: list[str]) -> subprocess.Popen[bytes]:
+def spawn_args(kind: str, args: list[str]) -> subprocess.Popen[bytes]:
+    """qmpd or QEMU (no display) with these options, output discarded."""
     base = [sys.executable, "-m", "qmpd", "--log-level", "warning"] if kind == "qmpd" else [QEMU or "", "-nographic"]
-    argv = [*base, "-machine", "pc", "-smp", "1", "-m", str(ram_mib), "-nodefaults"]
-    argv += ["-qmp", f"unix:{sock},server=on,wait=off", *extra]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        [*base, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
 
 
-def once(kind: str, ram_mib: int) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix=f"migration-bench-{kind}-"))
-    state = work / "machine.state"
+def spawn(kind: str, ram_mib: int, sock: str, extra: list[str]) -> subprocess.Popen[bytes]:
+    argv = ["-machine", "pc", "-smp", "1", "-m", str(ram_mib), "-nodefaults"]
+    return spawn_args(kind, [*argv, "-qmp", f"unix:{sock},server=on,wait=off", *extra])
+
+
+def save_state(kind: str, ram_mib: int, work: Path) -> tuple[Path, float]:
+    """A machine run for a second, then saved to a file: the file and the save's seconds."""
+    state = work / f"{kind}-{ram_mib}.state"
     source = spawn(kind, ram_mib, str(work / "source.sock"), [])
     try:
         monitor = Monitor(str(work / "source.sock"))
@@ -102,6 +106,12 @@ def once(kind: str, ram_mib: int) -> dict[str, float]:
     finally:
         source.terminate()
         source.wait()
+    return state, save
+
+
+def once(kind: str, ram_mib: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix=f"migration-bench-{kind}-"))
+    state, save = save_state(kind, ram_mib, work)
     size = state.stat().st_size
     incoming = f"file:{state}" if kind == "qmpd" else f"exec:cat {state}"
     started = time.perf_counter()

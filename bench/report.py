@@ -11,6 +11,8 @@ Runs, in this order and in this one process (the benchmarks' own functions, impo
              limit 255), N CPUs brought online by the firmware (qmpd)
   probe      bench/probe_bench.py: libvirt's emulator probe, its 51 commands (QEMU with accel=tcg)
   migration  bench/migration_bench.py: save to a file and restore, 128 MiB and 1 GiB of RAM
+  startup    bench/startup_bench.py: spawn -> ready for libvirt's probe, a -S pc start, a 128 MiB
+             restore, and the floor (an interpreter importing asyncio) against QEMU's start
 Every measurement runs REPS times in fresh processes, qmpd and QEMU alternating (order reversed every
 other repetition), as the benchmarks themselves do; the table shows medians and qmpd/QEMU ratios of
 medians.  Without qemu-system-x86_64 the QEMU column stays empty.
@@ -52,6 +54,7 @@ import hotplug_bench
 import migration_bench
 import probe_bench
 import qmp_bench
+import startup_bench
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,7 +62,7 @@ QEMU = shutil.which("qemu-system-x86_64")
 KINDS = ["qmpd", "qemu"] if QEMU else ["qmpd"]
 #: QEMU's TCG limit on maxcpus for -machine pc.
 QEMU_MAXCPUS = 255
-BENCHMARKS = ("qmp", "guest", "hotplug", "probe", "migration")
+BENCHMARKS = ("qmp", "guest", "hotplug", "probe", "migration", "startup")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Profile:
     probe_reps: int
     migration_sizes: tuple[int, ...]
     migration_reps: int
+    startup_reps: int
 
 
 PROFILES = {
@@ -100,6 +104,7 @@ PROFILES = {
         probe_reps=1,
         migration_sizes=(128,),
         migration_reps=1,
+        startup_reps=1,
     ),
     "quick": Profile(
         name="quick",
@@ -118,6 +123,7 @@ PROFILES = {
         probe_reps=3,
         migration_sizes=(128, 1024),
         migration_reps=2,
+        startup_reps=3,
     ),
     "full": Profile(
         name="full",
@@ -136,6 +142,7 @@ PROFILES = {
         probe_reps=7,
         migration_sizes=(128, 1024),
         migration_reps=5,
+        startup_reps=7,
     ),
 }
 
@@ -448,12 +455,24 @@ def run_migration(p: Profile, series: Series) -> list[Row]:
     return rows
 
 
+def run_startup(p: Profile, series: Series) -> list[Row]:
+    log(f"startup: {p.startup_reps} repetitions of {', '.join(startup_bench.ROWS)}")
+    samples = startup_bench.measure(KINDS, list(startup_bench.ROWS), p.startup_reps)
+    start_qemu = median(samples["start"].get("qemu", []))
+    return [
+        Row("startup", row, startup_bench.LABELS[row], "lower", median(samples[row]["qmpd"]),
+            start_qemu if row == "floor" else median(samples[row].get("qemu", [])))
+        for row in startup_bench.ROWS
+    ]  # fmt: skip
+
+
 RUNNERS: dict[str, Callable[[Profile, Series], list[Row]]] = {
     "qmp": run_qmp,
     "guest": run_guest,
     "hotplug": run_hotplug,
     "probe": run_probe,
     "migration": run_migration,
+    "startup": run_startup,
 }
 
 

@@ -16,7 +16,6 @@ README.  Everything else is refused with a clear message.
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -26,6 +25,7 @@ from qmpd.config import (
     CharConfig,
     Config,
     DeviceConfig,
+    FwCfgOption,
     LogFormat,
     MachineConfig,
     MonitorConfig,
@@ -53,7 +53,6 @@ IGNORED_OPTIONS: dict[str, str] = {
     "object": "memory backends and secrets are not used",
     "global": "no device takes global properties",
     "no-user-config": "qmpd reads no configuration files",
-    "nographic": "qmpd has no display",
     "enable-fips": "no cryptography is used",
 }
 _ACCELS = ("kvm", "tcg", "xen", "hax", "hvf", "nvmm", "whpx", "qtest")
@@ -92,6 +91,7 @@ class _Builder:
         self.ignored: list[str] = []
         self.actions: list[tuple[str, str]] = []
         self.devices: list[DeviceConfig] = []
+        self.fw_cfg: list[FwCfgOption] = []
 
 
 def _where(option: str, arg: str | None) -> str:
@@ -303,15 +303,6 @@ def _opt_name(b: _Builder, arg: str) -> None:
         b.machine["name"] = settings["guest"]
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _opt_uuid(b: _Builder, arg: str) -> None:
-    if not _UUID.fullmatch(arg):
-        raise CLIError(f"-uuid {arg}: failed to parse UUID string: wrong format")
-    b.machine["uuid"] = arg.lower()
-
-
 def _opt_display(b: _Builder, arg: str) -> None:
     kind = parse(arg, implied="type")[0][1]
     if kind in ("help", "?"):
@@ -378,6 +369,27 @@ def _opt_cpu(b: _Builder, arg: str) -> None:
 
         raise ExitRequest(cpu_help())
     b.machine["cpu"] = arg
+
+
+def _opt_uuid(b: _Builder, arg: str) -> None:
+    """``-uuid``: QEMU's format (8-4-4-4-12 hex digits); its bytes in that order go to fw_cfg's UUID item."""
+    digits = arg.replace("-", "")
+    if len(arg) != 36 or [i for i, c in enumerate(arg) if c == "-"] != [8, 13, 18, 23] or len(digits) != 32:
+        raise CLIError(f"-uuid {arg}: failed to parse UUID string: wrong format")
+    try:
+        b.machine["uuid"] = bytes.fromhex(digits)
+    except ValueError:
+        raise CLIError(f"-uuid {arg}: failed to parse UUID string: wrong format") from None
+
+
+def _opt_fw_cfg(b: _Builder, arg: str) -> None:
+    """``-fw_cfg [name=]NAME,string=S|file=PATH``: its keys now (as QemuOpts); the rest when the machine is built."""
+    values: dict[str, str] = {}
+    for key, value in parse(arg, implied="name"):
+        if key not in FwCfgOption._fields or key == "arg":
+            raise CLIError(f"-fw_cfg {arg}: Invalid parameter '{key}'")
+        values[key] = value  # a repeated key: the last one counts, as QemuOpts
+    b.fw_cfg.append(FwCfgOption(arg, **values))
 
 
 def _opt_vcpu_nice(b: _Builder, arg: str) -> None:
@@ -521,7 +533,6 @@ _OPTIONS: dict[str, _Option] = {
     "incoming": _Option(True, _opt_incoming, "-incoming file:PATH | exec:CMD | fd:N | defer (load a migration stream)"),
     "nodefaults": _Option(False, _set("machine", "nodefaults", True), "-nodefaults"),
     "name": _Option(True, _opt_name, "-name [guest=]NAME[,debug-threads=on]"),
-    "uuid": _Option(True, _opt_uuid, "-uuid %08x-%04x-%04x-%04x-%012x (query-uuid)"),
     "pidfile": _Option(True, lambda b, a: b.server.__setitem__("pidfile", a), "-pidfile FILE"),
     "daemonize": _Option(False, _set("server", "daemonize", True), "-daemonize"),
     "bios": _Option(True, lambda b, a: b.machine.__setitem__("bios", a), "-bios FILE (firmware image)"),
@@ -530,12 +541,15 @@ _OPTIONS: dict[str, _Option] = {
     "no-reboot": _Option(False, lambda b: _set_action(b, "reboot", "shutdown"), "-no-reboot"),
     "action": _Option(True, _opt_action, "-action reboot=..,shutdown=..,panic=..,watchdog=.. (as QEMU)"),
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
+    "nographic": _Option(False, _set("machine", "nographic", True), "-nographic (qmpd has no display; fw_cfg says so)"),
     "display": _Option(True, _opt_display, "-display none"),
     "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),
     "vcpu-nice": _Option(True, _opt_vcpu_nice, "--vcpu-nice N (0-19, default 10: vCPU threads yield to the monitors)"),
     "dump-dir": _Option(
         True, lambda b, a: b.machine.__setitem__("dump_dir", a), "--dump-dir DIR (where memsave/pmemsave may write)"
     ),
+    "uuid": _Option(True, _opt_uuid, "-uuid UUID (the machine's UUID: query-uuid, fw_cfg)"),
+    "fw_cfg": _Option(True, _opt_fw_cfg, "-fw_cfg [name=]opt/NAME,string=TEXT|file=PATH (an item for the firmware)"),
     "device": _Option(True, _opt_device, "-device isa-debug-exit[,iobase=,iosize=] | isa-debugcon,chardev=ID"),
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
     "log-level": _Option(True, _opt_log_level, "--log-level debug|info|warning|error"),
@@ -661,6 +675,7 @@ def _finish(b: _Builder) -> Config:
         **b.machine,  # type: ignore[arg-type]
         machine_settings=tuple(settings.items()),
         devices=tuple(b.devices),
+        fw_cfg=tuple(b.fw_cfg),
         chardevs=tuple(char_sinks.items()),
         accel=accel,
         tcg_thread=b.tcg_thread,

@@ -71,6 +71,17 @@ class CharConfig(NamedTuple):
     path: str | None = None
 
 
+class FwCfgOption(NamedTuple):
+    """One ``-fw_cfg [name=]NAME,string=S|file=PATH|gen_id=ID`` as given (checked when the machine is built)."""
+
+    #: The option's argument as written (QEMU's error location).
+    arg: str
+    name: str = ""
+    file: str = ""
+    string: str = ""
+    gen_id: str = ""
+
+
 class MachineConfig(NamedTuple):
     """The guest machine."""
 
@@ -90,8 +101,6 @@ class MachineConfig(NamedTuple):
     ram_size: int = 128 << 20
     #: ``-name`` guest name.
     name: str | None = None
-    #: ``-uuid``, in lower case (query-uuid; None: all zeros, as QEMU).
-    uuid: str | None = None
     #: Firmware image (``-bios``) and kernel (``-kernel``).
     bios: str | None = None
     kernel: str | None = None
@@ -104,10 +113,16 @@ class MachineConfig(NamedTuple):
     actions: tuple[tuple[str, str], ...] = ()
     #: False with ``-no-acpi``.
     acpi: bool = True
+    #: ``-uuid`` as 16 bytes in the order written (fw_cfg's UUID item; zeros without it, as QEMU).
+    uuid: bytes = bytes(16)
+    #: ``-nographic`` (qmpd never has a display; only fw_cfg's NOGRAPHIC item reports the option, as QEMU's).
+    nographic: bool = False
     #: ``-nodefaults``: no default devices.
     nodefaults: bool = False
     #: Devices from -device and -debugcon, in order.
     devices: tuple[DeviceConfig, ...] = ()
+    #: ``-fw_cfg`` items, in order (their files are read when the machine is built).
+    fw_cfg: tuple[FwCfgOption, ...] = ()
     #: Character devices by id (-chardev file/null/stdio), for devices that name one.
     chardevs: tuple[tuple[str, CharConfig], ...] = ()
     #: Where memsave/pmemsave may write (relative names resolve inside it).

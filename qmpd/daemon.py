@@ -22,7 +22,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -35,14 +35,12 @@ from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
 from qmpd.handlers import REGISTRY
-from qmpd.http.server import HttpFront, wait_closed
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
 from qmpd.migration import STATE_FILE
 from qmpd.migration.migrator import Migrator
-from qmpd.migration.state import capture
 from qmpd.migration.stream import CHUNK, save_atomically
 from qmpd.protocol.early import EarlyGreeter
 from qmpd.protocol.listeners import Listener
@@ -51,6 +49,9 @@ from qmpd.protocol.transport import MonitorEndpoint, SessionFactory, SessionLimi
 from qmpd.qapi.schema import Schema
 from qmpd.qobject.ghash import iteration_order
 from qmpd.version import greeting
+
+if TYPE_CHECKING:  # aiohttp and prometheus-client cost more than the rest of start-up: loaded with --http only
+    from qmpd.http.server import HttpFront
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,8 @@ class Daemon:
         if self.config.server.http is None:
             return None
         assert self.machine is not None
+        from qmpd.http.server import HttpFront
+
         host, port = self.config.server.http
         front = HttpFront(
             host=host,
@@ -196,6 +199,8 @@ class Daemon:
             if machine.runstate is not RunState.INMIGRATE:
                 before = machine.runstate
                 await machine.stop_for_migration()
+                from qmpd.migration.state import capture
+
                 meta = await capture(machine)
                 meta["runstate"] = before.value
                 ram = machine.ram
@@ -277,6 +282,7 @@ class Daemon:
         # collector's way, and collect the young generation less often (fewer pauses).
         gc.freeze()
         gc.set_threshold(20000, 20, 20)
+        gc.enable()  # qmpd.main kept it off during start-up
         log.info("qmpd.started", version=__version__, machine=self.config.machine.machine_type, pid=os.getpid())
         try:
             for endpoint in self.endpoints:
@@ -290,6 +296,8 @@ class Daemon:
             await self._exit.wait()
         finally:
             if front is not None:
+                from qmpd.http.server import wait_closed
+
                 await wait_closed(front)
             for endpoint in self.endpoints:
                 endpoint.close()

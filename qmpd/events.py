@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from qmpd.qapi.schema import Schema
+from qmpd.qapi.arguments import first_error
+from qmpd.qapi.schema import EventSpec, Schema
 from qmpd.qobject.writer import encode
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,13 @@ class EventBus:
         #: Observers called with (name, data) for every event (metrics, tests).
         self.observers: list[Callable[[str, Mapping[str, Any] | None], None]] = []
 
+    def _problem(self, spec: EventSpec, data: dict[str, Any]) -> str | None:
+        """What is wrong with ``data``, or None (a plain event is checked without jsonschema)."""
+        if spec.plain:
+            return first_error(self._schema, spec, data)
+        errors = list(spec.validator.iter_errors(data))
+        return str(errors[0].message) if errors else None
+
     def subscribe(self, sink: EventSink) -> None:
         """Start delivering events to ``sink``."""
         if sink not in self._sinks:
@@ -57,11 +65,11 @@ class EventBus:
         """Send event ``name`` now (call on the event loop)."""
         spec = self._schema.events[name]
         if data is not None or spec.members:
-            errors = list(spec.validator.iter_errors(dict(data or {})))
-            if errors:
+            problem = self._problem(spec, dict(data or {}))
+            if problem is not None:
                 if self.strict:
-                    raise ValueError(f"event {name} does not match its schema: {errors[0].message}")
-                log.error("event.invalid", event=name, problem=errors[0].message)
+                    raise ValueError(f"event {name} does not match its schema: {problem}")
+                log.error("event.invalid", event=name, problem=problem)
         message: dict[str, Any] = {"event": name}
         if spec.members:
             message["data"] = dict(data or {})

@@ -19,7 +19,8 @@ def setup_logging(log_format: LogFormat, level: str, path: str | None = None) ->
     if log_format is LogFormat.JSON:
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: the same lines whether or not rich happens to be installed (qmpd.main keeps it out).
+        renderer = structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

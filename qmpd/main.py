@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import signal
 import sys
@@ -117,15 +118,32 @@ def _fail(message: str, ready_fd: int | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``qmpd``, ``python -m qmpd``)."""
+    """Console entry point (``qmpd``, ``python -m qmpd``).
+
+    The cycle collector waits until the daemon is ready (Daemon.run freezes what start-up built,
+    then enables it): start-up makes ~50,000 lasting objects and ~1,600 cyclic garbage ones, and
+    collecting while it does took 7 % of its CPU time.
+    """
+    gc.disable()
+    try:
+        return _start(argv)
+    finally:
+        gc.enable()
+
+
+def _start(argv: Sequence[str] | None) -> int:
     config = parse_or_exit(sys.argv[1:] if argv is None else argv)
     try:
         spec = build_spec(config.machine)
     except SpecError as exc:
+        for warning in exc.warnings:
+            sys.stderr.write(f"{PROG}: {warning}\n")
         sys.stderr.write(f"{PROG}: {exc}\n")
         return 1
     for warning in spec.warnings:
         sys.stderr.write(f"{PROG}: warning: {warning}\n")
+    for warning in spec.located_warnings:
+        sys.stderr.write(f"{PROG}: {warning}\n")
     ready_fd = daemonize() if config.server.daemonize else None
     listeners: list[Listener] = []
     pidfile = PidFile(config.server.pidfile) if config.server.pidfile else None
@@ -145,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     greeter = EarlyGreeter(listeners, encode(greeting()))
     greeter.start()
 
+    # structlog imports rich when it is installed (import-linter brings it into a development
+    # environment; 0.1 s of start-up), and qmpd never uses it: its log lines render tracebacks plainly.
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     from qmpd.daemon import run_daemon  # the heavy part: event loop, schema, machine
 
     try:

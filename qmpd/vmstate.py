@@ -102,6 +102,11 @@ def integer(within: dict[str, Any], key: str, most: int, where: str = "") -> int
     return checked_integer(within.get(key), most, _name(where, key))
 
 
+def optional_integer(within: dict[str, Any], key: str, most: int, where: str = "") -> int | None:
+    value = within.get(key)
+    return None if value is None else checked_integer(value, most, _name(where, key))
+
+
 def checked_integer(value: Any, most: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
         raise invalid(name, f"expected an integer in 0..{most}")

@@ -232,6 +232,13 @@ def mask(line: bytes) -> bytes:
 GUESTS = REPO / "tests" / "guests"
 
 
+def copy_firmware_sources(build: Path) -> None:
+    """Copy the bundled firmware's sources (examples/firmware: .S, .ld, Makefile) into ``build``."""
+    for source in sorted((REPO / "examples" / "firmware").iterdir()):
+        if source.is_file() and (source.suffix in (".S", ".ld") or source.name == "Makefile"):
+            (build / source.name).write_bytes(source.read_bytes())
+
+
 def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = None, include: str = "") -> Path:
     """Assemble tests/guests/NAME.S (GNU as) into a flat binary for -bios; ``include`` becomes leaves.inc etc."""
     work = out_dir / f"guest-{name}"
@@ -243,6 +250,23 @@ def build_guest(name: str, out_dir: Path, *, defsym: dict[str, int] | None = Non
     image = work / f"{name}.bin"
     subprocess.run(["as", "--64", *symbols, "-I", str(work), "-o", str(obj), str(GUESTS / f"{name}.S")], check=True)
     subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(obj), str(image)], check=True)
+    return image
+
+
+FIRMWARE_SOURCES = REPO / "examples" / "firmware"
+
+
+def firmware_variant(out_dir: Path, **symbols: int) -> Path:
+    """The bundled firmware built from its sources with ``as --defsym NAME=value`` (its test variants)."""
+    build = out_dir / "-".join(["firmware", *(f"{key}{value}" for key, value in symbols.items())])
+    build.mkdir()
+    for source in FIRMWARE_SOURCES.iterdir():
+        if source.is_file():
+            shutil.copyfile(source, build / source.name)
+    image = build / "firmware.bin"
+    asflags = " ".join(f"--defsym {key}={value}" for key, value in symbols.items())
+    subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS={asflags}"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
     return image
 
 

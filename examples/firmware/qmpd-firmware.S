@@ -20,6 +20,9 @@
  * to the 16-bit trampoline in real mode and as a jump to the 64-bit entry in
  * long mode, so one page serves both.
  *
+ * Options come from fw_cfg (fwcfg.S): `-fw_cfg name=opt/qmpd/work,string=idle`
+ * sets WORK_MODE, on either emulator.
+ *
  * The firmware finds the machine as firmware does on QEMU, whatever it was
  * started with: its APIC ID through CPUID (leaf 0xB, else leaf 1), the
  * chipset through PCI configuration space (ports 0xCF8/0xCFC: the i440FX or
@@ -57,6 +60,10 @@
  * Power button: with ACPI, the boot CPU enables PWRBTN_EN in PM1_EN and, when
  * system_powerdown sets PWRBTN_STS, enters soft-off (S5): SLP_TYP 0 and
  * SLP_EN written to PM1_CNT, as an OS does after its ACPI _S5 method.
+ *
+ * NMI and keyboard (input.S): every CPU takes an NMI through vector 2 and
+ * goes on; the boot CPU reports each as "CPU n (APIC ID m) NMI" and echoes
+ * every byte it reads from the i8042 as "kbd xx".
  *
  * Output goes to the debug console (port 0xe9), one line per event, all of
  * it printed by the boot CPU so that lines never interleave.
@@ -168,8 +175,13 @@ _start:
 .endif
         call    build_idt
         lidt    [rip + idt_descriptor]
+        call    input_setup_boot                /* input.S */
         lea     rsi, [rip + msg_hello]
         call    puts
+        call    read_options                    /* fw_cfg: WORK_MODE (fwcfg.S) */
+.ifdef FWCFG_DUMP
+        call    dump_fwcfg                      /* test variant: what a guest reads of fw_cfg */
+.endif
         call    online_banner
         test    r14, r14
         jz      work
@@ -292,6 +304,7 @@ ap_entry:
         identify
         mov     r13, [r12 * 8 + CPU_INDEX]
         lidt    [rip + idt_descriptor]
+        call    input_setup_cpu                 /* input.S */
         /* fall through: the boot CPU prints this CPU's banner once it is online */
 
 /* ---------------------------------------------------------------- per-CPU work */
@@ -322,7 +335,8 @@ work:
         cmp     qword ptr [FAULTS_PENDING], 0
         je      13f
         call    report_exceptions
-13:     test    r14, r14
+13:     call    input_poll                      /* input.S: NMIs taken, keyboard bytes */
+        test    r14, r14
         jz      3b
         mov     dx, PM1_STS                     /* the power button pressed? */
         in      ax, dx
@@ -704,6 +718,9 @@ pci_write:
         out     dx, eax
         ret
 
+/* ---------------------------------------------------------------- fw_cfg */
+        .include "fwcfg.S"
+
 /* ---------------------------------------------------------------- output */
 /* Only the boot CPU prints, so lines from several CPUs never interleave. */
 online_banner:
@@ -758,6 +775,8 @@ putdec: push    rbx
         pop     rcx
         pop     rbx
         ret
+
+        .include "input.S"
 
 msg_hello:  .asciz "qmpd firmware: booting\n"
 msg_cpu:    .asciz "qmpd firmware: CPU "

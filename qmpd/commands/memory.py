@@ -24,8 +24,8 @@ from qmpd.machine.dump_file import DUMP_CHUNK, dump_path, write_dump
 from qmpd.machine.guest_memory import physical_chunks, read_virtual, virtual_mapped
 
 if TYPE_CHECKING:
-    from qmpd.vcpu.engine import CPUSnapshot
     from qmpd.vcpu.ram import GuestRAM
+    from qmpd.vcpu.snapshot import CPUSnapshot
 
 
 def _check_size(ctx: CommandContext, size: int) -> None:

@@ -16,7 +16,8 @@ def query_name(ctx: CommandContext) -> dict[str, Any]:
 
 @qmp_command("query-uuid")
 def query_uuid(ctx: CommandContext) -> dict[str, Any]:
-    return {"UUID": ctx.machine.config.uuid or "00000000-0000-0000-0000-000000000000"}
+    digits = ctx.machine.config.uuid.hex()  # all zeros without -uuid, as QEMU
+    return {"UUID": f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"}
 
 
 @qmp_command("query-current-machine")

@@ -43,6 +43,11 @@ def system_wakeup(ctx: CommandContext) -> None:
     raise GenericError("Unable to wake up: guest is not in suspended state")
 
 
+@qmp_command("inject-nmi")
+def inject_nmi(ctx: CommandContext) -> None:
+    ctx.machine.inject_nmi()
+
+
 @qmp_command("set-action")
 def set_action(
     ctx: CommandContext,

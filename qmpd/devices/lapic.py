@@ -3,10 +3,14 @@
 QEMU gives every x86 CPU a ``lapic`` child of type ``apic`` (under TCG) whose
 ``id`` is the CPU's APIC ID.  qmpd implements the registers a firmware needs
 to identify itself and to start other CPUs: ID, version, TPR, EOI, SVR, LDR,
-DFR and the interrupt command register (ICR).  Writing the low ICR word sends
-an IPI: INIT and STARTUP (to bring a CPU up at vector x 4096) and fixed
-interrupts (to wake a halted CPU), to one APIC ID or by shorthand (self, all,
-all but self).
+DFR, the local interrupt pins' LVT entries (LINT0, LINT1) and the interrupt
+command register (ICR).  Writing the low ICR word sends an IPI: INIT and
+STARTUP (to bring a CPU up at vector x 4096) and fixed interrupts (to wake a
+halted CPU), to one APIC ID or by shorthand (self, all, all but self).
+
+``inject-nmi`` reaches a CPU as on QEMU's x86 machines: through LINT1, so only
+a CPU whose guest unmasked LINT1 with delivery mode NMI takes it (QEMU's
+apic_deliver_nmi; firmware such as SeaBIOS programs it on every CPU).
 """
 
 from __future__ import annotations
@@ -30,10 +34,16 @@ LAPIC_SIZE = 0x1000
 
 #: ICR delivery modes (bits 10:8).
 DELIVERY_FIXED = 0
+DELIVERY_NMI = 4
 DELIVERY_INIT = 5
 DELIVERY_STARTUP = 6
 #: ICR destination shorthands (bits 19:18).
 DEST_FIELD, DEST_SELF, DEST_ALL, DEST_ALL_BUT_SELF = 0, 1, 2, 3
+#: LVT entries: the mask bit, and their power-on value (masked, as QEMU's apic_reset_common).
+LVT_MASKED = 1 << 16
+#: Register offsets of the LINT0 and LINT1 entries.
+LVT_LINT0 = 0x350
+LVT_LINT1 = 0x360
 
 
 def extended_destination(icr_high: int) -> int:
@@ -60,10 +70,13 @@ class APICRegisters:
     dfr: int
     icr_low: int
     icr_high: int
+    lint0: int = LVT_MASKED
+    lint1: int = LVT_MASKED
 
 
-#: The registers a saved local APIC carries (its ID comes from the CPU's slot).
-_SAVED_REGISTERS = ("tpr", "svr", "ldr", "dfr", "icr_low", "icr_high")
+#: The registers a saved local APIC carries (its ID comes from the CPU's slot); version 2 added the last two.
+_SAVED_REGISTERS = ("tpr", "svr", "ldr", "dfr", "icr_low", "icr_high", "lint0", "lint1")
+_SAVED_IN_VERSION_1 = _SAVED_REGISTERS[:6]
 
 
 class LocalAPIC(Device):
@@ -72,7 +85,7 @@ class LocalAPIC(Device):
     hotpluggable = False
     #: Its section of a saved CPU (qmpd.vmstate).
     state_name = "lapic"
-    state_version = 1
+    state_version = 2
 
     def __init__(self, registry: TypeRegistry, type_name: str = "apic") -> None:
         super().__init__(registry, type_name)
@@ -91,6 +104,13 @@ class LocalAPIC(Device):
         self.dfr = 0xFFFFFFFF
         self.icr_low = 0
         self.icr_high = 0
+        self.lint0 = LVT_MASKED
+        self.lint1 = LVT_MASKED
+
+    def takes_nmi(self) -> bool:
+        """Whether an NMI raised on LINT1 (inject-nmi) reaches the CPU: unmasked, delivery mode NMI."""
+        with self._lock:
+            return not self.lint1 & LVT_MASKED and (self.lint1 >> 8) & 7 == DELIVERY_NMI
 
     def save_state(self) -> dict[str, Any]:
         with self._lock:
@@ -100,12 +120,14 @@ class LocalAPIC(Device):
     def check_state(state: Any, version: int, where: str = "lapic") -> APICRegisters:
         """Pure, and static: a saved CPU is checked before the target has plugged it."""
         registers = fields(state, where)
-        return APICRegisters(*(integer(registers, name, U32, where) for name in _SAVED_REGISTERS))
+        names = _SAVED_IN_VERSION_1 if version == 1 else _SAVED_REGISTERS
+        return APICRegisters(*(integer(registers, name, U32, where) for name in names))
 
     def load_state(self, checked: APICRegisters) -> None:
         with self._lock:
             self.tpr, self.svr, self.ldr = checked.tpr, checked.svr, checked.ldr
             self.dfr, self.icr_low, self.icr_high = checked.dfr, checked.icr_low, checked.icr_high
+            self.lint0, self.lint1 = checked.lint0, checked.lint1
 
     def mmio_read(self, offset: int, size: int) -> int:
         """A register read from the vCPU that owns this APIC."""
@@ -120,6 +142,8 @@ class LocalAPIC(Device):
                 0xF0: self.svr,
                 0x300: self.icr_low & ~(1 << 12),
                 0x310: self.icr_high,
+                LVT_LINT0: self.lint0,
+                LVT_LINT1: self.lint1,
             }.get(register, 0)
         return (value >> (8 * (offset & 3))) & ((1 << (8 * size)) - 1) if size < 4 else value & 0xFFFFFFFF
 
@@ -137,6 +161,10 @@ class LocalAPIC(Device):
                 self.svr = value & 0x1FF  # vector and APIC enable, as QEMU's apic.c
             elif register == 0x310:
                 self.icr_high = value
+            elif register == LVT_LINT0:
+                self.lint0 = value  # stored whole, as QEMU's apic_mem_write
+            elif register == LVT_LINT1:
+                self.lint1 = value
             elif register == 0x300:
                 self.icr_low = value
             else:

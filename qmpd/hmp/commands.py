@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 
@@ -10,7 +11,9 @@ from qmpd.commands.control import quit_
 from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.cpu.x86cpu import X86CPU
+from qmpd.devices.ps2 import QKEYCODES, TABLES
 from qmpd.errors import GenericError, QMPError
+from qmpd.fdstore import SessionFds
 from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
 from qmpd.hmp.registers import format_registers, monitor_registers
@@ -54,6 +57,38 @@ async def hmp_system_reset(ctx: CommandContext) -> None:
 @HMP.command("system_powerdown", "", "", "send system power down event")
 def hmp_system_powerdown(ctx: CommandContext) -> None:
     ctx.machine.system_powerdown()
+
+
+@HMP.command("nmi", "", "", "inject an NMI")
+def hmp_nmi(ctx: CommandContext) -> None:
+    ctx.machine.inject_nmi()
+
+
+_HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
+
+
+@HMP.command(
+    "sendkey",
+    "keys:s,hold_time:i?",
+    "keys [hold_ms]",
+    "send keys to the VM (e.g. 'sendkey ctrl-alt-f1', default hold time=100 ms)",
+)
+def hmp_sendkey(ctx: CommandContext, keys: str, hold_time: int | None = None) -> str:
+    """Keys joined by '-': QKeyCode names, '<' for less, or 0x-prefixed key numbers (QEMU's hmp_sendkey)."""
+    names: list[str] = []
+    for name in keys.split("-"):
+        if name == "<":
+            name = "less"
+        if name.startswith("0x"):
+            if not _HEX_NUMBER.fullmatch(name):
+                return f"invalid parameter: {name}\n"
+            names.append(TABLES.qcode_of_number(int(name, 16)))
+        elif name in QKEYCODES:
+            names.append(name)
+        else:
+            return f"invalid parameter: {name}\n"
+    ctx.machine.keys.send_keys(names, hold_time)
+    return ""
 
 
 @HMP.command("quit|q", "", "", "quit the emulator")
@@ -288,6 +323,20 @@ def hmp_device_add(ctx: CommandContext, device: str | None = None) -> str:
 @HMP.command("device_del", "id:s", "device", "remove device")
 def hmp_device_del(ctx: CommandContext, id: str) -> None:
     qdev_device_del(ctx.machine, id)
+
+
+@HMP.command("getfd", "fdname:s", "getfd name", "receive a file descriptor via SCM rights and assign it a name")
+def hmp_getfd(ctx: CommandContext, fdname: str) -> None:
+    """As QEMU's: the human monitor of human-monitor-command is a monitor of its own, made for one
+    command line, which never receives a descriptor (those passed with the QMP message stay the QMP
+    session's): always "No file descriptor supplied via SCM_RIGHTS"."""
+    SessionFds().getfd(fdname)
+
+
+@HMP.command("closefd", "fdname:s", "closefd name", "close a file descriptor previously passed via SCM rights")
+def hmp_closefd(ctx: CommandContext, fdname: str) -> None:
+    """As QEMU's: that monitor's own table, empty (the QMP session's named descriptors are not its)."""
+    SessionFds().closefd(fdname)
 
 
 @HMP.command("cpu-add", "id:i", "id", "add cpu (deprecated, use device_add instead)")

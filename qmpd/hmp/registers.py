@@ -8,7 +8,7 @@ vCPU starts with (FS and GS show their real bases).
 
 from __future__ import annotations
 
-from qmpd.vcpu.engine import CPUSnapshot
+from qmpd.vcpu.snapshot import CPUSnapshot
 
 _GPR_LABELS = (
     "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8 ", "R9 ", "R10", "R11", "R12", "R13", "R14", "R15",

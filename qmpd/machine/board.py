@@ -1,8 +1,9 @@
 """The hardware behind the QOM tree: RAM, the port bus and its devices, the vCPU threads.
 
 A pc (or q35) board has QEMU's ACPI CPU hot-plug block (0xaf00 on pc, 0x0cd8
-on q35) with its GPE0 block, plus whatever ISA devices the command line asked
-for (isa-debugcon, isa-debug-exit).  Guest RAM is one shared mapping; the
+on q35) with its GPE0 block, fw_cfg at 0x510 (with the -fw_cfg files), the i8042 with its PS/2 keyboard,
+plus whatever ISA devices the command line asked for (isa-debugcon, isa-debug-exit).  Guest RAM is one shared
+mapping; the
 firmware image is copied into it at power-on and at every reset.  CPUs are
 wired here when plugged: a runner thread, a local APIC that can send IPIs,
 and an engine (with its own CPUID table) created when the CPU first starts.
@@ -11,6 +12,7 @@ and an engine (with its own CPUID table) created when the CPU first starts.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,21 +23,28 @@ from qmpd.devices.acpi_pm import PM1_LEN, PM_BASE, PM1Block
 from qmpd.devices.bus import PortBus
 from qmpd.devices.debug_exit import DebugExit
 from qmpd.devices.debugcon import CharSink, DebugCon
+from qmpd.devices.fw_cfg import (
+    FW_CFG_DMA_LEN,
+    FW_CFG_DMA_PORT,
+    FW_CFG_PORT,
+    FW_CFG_PORT_LEN,
+    FwCfg,
+    MachineFacts,
+    fw_cfg_items,
+)
+from qmpd.devices.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
 from qmpd.devices.pvpanic import PVPanic
-from qmpd.devices.reset import (
-    KEYBOARD_COMMAND_PORT,
-    RESET_CONTROL_PORT,
-    KeyboardResetLine,
-    ResetControl,
-)
+from qmpd.devices.reset import RESET_CONTROL_PORT, ResetControl
 from qmpd.machine.spec import MachineSpec
 from qmpd.vcpu.bridge import LoopBridge
-from qmpd.vcpu.engine import VCPUEngine
 from qmpd.vcpu.manager import VCPUManager
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import VCPURunner
+
+if TYPE_CHECKING:
+    from qmpd.vcpu.engine import VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -89,10 +98,21 @@ class Board:
             )
             self.bus.add(layout.cpuhp_base, LEGACY_LEN, self.cpuhp)
         self.reset_control: ResetControl | None = None
+        #: fw_cfg (pc and q35, as QEMU's; machine none has none).
+        self.fw_cfg: FwCfg | None = None
+        #: The keyboard controller and its PS/2 keyboard (pc and q35 have one, as QEMU's).
+        self.i8042: I8042 | None = None
         if machine.is_pc:
+            apic_id_limit = max((slot.apic_id for slot in spec.topology.slots), default=-1) + 1
+            facts = MachineFacts(spec.uuid, spec.nographic, spec.smp.cpus, apic_id_limit, ram_size)
+            self.fw_cfg = FwCfg(fw_cfg_items(facts, spec.fw_cfg_files), self.ram)
+            self.bus.add(FW_CFG_PORT, FW_CFG_PORT_LEN, self.fw_cfg.ports)
+            self.bus.add(FW_CFG_DMA_PORT, FW_CFG_DMA_LEN, self.fw_cfg.dma_ports)
             self.reset_control = ResetControl(self._guest_reset, machine.reset_control_kept_bits)
             self.bus.add(RESET_CONTROL_PORT, 1, self.reset_control)
-            self.bus.add(KEYBOARD_COMMAND_PORT, 1, KeyboardResetLine(self._guest_reset))
+            self.i8042 = I8042(self._guest_reset)
+            self.bus.add(DATA_PORT, 1, self.i8042.data_port)
+            self.bus.add(COMMAND_PORT, 1, self.i8042.command_port)
         for device in spec.port_devices:
             if device.driver == "isa-debugcon":
                 assert device.chardev is not None
@@ -148,6 +168,8 @@ class Board:
         lapic.send_ipi = self.vcpus.send_ipi
 
         def make_engine() -> VCPUEngine:
+            from qmpd.vcpu.engine import VCPUEngine  # Unicorn: loaded by the first vCPU that runs
+
             engine_model = cpu.engine()
             levels = {name: cpu.level(name) for name in ("level", "xlevel", "xlevel2", "level-func7")}
             table = build_cpuid(engine_model, cpu.identity, cpu.guest_features(), levels, self.spec.topology, apic_id)
@@ -167,8 +189,12 @@ class Board:
         """While every vCPU is paused: restore the firmware, power CPUs off, restart the boot CPU."""
         if self.reset_control is not None:
             self.reset_control.reset_registers()
+        if self.i8042 is not None:
+            self.i8042.reset_registers()
         if self.pm is not None:
             self.pm.reset_registers()
+        if self.fw_cfg is not None:
+            self.fw_cfg.reset_registers()
         if self.pci is not None:
             self.pci.reset_registers()
             self._place_pm_space(None)

@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from qmpd.cpu.cpu_option import parse_value, property_types
+from qmpd.cpu.cpu_option import CPUOption, parse_value, property_types
+from qmpd.cpu.models import engine_capability
 from qmpd.cpu.topology import Slot
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
@@ -58,11 +59,7 @@ class CPUSlots:
         assert isinstance(cpu, X86CPU)
         option = self._spec.cpu
         if option is not None and self._registry.is_a(type_name, option.model.typename):
-            types = property_types()
-            for name, text in option.globals:
-                cpu.set_property(name, parse_value(types[name], name, text))
-            cpu.plus = set(option.plus)
-            cpu.minus = set(option.minus)
+            apply_cpu_option(cpu, option)
         return cpu
 
     def create_boot_cpus(self) -> None:
@@ -270,3 +267,22 @@ class CPUSlots:
         """The guest was asked to release CPU ``index`` and has not yet."""
         cpuhp = self._board.cpuhp
         return cpuhp is not None and cpuhp.slots[index].is_removing
+
+
+def apply_cpu_option(cpu: X86CPU, option: CPUOption) -> None:
+    """The -cpu settings on a new CPU of the option's model (QEMU's global properties)."""
+    types = property_types()
+    for name, text in option.globals:
+        cpu.set_property(name, parse_value(types[name], name, text))
+    cpu.plus = set(option.plus)
+    cpu.minus = set(option.minus)
+
+
+def guest_view(cpu: X86CPU) -> tuple[Any, ...]:
+    """What the guest of ``cpu`` sees of its model: its type, the features the engine runs, its identity
+    (realized or not).  -cpu texts that differ only in features the engine cannot run agree."""
+    return (
+        cpu.type_name,
+        sorted(cpu.requested_features() & engine_capability()),
+        sorted((name, repr(value)) for name, value in cpu.identity.items()),
+    )

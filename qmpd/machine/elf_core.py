@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qmpd.errors import GenericError
-from qmpd.vcpu.engine import CPUSnapshot
+from qmpd.vcpu.snapshot import CPUSnapshot
 
 ET_CORE = 4
 EM_X86_64 = 62

@@ -29,7 +29,7 @@ import structlog
 from qmpd.errors import GenericError
 from qmpd.machine.dump_file import DUMP_CHUNK, stream_to
 from qmpd.machine.elf_core import SHSTRTAB, MemoryRange, core_head, select_ranges
-from qmpd.vcpu.engine import CPUSnapshot
+from qmpd.vcpu.snapshot import CPUSnapshot
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine

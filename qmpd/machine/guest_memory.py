@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.snapshot import CPUSnapshot
 
 PAGE_SIZE = 4096
 CR0_PG = 1 << 31

@@ -36,6 +36,8 @@ def request_unplug(handler: HotplugHandler, device: Object, name: str) -> None:
     """QEMU's qdev_unplug: the checks of any device, then the handler's own."""
     if not isinstance(device, Device):
         raise GenericError(f"{name} is not a hotpluggable device")
+    if device.fixed_bus is not None:
+        raise GenericError(f"Bus '{device.fixed_bus}' does not support hotplugging")
     if not device.hotpluggable:
         raise GenericError(f"Device '{device.type_name}' does not support hotplugging")
     if not device.realized:

@@ -21,6 +21,7 @@ from qmpd.config import MachineConfig
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import CPUHotplugBlock, GPEBlock
 from qmpd.devices.acpi_pm import PM1Block
+from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.actions import Actions
@@ -29,14 +30,15 @@ from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
 from qmpd.machine.hotplug_handler import HotplugHandler
+from qmpd.machine.keys import KeyInjector
 from qmpd.machine.properties import DEFAULTS
 from qmpd.machine.qom_tree import QOMTree, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
-from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateOwner
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,8 @@ class Machine:
         self.actions = Actions(config.actions)
         #: dump-guest-memory's state (query-dump); one dump at a time.
         self.dump = GuestDump(self)
+        #: send-key's queue, into the i8042's keyboard (none on ``-machine none``: keys go nowhere).
+        self.keys = KeyInjector(self._key_event, lambda: self.running)
         #: Called when the guest ends the process (a shutdown or panic that powers off, isa-debug-exit): the status.
         self.on_exit: Callable[[int], None] = lambda status: None
         self.cpu_slots.create_boot_cpus()
@@ -226,7 +230,9 @@ class Machine:
     def state_owners(self) -> list[StateOwner[Any]]:
         """The devices that save their own section of a saved machine (qmpd.vmstate); each CPU's
         local APIC and runner save theirs with the CPU."""
-        return [owner for owner in (self._board.cpuhp, self._board.pm, self._board.pci) if owner is not None]
+        board = self._board
+        owners = (board.cpuhp, board.pm, board.pci, board.fw_cfg, board.i8042)
+        return [owner for owner in owners if owner is not None]
 
     # -- guest memory (monitor reads) ------------------------------------------------------
 
@@ -272,6 +278,7 @@ class Machine:
     def close(self) -> None:
         """Stop every vCPU thread and release the board (the daemon is exiting)."""
         self.dump.close()
+        self.keys.close()
         self._board.close()
 
     @property
@@ -314,6 +321,7 @@ class Machine:
         self.events.emit("RESUME")
         self.set_runstate(RunState.RUNNING)
         self._board.vcpus.resume_all()
+        self.keys.resumed()
 
     async def stop(self) -> None:
         """QMP ``stop``: pause a running guest (no-op otherwise)."""
@@ -410,6 +418,23 @@ class Machine:
         self.events.emit("POWERDOWN")
         if self._board.pm is not None:
             self._board.pm.press_power_button()
+
+    def _key_event(self, qcode: str, down: bool) -> None:
+        if self._board.i8042 is not None:
+            self._board.i8042.key(qcode, down)
+
+    def inject_nmi(self) -> None:
+        """QMP ``inject-nmi``: an NMI to every CPU, through its local APIC's LINT1 (QEMU's x86_nmi).
+
+        A CPU whose guest left LINT1 masked ignores it, as on QEMU; a stopped machine takes it when it
+        runs again.  A machine without the NMI interface (``none``) refuses, with QEMU's text.
+        """
+        if not self.machine_type.is_pc:
+            raise GenericError("this feature or command is not currently supported")
+        for cpu in self.cpu_slots.cpus:
+            lapic = cpu.child("lapic")
+            if isinstance(lapic, LocalAPIC) and cpu.cpu_index is not None and lapic.takes_nmi():
+                self._board.vcpus.nmi(cpu.cpu_index)
 
     def shutdown(self, cause: ShutdownCause) -> None:
         """The machine is going away (quit, a signal): SHUTDOWN to every monitor."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from qmpd.cpu.topology import Slot, Topology
 from qmpd.cpu.x86cpu import X86CPU, register_cpu_types
+from qmpd.devices.fw_cfg import FILE_SLOTS
 from qmpd.devices.lapic import register_apic_types
 from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.machine.hotplug_handler import HotplugHandler, request_unplug
@@ -53,6 +54,26 @@ class VAPIC(Device):
     """
 
     hotpluggable = False
+    fixed_bus = "main-system-bus"
+
+
+class FwCfgObject(Device):
+    """``/machine/fw_cfg`` (pc, q35): QEMU's type and properties; the registers are qmpd.devices.fw_cfg's."""
+
+    hotpluggable = False
+    fixed_bus = "main-system-bus"
+
+
+def _fixed(name: str, kind: str, value: object) -> PropertyDef:
+    """A static property fixed at realize (fw_cfg is realized with the machine)."""
+    return PropertyDef(
+        name, kind, getter=lambda obj: value, setter=lambda obj, v: None, default=value, has_default=True, static=True
+    )
+
+
+#: fw_cfg's own static property, then fw_cfg_io's (QEMU 7.2's values).
+FW_CFG_PROPERTIES = (_fixed("acpi-mr-restore", "bool", True),)
+FW_CFG_IO_PROPERTIES = (_fixed("x-file-slots", "uint16", FILE_SLOTS), _fixed("dma_enabled", "bool", True))
 
 
 def _setting(name: str) -> Any:
@@ -98,6 +119,17 @@ def type_registry() -> TypeRegistry:
         )
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
     registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))
+    registry.register(
+        TypeInfo("fw_cfg", "sys-bus-device", abstract=True, user_creatable=False, properties=FW_CFG_PROPERTIES)
+    )
+    # The MMIO flavour other boards use: listed as QEMU lists it, never created by qmpd.
+    mem_properties = (FW_CFG_IO_PROPERTIES[0], _fixed("data_width", "uint32", 0xFFFFFFFF), FW_CFG_IO_PROPERTIES[1])
+    registry.register(
+        TypeInfo("fw_cfg_mem", "fw_cfg", factory=FwCfgObject, user_creatable=False, properties=mem_properties)
+    )
+    registry.register(
+        TypeInfo("fw_cfg_io", "fw_cfg", factory=FwCfgObject, user_creatable=False, properties=FW_CFG_IO_PROPERTIES)
+    )
     register_apic_types(registry)
     register_cpu_types(registry)
     register_host_types(registry)
@@ -161,6 +193,10 @@ class QOMTree:
         self.root.add_child("machine", machine)
         self.chardevs = self.root.add_child("chardevs", Container(registry, "container"))
         self.unattached = machine.add_child("unattached", Container(registry, "container"))
+        if machine_type.is_pc:  # QEMU's pc and q35 create it with the machine; machine none has none
+            fw_cfg = machine.add_child("fw_cfg", new_object("fw_cfg_io"))
+            assert isinstance(fw_cfg, FwCfgObject)
+            fw_cfg.realized = True
         self.peripheral = machine.add_child("peripheral", Container(registry, "container"))
         self.peripheral_anon = machine.add_child("peripheral-anon", Container(registry, "container"))
         #: QEMU's static unattached_count: shared by every unattached device.

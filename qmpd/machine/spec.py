@@ -14,6 +14,8 @@ from typing import NamedTuple
 from qmpd.config import CharConfig, MachineConfig
 from qmpd.cpu.cpu_option import CPUOption, CPUOptionError, parse_cpu_option
 from qmpd.cpu.topology import SMP, Topology, TopologyError, parse_smp
+from qmpd.devices.fw_cfg import FW_CFG_DMA_LEN, FW_CFG_DMA_PORT, FW_CFG_PORT, FW_CFG_PORT_LEN
+from qmpd.machine.fw_cfg_files import FwCfgError, load_fw_cfg_files
 from qmpd.machine.types import MachineType, default_machine_type, find_machine_type
 from qmpd.vcpu.loader import STACK_SIZE, Firmware, FirmwareError, load_file
 
@@ -37,7 +39,14 @@ class PortDeviceSpec(NamedTuple):
 
 
 class SpecError(ValueError):
-    """The machine cannot be built; the text is QEMU's."""
+    """The machine cannot be built; the text is QEMU's.
+
+    ``warnings`` name their option and were due before the error (QEMU prints them first).
+    """
+
+    def __init__(self, text: str, warnings: tuple[str, ...] = ()) -> None:
+        super().__init__(text)
+        self.warnings = warnings
 
 
 class MachineSpec(NamedTuple):
@@ -52,6 +61,14 @@ class MachineSpec(NamedTuple):
     #: What the boot CPU runs (None without CPUs).
     firmware: Firmware | None = None
     port_devices: tuple[PortDeviceSpec, ...] = ()
+    #: The -fw_cfg files (name, contents), read at start.
+    fw_cfg_files: tuple[tuple[str, bytes], ...] = ()
+    #: -nographic (fw_cfg's NOGRAPHIC item).
+    nographic: bool = False
+    #: -uuid (fw_cfg's UUID item).
+    uuid: bytes = bytes(16)
+    #: Warnings that name their option (printed after the program name as they are).
+    located_warnings: tuple[str, ...] = ()
 
     @property
     def cpu_type(self) -> str | None:
@@ -91,8 +108,23 @@ def build_spec(config: MachineConfig) -> MachineSpec:
         low, high = firmware.extent
         if high > config.ram_size - smp.max_cpus * STACK_SIZE:
             raise SpecError(f"{firmware.path}: the image ({low:#x}-{high:#x}) does not fit in guest RAM")
+    port_devices = _port_devices(config, machine_type)
+    try:  # as QEMU, once the machine exists
+        fw_cfg_files, located = load_fw_cfg_files(config.fw_cfg, available=machine_type.is_pc)
+    except FwCfgError as exc:
+        raise SpecError(str(exc), exc.warnings) from None
     return MachineSpec(
-        machine_type, smp, Topology(smp), cpu, tuple(warnings), firmware, _port_devices(config, machine_type)
+        machine_type,
+        smp,
+        Topology(smp),
+        cpu,
+        tuple(warnings),
+        firmware,
+        port_devices,
+        fw_cfg_files=fw_cfg_files,
+        nographic=config.nographic,
+        uuid=config.uuid,
+        located_warnings=located,
     )
 
 
@@ -127,7 +159,11 @@ def _port_devices(config: MachineConfig, machine_type: MachineType) -> tuple[Por
             out.append(
                 PortDeviceSpec("isa-debugcon", _int(props.get("iobase", "0xe9"), "iobase", device.driver), 1, chardev)
             )
-    ports: dict[int, str] = {0xCF9: "the reset control register", 0x64: "i8042"} if machine_type.is_pc else {}
+    ports: dict[int, str] = {}
+    if machine_type.is_pc:
+        ports = {0xCF9: "the reset control register", 0x60: "i8042", 0x64: "i8042"}
+        for base, length in ((FW_CFG_PORT, FW_CFG_PORT_LEN), (FW_CFG_DMA_PORT, FW_CFG_DMA_LEN)):
+            ports.update(dict.fromkeys(range(base, base + length), "fw_cfg"))
     for spec in out:
         for port in range(spec.iobase, spec.iobase + spec.iosize):
             if port in ports:

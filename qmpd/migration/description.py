@@ -14,13 +14,17 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from qmpd.cpu.cpu_option import property_types
+from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option, property_types
+from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import SavedHotplugBlock
 from qmpd.devices.lapic import APICRegisters, LocalAPIC
+from qmpd.errors import QMPError
+from qmpd.machine.cpu_slots import apply_cpu_option, guest_view
+from qmpd.machine.qom_tree import new_object
 from qmpd.machine.runstate import RunState
 from qmpd.qom.object import resolve_path
-from qmpd.vcpu.engine import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION, CPUSnapshot
 from qmpd.vcpu.runner import RunnerState, VCPURunner
+from qmpd.vcpu.snapshot import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION, CPUSnapshot
 from qmpd.vmstate import StateError, boolean, check_version, fields, integer, invalid, items, string
 
 if TYPE_CHECKING:
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 #: QEMU's anon_count and unattached_count are ints.
 _COUNTER = (1 << 31) - 1
 #: Device sections a state may lack: qmpd saved them only later (the target keeps its power-on values).
-SECTIONS_ADDED_LATER = frozenset({"pm", "pci"})
+SECTIONS_ADDED_LATER = frozenset({"pm", "pci", "fw_cfg", "i8042"})
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
 _ANON = re.compile(r"/machine/peripheral-anon/device\[(0|[1-9][0-9]{0,9})\]\Z")
 _UNATTACHED = re.compile(r"/machine/unattached/device\[(0|[1-9][0-9]{0,9})\]\Z")
@@ -127,10 +131,31 @@ def _check_machine(machine: Machine, top: dict[str, Any]) -> None:
     if not isinstance(saved, dict):
         raise invalid("machine", "expected an object")
     for key, value in here.items():
+        if key == "cpu" and _same_cpu_option(saved.get(key), value):
+            continue
         if saved.get(key) != value or type(saved.get(key)) is not type(value):
             raise StateError(
                 f"the saved machine differs from this one in '{key}': saved {saved.get(key)!r}, here {value!r}"
             )
+
+
+def _same_cpu_option(saved: Any, here: str | None) -> bool:
+    """Whether two -cpu texts give the guest the same CPU (libvirt restores a domain with its CPU's
+    features spelled out, ``Haswell,fma=off,...``, where the source had ``Haswell``)."""
+    if not isinstance(saved, str) or here is None:
+        return False
+    types = property_types()
+    views: list[tuple[Any, ...]] = []
+    try:
+        for option in (parse_cpu_option(text) for text in (saved, here)):
+            cpu = new_object(option.model.typename)
+            assert isinstance(cpu, X86CPU)
+            apply_cpu_option(cpu, option)
+            others = sorted((name, value) for name, value in option.globals if types.get(name) != "bool")
+            views.append((guest_view(cpu), others))
+    except (CPUOptionError, QMPError):  # a saved text this qmpd cannot take: not the same CPU
+        return False
+    return views[0] == views[1]
 
 
 def _versions(top: dict[str, Any]) -> dict[str, Any]:
@@ -217,9 +242,51 @@ def _check_cpu_set(machine: Machine, cpus: tuple[SavedCPU, ...], anon_count: int
     ids = [cpu.qdev_id for cpu in cpus if cpu.qdev_id is not None]
     if len(set(ids)) != len(ids):
         raise invalid("cpus", "a device id is listed twice")
+    _check_plugged_while_waiting(machine, cpus)
     for cpu in cpus:
         if cpu.index not in kept:
             _check_plug(machine, cpu, anon_count, unattached_count, leaving)
+
+
+#: QEMU's advice when a stream and the target's devices disagree (savevm.c).
+SAME_SETUP = "Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices"
+
+
+def _check_plugged_while_waiting(machine: Machine, cpus: tuple[SavedCPU, ...]) -> None:
+    """CPUs plugged into the target while it waited for the stream are the saved CPUs, not extra ones.
+
+    libvirt restores a domain as QEMU requires: it ``device_add``s the saved domain's hot-plugged
+    vCPUs on the ``inmigrate`` target, then starts the stream, which loads into them.  Each such CPU
+    must be the saved CPU of its slot (path, id, type, features); and once the target holds any,
+    every saved CPU must be here already, as QEMU refuses a CPU section it has no device for (without
+    any, qmpd re-creates the saved hot-plugged CPUs itself: the target then has its command line only).
+    """
+    waiting = [cpu for cpu in machine.cpu_slots.cpus if cpu.hotplugged]
+    if not waiting:
+        return
+    saved = {cpu.index: cpu for cpu in cpus}
+    for cpu in waiting:
+        assert cpu.cpu_index is not None
+        entry, path = saved.get(cpu.cpu_index), cpu.canonical_path()
+        if entry is None:
+            problem = "is not in the saved machine"
+        elif entry.qom_path != path:
+            problem = f"is '{entry.qom_path}' in the saved machine"
+        elif guest_view(cpu) != guest_view(_saved_cpu(machine, entry)):
+            problem = "differs in its type or features from the saved CPU of its slot"
+        else:
+            continue
+        raise StateError(f"CPU {cpu.cpu_index} plugged here as '{path}' {problem}. {SAME_SETUP}")
+    for entry in cpus:
+        if entry.index not in machine.cpu_slots.occupied:
+            raise StateError(f"Unknown savevm section or instance 'cpu_common' {entry.index}. {SAME_SETUP}")
+
+
+def _saved_cpu(machine: Machine, entry: SavedCPU) -> X86CPU:
+    """An unrealized CPU as the restore would make it for ``entry`` (this machine's -cpu, the saved switches)."""
+    cpu = machine.cpu_slots.new_cpu(entry.type_name)
+    cpu.switched.update(entry.switched)
+    return cpu
 
 
 def _check_plug(machine: Machine, cpu: SavedCPU, anon_count: int, unattached_count: int, leaving: set[str]) -> None:

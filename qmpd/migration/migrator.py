@@ -31,8 +31,6 @@ import structlog
 from qmpd.errors import GenericError
 from qmpd.machine.guest_dump import MIGRATION_BLOCKED
 from qmpd.machine.runstate import RunState
-from qmpd.migration.description import parse_description
-from qmpd.migration.state import capture, check_ram, load_ram, restore
 from qmpd.migration.stream import (
     CHUNK,
     RAMImage,
@@ -194,6 +192,8 @@ class Migrator:
             self._times["setup-time"] = int((setup_done - self._started) * 1000)
             stopped = time.monotonic()
             await machine.stop_for_migration()
+            from qmpd.migration.state import capture  # with the machine's description: loaded by a migration
+
             meta = await capture(machine)
             meta["runstate"] = before.value
             ram = machine.ram.view()
@@ -300,8 +300,14 @@ class Migrator:
             self.begin_accept(self.incoming)
 
     def begin_accept(self, uri: str) -> None:
-        """Start loading an incoming stream (``-incoming URI`` at start-up, or ``migrate-incoming``)."""
+        """Start loading an incoming stream (``-incoming URI`` at start-up, or ``migrate-incoming``).
+
+        Status ``setup`` (and its MIGRATION event) comes before migrate-incoming's reply, as QEMU's
+        does: libvirt checks the incoming job as soon as the reply arrives and fails a restore that has
+        not started ("job 'start' is not active")."""
         check_uri(uri)
+        self.error = None
+        self._set_status("setup")
         self._task = asyncio.ensure_future(self.accept(uri))
 
     async def accept(self, uri: str) -> None:
@@ -310,6 +316,9 @@ class Migrator:
         self._started = time.monotonic()
         self.error = None
         self._set_status("active")
+        from qmpd.migration.description import parse_description  # loaded by a migration, not by every start
+        from qmpd.migration.state import check_ram, load_ram, restore
+
         try:
             loop = asyncio.get_running_loop()
             meta, ram = await loop.run_in_executor(None, self._read_stream, uri)

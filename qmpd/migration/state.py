@@ -28,8 +28,8 @@ from qmpd.machine.cpus import instance_props
 from qmpd.machine.qdev import DeviceOptions, qdev_device_add
 from qmpd.migration.description import SavedCPU, SavedMachine, anon_number, describe, unattached_number
 from qmpd.migration.stream import RAMImage
-from qmpd.vcpu.engine import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION
 from qmpd.vcpu.runner import VCPURunner
+from qmpd.vcpu.snapshot import REGISTERS_STATE_NAME, REGISTERS_STATE_VERSION
 
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine

@@ -19,13 +19,11 @@ bulk is read, and reading stops at the declared end (``file:/dev/zero`` cannot g
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
@@ -56,6 +54,8 @@ class StateFormatError(Exception):
 
 class _HashingWriter:
     def __init__(self, out: BinaryIO) -> None:
+        import hashlib  # here, as below: a start that never saves or restores needs neither module
+
         self._out = out
         self.digest = hashlib.sha256()
         self.written = 0
@@ -146,6 +146,8 @@ def parse_state(data: memoryview, name: str = "state") -> tuple[dict[str, Any], 
     end = len(data) - 32 - len(TRAILER)
     if end < head or bytes(data[end + 32 :]) != TRAILER:
         raise StateFormatError(f"{name}: truncated (no end marker)")
+    import hashlib
+
     if hashlib.sha256(data[:end]).digest() != bytes(data[end : end + 32]):
         raise StateFormatError(f"{name}: checksum mismatch (the file is corrupted)")
     offset = head + meta_len
@@ -264,6 +266,8 @@ def write_atomically(path: str, write: Callable[[BinaryIO], int], suffix: str = 
     """
     check_target(path)
     directory = os.path.dirname(os.path.abspath(path))
+    import tempfile
+
     descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as out:

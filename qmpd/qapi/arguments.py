@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema.exceptions
-
 from qmpd.errors import GenericError
-from qmpd.qapi.schema import INT_RANGES, CommandSpec, JSONSchema, Schema
+from qmpd.qapi.schema import INT_RANGES, CommandSpec, EventSpec, JSONSchema, Schema
 from qmpd.qobject.ghash import iteration_order
 from qmpd.qobject.writer import qdict_order
 
@@ -98,15 +96,17 @@ class _Walker:
             return error
         known = set(spec.get("properties", {}))
         union = spec.get("x-qapi-union")
-        if union and value.get(union["tag"]) in union["variants"]:
-            # QAPI visits a union's base, then the branch its tag selects, then looks for leftovers.
-            branch, branch_uri = self.schema.resolve(union["variants"][value[union["tag"]]], uri)
-            error = self.members(branch, branch_uri, value, full)
-            if error:
-                return error
-            known |= set(branch.get("properties", {}))
-            if branch.get("additionalProperties", False) is not False:
-                return None
+        if union:
+            # A flat union: the base members, then the members of the branch its tag selects.
+            variant = union["variants"].get(value.get(union["tag"]))
+            if variant is not None:
+                branch, branch_uri = self.schema.resolve(variant, uri)
+                error = self.members(branch, branch_uri, value, full)
+                if error:
+                    return error
+                known |= set(branch.get("properties", {}))
+                if branch.get("additionalProperties", False) is not False:
+                    return None  # an open branch (object-add's CPU types) takes any further members
         if spec.get("additionalProperties", False) is False:
             extra = [key for key in iteration_order(qdict_order(list(value))) if key not in known]
             if extra:
@@ -114,7 +114,7 @@ class _Walker:
         return None
 
     def members(self, spec: JSONSchema, uri: str, value: dict[str, Any], full: str) -> str | None:
-        """The first error among the members ``spec`` declares, in declaration order."""
+        """The first problem with the members ``spec`` declares, in declaration order."""
         required = set(spec.get("required", ()))
         properties: Mapping[str, JSONSchema] = spec.get("properties", {})
         for member, member_spec in properties.items():
@@ -158,8 +158,8 @@ def _matches_json_type(spec: JSONSchema, value: Any) -> bool:
     return kind == "null" and value is None
 
 
-def first_error(schema: Schema, spec: CommandSpec, arguments: Mapping[str, Any]) -> str | None:
-    """QEMU's error text for invalid ``arguments``, or None if QAPI would accept them."""
+def first_error(schema: Schema, spec: CommandSpec | EventSpec, arguments: Mapping[str, Any]) -> str | None:
+    """QEMU's error text for invalid ``arguments`` (or an event's data), or None if QAPI would accept them."""
     return _Walker(schema).struct(spec.document, spec.uri, dict(arguments), "")
 
 
@@ -167,11 +167,18 @@ def check_arguments(schema: Schema, spec: CommandSpec, arguments: Mapping[str, A
     """Raise GenericError with QEMU's text unless ``arguments`` are valid (``gen: false`` commands check their own)."""
     if not spec.gen or (not arguments and spec.empty_is_valid):
         return
+    if spec.plain:  # the walker's verdict is jsonschema's (tests/unit/test_arguments.py compares them)
+        error = first_error(schema, spec, arguments)
+        if error is not None:
+            raise GenericError(error)
+        return
     if spec.validator.is_valid(arguments):
         return
     error = first_error(schema, spec, arguments)
     if error is None:
         # The walker and jsonschema disagree: trust jsonschema, word it plainly.
+        import jsonschema.exceptions
+
         best = jsonschema.exceptions.best_match(spec.validator.iter_errors(arguments))
         error = best.message if best is not None else "Invalid arguments"
     raise GenericError(error)

@@ -23,8 +23,6 @@ _BUILTIN_JSON_TYPES = {
 }
 _SCALARS = {"string": "str", "integer": "int", "boolean": "bool", "number": "number", "null": "null"}
 
-_cache: dict[int, list[dict[str, Any]]] = {}
-
 
 class _Builder:
     def __init__(self, schema: Schema) -> None:
@@ -163,9 +161,7 @@ def _arguments_only(document: JSONSchema) -> JSONSchema:
 
 
 def introspect(schema: Schema) -> list[dict[str, Any]]:
-    """SchemaInfo list for ``schema`` (cached)."""
-    cached = _cache.get(id(schema))
-    if cached is None:
-        cached = _Builder(schema).build()
-        _cache[id(schema)] = cached
-    return cached
+    """SchemaInfo list for ``schema`` (computed once, or precomputed in the schema bundle)."""
+    if schema.introspection is None:
+        schema.introspection = _Builder(schema).build()
+    return schema.introspection

@@ -10,19 +10,19 @@ documents; schema/README.md describes the conventions.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any
-from urllib.parse import urljoin
-
-import jsonschema
-import referencing
-import referencing.jsonschema
+from typing import TYPE_CHECKING, Any
 
 from qmpd.inttypes import INT_RANGES as RANGES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import referencing
 
 #: Base URI of every schema document; ``$id`` = base + relative path.
 SCHEMA_BASE = "https://qmpd.dev/schema/"
@@ -53,18 +53,104 @@ def _qapi_type(validator: Any, qapi_type: str, instance: Any, schema: JSONSchema
     if qapi_type.startswith("uint") and instance < 0 and qapi_type not in ("uint64", "size"):
         instance += 1 << 64
     if not low <= instance <= high:
+        import jsonschema
+
         yield jsonschema.ValidationError(f"{instance} does not fit QAPI type {qapi_type}")
 
 
-#: QAPI's notion of JSON types: 1.0 is a number but never an integer.
-_TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
-    {"integer": _is_integer, "number": _is_number}
-)
-QAPIValidator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, validators={"x-qapi-type": _qapi_type}, type_checker=_TYPE_CHECKER
-)
+@functools.cache
+def qapi_validator_class() -> Any:
+    """Draft 2020-12 with QAPI's notion of JSON types (1.0 is a number but never an integer) and
+    the ``x-qapi-type`` keyword.  Made on first use: jsonschema and its referencing stack are a
+    third of a start-up's imports, and a probe or a plain start may never validate anything."""
+    import jsonschema
+
+    type_checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    )
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, validators={"x-qapi-type": _qapi_type}, type_checker=type_checker
+    )
+
 
 JSONSchema = Mapping[str, Any]
+
+#: The keywords a command's or event's root may use for ``empty_is_valid`` to be read off its
+#: ``required`` list (every document in schema/ today; tests/unit/test_schema.py checks the answer).
+_PLAIN_OBJECT_KEYWORDS = frozenset(
+    {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "$defs", "type", "properties",
+     "additionalProperties", "required"}
+)  # fmt: skip
+
+
+#: Keywords that say nothing about validity.
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "x-enum-features", "$defs"}
+)
+#: The JSON types the argument walker (qmpd.qapi.arguments) checks exactly as jsonschema does.
+_PLAIN_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
+
+
+def _plain_node(schema: Schema, node: JSONSchema, uri: str, seen: set[str]) -> bool:
+    """Whether every constraint under ``node`` is one the argument walker applies exactly."""
+    keys = set(node) - _ANNOTATIONS
+    if "$ref" in node:
+        if keys != {"$ref"}:
+            return False  # in 2020-12 a $ref's siblings apply too; the walker follows the $ref alone
+        target, target_uri = schema.resolve(node, uri)
+        key = f"{target_uri}#{id(target)}"
+        if key in seen:
+            return True
+        seen.add(key)
+        return _plain_node(schema, target, target_uri, seen)
+    if not keys:
+        return True  # any value
+    kind = node.get("type")
+    if not isinstance(kind, str) or kind not in _PLAIN_TYPES:
+        return False
+    if kind == "object":
+        properties = node.get("properties", {})
+        if not keys <= {"type", "properties", "required", "additionalProperties"}:
+            return False
+        if not isinstance(node.get("additionalProperties"), bool):
+            return False  # absent, jsonschema allows extra members; the walker would refuse them
+        if not set(node.get("required", ())) <= set(properties):
+            return False
+        return all(_plain_node(schema, member, uri, seen) for member in properties.values())
+    if kind == "array":
+        return keys <= {"type", "items"} and _plain_node(schema, node.get("items", {}), uri, seen)
+    if kind == "integer":
+        return keys == {"type", "x-qapi-type"} and node["x-qapi-type"] in INT_RANGES
+    if kind == "string":
+        return keys <= {"type", "enum"} and all(isinstance(value, str) for value in node.get("enum", ()))
+    return keys == {"type"}
+
+
+class LazyValidator:
+    """A document's validator, compiled when first asked (most commands never are in a process)."""
+
+    __slots__ = ("_document", "_schema", "_uri", "_validator")
+
+    def __init__(self, schema: Schema, document: JSONSchema, uri: str) -> None:
+        self._schema = schema
+        self._document = document
+        self._uri = uri
+        self._validator: Any = None
+
+    @property
+    def compiled(self) -> Any:
+        """The jsonschema validator itself."""
+        if self._validator is None:
+            self._validator = self._schema.validator_for(self._document, self._uri)
+        return self._validator
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether ``instance`` matches the document."""
+        return bool(self.compiled.is_valid(instance))
+
+    def iter_errors(self, instance: Any) -> Iterator[Any]:
+        """jsonschema's errors for ``instance`` (none when it matches)."""
+        return iter(self.compiled.iter_errors(instance))
 
 
 @dataclass(frozen=True)
@@ -82,11 +168,14 @@ class CommandSpec:
     members: tuple[str, ...]
     #: True when the command takes any further properties (device_add's driver properties).
     open_arguments: bool
-    validator: Any = field(repr=False, compare=False)
+    validator: LazyValidator = field(repr=False, compare=False)
     #: QAPI's ``gen``: False for commands that take their arguments unchecked (device_add, as QEMU).
     gen: bool = True
     #: Whether an empty argument object is valid (lets dispatch skip validation).
     empty_is_valid: bool = True
+    #: Whether the arguments use only constraints that qmpd.qapi.arguments' walker checks exactly as
+    #: jsonschema does (types, members, enums, integer ranges, $ref): its verdict then needs no validator.
+    plain: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,28 +186,71 @@ class EventSpec:
     uri: str
     document: JSONSchema
     members: tuple[str, ...]
-    validator: Any = field(repr=False, compare=False)
+    validator: LazyValidator = field(repr=False, compare=False)
+    #: As CommandSpec.plain: the argument walker checks ``data`` exactly, without the validator.
+    plain: bool = False
+
+
+def _schema_root() -> str:
+    """``schema/`` from the installed package (the wheel puts it in qmpd/schema), or from the source tree."""
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    packaged = os.path.join(package, "schema")
+    return packaged if os.path.isdir(packaged) else os.path.join(os.path.dirname(package), "schema")
 
 
 def default_schema_dir() -> Path:
     """``schema/`` from the installed package, or from the source tree."""
-    packaged = resources.files("qmpd").joinpath("schema")
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "schema"
+    from pathlib import Path  # with urllib.parse and ipaddress, more than a start needs
+
+    return Path(_schema_root())
+
+
+#: ``python -m qmpd.qapi.bundle`` (make's install and bench steps) writes every document of
+#: schema/ and the introspection derived from them here, with the size and mtime of each file.
+BUNDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schema-bundle.json")
+
+
+def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """Every ``*.json`` below ``root`` as (path relative to it, with /; its entry), in path order."""
+    found: list[tuple[str, os.DirEntry[str]]] = []
+    pending = [("", root)]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append((f"{prefix}{entry.name}/", entry.path))
+                elif entry.name.endswith(".json"):
+                    found.append((prefix + entry.name, entry))
+    return sorted(found, key=lambda item: item[0].split("/"))
+
+
+def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
+    """What a bundle must have been made from: each file's relative path, size and mtime."""
+    return [[relative, entry.stat().st_size, entry.stat().st_mtime_ns] for relative, entry in files]
+
+
+def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
+    """The bundle's contents if it was made from exactly these files, else None (read schema/ then)."""
+    try:
+        with open(BUNDLE, encoding="utf-8") as stream:
+            bundle = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(bundle, dict) or bundle.get("signature") != expected:
+        return None
+    return bundle
 
 
 class Schema:
     """All commands, events and types, with validators and a ``$ref`` resolver."""
 
     def __init__(self, documents: Mapping[str, JSONSchema]) -> None:
-        resources_ = [
-            (uri, referencing.Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012))
-            for uri, doc in documents.items()
-        ]
         #: Every document by its ``$id``.
         self.documents = dict(documents)
-        self.registry: referencing.Registry[Any] = referencing.Registry().with_resources(resources_)
+        self._registry: referencing.Registry[Any] | None = None
+        #: query-qmp-schema's answer when it came precomputed (qmpd.qapi.introspect fills it otherwise).
+        self.introspection: list[dict[str, Any]] | None = None
         self.commands: dict[str, CommandSpec] = {}
         self.events: dict[str, EventSpec] = {}
         for uri in sorted(documents):
@@ -132,27 +264,63 @@ class Schema:
                 self.events[event.name] = event
 
     @classmethod
-    def load(cls, directory: Path | None = None) -> Schema:
-        """Read every ``*.json`` under ``directory`` (default: the packaged schema)."""
-        root = directory or default_schema_dir()
+    def load(cls, directory: str | os.PathLike[str] | None = None, *, bundle: bool = True) -> Schema:
+        """Read every ``*.json`` under ``directory`` (default: the packaged schema).
+
+        For the packaged schema, the bundle stands in for the files when it was made from them as
+        they are (one read instead of 163; the introspection comes precomputed).
+        """
+        root = _schema_root() if directory is None else os.fspath(directory)
+        files = _json_files(root)
+        if directory is None and bundle:
+            made = _read_bundle(signature(files))
+            if made is not None:
+                schema = cls(made["documents"])
+                schema.introspection = made["introspection"]
+                return schema
         documents: dict[str, JSONSchema] = {}
-        for path in sorted(root.rglob("*.json")):
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            expected = SCHEMA_BASE + path.relative_to(root).as_posix()
+        for relative, entry in files:
+            with open(entry.path, encoding="utf-8") as stream:
+                doc = json.load(stream)
+            expected = SCHEMA_BASE + relative
             if doc.get("$id") != expected:
-                raise ValueError(f"{path}: $id must be {expected!r}")
+                raise ValueError(f"{entry.path}: $id must be {expected!r}")
             documents[expected] = doc
         return cls(documents)
+
+    @property
+    def registry(self) -> referencing.Registry[Any]:
+        """Every document as a ``$ref`` target (built with the first validator)."""
+        if self._registry is None:
+            import referencing
+            import referencing.jsonschema
+
+            # Registered without "$schema": jsonschema picks the validator class of a $ref's target by
+            # its $schema, which would check types/ documents as plain 2020-12 (1.0 an integer, no
+            # x-qapi-type ranges) instead of with QAPI's rules, as the documents that refer to them are.
+            draft = referencing.jsonschema.DRAFT202012
+            resources = [
+                (uri, draft.create_resource({key: value for key, value in doc.items() if key != "$schema"}))
+                for uri, doc in self.documents.items()
+            ]
+            self._registry = referencing.Registry().with_resources(resources)
+        return self._registry
 
     def validator_for(self, schema: JSONSchema, uri: str) -> Any:
         """A validator for ``schema`` whose relative ``$ref``s resolve against ``uri``."""
         if "$id" not in schema:
             schema = {**schema, "$id": uri}
-        return QAPIValidator(schema, registry=self.registry)
+        return qapi_validator_class()(schema, registry=self.registry)
 
     def _command(self, uri: str, doc: JSONSchema) -> CommandSpec:
         meta = doc.get("x-qmp", {})
-        validator = self.validator_for(doc, uri)
+        validator = LazyValidator(self, doc, uri)
+        if doc.get("type") == "object" and _PLAIN_OBJECT_KEYWORDS.issuperset(doc):
+            empty_is_valid = not doc.get("required")  # {} meets every property's schema: it has none
+        elif doc.get("type") == "object" and "x-qapi-union" in doc and doc.get("required"):
+            empty_is_valid = False  # a union whose tag {} lacks (query-stats, object-add): no compiling at start
+        else:
+            empty_is_valid = validator.is_valid({})
         open_arguments = doc.get("additionalProperties", False) is not False or self._open_branch(doc, uri)
         return CommandSpec(
             name=doc["title"],
@@ -165,7 +333,8 @@ class Schema:
             members=tuple(doc.get("properties", {})) if open_arguments else self._members(doc, uri),
             open_arguments=open_arguments,
             validator=validator,
-            empty_is_valid=validator.is_valid({}),
+            empty_is_valid=empty_is_valid,
+            plain=_plain_node(self, doc, uri, set()),
             gen=bool(meta.get("gen", True)),
         )
 
@@ -192,12 +361,15 @@ class Schema:
             uri=uri,
             document=doc,
             members=tuple(doc.get("properties", {})),
-            validator=self.validator_for(doc, uri),
+            validator=LazyValidator(self, doc, uri),
+            plain=_plain_node(self, doc, uri, set()),
         )
 
     def resolve(self, schema: JSONSchema, base_uri: str) -> tuple[JSONSchema, str]:
         """Follow ``$ref`` chains; return the target schema and its document URI."""
         while "$ref" in schema:
+            from urllib.parse import urljoin  # only $refs need it (a start may never follow one)
+
             target = urljoin(base_uri, schema["$ref"])
             base_uri, _, pointer = target.partition("#")
             schema = self.documents[base_uri]

@@ -22,6 +22,9 @@ class Device(Object):
 
     #: Whether the type may be plugged at run time.
     hotpluggable = True
+    #: The bus QEMU puts the device on when that bus cannot hot-plug (sys-bus devices:
+    #: ``main-system-bus``); device_del names it, as QEMU checks the bus first.
+    fixed_bus: str | None = None
 
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
         super().__init__(registry, type_name)

@@ -14,13 +14,12 @@ naming the device: the vCPU thread survives to report it.
 from __future__ import annotations
 
 import ctypes
-import enum
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import unicorn.x86_const as x86
-from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc, UcError
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc, UcError
 from unicorn.unicorn_py3.arch.types import uc_hook_h
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -30,6 +29,7 @@ from qmpd.devices.lapic import LAPIC_BASE, LAPIC_SIZE, LocalAPIC
 from qmpd.vcpu import native
 from qmpd.vcpu.exceptions import (
     ERROR_VECTORS,
+    NMI,
     InterruptHook,
     TripleFault,
     UnassignedMemory,
@@ -37,7 +37,7 @@ from qmpd.vcpu.exceptions import (
     raise_exception,
 )
 from qmpd.vcpu.ram import GuestRAM
-from qmpd.vmstate import U64, U128, boolean, fields, integer, integers, invalid, items
+from qmpd.vcpu.snapshot import GPR_NAMES, MSR_EFER, SEGMENT_NAMES, CPUSnapshot, Exit, HookFailure, RunResult
 
 if TYPE_CHECKING:
     from qmpd.vcpu.runner import Entry
@@ -51,116 +51,6 @@ TCG_BUFFER = 32 << 20
 
 _CPUID_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
 _REGS = (x86.UC_X86_REG_RAX, x86.UC_X86_REG_RBX, x86.UC_X86_REG_RCX, x86.UC_X86_REG_RDX)
-
-
-class Exit(enum.Enum):
-    """Why emu_start returned."""
-
-    STOPPED = "stopped"  # a stop was requested (pause, budget, INIT, exit)
-    HALTED = "halted"  # the guest executed HLT
-    SLICE = "slice"  # a counted slice ended (no block hook)
-    FAULT = "fault"  # Unicorn reported an error qmpd cannot turn into a guest exception
-    TRIPLE_FAULT = "triple-fault"  # an exception nothing could handle: the CPU shut down
-    INTERNAL_ERROR = "internal-error"  # a hook raised (a device model's bug): emulation cannot go on
-
-
-class HookFailure(Exception):
-    """A hook raised inside emu_start (its ``__cause__``): qmpd cannot go on emulating this vCPU."""
-
-    def __init__(self, device: str, access: str) -> None:
-        super().__init__(f"{device} failed on {access}")
-        #: What raised (a device's class name) and the guest access that reached it.
-        self.device = device
-        self.access = access
-
-
-class RunResult(NamedTuple):
-    """Outcome of one run."""
-
-    exit: Exit
-    rip: int
-    error: str | None
-    #: Set for Exit.INTERNAL_ERROR: what raised, with the original exception as its cause.
-    failure: HookFailure | None = None
-
-
-#: General registers in QEMU's ``info registers`` order.
-GPR_NAMES = (
-    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
-)  # fmt: skip
-SEGMENT_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
-MSR_EFER = 0xC0000080
-
-
-#: The registers' section of a saved CPU (qmpd.vmstate): CPUSnapshot.save_state and check_state.
-REGISTERS_STATE_NAME = "registers"
-REGISTERS_STATE_VERSION = 1
-#: Each register field of CPUSnapshot: None for one integer, else the tuple's length (pairs for fpr).
-_REGISTER_SHAPES: dict[str, int | None] = {
-    "gpr": 16, "rip": None, "rflags": None, "selectors": 6, "fs_base": None, "gs_base": None, "ldtr": 4,
-    "tr": 4, "gdtr": 2, "idtr": 2, "cr": 4, "dr": 6, "efer": None, "fpcw": None, "fpsw": None,
-    "fptag": None, "mxcsr": None, "fpr": 8, "xmm": 16,
-}  # fmt: skip
-
-
-class CPUSnapshot(NamedTuple):
-    """A vCPU's architectural state at one instant (for ``info registers`` and address translation)."""
-
-    gpr: tuple[int, ...]
-    rip: int
-    rflags: int
-    #: Selectors of ES, CS, SS, DS, FS, GS, then the FS and GS bases.
-    selectors: tuple[int, ...]
-    fs_base: int
-    gs_base: int
-    #: (selector, base, limit, flags) of LDTR and TR; (base, limit) of GDTR and IDTR.
-    ldtr: tuple[int, int, int, int]
-    tr: tuple[int, int, int, int]
-    gdtr: tuple[int, int]
-    idtr: tuple[int, int]
-    cr: tuple[int, int, int, int]  # CR0, CR2, CR3, CR4
-    dr: tuple[int, ...]  # DR0-DR3, DR6, DR7
-    efer: int
-    fpcw: int
-    fpsw: int
-    fptag: int
-    mxcsr: int
-    fpr: tuple[tuple[int, int], ...]
-    xmm: tuple[int, ...]
-    halted: bool
-
-    def save_state(self) -> dict[str, Any]:
-        """The registers as a saved CPU's section (JSON lists for the tuples)."""
-        return self._asdict()
-
-    @staticmethod
-    def check_state(state: Any, version: int, where: str = REGISTERS_STATE_NAME) -> CPUSnapshot:
-        """A saved CPU's registers, every field's shape and range checked."""
-        registers = fields(state, where)
-        values: dict[str, Any] = {}
-        for name, length in _REGISTER_SHAPES.items():
-            if length is None:
-                values[name] = integer(registers, name, U64, where)
-                continue
-            entries = items(registers, name, length, where)
-            if len(entries) != length:
-                raise invalid(f"{where}.{name}", f"expected {length} values")
-            if name == "fpr":
-                values[name] = tuple(integers(entry, 2, U64, f"{where}.fpr") for entry in entries)
-            else:
-                values[name] = integers(entries, length, U128 if name == "xmm" else U64, f"{where}.{name}")
-        values["halted"] = boolean(registers, "halted", where)
-        return CPUSnapshot(**values)
-
-    @staticmethod
-    def powered_off() -> CPUSnapshot:
-        """A CPU that has not started: registers at their power-on values, halted."""
-        return CPUSnapshot(
-            (0,) * 16, 0, 2, (0,) * 6, 0, 0, (0, 0, 0xFFFF, 0x8200), (0, 0, 0xFFFF, 0x8B00), (0, 0xFFFF),
-            (0, 0xFFFF), (0x60000010, 0, 0, 0), (0, 0, 0, 0, 0xFFFF0FF0, 0x400), 0, 0x37F, 0, 0xFFFF, 0x1F80,
-            ((0, 0),) * 8, (0,) * 16, True,
-        )  # fmt: skip
-
 
 _LIVE_LOCK = threading.Lock()
 
@@ -198,6 +88,11 @@ class VCPUEngine:
         self.unassigned = UnassignedMemory(self.uc)
         #: Exceptions and INT n delivered to the guest's handlers.
         self.exceptions_delivered = 0
+        #: Where the NMI being handled returns to; NMIs are blocked until the guest gets back there (its IRET).
+        self.nmi_return: int | None = None
+        self._nmi_return_hook: int | None = None
+        #: Set by the vCPU's runner (any thread): an NMI waits, so end the run once NMIs are unblocked.
+        self.nmi_waiting = False
         self.control = native.BlockControl()
         self._block_hook = native.install_block_hook(self.uc, self.control) if native.available else None
 
@@ -288,16 +183,25 @@ class VCPUEngine:
         self.uc.reg_write(x86.UC_X86_REG_RCX, entry.rcx)
         self.uc.reg_write(x86.UC_X86_REG_RFLAGS, 0x2)
 
-    def run(self, rip: int, budget: int = 0) -> RunResult:
+    def run(self, rip: int, budget: int = 0, *, nmi: bool = False) -> RunResult:
         """Run from ``rip`` until a stop, HLT or fault (or one counted slice).
 
         Guest exceptions are delivered to the guest's handlers here, between two
-        ``emu_start`` calls, and the run goes on at the handler.  A hook that
-        raised ends the run with Exit.INTERNAL_ERROR.
+        ``emu_start`` calls, and the run goes on at the handler.  With ``nmi`` the
+        run begins in the guest's NMI handler (vector 2, returning to ``rip``).
+        A hook that raised ends the run with Exit.INTERNAL_ERROR.
         """
         control = self.control
         control.stopped_by_hook = 0
         control.budget = budget
+        if nmi:
+            try:
+                raise_exception(self.uc, NMI, rip)
+            except TripleFault:
+                return RunResult(Exit.TRIPLE_FAULT, rip, f"triple fault (NMI at {rip:#x})")
+            self.exceptions_delivered += 1
+            self.block_nmis_until(rip)
+            rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
         while True:
             try:
                 if self._block_hook is not None:
@@ -330,6 +234,30 @@ class VCPUEngine:
             rip = self.uc.reg_read(x86.UC_X86_REG_RIP)
             if control.stop or control.stopped_by_hook:
                 return RunResult(Exit.STOPPED, rip, None)
+
+    @property
+    def nmi_blocked(self) -> bool:
+        """An NMI handler has not returned yet: the next NMI waits (as the processor blocks NMIs until IRET)."""
+        return self.nmi_return is not None
+
+    def block_nmis_until(self, rip: int) -> None:
+        """Block NMIs until the guest executes at ``rip`` again, the interrupted instruction its handler's
+        IRET goes back to (Unicorn reports no IRET; a code hook on that one address sees the return)."""
+        self._unhook_nmi_return()
+        self.nmi_return = rip
+        self._nmi_return_hook = self.uc.hook_add(UC_HOOK_CODE, self._nmi_returned, None, rip, rip)
+        self.uc.ctl_remove_cache(rip, rip + 1)  # code already translated there gets the hook too
+
+    def _nmi_returned(self, uc: Uc, address: int, size: int, user_data: Any) -> None:
+        self._unhook_nmi_return()
+        if self.nmi_waiting:
+            self.control.stop = 1  # at the next block boundary: the runner delivers the waiting NMI
+
+    def _unhook_nmi_return(self) -> None:
+        if self._nmi_return_hook is not None:
+            self.uc.hook_del(self._nmi_return_hook)
+            self._nmi_return_hook = None
+        self.nmi_return = None
 
     def _internal_error(self, exc: Exception) -> RunResult:
         """The run a raising hook ended (an unwrapped exception came from a hook of qmpd's own)."""

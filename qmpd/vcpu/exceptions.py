@@ -38,6 +38,7 @@ from unicorn import (
 )
 
 DIVIDE_ERROR = 0
+NMI = 2
 BREAKPOINT = 3
 INVALID_OPCODE = 6
 DOUBLE_FAULT = 8

@@ -17,15 +17,18 @@ import asyncio
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 
 from qmpd.devices.lapic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, DEST_ALL, DEST_ALL_BUT_SELF, DEST_SELF
 from qmpd.vcpu.bridge import LoopBridge
-from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, VCPUEngine
 from qmpd.vcpu.loader import STACK_SIZE
 from qmpd.vcpu.runner import Entry, Scheduler, VCPURunner, VCPUState
+from qmpd.vcpu.snapshot import CPUSnapshot
+
+if TYPE_CHECKING:
+    from qmpd.vcpu.engine import EngineFactory, VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -192,6 +195,11 @@ class VCPUManager:
         if not runner.run_in_thread(job):
             return CPUSnapshot.powered_off()
         return await future
+
+    def nmi(self, index: int) -> bool:
+        """An NMI for CPU ``index`` (its local APIC let it through); False if that CPU ignores it now."""
+        runner = self._roster.by_index.get(index)
+        return runner is not None and runner.nmi()
 
     def kick_all(self) -> None:
         """A device event every CPU should notice (e.g. an SCI); called from vCPU threads too."""

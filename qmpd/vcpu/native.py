@@ -92,14 +92,3 @@ def install_block_hook(uc: Uc, control: BlockControl) -> uc_hook_h:
     if status != 0:
         raise RuntimeError(f"uc_hook_add(UC_HOOK_BLOCK) failed with {status}")
     return handle
-
-
-_PR_SET_NAME = 15
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def name_thread(name: str) -> None:
-    """Give the calling thread its kernel name (``ps -T``, /proc/.../comm), as QEMU's debug-threads does."""
-    prctl = getattr(_LIBC, "prctl", None)
-    if prctl is not None:
-        prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)

@@ -1,7 +1,7 @@
 """A vCPU's thread and its states.
 
 States: powered-off (waiting for INIT+STARTUP), running, halted (HLT, waiting
-for an IPI or a device event), crashed (a triple fault, an emulator error or a
+for an IPI, an NMI or a device event), crashed (a triple fault, an emulator error or a
 hook that raised; only a reset or INIT+STARTUP restarts it), exited.  On top of that the
 machine may pause every vCPU.  All changes go through one Condition; other
 threads only set flags, ask the engine to stop at its next block boundary,
@@ -17,13 +17,16 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
-from qmpd.vcpu import native
-from qmpd.vcpu.engine import CPUSnapshot, EngineFactory, Exit, VCPUEngine
-from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_string, string
+from qmpd.vcpu.snapshot import CPUSnapshot, Exit
+from qmpd.vcpu.threadname import name_thread
+from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_integer, optional_string, string
+
+if TYPE_CHECKING:  # Unicorn is loaded by the thread that makes the first engine, not at start-up
+    from qmpd.vcpu.engine import EngineFactory, VCPUEngine
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +64,10 @@ class RunnerState:
     fault: str | None
     #: It had an engine: the restored vCPU gets one, with the saved registers (load_registers).
     engine: bool
+    #: An NMI was waiting to be taken (version 2; a version 1 state has none).
+    nmi: bool = False
+    #: NMIs were blocked until the guest got back to this address (an NMI handler had not returned).
+    nmi_return: int | None = None
 
 
 #: The run states a saved vCPU may have (a thread that had ended is not saved).
@@ -96,7 +103,7 @@ class VCPURunner:
 
     #: Its section of a saved CPU (qmpd.vmstate).
     state_name = "runner"
-    state_version = 1
+    state_version = 2
 
     def __init__(
         self,
@@ -124,6 +131,10 @@ class VCPURunner:
         self._in_emu = False
         self._want_exit = False
         self._kicked = False
+        #: An NMI waits to be taken at the next start of the engine (one at most, as the pin latches it).
+        self._nmi = False
+        #: A restored vCPU's blocked NMIs (engine.nmi_return), for the engine load_registers builds.
+        self._nmi_return: int | None = None
         self._wait_sipi = True
         self._pending_entry: Entry | None = None
         self._pending_init = False
@@ -167,6 +178,8 @@ class VCPURunner:
 
         Read from any thread: a counter the vCPU thread increments, read whole.
         """
+        from qmpd.vcpu import native
+
         if not native.available:
             return None
         engine = self._engine
@@ -216,6 +229,22 @@ class VCPURunner:
             self._kicked = True
             self._cond.notify_all()
 
+    def nmi(self) -> bool:
+        """An NMI: taken through the guest's IDT at the next block boundary (waking it from HLT).
+
+        A CPU that is off, waiting for STARTUP or shut down ignores it; returns whether it was taken.
+        """
+        with self._cond:
+            engine = self._engine
+            if self._wait_sipi or engine is None or self.state in (VCPUState.POWERED_OFF, VCPUState.CRASHED):
+                return False
+            self._nmi = True
+            engine.nmi_waiting = True  # if its handler is still running, the engine stops when it returns
+            if not engine.nmi_blocked:
+                self._stop_engine()
+            self._cond.notify_all()
+            return True
+
     def pause(self, on_stopped: Callable[[], None]) -> bool:
         """Machine pause; returns True if ``on_stopped`` will be called (from this vCPU's thread)."""
         with self._cond:
@@ -241,6 +270,8 @@ class VCPURunner:
             self._pending_init = False
             self.fault = None
             self._kicked = False
+            self._nmi = False
+            self._nmi_return = None
             self.state = VCPUState.POWERED_OFF
             self._cond.notify_all()
 
@@ -254,6 +285,8 @@ class VCPURunner:
                 "kicked": self._kicked,
                 "fault": self.fault,
                 "engine": self._engine is not None,
+                "nmi": self._nmi,
+                "nmi_return": self._engine.nmi_return if self._engine is not None else None,
             }
 
     @staticmethod
@@ -271,6 +304,8 @@ class VCPURunner:
             kicked=boolean(saved, "kicked", where),
             fault=fault,
             engine=boolean(saved, "engine", where),
+            nmi=boolean(saved, "nmi", where) if version >= 2 else False,
+            nmi_return=optional_integer(saved, "nmi_return", U64, where) if version >= 2 else None,
         )
 
     def load_state(self, checked: RunnerState) -> None:
@@ -282,6 +317,8 @@ class VCPURunner:
             self._rip = checked.rip
             self._kicked = checked.kicked
             self.fault = checked.fault
+            self._nmi = checked.nmi
+            self._nmi_return = checked.nmi_return
             self._pending_entry = None
             self._pending_init = False
             self._pending_registers = None
@@ -322,13 +359,13 @@ class VCPURunner:
         if self._engine is None or self.state in (VCPUState.CRASHED, VCPUState.POWERED_OFF):
             return False
         if self.state is VCPUState.HALTED:
-            return self._kicked
+            return self._kicked or (self._nmi and not self._engine.nmi_blocked)
         return True
 
     def _bootstrap(self) -> None:
         self._native_id = threading.get_native_id()
         self._ident = threading.get_ident()
-        native.name_thread(self.name)
+        name_thread(self.name)
         if self._nice:
             # Below the event loop's priority: a busy guest must not delay monitor replies.
             os.setpriority(os.PRIO_PROCESS, self._native_id, self._nice)
@@ -373,6 +410,11 @@ class VCPURunner:
                 entry, self._pending_entry = self._pending_entry, None
                 if entry is not None or self.state is VCPUState.HALTED:
                     self._kicked = False  # a fresh start forgets it; a halted CPU has just used it
+                if entry is not None:
+                    self._nmi = False  # a fresh start forgets it too
+                nmi = self._nmi and self._engine is not None and not self._engine.nmi_blocked
+                if nmi:
+                    self._nmi = False
                 self.state = VCPUState.RUNNING
                 self._in_emu = True
             engine = self._engine
@@ -388,10 +430,13 @@ class VCPURunner:
                 # A stop requested while the engine did not exist yet must not be lost.
                 if self.paused or self._want_exit or self._pending_init or self._jobs:
                     engine.request_stop()
+                engine.nmi_waiting = self._nmi
+                if self._nmi and not engine.nmi_blocked:
+                    engine.request_stop()  # an NMI came after the decision above: take it next time round
             if self._scheduler is not None:
                 self._scheduler.acquire()
             try:
-                result = engine.run(self._rip, Scheduler.SLICE_BLOCKS if self._scheduler else 0)
+                result = engine.run(self._rip, Scheduler.SLICE_BLOCKS if self._scheduler else 0, nmi=nmi)
             finally:
                 if self._scheduler is not None:
                     self._scheduler.release()
@@ -436,6 +481,8 @@ class VCPURunner:
             self._engine.close()
         self._engine = self._make_engine()
         self._engine.restore_registers(registers)
+        if self._nmi_return is not None:
+            self._engine.block_nmis_until(self._nmi_return)
 
     def _run_jobs(self) -> None:
         jobs, self._jobs = self._jobs, []

@@ -31,6 +31,7 @@ COMMANDS = (
     "query-migrate-parameters",
 )
 SET = "migrate-set-parameters"
+HMP = "human-monitor-command"
 #: (command, arguments, how many descriptors the message carries)
 REQUESTS: list[tuple[str, dict[str, Any] | None, int]] = [
     ("getfd", {"fdname": "a"}, 0),
@@ -41,6 +42,19 @@ REQUESTS: list[tuple[str, dict[str, Any] | None, int]] = [
     ("getfd", {"fdname": ""}, 1),
     ("getfd", {"fdname": "two"}, 2),
     ("getfd", {"fdname": "three"}, 0),
+    # HMP through human-monitor-command: a monitor of its own, which never receives descriptors and
+    # does not see the QMP session's names.
+    (HMP, {"command-line": "getfd h"}, 1),
+    (HMP, {"command-line": "getfd h"}, 0),
+    (HMP, {"command-line": "getfd 1h"}, 1),
+    (HMP, {"command-line": "closefd two"}, 0),
+    ("closefd", {"fdname": "two"}, 0),
+    (HMP, {"command-line": "closefd h"}, 0),
+    (HMP, {"command-line": "getfd"}, 0),
+    (HMP, {"command-line": "closefd"}, 0),
+    (HMP, {"command-line": "getfd a b"}, 0),
+    (HMP, {"command-line": "help getfd"}, 0),
+    (HMP, {"command-line": "help closefd"}, 0),
     ("query-status", None, 1),
     ("getfd", {"fdname": "later"}, 0),
     ("getfd", {"fdname": "again"}, 0),

@@ -9,11 +9,12 @@ events.  Known differences, asserted as such:
   one long run of translated code (only the lapic's event comes).
 - A CPU plugged under -S (before the guest switched the ACPI block to its modern interface): qmpd
   keeps its insert event and the guest acknowledges it; QEMU drops it (README, deliberate differences).
+The guest reads its options from fw_cfg (-fw_cfg name=opt/qmpd/work,...) on both; the FWCFG_DUMP
+variant shows that it reads the same items there, and the unplug scenarios run with and without it.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, RawClient, Server, start_qemu, start_qmpd
+from tests.helpers import REPO, RawClient, Server, firmware_variant, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
@@ -56,6 +57,7 @@ class Run:
         self.until(seen)
 
     def execute(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        self.client.sock.settimeout(20)  # not the 50 ms _take left: a slower reply is no failure
         reply = self.client.execute(name, arguments)
         self._stash()
         return reply
@@ -152,14 +154,7 @@ def test_a_plug_under_prelaunch(tmp_path: Path, machine: str) -> None:
 
 
 def _pci_dump_image(tmp_path: Path) -> Path:
-    build = tmp_path / "pci-dump"
-    build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
-    image = build / "firmware.bin"
-    subprocess.run(["make", "-s", "-C", str(build), f"OUT={image}", "ASFLAGS=--defsym PCI_DUMP=1"],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    return image
+    return firmware_variant(tmp_path, PCI_DUMP=1)
 
 
 @pytest.mark.parametrize("machine", MACHINES)
@@ -176,3 +171,136 @@ def test_pci_configuration_space_reads_the_same(tmp_path: Path, machine: str) ->
         dumps.append([line for line in run.console().splitlines() if line.startswith("pci ")])
     assert len(dumps[0]) == 3 and all(len(line.split()) == 66 for line in dumps[0])
     assert dumps[1] == dumps[0]
+
+
+#: Where the firmware keeps the work mode it read from fw_cfg (examples/firmware/fwcfg.S).
+WORK_MODE = 0x20B018
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_fw_cfg_reads_the_same(tmp_path: Path, machine: str) -> None:
+    """Items, directory, DMA (a good and a bad target) and odd port widths, read by the FWCFG_DUMP variant."""
+    image = firmware_variant(tmp_path, FWCFG_DUMP=1)
+    dumps = []
+    for kind in ("qemu", "qmpd"):
+        (tmp_path / kind).mkdir()
+        uuid = ("-uuid", "0f7e1b42-0001-0203-0405-06070809abcd")
+        extra = ("-nographic", *uuid, "-fw_cfg", "name=opt/qmpd/work,string=idle")  # QEMU has -nographic anyway
+        run = _start(kind, machine, tmp_path, *extra, image=image)
+        try:
+            run.until(lambda run=run: "CPU 0 (APIC ID 0) online" in run.console())
+        finally:
+            run.close()
+        dumps.append([line for line in run.console().splitlines() if line.startswith("fw_cfg ")])
+    assert dumps[1] == dumps[0]
+    assert dumps[0][0] == "fw_cfg item 00 51 45 4d 55"  # "QEMU"
+    assert dumps[0][1] == "fw_cfg item 01 03 00 00 00"  # traditional interface and DMA
+    assert dumps[0][2] == "fw_cfg item 02 0f 7e 1b 42 00 01 02 03 04 05 06 07 08 09 ab cd"  # -uuid, in its order
+    assert dumps[0][4] == "fw_cfg item 04 01 00"  # NOGRAPHIC: -nographic
+    assert "fw_cfg opt/qmpd/work size 04000000" in dumps[0]
+    dma = [line for line in dumps[0] if line.startswith("fw_cfg dma control")]
+    assert dma == ["fw_cfg dma control, data 00000000 51454d55"] + ["fw_cfg dma control, data 00000001 00000000"] * 2
+    assert "fw_cfg at the end of RAM 51450000" in dumps[0]  # "QE": the part in RAM is written, with the error bit
+
+
+def _work_mode(run: Run) -> int:
+    text = run.execute("human-monitor-command", {"command-line": f"xp /1bx {WORK_MODE:#x}"})["return"]
+    return int(text.split()[-1], 16)
+
+
+@pytest.mark.parametrize(("value", "mode"), [(None, 0), ("count", 0), ("idle", 1), ("sleepy", 0)])
+def test_the_firmware_reads_its_work_mode_from_fw_cfg(tmp_path: Path, value: str | None, mode: int) -> None:
+    extra = () if value is None else ("-fw_cfg", f"name=opt/qmpd/work,string={value}")
+    modes = []
+
+    def scenario(run: Run) -> None:
+        run.until(lambda: "CPU 0 (APIC ID 0) online" in run.console())
+        modes.append(_work_mode(run))
+
+    qemu, qmpd = _both(tmp_path, "pc", scenario, *extra)
+    assert modes == [mode, mode]
+    assert qmpd.console() == qemu.console()
+    unknown = "qmpd firmware: opt/qmpd/work: unknown value, counting\n"
+    assert (unknown in qemu.console()) == (value == "sleepy")
+
+
+# -- stop and cont during an unplug ---------------------------------------------------------------
+
+#: -fw_cfg absent, and present (the work mode a management stack would pass).
+FW_CFG_CASES = {"no-fw_cfg": (), "fw_cfg-idle": ("-fw_cfg", "name=opt/qmpd/work,string=idle")}
+CPU1_DELETED = ("DEVICE_DELETED", {"device": "cpu1", "path": "/machine/peripheral/cpu1"})
+LAPIC1_DELETED = ("DEVICE_DELETED", {"path": "/machine/peripheral/cpu1/lapic"})
+
+
+def _plugged(run: Run) -> None:
+    run.until(lambda: "CPU 0 (APIC ID 0) online" in run.console())
+    assert run.execute("device_add", _cpu(1)) == {"return": {}}
+    run.event("ACPI_DEVICE_OST", source=1, slot="1")
+    run.until(lambda: "CPU 1 (APIC ID 1) online" in run.console())
+
+
+def _unplugged(run: Run) -> None:
+    run.event("DEVICE_DELETED", path="/machine/peripheral/cpu1/lapic")
+    assert [cpu["cpu-index"] for cpu in run.execute("query-cpus-fast")["return"]] == [0]
+    run.settle()
+
+
+def _comparable(run: Run) -> list[tuple[str, Any]]:
+    """The events without the ejected CPU's own DEVICE_DELETED (see the module docstring)."""
+    return [event for event in run.events if event != CPU1_DELETED]
+
+
+@pytest.mark.parametrize("fw_cfg", FW_CFG_CASES)
+@pytest.mark.parametrize("machine", MACHINES)
+def test_device_del_while_stopped_ejects_at_cont(tmp_path: Path, machine: str, fw_cfg: str) -> None:
+    transcript: dict[int, list[Any]] = {}
+
+    def scenario(run: Run) -> None:
+        _plugged(run)
+        replies = [run.execute("stop"), run.execute("device_del", {"id": "cpu1"})]
+        run.settle(1.0)  # stopped: the guest cannot eject
+        replies.append(run.execute("query-status"))
+        replies.append(len(run.execute("query-cpus-fast")["return"]))
+        stopped = list(run.events)
+        replies.append(run.execute("cont"))
+        _unplugged(run)
+        transcript[id(run)] = [replies, stopped]
+
+    qemu, qmpd = _both(tmp_path, machine, scenario, *FW_CFG_CASES[fw_cfg])
+    assert transcript[id(qmpd)] == transcript[id(qemu)]
+    replies, stopped = transcript[id(qemu)]
+    assert replies[2]["return"]["status"] == "paused" and replies[3] == 2, "nothing ejected while stopped"
+    assert not any(name == "DEVICE_DELETED" for name, _ in stopped)
+    assert qmpd.console() == qemu.console()
+    assert "CPU 1 (APIC ID 1) parked" in qemu.console()
+    assert CPU1_DELETED in qmpd.events and LAPIC1_DELETED in qmpd.events
+    assert _comparable(qmpd) == _comparable(qemu)
+
+
+@pytest.mark.parametrize("fw_cfg", FW_CFG_CASES)
+@pytest.mark.parametrize("machine", MACHINES)
+def test_stop_between_device_del_and_the_eject(tmp_path: Path, machine: str, fw_cfg: str) -> None:
+    """device_del and stop in one write: both are answered before the guest could see the SCI, scan the
+    hot-plug block, park the CPU and eject it, so the eject happens after cont on both emulators."""
+
+    def scenario(run: Run) -> None:
+        _plugged(run)
+        run.client.send(b'{"execute": "device_del", "arguments": {"id": "cpu1"}}{"execute": "stop"}')
+        replies = []
+        while len(replies) < 2:
+            message = run.client.message(timeout=20)
+            if "event" in message:
+                run.events.append((message["event"], message.get("data")))
+            else:
+                replies.append(message)
+        assert replies == [{"return": {}}, {"return": {}}]
+        assert run.execute("query-status")["return"]["status"] == "paused"
+        run.settle(1.0)
+        assert not any(name == "DEVICE_DELETED" for name, _ in run.events), "stopped before the guest ejected"
+        assert run.execute("cont") == {"return": {}}
+        _unplugged(run)
+
+    qemu, qmpd = _both(tmp_path, machine, scenario, *FW_CFG_CASES[fw_cfg])
+    assert qmpd.console() == qemu.console()
+    assert "CPU 1 (APIC ID 1) parked" in qemu.console()
+    assert _comparable(qmpd) == _comparable(qemu)

@@ -54,6 +54,12 @@ VALUES: dict[str, list[str]] = {
     "/fmt": ["/1x", "", "/3db", "/2xg", "/4uh", "/2ow", "/1c", "/z", "/0x", "/2s", "/4i"],
     "[path]": ["", "/machine/unattached", "/nosuch", "/machine/peripheral"],
     "[-a|vcpu]": ["", "-a", "0", "9"],
+    # getfd/closefd: QEMU's help repeats the command's name before its one parameter
+    "getfd": ["fd1", "", "a b"],
+    "closefd": ["fd1", "nosuch", ""],
+    "name": [""],
+    "keys": ["a", "ctrl-alt-delete", "nosuch", "0x1e", "shift-a<b", "a-b-c-d-e-f-g-h-i-j"],
+    "[hold_ms]": ["", "10", "x", "-1"],
 }
 #: Commands that change the run state: swept last, in this order; ``quit`` only by its help line.
 LAST = ("stop", "cont", "system_reset", "system_powerdown")

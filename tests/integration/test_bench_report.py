@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import QEMU_BINARY, REPO
 
 REQUIRE_QEMU = os.environ.get("QMPD_REQUIRE_QEMU") == "1"
-BENCHMARKS = ("qmp", "guest", "hotplug", "probe", "migration")
+BENCHMARKS = ("qmp", "guest", "hotplug", "probe", "migration", "startup")
 NUMBER = re.compile(r"^-?[0-9][0-9,]*(\.[0-9]+)?(e[-+]?[0-9]+)?$")
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu, pytest.mark.timeout(400)]

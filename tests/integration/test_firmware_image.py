@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, firmware_variant
 
 SHIPPED = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
 
 
 def test_shipped_firmware_matches_a_rebuild(tmp_path: Path) -> None:
-    rebuilt = tmp_path / "qmpd-firmware.bin"
-    build = tmp_path / "build"
-    build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
-    subprocess.run(["make", "-s", "-C", str(build), f"OUT={rebuilt}"], check=True, capture_output=True, timeout=60)
+    rebuilt = firmware_variant(tmp_path)
     assert rebuilt.read_bytes() == SHIPPED.read_bytes(), "run `make firmware` and commit the image"

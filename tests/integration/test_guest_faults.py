@@ -13,14 +13,14 @@ ends with DEVICE_DELETED.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, read_u64s, wait_until
+from tests.helpers import firmware_variant as build_firmware
+from tests.helpers import read_u64s, wait_until
 from tests.integration.test_hotplug import Guest, running_guest
 
 COUNTERS = 0x200000
@@ -33,18 +33,7 @@ UD2, UNASSIGNED, TRIPLE_FAULT, SPIN, NO_PARK, UNASSIGNED_FETCH = 1, 2, 3, 4, 5, 
 
 def firmware_variant(tmp_path: Path, kind: int) -> Path:
     """The bundled firmware's sources built with FAULT=kind."""
-    build = tmp_path / f"firmware-{kind}"
-    build.mkdir()
-    for name in ("qmpd-firmware.S", "qmpd-firmware.ld", "Makefile"):
-        (build / name).write_bytes((REPO / "examples" / "firmware" / name).read_bytes())
-    image = build / "firmware.bin"
-    subprocess.run(
-        ["make", "-s", "-C", str(build), f"OUT={image}", f"ASFLAGS=--defsym FAULT={kind}"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return image
+    return build_firmware(tmp_path, FAULT=kind)
 
 
 @pytest.fixture

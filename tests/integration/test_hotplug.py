@@ -71,15 +71,16 @@ class Guest:
 
 
 @contextlib.contextmanager
-def running_guest(argv: list[str], tmp_path: Path) -> Iterator[Guest]:
-    """qmpd with ``argv`` and debugcon to a file, a negotiated client, once the boot CPU is online."""
+def running_guest(argv: list[str], tmp_path: Path, *, wait_online: bool = True) -> Iterator[Guest]:
+    """qmpd with ``argv`` and debugcon to a file, a negotiated client, once the boot CPU is online (if asked)."""
     debugcon = tmp_path / "debugcon.txt"
     server = start_qmpd([*argv, "-debugcon", f"file:{debugcon}"], tmp_path)
     try:
         with RawClient(server.socket_path, timeout=15) as client:
             client.negotiate()
             machine = Guest(server, client, debugcon)
-            machine.online(0, 0)
+            if wait_online:
+                machine.online(0, 0)
             yield machine
     finally:
         server.stop()

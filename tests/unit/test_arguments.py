@@ -117,3 +117,68 @@ def test_qapi_types(prop: dict[str, Any], value: Any, error: str | None) -> None
     with pytest.raises(GenericError) as raised:
         check_arguments(schema, spec, {"v": value})
     assert raised.value.desc == error
+
+
+#: Values of every JSON type, at the edges of QAPI's integer types.
+_POOL: list[Any] = [
+    None, True, False, 0, 1, -1, 255, 256, -129, (1 << 31), (1 << 32), (1 << 63) - 1, 1 << 63, (1 << 64) - 1,
+    1 << 64, -(1 << 63), -(1 << 63) - 1, 1.0, 2.5, "", "max", "static", "full", "on", [], [0], ["x"], [{}],
+    {}, {"name": "max"}, {"name": 1}, {"name": "max", "props": {"x": 1}}, {"unknown": 1},
+]  # fmt: skip
+
+
+def _sample(spec: Any, uri: str) -> Any:
+    """A value of the schema's type (valid for most)."""
+    spec, uri = SCHEMA.resolve(spec, uri)
+    kind = spec.get("type")
+    if kind == "object":
+        return {name: _sample(member, uri) for name, member in spec.get("properties", {}).items()}
+    simple = {"string": (spec.get("enum") or ["x"])[0], "integer": 0, "number": 1.5, "boolean": True, "array": []}
+    return simple.get(kind)
+
+
+def _values(spec: Any, uri: str, depth: int = 0) -> list[Any]:
+    """The pool, plus the enum values and member-wise variations of an object schema."""
+    spec, uri = SCHEMA.resolve(spec, uri)
+    values = list(_POOL) + list(spec.get("enum", ()))
+    if spec.get("type") == "object" and depth < 2:
+        base = _sample(spec, uri)
+        values.append(base)
+        for name, member in spec.get("properties", {}).items():
+            values += [{**base, name: value} for value in _values(member, uri, depth + 1)]
+            values.append({key: value for key, value in base.items() if key != name})
+        values.append({**base, "surplus": 1})
+    if spec.get("type") == "array" and depth < 2:
+        values += [[value] for value in _values(spec.get("items", {}), uri, depth + 1)]
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in SCHEMA.commands.items() if spec.plain))
+def test_the_walker_decides_plain_commands_as_jsonschema_does(name: str) -> None:
+    """check_arguments trusts the walker alone for plain commands: its verdict must be jsonschema's."""
+    from qmpd.qapi.arguments import first_error
+
+    spec = SCHEMA.commands[name]
+    candidates = [example["arguments"] for example in spec.document.get("x-examples", [])]
+    candidates += [value for value in _values(spec.document, spec.uri) if isinstance(value, dict)]
+    checked = 0
+    for arguments in candidates:
+        valid = spec.validator.is_valid(arguments)
+        assert (first_error(SCHEMA, spec, arguments) is None) == valid, arguments
+        checked += valid
+    assert checked or spec.document.get("required"), "some candidate is valid"
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in SCHEMA.events.items() if spec.plain))
+def test_the_walker_decides_plain_events_as_jsonschema_does(name: str) -> None:
+    """EventBus checks a plain event's data with the walker alone."""
+    from qmpd.qapi.arguments import first_error
+
+    spec = SCHEMA.events[name]
+    for data in [value for value in _values(spec.document, spec.uri) if isinstance(value, dict)]:
+        assert (first_error(SCHEMA, spec, data) is None) == spec.validator.is_valid(data), data
+
+
+def test_a_document_with_constraints_the_walker_lacks_is_not_plain() -> None:
+    assert not SCHEMA.commands["migrate-set-parameters"].plain
+    assert SCHEMA.commands["device-list-properties"].plain and SCHEMA.commands["query-cpu-model-expansion"].plain

@@ -26,7 +26,7 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import ShutdownCause
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
-from qmpd.vcpu.engine import CPUSnapshot
+from qmpd.vcpu.snapshot import CPUSnapshot
 from tests.helpers import read_elf_core
 
 RAM = 16 << 20

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual, translate
-from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.snapshot import CPUSnapshot
 
 RAM_SIZE = 4 << 20
 P, RW, PS = 1, 2, 1 << 7

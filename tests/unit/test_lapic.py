@@ -152,3 +152,28 @@ def test_no_sender_is_harmless() -> None:
     assert isinstance(lapic, LocalAPIC)
     send(lapic, 0, 0x4500)
     assert lapic.mmio_read(ICR_LOW, 4) == 0x4500
+
+
+def test_lint1_lets_an_nmi_through_only_unmasked_with_delivery_mode_nmi(apic: LocalAPIC) -> None:
+    assert apic.mmio_read(0x360, 4) == 0x10000 and apic.mmio_read(0x350, 4) == 0x10000, "masked at power-on"
+    assert not apic.takes_nmi()
+    apic.mmio_write(0x360, 4, 0x400)
+    assert apic.takes_nmi() and apic.mmio_read(0x360, 4) == 0x400
+    apic.mmio_write(0x360, 4, 0x10400)
+    assert not apic.takes_nmi(), "masked"
+    apic.mmio_write(0x360, 4, 0x000)
+    assert not apic.takes_nmi(), "fixed delivery: not an NMI"
+    apic.mmio_write(0x360, 4, 0x400)
+    apic.reset_registers()
+    assert not apic.takes_nmi()
+
+
+def test_a_version_1_state_has_masked_lint_entries(apic: LocalAPIC) -> None:
+    apic.mmio_write(0x360, 4, 0x400)
+    saved = apic.save_state()
+    assert saved["lint1"] == 0x400
+    old = {key: value for key, value in saved.items() if key not in ("lint0", "lint1")}
+    apic.load_state(LocalAPIC.check_state(old, 1))
+    assert not apic.takes_nmi()
+    apic.load_state(LocalAPIC.check_state(saved, 2))
+    assert apic.takes_nmi()

@@ -12,7 +12,7 @@ import copy
 import hashlib
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,8 @@ SOURCE_PATHS = [
 ]
 
 
-def _machine(incoming: str | None = None) -> Machine:
-    config = MachineConfig(cpu="Haswell", smp=SMP, ram_size=RAM, start_paused=True, incoming=incoming)
+def _machine(incoming: str | None = None, cpu: str = "Haswell") -> Machine:
+    config = MachineConfig(cpu=cpu, smp=SMP, ram_size=RAM, start_paused=True, incoming=incoming)
     return Machine(config, EventBus(SCHEMA))
 
 
@@ -119,11 +119,15 @@ def _fingerprint(machine: Machine) -> dict[str, Any]:
     }
 
 
-def _restore(uri: str, good_uri: str | None = None) -> tuple[str, dict[str, Any], list[Any], Machine]:
-    """Load ``uri`` into a fresh target; on failure, check it is untouched and that ``good_uri`` loads."""
+def _restore(
+    uri: str, good_uri: str | None = None, prepare: Callable[[Machine], None] = lambda target: None
+) -> tuple[str, dict[str, Any], list[Any], Machine]:
+    """Load ``uri`` into a fresh target (``prepare``d first, as libvirt device_adds vCPUs while it
+    waits); on failure, check it is untouched and that ``good_uri`` loads."""
 
     async def run() -> tuple[str, dict[str, Any], list[Any], Machine]:
         target = _machine("defer")
+        prepare(target)
         migrator = Migrator(target, "defer")
         before = _fingerprint(target)
         with structlog.testing.capture_logs() as logs:
@@ -183,7 +187,9 @@ def test_a_failure_while_applying_takes_back_what_was_applied(
 
 def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
     meta, ram = good
-    assert meta["state_versions"] == {"runner": 1, "registers": 1, "lapic": 1, "cpuhp": 1, "pm": 1, "pci": 1}
+    assert meta["state_versions"] == {
+        "runner": 2, "registers": 1, "lapic": 2, "cpuhp": 1, "pm": 1, "pci": 1, "fw_cfg": 1, "i8042": 1
+    }  # fmt: skip
     older = {key: value for key, value in meta.items() if key != "state_versions"}
     status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))
     closing.append(target)
@@ -193,10 +199,159 @@ def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: 
 
 def test_a_section_newer_than_this_qmpd_is_refused_by_name(good: Saved, tmp_path: Path, closing: list[Machine]) -> None:
     meta, ram = good
-    newer = {**meta, "state_versions": {**meta["state_versions"], "lapic": 2}}
+    newer = {**meta, "state_versions": {**meta["state_versions"], "lapic": 3}}
     status, info, _, target = _restore(_write(tmp_path / "newer.state", newer, ram))
     closing.append(target)
-    assert status == "failed" and "'lapic' state has version 2" in info["error-desc"], info
+    assert status == "failed" and "'lapic' state has version 3" in info["error-desc"], info
+
+
+def test_a_state_without_lint_registers_nmi_or_keyboard_loads(
+    good: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    """Version 1 of the lapic and runner sections, and no i8042 section: qmpd before inject-nmi and send-key."""
+    meta, ram = good
+    cpus = []
+    for cpu in meta["cpus"]:
+        lapic = {key: value for key, value in cpu["lapic"].items() if key not in ("lint0", "lint1")}
+        runner = {key: value for key, value in cpu["runner"].items() if key != "nmi"}
+        cpus.append({**cpu, "lapic": lapic, "runner": runner})
+    versions = {**meta["state_versions"], "lapic": 1, "runner": 1}
+    versions.pop("i8042")
+    older = {key: value for key, value in meta.items() if key != "i8042"} | {"cpus": cpus, "state_versions": versions}
+    status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))
+    closing.append(target)
+    assert status == "completed", info
+    lapic = target.cpu_slots.cpus[0].child("lapic")
+    assert lapic is not None and lapic.save_state()["lint1"] == 0x10000, "LINT1 masked, as at power-on"
+
+
+def test_a_keyboard_queue_longer_than_the_ps2_queue_is_refused(
+    good: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    meta, ram = good
+    keyboard = {**meta["i8042"]["keyboard"], "queue": [0x1E] * 17}
+    bad = {**meta, "i8042": {**meta["i8042"], "keyboard": keyboard}}
+    status, info, _, target = _restore(_write(tmp_path / "bad.state", bad, ram))
+    closing.append(target)
+    assert status == "failed" and "'i8042.keyboard.queue'" in info["error-desc"], info
+
+
+# -- CPUs plugged on the target while it waits (libvirt's restore) ----------------------------------------
+
+
+def _device_add(machine: Machine, qdev_id: str, socket_id: int, core_id: int, *features: str) -> None:
+    slot = (("socket-id", str(socket_id)), ("core-id", str(core_id)), ("thread-id", "0"))
+    switched = tuple((name, value) for name, value in (feature.split("=") for feature in features))
+    qdev_device_add(machine, DeviceOptions(qdev_id, (("driver", "Haswell-x86_64-cpu"), *slot, *switched)))
+
+
+@pytest.fixture(scope="module")
+def libvirt_saved() -> Saved:
+    """A paused source with vcpu1 (slot 1) and vcpu3 (slot 3) device_added, as libvirt plugs them."""
+
+    async def save() -> Saved:
+        source = _machine()
+        try:
+            _device_add(source, "vcpu1", 0, 1)
+            _device_add(source, "vcpu3", 1, 1)
+            source.ram.write(0x1000, b"saved RAM")
+            await source.stop_for_migration()
+            meta = await capture(source)
+            meta["runstate"] = "paused"
+            return Saved(json.loads(json.dumps(meta)), bytes(source.ram.view()))
+        finally:
+            source.close()
+
+    return asyncio.run(save())
+
+
+LIBVIRT_PATHS = ["/machine/unattached/device[0]", "/machine/peripheral/vcpu1", "/machine/peripheral/vcpu3"]
+
+
+def test_cpus_device_added_while_waiting_take_the_saved_state_and_are_not_plugged_twice(
+    libvirt_saved: Saved, tmp_path: Path, closing: list[Machine]
+) -> None:
+    plugged: dict[int, Any] = {}
+
+    def as_libvirt(target: Machine) -> None:
+        _device_add(target, "vcpu1", 0, 1)
+        _device_add(target, "vcpu3", 1, 1)
+        plugged.update(target.cpu_slots.occupied)
+
+    status, info, _, target = _restore(_write(tmp_path / "s.state", *libvirt_saved), prepare=as_libvirt)
+    closing.append(target)
+    assert status == "completed", info
+    assert [cpu.canonical_path() for cpu in target.cpu_slots.cpus] == LIBVIRT_PATHS
+    assert all(target.cpu_slots.occupied[index] is cpu for index, cpu in plugged.items()), "the same CPU objects"
+    assert sorted(target.cpu_slots.occupied) == [0, 1, 3] and sorted(target._board.vcpus.runners) == [0, 1, 3]
+    assert bytes(target.ram.view()[0x1000:0x1009]) == b"saved RAM"
+    saved_cpuhp = libvirt_saved.meta["cpuhp"]
+    assert target._board.cpuhp is not None and target._board.cpuhp.save_state() == saved_cpuhp
+
+
+SAME_SETUP = "Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices"
+
+
+@pytest.mark.parametrize(
+    ("plugs", "error"),
+    [
+        ([("vcpu1", 0, 1)], f"Unknown savevm section or instance 'cpu_common' 3. {SAME_SETUP}"),
+        (
+            [("vcpu1", 0, 1), ("vcpu3", 1, 1), ("vcpu2", 1, 0)],
+            f"CPU 2 plugged here as '/machine/peripheral/vcpu2' is not in the saved machine. {SAME_SETUP}",
+        ),
+        (
+            [("vcpu1", 0, 1), ("other", 1, 1)],
+            "CPU 3 plugged here as '/machine/peripheral/other' is '/machine/peripheral/vcpu3' in the saved machine",
+        ),
+        (
+            [("vcpu3", 0, 1), ("vcpu1", 1, 1)],
+            "CPU 1 plugged here as '/machine/peripheral/vcpu3' is '/machine/peripheral/vcpu1' in the saved machine",
+        ),
+        (
+            [("vcpu1", 0, 1, "aes=off"), ("vcpu3", 1, 1)],
+            "CPU 1 plugged here as '/machine/peripheral/vcpu1' differs in its type or features from the saved CPU",
+        ),
+    ],
+    ids=["one missing", "one extra", "another id", "ids swapped", "other features"],
+)
+def test_cpus_device_added_while_waiting_that_differ_from_the_saved_ones_are_refused(
+    libvirt_saved: Saved, tmp_path: Path, closing: list[Machine], plugs: list[tuple[Any, ...]], error: str
+) -> None:
+    def as_libvirt(target: Machine) -> None:
+        for qdev_id, socket_id, core_id, *features in plugs:
+            _device_add(target, qdev_id, socket_id, core_id, *features)
+
+    status, info, _, target = _restore(_write(tmp_path / "s.state", *libvirt_saved), prepare=as_libvirt)
+    closing.append(target)
+    assert status == "failed" and info["error-desc"].startswith(error), info
+    assert target.runstate.value == "inmigrate"
+    assert len(target.cpu_slots.cpus) == 1 + len(plugs), "the target's CPUs stay as they were plugged"
+
+
+#: The -cpu libvirt 9.0 gives a restored Haswell domain: the features it found off or on, spelled out.
+LIBVIRT_CPU = (
+    "Haswell,fma=off,pcid=off,x2apic=off,tsc-deadline=off,avx=off,f16c=off,rdrand=on,hypervisor=on,arat=on,"
+    "hle=off,avx2=off,invpcid=off,rtm=off,xsaveopt=on,abm=on"
+)
+
+
+@pytest.mark.parametrize(("cpu", "loads"), [(LIBVIRT_CPU, True), ("Haswell,aes=off", False), ("Broadwell", False)])
+def test_a_cpu_option_is_compared_by_what_the_guest_sees(good: Saved, tmp_path: Path, cpu: str, loads: bool) -> None:
+    async def run() -> dict[str, Any]:
+        target = _machine("defer", cpu)
+        try:
+            migrator = Migrator(target, "defer")
+            await asyncio.wait_for(migrator.accept(_write(tmp_path / "s.state", *good)), 10)
+            return migrator.info()
+        finally:
+            target.close()
+
+    info = asyncio.run(run())
+    if loads:
+        assert info["status"] == "completed", info
+    else:
+        assert info["status"] == "failed" and "differs from this one in 'cpu'" in info["error-desc"], info
 
 
 # -- mutated descriptions --------------------------------------------------------------------------------

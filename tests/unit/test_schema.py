@@ -143,3 +143,47 @@ def test_object_add_takes_exactly_the_concrete_cpu_types() -> None:
     assert open_cases == cpus, "run tools/gen_schema_types.py object-add after changing the CPU types"
     assert document["properties"]["qom-type"]["enum"][-len(cpus) :] == cpus
     assert "memory-backend-ram" in document["properties"]["qom-type"]["enum"]
+
+
+def test_empty_arguments_shortcut_agrees_with_the_validator() -> None:
+    """Dispatch skips validation of ``{}`` when the spec says it is valid; read off ``required``, not compiled."""
+    for name, spec in SCHEMA.commands.items():
+        assert spec.empty_is_valid == spec.validator.is_valid({}), name
+
+
+def test_validators_are_compiled_on_first_use_only() -> None:
+    schema = Schema.load()
+    spec = schema.commands["query-cpu-model-expansion"]
+    assert spec.validator._validator is None
+    assert not spec.validator.is_valid({"type": "static"})
+    assert spec.validator.is_valid({"type": "static", "model": {"name": "max"}})
+    assert spec.validator._validator is not None
+    assert schema.commands["query-status"].validator._validator is None
+
+
+def test_the_bundle_holds_what_schema_gives() -> None:
+    """The precomputed bundle is a cache of schema/: its documents and introspection are schema/'s own."""
+    from qmpd.qapi import bundle
+
+    made = bundle.build()
+    fresh = Schema.load(bundle=False)
+    assert made["documents"] == fresh.documents and list(made["documents"]) == list(fresh.documents)
+    assert made["introspection"] == introspect(Schema.load(bundle=False))
+    assert json.loads(json.dumps(made)) == made
+
+
+def test_a_bundle_is_used_only_while_schema_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmpd.qapi import bundle, schema
+
+    path = tmp_path / "schema-bundle.json"
+    monkeypatch.setattr(schema, "BUNDLE", str(path))
+    bundle.write(str(path))
+    assert Schema.load().introspection is not None  # came precomputed
+    made = json.loads(path.read_text())
+    made["signature"][0][2] += 1  # one file touched since
+    made["documents"] = {}
+    path.write_text(json.dumps(made))
+    loaded = Schema.load()
+    assert loaded.introspection is None and loaded.documents == SCHEMA.documents
+    path.write_text("{")
+    assert Schema.load().documents == SCHEMA.documents

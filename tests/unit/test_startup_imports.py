@@ -1,4 +1,8 @@
-"""The path before the greeting stays light: start to greeting is a benchmark goal (≤ 2x QEMU).
+"""Start-up stays light: before the greeting, and up to ready (bench/startup_bench.py's three rows).
+
+A real daemon that answered libvirt's probe, or reached prelaunch with a pc machine, must not have
+loaded what only some configurations or commands need (NOT_AT_START); a third test shows that the
+check can fail.  Before them, the path to the greeting:
 
 qmpd.main parses the command line, opens the sockets and greets before the daemon is
 imported.  Each module below costs milliseconds in a fresh interpreter (measured: dropping
@@ -13,11 +17,14 @@ ForwardRef, compiling its text, at import.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import ForwardRef
 
-from tests.helpers import REPO
+from tests.helpers import REPO, RawClient, wait_for_socket
+from tests.libvirt_probe import PROBE
 
 #: Modules the daemon needs later, not before its greeting.
 HEAVY = (
@@ -57,3 +64,85 @@ def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
 
     for cls in (Config, MachineConfig, MonitorConfig, _Option, Feature, MachineSpec, Firmware):
         assert not any(isinstance(hint, str | ForwardRef) for hint in cls.__annotations__.values()), cls
+
+
+#: Modules a daemon loads only for what a configuration or a command needs: aiohttp and
+#: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
+#: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
+#: rich never (structlog would import it when installed), the human monitor with its first command
+#: line, a machine's description with a migration.
+NOT_AT_START = (
+    "aiohttp",
+    "prometheus_client",
+    "unicorn",
+    "jsonschema",
+    "referencing",
+    "rich",
+    "hashlib",
+    "tempfile",
+    "pathlib",
+    "qmpd.http",
+    "qmpd.vcpu.engine",
+    "qmpd.vcpu.native",
+    "qmpd.hmp.commands",
+    "qmpd.migration.description",
+)
+
+#: Runs qmpd's entry point and writes the names of the modules it loaded to $QMPD_MODULES at exit.
+_RECORDING_ENTRY = (
+    "import atexit, json, os, sys\n"
+    "def _record():\n"
+    "    with open(os.environ['QMPD_MODULES'], 'w') as out:\n"
+    "        json.dump(sorted(name for name, module in sys.modules.items() if module is not None), out)\n"
+    "atexit.register(_record)\n"
+    "from qmpd.main import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def _modules_after(argv: list[str], commands: list[tuple[str, dict[str, object]]], tmp_path: Path) -> set[str]:
+    """The modules a real daemon started with ``argv`` has loaded once it answered ``commands`` and quit."""
+    sock = str(tmp_path / "qmp.sock")
+    record = tmp_path / "modules.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), QMPD_MODULES=str(record))
+    full = [sys.executable, "-c", _RECORDING_ENTRY, *argv, "-qmp", f"unix:{sock},server=on,wait=off"]
+    process = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    try:
+        wait_for_socket(sock, process)
+        with RawClient(sock) as client:
+            client.negotiate()
+            for name, arguments in commands:
+                reply = client.execute(name, arguments)
+                assert "return" in reply or "error" in reply, (name, reply)  # some are refused, as by QEMU
+            assert client.execute("quit") == {"return": {}}
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return set(json.loads(record.read_text()))
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(name for name in loaded if any(name == h or name.startswith(h + ".") for h in NOT_AT_START))
+
+
+def test_a_probe_mode_start_answers_libvirt_without_the_heavy_modules(tmp_path: Path) -> None:
+    argv = ["-S", "-no-user-config", "-nodefaults", "-nographic", "-machine", "none,accel=kvm:tcg"]
+    loaded = _modules_after(argv, PROBE, tmp_path)
+    assert "qmpd.daemon" in loaded and "qmpd.qapi.introspect" in loaded
+    assert _heavy(loaded) == []
+
+
+def test_a_plain_start_reaches_prelaunch_without_the_heavy_modules(tmp_path: Path) -> None:
+    argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", "2,maxcpus=8", "-S", "-nodefaults"]
+    loaded = _modules_after(argv, [("query-status", {}), ("query-cpus-fast", {})], tmp_path)
+    assert "qmpd.machine.machine" in loaded and "qmpd.vcpu.runner" in loaded
+    assert _heavy(loaded) == []
+
+
+def test_the_heavy_modules_still_come_when_needed(tmp_path: Path) -> None:
+    """The check above can fail: a command that needs jsonschema, and a running vCPU, load them."""
+    argv = ["-machine", "pc", "-smp", "1", "-nodefaults"]
+    loaded = _modules_after(argv, [("migrate-set-parameters", {"downtime-limit": 100})], tmp_path)
+    assert {"jsonschema", "unicorn", "qmpd.vcpu.engine"} <= loaded

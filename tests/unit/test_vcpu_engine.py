@@ -30,10 +30,11 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.qom_tree import new_object
 from qmpd.qapi.schema import Schema
 from qmpd.vcpu import native
-from qmpd.vcpu.engine import Exit, VCPUEngine
+from qmpd.vcpu.engine import VCPUEngine
 from qmpd.vcpu.exceptions import MAX_UNASSIGNED_PAGES
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.runner import Entry
+from qmpd.vcpu.snapshot import Exit
 
 CODE = 0x10000
 APIC_ID = 3
@@ -307,6 +308,56 @@ def test_no_idt_is_a_triple_fault(rig: Rig) -> None:
     assert result.exit is Exit.TRIPLE_FAULT
     assert result.rip == CODE + 1
     assert result.error == f"triple fault (exception 6 at {CODE + 1:#x})"
+
+
+def test_an_nmi_enters_gate_2_before_the_next_instruction_whatever_if_says(rig: Rig) -> None:
+    set_idt(rig, {2: gate(HANDLER)})
+    rig.load("fa 90 f4")  # cli; nop; hlt
+    rig.load("f4", HANDLER)
+    result = rig.engine.run(CODE + 1, nmi=True)
+    assert result == (Exit.HALTED, HANDLER + 1, None, None)
+    rip, _cs, rflags, rsp, _ss = frame(rig, 5)
+    assert rip == CODE + 1, "no error code; it returns to where the CPU was"
+    assert rsp == STACK + 8 and rig.engine.exceptions_delivered == 1
+    assert rflags == 0x2, "interrupts were off: an NMI is taken anyway"
+
+
+def test_an_nmi_without_a_gate_escalates_like_an_exception(rig: Rig) -> None:
+    set_idt(rig, {8: gate(HANDLER + 0x100)})
+    rig.load("f4", HANDLER + 0x100)
+    rig.load("90 f4")
+    assert rig.engine.run(CODE, nmi=True).rip == HANDLER + 0x101, "gate 2 absent: #GP absent too: #DF"
+    set_idt(rig, {})
+    rig.engine.uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0, 0))
+    result = rig.engine.run(CODE, nmi=True)
+    assert result.exit is Exit.TRIPLE_FAULT and result.error == f"triple fault (NMI at {CODE:#x})"
+
+
+#: lgdt; far return into a 64-bit code segment (0x8); ss = 0x10; rbx = 0; idle: hlt; jmp idle.  At +0x40 the
+#: NMI handler: inc rbx; hlt; iretq.  The GDT at +0x48, its descriptor at +0x60 (iretq needs real segments).
+NMI_GUEST = (
+    "0f0115590000006a08488d05030000005048cb66b810008ed031dbf4ebfd" + "00" * 34
+    + "48ffc3f448cf6690" + "0000000000000000ffff0000009aaf00ffff00000092cf00" + "1700" + "4800010000000000"
+)  # fmt: skip
+IDLE, NMI_HANDLER = CODE + 0x1B, CODE + 0x40
+
+
+@needs_block_hook
+def test_nmis_stay_blocked_until_the_handler_returns_then_a_waiting_one_is_taken(rig: Rig) -> None:
+    set_idt(rig, {2: gate(NMI_HANDLER)})
+    rig.engine.uc.reg_write(x86.UC_X86_REG_RSP, STACK)
+    rig.load(NMI_GUEST)
+    assert rig.engine.run(CODE) == (Exit.HALTED, IDLE + 1, None, None)
+    result = rig.engine.run(IDLE + 1, nmi=True)
+    assert result == (Exit.HALTED, NMI_HANDLER + 4, None, None), "in the handler, halted"
+    assert rig.gpr(RBX) == 1 and rig.engine.nmi_blocked and rig.engine.nmi_return == IDLE + 1
+    rig.engine.nmi_waiting = True  # a second NMI came meanwhile: the runner cannot deliver it yet
+    result = rig.engine.run(NMI_HANDLER + 4)
+    assert result.exit is Exit.STOPPED and not rig.engine.nmi_blocked, "iretq went back: unblocked, and it stopped"
+    rig.engine.clear_stop()  # as the runner does before each run
+    rig.engine.nmi_waiting = False
+    assert rig.engine.run(result.rip, nmi=True).rip == NMI_HANDLER + 4
+    assert rig.gpr(RBX) == 2
 
 
 def test_unassigned_memory_reads_zero_and_drops_writes_as_in_qemu(rig: Rig) -> None:

@@ -14,8 +14,8 @@ from qmpd.devices.chipsets import Q35_ICH9
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pci import PCIConfig
 from qmpd.machine.qom_tree import new_object
-from qmpd.vcpu.engine import CPUSnapshot
 from qmpd.vcpu.runner import VCPURunner
+from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateError, check_version
 
 
@@ -86,9 +86,13 @@ def test_a_runner_round_trips_its_run_state() -> None:
         "kicked": False,
         "fault": None,
         "engine": False,
+        "nmi": False,
+        "nmi_return": None,
     }
-    target.load_state(VCPURunner.check_state({**saved, "rip": 0x1000, "kicked": True}, 1))
-    assert target.save_state() == {**saved, "rip": 0x1000, "kicked": True}
+    target.load_state(VCPURunner.check_state({**saved, "rip": 0x1000, "kicked": True, "nmi": True}, 2))
+    assert target.save_state() == {**saved, "rip": 0x1000, "kicked": True, "nmi": True}
+    target.load_state(VCPURunner.check_state({**saved, "nmi": True}, 1))
+    assert target.save_state()["nmi"] is False, "version 1 had no pending NMI"
 
 
 def test_registers_round_trip_through_json_lists() -> None:
