@@ -3,8 +3,9 @@
 A start reads this one file instead of every document (163 opens and reads) and answers the first
 ``query-qmp-schema`` without building it.  The bundle is a cache, never a second description:
 generated from schema/ by the install step (``make``) and the benchmark step, not kept in git, and
-used only while every file of schema/ has the size and mtime it was made from; otherwise qmpd reads
-schema/ itself.  tests/unit/test_schema.py checks that what it holds is what schema/ gives.
+used only while every file of schema/, and the loader and introspection code, have the size and mtime
+it was made from; otherwise qmpd reads schema/ itself.  tests/unit/test_schema.py checks that what it
+holds is what schema/ gives.
 """
 
 from __future__ import annotations

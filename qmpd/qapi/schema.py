@@ -75,18 +75,13 @@ def qapi_validator_class() -> Any:
 
 JSONSchema = Mapping[str, Any]
 
-#: The keywords a command's or event's root may use for ``empty_is_valid`` to be read off its
-#: ``required`` list (every document in schema/ today; tests/unit/test_schema.py checks the answer).
-_PLAIN_OBJECT_KEYWORDS = frozenset(
-    {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "$defs", "type", "properties",
-     "additionalProperties", "required"}
-)  # fmt: skip
-
-
 #: Keywords that say nothing about validity.
 _ANNOTATIONS = frozenset(
     {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "x-enum-features", "$defs"}
 )
+#: The keywords a command's root may use for ``empty_is_valid`` to be read off its ``required`` list
+#: (every document in schema/ today; tests/unit/test_schema.py checks the answer).
+_PLAIN_OBJECT_KEYWORDS = _ANNOTATIONS | {"type", "properties", "additionalProperties", "required"}
 #: The JSON types the argument walker (qmpd.qapi.arguments) checks exactly as jsonschema does.
 _PLAIN_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
 
@@ -225,9 +220,18 @@ def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
     return sorted(found, key=lambda item: item[0].split("/"))
 
 
+#: The code that derives the bundle's contents from schema/ (a change to it makes a bundle stale too).
+_DERIVED_BY = ("schema.py", "introspect.py")
+
+
 def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
-    """What a bundle must have been made from: each file's relative path, size and mtime."""
-    return [[relative, entry.stat().st_size, entry.stat().st_mtime_ns] for relative, entry in files]
+    """What a bundle must have been made from: each file's relative path, size and mtime, and the same
+    of the modules that read and introspect them."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    code = [(f"qmpd/qapi/{name}", os.stat(os.path.join(here, name))) for name in _DERIVED_BY]
+    return [
+        [relative, stat.st_size, stat.st_mtime_ns] for relative, stat in [*code, *((r, e.stat()) for r, e in files)]
+    ]
 
 
 def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:

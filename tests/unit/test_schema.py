@@ -180,10 +180,14 @@ def test_a_bundle_is_used_only_while_schema_is_unchanged(tmp_path: Path, monkeyp
     bundle.write(str(path))
     assert Schema.load().introspection is not None  # came precomputed
     made = json.loads(path.read_text())
-    made["signature"][0][2] += 1  # one file touched since
-    made["documents"] = {}
-    path.write_text(json.dumps(made))
-    loaded = Schema.load()
-    assert loaded.introspection is None and loaded.documents == SCHEMA.documents
+    names = [entry[0] for entry in made["signature"]]
+    assert names[:2] == ["qmpd/qapi/schema.py", "qmpd/qapi/introspect.py"] and len(names) == len(DOCUMENTS) + 2
+    for touched in (0, 1, 2):  # the loader, the introspection code, a document: each edited since
+        stale = json.loads(json.dumps(made))
+        stale["signature"][touched][2] += 1
+        stale["documents"] = {}
+        path.write_text(json.dumps(stale))
+        loaded = Schema.load()
+        assert loaded.introspection is None and loaded.documents == SCHEMA.documents
     path.write_text("{")
     assert Schema.load().documents == SCHEMA.documents
