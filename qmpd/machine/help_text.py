@@ -11,6 +11,7 @@ import json
 from typing import Any, NamedTuple
 
 from qmpd.cpu.models import cpu_models, load_table
+from qmpd.machine.properties import MACHINE_PROPERTIES
 from qmpd.machine.qdev import device_properties
 from qmpd.machine.qom_tree import type_registry
 
@@ -21,6 +22,8 @@ _CLASS_DESCRIPTIONS = {
 }
 #: QEMU lists these classes last, in this order (X86CPUClass.ordering), the others by name.
 _LAST = ("base", "host", "max")
+#: Classes QEMU 7.2 under TCG leaves out of ``-cpu help`` (host needs KVM or HVF).
+_NOT_LISTED = frozenset({"host"})
 #: ``listflags``: a new line before a name that would reach this column.
 _FLAGS_WIDTH = 75
 
@@ -72,6 +75,8 @@ def cpu_help() -> str:
     """``-cpu help``: every model (an alias line and its versioned line), then the recognized flags."""
     entries: list[tuple[str, str]] = []
     for model in cpu_models().values():
+        if model.name in _NOT_LISTED:
+            continue
         if model.versioned is None:
             entries.append((model.name, _CLASS_DESCRIPTIONS.get(model.name, model.model_id)))
             continue
@@ -98,10 +103,11 @@ def cpu_help() -> str:
 def machine_options_help(machine_type: str) -> str:
     """``-machine TYPE,help``: the machine's options, its class properties (not ``type``, not children)."""
     qom_type = f"{machine_type}-machine"
+    read_only = {prop.name for prop in MACHINE_PROPERTIES if prop.read_only}
     properties = [
         prop.info(description=True)
         for prop in type_registry().class_properties(qom_type)
-        if prop.name != "type" and not prop.is_child
+        if prop.name != "type" and not prop.is_child and prop.name not in read_only
     ]
     return options_text(qom_type, properties)
 
