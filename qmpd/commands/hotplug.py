@@ -44,7 +44,8 @@ def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> Non
     machine = ctx.machine
     info = machine.registry.get(qom_type)
     if info is None or info.abstract or not machine.registry.is_a(qom_type, "x86_64-cpu"):
-        raise GenericError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
+        # The schema took one of QEMU's object types (memory backends, secrets, iothreads, ...): qmpd has none.
+        raise GenericError(f"qmpd cannot create objects of type '{qom_type}': object-add makes unrealized CPUs only")
     check_id(id)
     objects = machine.qom.objects
     if objects.child(id) is not None:

@@ -25,6 +25,8 @@ class MachineProperty(NamedTuple):
     #: The class that adds it: ``machine`` (every type), ``x86`` (x86-machine), ``pc`` (generic-pc-machine) or
     #: ``board`` (the versioned pc and q35 types themselves).
     level: str = "machine"
+    #: QEMU gives it a getter only: readable with qom-get, absent from ``-machine TYPE,help``.
+    read_only: bool = False
 
 
 _M = MachineProperty
@@ -77,7 +79,7 @@ MACHINE_PROPERTIES: tuple[MachineProperty, ...] = (
     ),
     _M("max-fw-size", "size", "Maximum combined firmware size", False, "pc"),
     _M("default-bus-bypass-iommu", "bool", None, False, "pc"),
-    _M("device-memory-region-size", "int", None, False, "pc"),
+    _M("device-memory-region-size", "int", None, False, "pc", read_only=True),
     _M("sata", "bool", "Enable/disable Serial ATA bus", False, "pc"),
     _M("vmport", "OnOffAuto", "Enable vmport (pc & q35)", False, "pc"),
     _M("i8042", "bool", None, False, "pc"),

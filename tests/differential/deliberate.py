@@ -6,7 +6,7 @@ sweep builds for what it compares, with ``*`` and ``?`` as wildcards (brackets a
 of them):
 
 - ``command:NAME``, ``event:NAME``: a command's or event's resolved schema signature, or its absence;
-- ``hmp:NAME``: an HMP command's output or absence;
+- ``hmp:NAME``: an HMP command's absence; ``hmp:LINE``: the output of one command line (``hmp:x /*i *``);
 - ``type:NAME``: a QOM type's presence, parent or abstractness;
 - ``property:TYPE.PROP``: a property listed by qom-list-properties/device-list-properties for a type;
 - ``model:NAME``: a CPU model's presence in query-cpu-definitions; ``model:NAME.FIELD`` one field of its entry,
@@ -15,7 +15,9 @@ of them):
 - ``path:PATH (TYPE)``: a QOM object present on one side only, with its type (``/machine/i440fx (*``,
   ``/machine/unattached/device[*] (hpet)``); its children are not reported apart;
 - ``value:PATH.PROP``: one property of one QOM path present on one side only, or of another type or value
-  (``/machine/unattached/device[*].lbr-fmt``).
+  (``/machine/unattached/device[*].lbr-fmt``);
+- ``reply:COMMAND`` + the path of the difference in its reply: a query's answer
+  (``reply:query-machines[pc-i440fx-7.2].cpu-max``, ``reply:query-kvm.present``).
 
 A sweep asks ``deliberate(kind, key)`` for each difference it finds; anything not excused fails it.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Deliberate differences from QEMU 7.2"
-KINDS = frozenset({"command", "event", "hmp", "type", "property", "model", "path", "value"})
+KINDS = frozenset({"command", "event", "hmp", "type", "property", "model", "path", "value", "reply"})
 _KEY = re.compile(r"`([a-z]+):([^`]+)`")
 
 

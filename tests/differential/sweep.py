@@ -1,9 +1,10 @@
-"""What the QOM sweeps share: one QEMU and one qmpd with the same argv, asked the same questions, and a
-record of every difference, each either excused by README's table (deliberate.py) or a bug.
+"""What the differential sweeps share: one QEMU and one qmpd with the same argv, asked the same questions,
+and every difference either excused by README's table (deliberate.py) or a bug.
 
 A sweep generates its questions from QEMU's answers (the types it lists, the models it has, the paths it
-crawls), never from a hand-written list, and prints how much it compared, so a sweep that silently
-compares nothing shows in the log.
+crawls, the commands its schema has), never from a hand-written list, and prints how much it compared, so a
+sweep that silently compares nothing shows in the log.  ``value_differences`` reports a difference as a path
+into the compared value, so a failure names the member that differs rather than printing two large documents.
 """
 
 from __future__ import annotations
@@ -34,12 +35,23 @@ def need_qemu() -> None:
         pytest.skip("qemu-system-x86_64 is not installed")
 
 
+#: The UUID both servers get (`-uuid`), so that query-uuid and friends can be compared.
+UUID = "4f1c3a9e-5b2d-4c8e-9a7f-0e6d2b1c3a4f"
+
+
+def argv(machine: str) -> list[str]:
+    """The argv both servers run under: a paused machine with no default devices."""
+    return ["-S", "-nodefaults", "-display", "none", "-machine", f"{machine},accel=tcg", "-uuid", UUID]
+
+
 @dataclass
 class Pair:
     """A negotiated QMP client on QEMU and one on qmpd, started with the same argv."""
 
     qemu: RawClient
     qmpd: RawClient
+    #: The machine type both run, when the sweep runs one per machine type.
+    machine: str = ""
 
     def ask(self, name: str, arguments: dict[str, Any] | None = None) -> tuple[Reply, Reply]:
         """The same command to both: (QEMU's reply, qmpd's reply)."""
@@ -47,7 +59,7 @@ class Pair:
 
 
 @contextmanager
-def started(tmp_path: Path, argv: Sequence[str]) -> Iterator[Pair]:
+def started(tmp_path: Path, argv: Sequence[str], machine: str = "") -> Iterator[Pair]:
     """QEMU and qmpd with ``argv`` (started side by side), a client on each; both stopped on exit."""
     need_qemu()
     servers: list[Server] = []
@@ -65,12 +77,19 @@ def started(tmp_path: Path, argv: Sequence[str]) -> Iterator[Pair]:
             client = RawClient(server.socket_path, timeout=60)
             clients.append(client)
             client.negotiate()
-        yield Pair(clients[0], clients[1])
+        yield Pair(clients[0], clients[1], machine)
     finally:
         for client in clients:
             client.close()
         for server in servers:
             server.stop()
+
+
+@contextmanager
+def started_pair(machine: str, tmp: Path) -> Iterator[Pair]:
+    """Both servers for ``machine`` under ``argv(machine)``, stopped when the block ends."""
+    with started(tmp, argv(machine), machine) as pair:
+        yield pair
 
 
 @dataclass
@@ -106,3 +125,55 @@ class Differences:
 def _short(value: Any) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def value_differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
+    """Every place where ``ours`` (qmpd) differs from ``theirs`` (QEMU), as ``path: what`` lines.
+
+    Lists of named entries (members, enum values, variants) are compared by name first, so that one
+    missing member is reported once instead of shifting every later one.
+    """
+    if type(ours) is not type(theirs):
+        return [f"{path}: qmpd {_brief(ours)}, QEMU {_brief(theirs)}"]
+    if isinstance(ours, dict):
+        found: list[str] = []
+        for key in [*ours, *(key for key in theirs if key not in ours)]:
+            where = f"{path}.{key}" if path else key
+            if key not in ours:
+                found.append(f"{where}: missing in qmpd (QEMU {_brief(theirs[key])})")
+            elif key not in theirs:
+                found.append(f"{where}: only in qmpd ({_brief(ours[key])})")
+            else:
+                found += value_differences(ours[key], theirs[key], where)
+        return found
+    if isinstance(ours, list):
+        key = _list_key(ours, theirs)
+        if key is None:
+            if len(ours) != len(theirs):
+                return [f"{path}: qmpd {_brief(ours)}, QEMU {_brief(theirs)}"]
+            pairs = enumerate(zip(ours, theirs, strict=True))
+            return [line for index, (one, other) in pairs for line in value_differences(one, other, f"{path}[{index}]")]
+        names_ours = [entry[key] for entry in ours]
+        names_theirs = [entry[key] for entry in theirs]
+        found = []
+        if names_ours != names_theirs:
+            found.append(f"{path}: {key}s qmpd {names_ours}, QEMU {names_theirs}")
+        by_name = {entry[key]: entry for entry in theirs}
+        for entry in ours:
+            if entry[key] in by_name:
+                found += value_differences(entry, by_name[entry[key]], f"{path}[{entry[key]}]")
+        return found
+    return [] if ours == theirs else [f"{path}: qmpd {_brief(ours)}, QEMU {_brief(theirs)}"]
+
+
+def _list_key(ours: list[Any], theirs: list[Any]) -> str | None:
+    for key in ("name", "case"):
+        entries = [*ours, *theirs]
+        if entries and all(isinstance(entry, dict) and key in entry for entry in entries):
+            return key
+    return None
+
+
+def _brief(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
