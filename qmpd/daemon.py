@@ -34,7 +34,7 @@ from qmpd.dispatch import Dispatcher
 from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
-from qmpd.handlers import REGISTRY
+from qmpd.handler_index import registry_for
 from qmpd.log import setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
@@ -257,7 +257,9 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.machine.on_exit = self._guest_exit
         self.migrator = Migrator(self.machine, self.config.machine.incoming)
-        dispatcher = Dispatcher(schema, REGISTRY, context_factory(self.machine, schema, events, self, self.migrator))
+        registry, checked = registry_for(schema)
+        make_context = context_factory(self.machine, schema, events, self, self.migrator)
+        dispatcher = Dispatcher(schema, registry, make_context, checked=checked)
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher
         factory = self._session_factory(dispatcher, events)

@@ -253,6 +253,9 @@ class Schema:
         self._registry: referencing.Registry[Any] | None = None
         #: query-qmp-schema's answer when it came precomputed (qmpd.qapi.introspect fills it otherwise).
         self.introspection: list[dict[str, Any]] | None = None
+        #: The packaged schema's files as ``signature`` gives them (None for another directory): what
+        #: caches derived from schema/ and code (the bundle, qmpd.handler_index) are keyed by.
+        self.source_signature: list[list[Any]] | None = None
         self.commands: dict[str, CommandSpec] = {}
         self.events: dict[str, EventSpec] = {}
         for uri in sorted(documents):
@@ -274,11 +277,13 @@ class Schema:
         """
         root = _schema_root() if directory is None else os.fspath(directory)
         files = _json_files(root)
-        if directory is None and bundle:
-            made = _read_bundle(signature(files))
+        made_from = signature(files) if directory is None else None
+        if made_from is not None and bundle:
+            made = _read_bundle(made_from)
             if made is not None:
                 schema = cls(made["documents"])
                 schema.introspection = made["introspection"]
+                schema.source_signature = made_from
                 return schema
         documents: dict[str, JSONSchema] = {}
         for relative, entry in files:
@@ -288,7 +293,9 @@ class Schema:
             if doc.get("$id") != expected:
                 raise ValueError(f"{entry.path}: $id must be {expected!r}")
             documents[expected] = doc
-        return cls(documents)
+        schema = cls(documents)
+        schema.source_signature = made_from
+        return schema
 
     @property
     def registry(self) -> referencing.Registry[Any]:
