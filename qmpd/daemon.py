@@ -24,8 +24,6 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from qmpd import __version__
 from qmpd.cli import PROG
 from qmpd.commands.base import context_factory
@@ -35,7 +33,7 @@ from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
 from qmpd.handler_index import registry_for
-from qmpd.log import setup_logging
+from qmpd.log import get_logger, setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
@@ -53,7 +51,7 @@ from qmpd.version import greeting
 if TYPE_CHECKING:  # aiohttp and prometheus-client cost more than the rest of start-up: loaded with --http only
     from qmpd.http.server import HttpFront
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 #: How long SIGTERM waits for an aborted migration to end before saving --state-dir's state.

@@ -27,15 +27,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import structlog
-
 from qmpd.commands.base import CommandRegistry, Handler, SessionControl, WorkerRunner
 from qmpd.errors import CommandNotFound, GenericError, QMPError, error_to_wire
+from qmpd.log import get_logger
 from qmpd.qapi.arguments import check_arguments
 from qmpd.qapi.schema import Schema
 from qmpd.qobject.writer import qdict_order
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: A reply message, or an awaitable that produces one (async handler, or the lock is busy).
 Outcome = dict[str, Any] | Awaitable[dict[str, Any]]

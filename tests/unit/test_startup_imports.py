@@ -162,6 +162,13 @@ def test_a_probe_mode_start_answers_libvirt_without_the_heavy_modules(tmp_path: 
     assert _heavy(loaded) == []
 
 
+def test_a_quiet_probe_never_loads_structlog(tmp_path: Path) -> None:
+    """At --log-level warning with nothing to warn about, no line is written: structlog never comes."""
+    argv = ["-S", "-nodefaults", "-machine", "none,accel=kvm:tcg", "--log-level", "warning"]
+    loaded = _modules_after(argv, PROBE, tmp_path)
+    assert "qmpd.log" in loaded and "structlog" not in loaded
+
+
 def test_a_plain_start_reaches_prelaunch_without_the_heavy_modules(tmp_path: Path) -> None:
     argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", "2,maxcpus=8", "-S", "-nodefaults"]
     loaded = _modules_after(argv, [("query-status", {}), ("query-cpus-fast", {})], tmp_path)
