@@ -71,7 +71,7 @@ def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
 #: Modules a daemon loads only for what a configuration or a command needs: aiohttp and
 #: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
 #: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
-#: rich never (structlog would import it when installed), the human monitor with its first command
+#: rich and greenlet never (structlog would import them when installed), the human monitor with its first command
 #: line, a machine's description with a migration.
 NOT_AT_START = (
     "aiohttp",
@@ -80,6 +80,7 @@ NOT_AT_START = (
     "jsonschema",
     "referencing",
     "rich",
+    "greenlet",
     "hashlib",
     "tempfile",
     "pathlib",
