@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -244,6 +245,29 @@ def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
     return bundle
 
 
+def join_reference(base_uri: str, ref: str) -> str:
+    """``urllib.parse.urljoin(base_uri, ref)`` for the references schema/ makes (``X.json``,
+    ``./X.json``, ``../types/X.json``, each maybe with ``#/pointer``, or ``#/pointer`` alone) without
+    importing urllib.parse, ipaddress and their kin at every start (the load follows $refs); any
+    other reference still goes through urljoin."""
+    path, _, fragment = ref.partition("#")
+    mark = "#" if fragment else ""  # urljoin drops an empty fragment
+    base = base_uri.partition("#")[0]
+    if not base.startswith(SCHEMA_BASE) or ":" in path or path.startswith("/") or "?" in ref or path.endswith("/"):
+        from urllib.parse import urljoin
+
+        return urljoin(base_uri, ref)
+    if not path:
+        return base + mark + fragment
+    directory = base[len(SCHEMA_BASE) :].rpartition("/")[0]
+    joined = posixpath.normpath(posixpath.join(directory, path))
+    if joined.startswith(".."):  # above schema/: urljoin knows where that lands
+        from urllib.parse import urljoin
+
+        return urljoin(base_uri, ref)
+    return SCHEMA_BASE + joined + mark + fragment
+
+
 class Schema:
     """All commands, events and types, with validators and a ``$ref`` resolver."""
 
@@ -357,9 +381,7 @@ class Schema:
     def resolve(self, schema: JSONSchema, base_uri: str) -> tuple[JSONSchema, str]:
         """Follow ``$ref`` chains; return the target schema and its document URI."""
         while "$ref" in schema:
-            from urllib.parse import urljoin  # only $refs need it (a start may never follow one)
-
-            target = urljoin(base_uri, schema["$ref"])
+            target = join_reference(base_uri, schema["$ref"])
             base_uri, _, pointer = target.partition("#")
             schema = self.documents[base_uri]
             for part in filter(None, pointer.split("/")):

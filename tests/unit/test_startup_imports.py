@@ -84,6 +84,8 @@ NOT_AT_START = (
     "hashlib",
     "tempfile",
     "pathlib",
+    "urllib",
+    "ipaddress",
     "qmpd.http",
     "qmpd.vcpu.engine",
     "qmpd.vcpu.native",
