@@ -32,9 +32,10 @@ from qmpd.config import (
     MonitorKind,
     ServerConfig,
 )
+from qmpd.errors import QMPError
 from qmpd.machine.actions import action_choices
 from qmpd.machine.properties import parse_machine_properties
-from qmpd.machine.types import find_machine_type, machine_help
+from qmpd.machine.types import default_machine_type, find_machine_type, machine_help
 from qmpd.migration import STATE_FILE
 from qmpd.qemuopts import OptionError, parse, parse_bool, parse_size
 from qmpd.version import QEMU_VERSION
@@ -62,11 +63,13 @@ class CLIError(Exception):
 
 
 class ExitRequest(Exception):
-    """A help or version request: print ``text`` and exit 0."""
+    """A help or version request: print ``text`` and exit 0 (QEMU exits 0 even when the help names
+    nothing it knows: then ``error`` goes to stderr)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, error: str | None = None) -> None:
         super().__init__(text)
         self.text = text
+        self.error = error
 
 
 class _Builder:
@@ -169,6 +172,8 @@ def _opt_chardev(b: _Builder, arg: str) -> None:
     backend = pairs[0][1] if pairs and pairs[0][0] == "backend" else None
     settings = dict(pairs)
     chardev_id = settings.get("id")
+    if backend in ("help", "?"):  # the backends qmpd has, in QEMU's order (QEMU prints a space after the colon)
+        raise ExitRequest("Available chardev backend types: \n  stdio\n  null\n  socket\n  file\n")
     if backend is None:
         raise CLIError(f'-chardev {arg}: chardev: "backend" is missing')
     if not chardev_id:
@@ -206,15 +211,28 @@ def _opt_mon(b: _Builder, arg: str) -> None:
 
 
 def _opt_machine(b: _Builder, arg: str) -> None:
-    for key, value in parse(arg, implied="type"):
+    pairs = parse(arg, implied="type")
+    for key, value in pairs:
         if key == "type":
             if value in ("help", "?"):
                 raise ExitRequest(machine_help())
             b.machine["machine_type"] = value
+        elif key in ("help", "?"):
+            raise ExitRequest(_machine_options_help(dict(pairs).get("type", "")))
         elif key == "accel":
             b.accel = value.split(":")
         else:
             b.machine_props.append((key, value))
+
+
+def _machine_options_help(name: str) -> str:
+    """``-machine TYPE,help`` (imported only then: the listing needs the QOM types)."""
+    from qmpd.machine.help_text import machine_options_help
+
+    machine_type = find_machine_type(name) if name else default_machine_type()
+    if machine_type is None:  # QEMU lists the machines instead
+        return machine_help()
+    return machine_options_help(machine_type.name)
 
 
 def _opt_object(b: _Builder, arg: str) -> None:
@@ -231,9 +249,25 @@ def _opt_object(b: _Builder, arg: str) -> None:
         settings = dict(parse(arg, implied="qom-type"))
     if "qom-type" not in settings:
         raise CLIError(f"-object {arg}: Parameter 'qom-type' is missing")
+    if settings["qom-type"] in ("help", "?") or any(key in ("help", "?") for key in settings):
+        raise ExitRequest(_object_help(arg, settings["qom-type"]))
     if settings["qom-type"].startswith("memory-backend-") and "id" in settings:
         b.memory_backends.append(settings["id"])
     b.ignored.append("object")
+
+
+def _object_help(arg: str, qom_type: str) -> str:
+    """``-object help`` lists the objects qmpd knows on its command line: the memory backends (whose ids
+    ``-machine memory-backend=`` names; qmpd makes none); ``-object TYPE,help`` their properties."""
+    from qmpd.machine.help_text import options_text
+    from qmpd.qapi.host_tables import host_tables
+
+    types = {name: info for name, info in host_tables()["types"].items() if name.startswith("memory-backend-")}
+    if qom_type in ("help", "?"):
+        return "List of user creatable objects:\n" + "".join(f"  {name}\n" for name in sorted(types))
+    if qom_type not in types:
+        raise CLIError(f"-object {arg}: Parameter 'qom-type' does not accept value '{qom_type}'")
+    return options_text(qom_type, [entry for entry in types[qom_type]["properties"] if entry["name"] != "type"])
 
 
 def _opt_accel(b: _Builder, arg: str) -> None:
@@ -271,6 +305,8 @@ def _opt_name(b: _Builder, arg: str) -> None:
 
 def _opt_display(b: _Builder, arg: str) -> None:
     kind = parse(arg, implied="type")[0][1]
+    if kind in ("help", "?"):
+        raise ExitRequest("Available display backend types:\nnone\n")
     if kind != "none":
         raise CLIError(f"-display {arg}: qmpd has no display; only '-display none' is accepted")
 
@@ -301,6 +337,8 @@ DEVICE_PROPERTIES = {
 def _opt_device(b: _Builder, arg: str) -> None:
     pairs = parse(arg, implied="driver")
     driver = pairs[0][1] if pairs and pairs[0][0] == "driver" else ""
+    if driver in ("help", "?") or any(key in ("help", "?") for key, _ in pairs[1:]):
+        raise ExitRequest(_device_help(arg, driver))
     if driver not in DEVICE_PROPERTIES:
         raise CLIError(
             f"-device {arg}: '{driver}' is not a valid device model name (qmpd creates "
@@ -311,6 +349,26 @@ def _opt_device(b: _Builder, arg: str) -> None:
         if key not in DEVICE_PROPERTIES[driver]:
             raise CLIError(f"-device {arg}: Property '{driver}.{key}' not found")
     b.devices.append(DeviceConfig(driver, tuple(pairs[1:])))
+
+
+def _device_help(arg: str, driver: str) -> str:
+    """``-device help`` or ``-device DRIVER,help`` (imported only then: the listing needs the QOM types)."""
+    from qmpd.machine import help_text
+
+    if driver in ("help", "?"):
+        return help_text.device_help()
+    try:
+        return help_text.device_options_help(driver)
+    except QMPError as exc:
+        raise ExitRequest("", f"-device {arg}: {exc.desc}") from None
+
+
+def _opt_cpu(b: _Builder, arg: str) -> None:
+    if arg in ("help", "?"):
+        from qmpd.machine.help_text import cpu_help
+
+        raise ExitRequest(cpu_help())
+    b.machine["cpu"] = arg
 
 
 def _opt_uuid(b: _Builder, arg: str) -> None:
@@ -443,6 +501,12 @@ def _opt_event_loop(b: _Builder, arg: str) -> None:
     b.server["event_loop"] = arg
 
 
+def _opt_nographic(b: _Builder) -> None:
+    """-nographic: fw_cfg's NOGRAPHIC item and the machine's graphics property follow the option, as QEMU's."""
+    b.machine["nographic"] = True
+    b.machine_props.append(("graphics", "off"))
+
+
 def _set(section: str, key: str, value: object) -> Callable[[_Builder], None]:
     def apply(b: _Builder) -> None:
         getattr(b, section)[key] = value
@@ -464,7 +528,7 @@ _OPTIONS: dict[str, _Option] = {
     "object": _Option(True, _opt_object, "-object QOM-TYPE,id=ID,... (accepted, ignored; memory backends named)"),
     "M": _Option(True, _opt_machine, "-M TYPE (same as -machine)"),
     "accel": _Option(True, _opt_accel, "-accel tcg[,thread=multi|single]"),
-    "cpu": _Option(True, lambda b, a: b.machine.__setitem__("cpu", a), "-cpu MODEL[,feature=on|off,...]"),
+    "cpu": _Option(True, _opt_cpu, "-cpu MODEL[,feature=on|off,...] | help"),
     "smp": _Option(
         True, lambda b, a: b.machine.__setitem__("smp", a), "-smp [cpus=]N[,sockets=,dies=,cores=,threads=,maxcpus=]"
     ),
@@ -483,14 +547,14 @@ _OPTIONS: dict[str, _Option] = {
     "no-reboot": _Option(False, lambda b: _set_action(b, "reboot", "shutdown"), "-no-reboot"),
     "action": _Option(True, _opt_action, "-action reboot=..,shutdown=..,panic=..,watchdog=.. (as QEMU)"),
     "no-acpi": _Option(False, _set("machine", "acpi", False), "-no-acpi"),
-    "nographic": _Option(False, _set("machine", "nographic", True), "-nographic (qmpd has no display; fw_cfg says so)"),
+    "nographic": _Option(False, _opt_nographic, "-nographic (no display; fw_cfg and graphics say so)"),
     "display": _Option(True, _opt_display, "-display none"),
     "debugcon": _Option(True, _opt_debugcon, "-debugcon stdio|file:PATH|null|chardev:ID (port 0xe9 output)"),
     "vcpu-nice": _Option(True, _opt_vcpu_nice, "--vcpu-nice N (0-19, default 10: vCPU threads yield to the monitors)"),
     "dump-dir": _Option(
         True, lambda b, a: b.machine.__setitem__("dump_dir", a), "--dump-dir DIR (where memsave/pmemsave may write)"
     ),
-    "uuid": _Option(True, _opt_uuid, "-uuid UUID (the machine's UUID, as fw_cfg reports it)"),
+    "uuid": _Option(True, _opt_uuid, "-uuid UUID (the machine's UUID: query-uuid, fw_cfg)"),
     "fw_cfg": _Option(True, _opt_fw_cfg, "-fw_cfg [name=]opt/NAME,string=TEXT|file=PATH (an item for the firmware)"),
     "device": _Option(True, _opt_device, "-device isa-debug-exit[,iobase=,iosize=] | isa-debugcon,chardev=ID"),
     "log-format": _Option(True, _opt_log_format, "--log-format json|console"),
@@ -643,6 +707,8 @@ def parse_or_exit(argv: Sequence[str]) -> Config:
         return parse_args(argv)
     except ExitRequest as request:
         sys.stdout.write(request.text)
+        if request.error is not None:
+            sys.stderr.write(f"{PROG}: {request.error}\n")
         raise SystemExit(0) from None
     except CLIError as error:
         sys.stderr.write(f"{PROG}: {error}\n")

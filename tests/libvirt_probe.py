@@ -46,3 +46,20 @@ PROBE: list[tuple[str, dict[str, Any]]] = [
         {"type": "full", "model": {**HOST, "props": {"migratable": False, "hv-passthrough": True}}},
     ),
 ]
+#: What libvirt 9.0 sends beyond the probe: query-current-machine once the schema lists it (whether the
+#: guest can wake from suspend, asked before a suspend), the domain start (libvirt-observed.md §3), its
+#: reconnect after a libvirtd restart (tests/integration/test_libvirt.py) and the vCPU hot-plug exchange (§4).
+START = [
+    "qmp_capabilities", "query-migrate-capabilities", "migrate-set-capabilities", "query-chardev",
+    "query-hotpluggable-cpus", "query-cpus-fast", "qom-list", "qom-get", "query-iothreads",
+    "query-named-block-nodes", "query-block", "cont",
+]  # fmt: skip
+RECONNECT = [
+    "qmp_capabilities", "query-status", "query-hotpluggable-cpus", "query-cpus-fast", "query-block",
+    "query-named-block-nodes", "query-chardev", "query-jobs", "query-migrate", "qom-list",
+]  # fmt: skip
+HOTPLUG = ["device_add", "device_del", "query-hotpluggable-cpus", "query-cpus-fast", "qom-get"]
+#: Every command name libvirt 9.0 sends to an emulator like qmpd's machines, once each.
+LIBVIRT_COMMANDS = list(
+    dict.fromkeys([name for name, _ in PROBE] + ["query-current-machine"] + START + RECONNECT + HOTPLUG)
+)

@@ -33,6 +33,8 @@ from typing import Any
 import unicorn
 import unicorn.x86_const as x86
 
+from qmpd.cpu.models import MSR_FEATURES
+
 OUT = Path(__file__).resolve().parents[1] / "qmpd" / "cpu" / "data"
 
 #: Unicorn's models in QEMU's names (unicorn-facts.md Q1, same order as the UC_CPU_X86_* constants).
@@ -114,6 +116,8 @@ def measure_properties() -> dict[str, Any]:
     try:
         listing = qemu.cmd("qom-list", path=path)["return"]
         listed = qemu.cmd("device-list-properties", typename="Haswell-x86_64-cpu")["return"]
+        # The abstract type lists class properties only: the others are added by each instance (aliases...).
+        of_class = {p["name"] for p in qemu.cmd("qom-list-properties", typename="x86_64-cpu")["return"]}
         defaults = {p["name"]: p.get("default-value") for p in listed}
         descriptions = {p["name"]: p["description"] for p in listed if "description" in p}
         words = qemu.cmd("qom-get", path=path, property="feature-words")["return"]
@@ -122,6 +126,8 @@ def measure_properties() -> dict[str, Any]:
             if prop["type"].startswith("child<"):
                 continue
             entry: dict[str, Any] = {"name": prop["name"], "type": prop["type"]}
+            if prop["name"] not in of_class and prop["name"] not in ("memory", "start-powered-off", "legacy-memory"):
+                entry["instance"] = True
             if prop["name"] in descriptions:
                 entry["description"] = descriptions[prop["name"]]
             if prop["name"] in defaults:
@@ -264,7 +270,7 @@ def _features_in(table: dict[str, list[int]], properties: list[dict[str, Any]]) 
 
 
 def measure_models(properties: list[dict[str, Any]]) -> dict[str, Any]:
-    features = {e["name"] for e in properties if "cpuid" in e and "alias_of" not in e}
+    features = {e["name"] for e in properties if "cpuid" in e and "alias_of" not in e} | set(MSR_FEATURES)
     qemu = QEMU("-machine", "none")
     models: dict[str, Any] = {}
     try:
@@ -280,6 +286,8 @@ def measure_models(properties: list[dict[str, Any]]) -> dict[str, Any]:
                     model={"name": f"{name}-v1" if f"{name}-v1" in definitions else name},
                 )
                 props = expansion["return"]["model"]["props"]
+                # QEMU's identity for the model, where the engine's CPUID says otherwise (qemu64).
+                entry["qemu_props"] = {k: props[k] for k in ("family", "model", "stepping", "vendor", "model-id")}
                 nominal = sorted(f for f in features if props.get(f) is True)
                 entry["nominal_features"] = nominal
                 entry["unavailable"] = sorted(set(nominal) - set(present))

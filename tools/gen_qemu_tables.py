@@ -5,7 +5,8 @@ libvirt's probe reads a few QEMU facts that have nothing to do with qmpd's
 machine but must have QEMU's shape: the properties of the memory-backend and
 accelerator QOM types (qom-list-properties), the parameters of each command
 line option (query-command-line-options) and the migration capabilities
-(query-migrate-capabilities).  This script records them; qmpd serves the
+(query-migrate-capabilities), and the orders of query-commands and
+query-machines.  This script records them; qmpd serves the
 parts that apply to it (the options it accepts, the types it has).
 
 Usage: tools/gen_qemu_tables.py   (needs qemu-system-x86_64; a second or two)
@@ -61,6 +62,10 @@ def main() -> None:
                 "types": {name: types[name] for name in TYPES},
                 "command_line_options": ask("query-command-line-options"),
                 "migration_capabilities": [entry["capability"] for entry in ask("query-migrate-capabilities")],
+                # The orders QEMU lists commands and machine types in (registration, hash table):
+                # qmpd lists its own in the same relative order.
+                "command_order": [entry["name"] for entry in ask("query-commands")],
+                "machine_order": [entry["name"] for entry in ask("query-machines")],
             }
             ask("quit")
         finally:

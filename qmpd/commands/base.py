@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from qmpd.fdstore import SessionFds
+from qmpd.qapi.host_tables import in_qemu_order
 
 if TYPE_CHECKING:
     from qmpd.events import EventBus
@@ -104,7 +105,7 @@ def context_factory(
     machine: Machine, schema: Schema, events: EventBus, daemon: DaemonControl, migrator: Migrator
 ) -> Callable[[SessionControl, WorkerRunner], CommandContext]:
     """The daemon's contexts (the dispatcher makes one per session): every session's commands act on ``machine``."""
-    command_names = tuple(schema.commands)
+    command_names = tuple(in_qemu_order(schema.commands, "command_order"))  # query-commands' order is QEMU's
 
     def make_context(session: SessionControl, worker: WorkerRunner) -> CommandContext:
         return CommandContext(

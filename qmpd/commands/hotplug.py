@@ -44,12 +44,13 @@ def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> Non
     machine = ctx.machine
     info = machine.registry.get(qom_type)
     if info is None or info.abstract or not machine.registry.is_a(qom_type, "x86_64-cpu"):
-        raise GenericError(f"Parameter 'qom-type' does not accept value '{qom_type}'")
+        # The schema took one of QEMU's object types (memory backends, secrets, iothreads, ...): qmpd has none.
+        raise GenericError(f"qmpd cannot create objects of type '{qom_type}': object-add makes unrealized CPUs only")
     check_id(id)
     objects = machine.qom.objects
     if objects.child(id) is not None:
         raise GenericError(f"attempt to add duplicate property '{id}' to object (type 'container')")
-    if objects.child_count() >= MAX_OBJECTS:
+    if objects.child_count() - (machine.qom.ram_backend is not None) >= MAX_OBJECTS:
         raise GenericError(f"Too many objects: at most {MAX_OBJECTS} can exist at once (object-del frees one)")
     cpu = machine.cpu_slots.new_cpu(qom_type)
     for name, value in props.items():
@@ -66,6 +67,6 @@ def object_del(ctx: CommandContext, id: str) -> None:
     obj = objects.child(id)
     if obj is None:
         raise GenericError(f"object '{id}' not found")
-    if getattr(obj, "realized", False):
+    if getattr(obj, "realized", False) or obj is ctx.machine.qom.ram_backend:
         raise GenericError(f"object '{id}' is in use, can not be deleted")
     objects.remove_child(id)

@@ -6,12 +6,15 @@ from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.machine.types import MACHINE_TYPES
+from qmpd.qapi.host_tables import in_qemu_order
 
 
 @qmp_command("query-machines")
 def query_machines(ctx: CommandContext) -> list[dict[str, Any]]:
     out = []
-    for machine_type in MACHINE_TYPES:
+    by_name = {machine_type.name: machine_type for machine_type in MACHINE_TYPES}
+    for name in in_qemu_order(by_name, "machine_order"):  # QEMU's (hash table) order
+        machine_type = by_name[name]
         entry: dict[str, Any] = {
             "name": machine_type.name,
             "cpu-max": machine_type.max_cpus,

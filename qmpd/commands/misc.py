@@ -5,13 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
-from qmpd.errors import GenericError
+from qmpd.errors import DeviceNotActive, GenericError
 
 
 @qmp_command("query-name")
 def query_name(ctx: CommandContext) -> dict[str, Any]:
     name = ctx.machine.config.name
     return {} if name is None else {"name": name}
+
+
+@qmp_command("query-uuid")
+def query_uuid(ctx: CommandContext) -> dict[str, Any]:
+    digits = ctx.machine.config.uuid.hex()  # all zeros without -uuid, as QEMU
+    return {"UUID": f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"}
+
+
+@qmp_command("query-current-machine")
+def query_current_machine(ctx: CommandContext) -> dict[str, Any]:
+    return {"wakeup-suspend-support": ctx.machine.machine_type.can_wake_from_suspend(ctx.machine.config.acpi)}
+
+
+@qmp_command("query-balloon")
+def query_balloon(ctx: CommandContext) -> dict[str, Any]:
+    raise DeviceNotActive("No balloon device has been activated")
+
+
+@qmp_command("balloon")
+def balloon(ctx: CommandContext, value: int) -> None:
+    raise DeviceNotActive("No balloon device has been activated")
 
 
 @qmp_command("query-target")

@@ -6,8 +6,8 @@ from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import DeviceNotFound, GenericError
+from qmpd.machine.qdev import device_properties
 from qmpd.machine.qom_tree import new_object
-from qmpd.qom.device import DEVICE_LIST_EXCLUDED
 from qmpd.qom.object import lookup
 
 
@@ -46,21 +46,13 @@ def qom_list_properties(ctx: CommandContext, typename: str) -> list[dict[str, An
     info = registry.get(typename)
     if info is None:
         raise DeviceNotFound(f"Class '{typename}' not found")
+    if any(ancestor.name == "interface" for ancestor in registry.ancestry(typename)):
+        raise GenericError("Parameter 'typename' expects a QOM type")
     if info.abstract or info.factory is None:
-        return [prop.info(description=True) for prop in registry.class_properties(typename)]
+        return [prop.info(description=True) for prop in registry.class_properties(typename) if not prop.instance]
     return [prop.info(description=True) for prop in new_object(typename).properties()]
 
 
 @qmp_command("device-list-properties")
-def device_list_properties(ctx: CommandContext, typename: str) -> list[dict[str, Any]]:
-    registry = ctx.machine.registry
-    info = registry.get(typename)
-    if info is None:
-        raise DeviceNotFound(f"Device '{typename}' not found")
-    if info.abstract or info.factory is None or not registry.is_a(typename, "device"):
-        raise GenericError("Parameter 'typename' expects a non-abstract device type")
-    return [
-        prop.info(description=True, default=True)
-        for prop in new_object(typename).properties()
-        if prop.name not in DEVICE_LIST_EXCLUDED and not prop.name.startswith("legacy-")
-    ]
+def qmp_device_list_properties(ctx: CommandContext, typename: str) -> list[dict[str, Any]]:
+    return device_properties(typename)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
+from qmpd.errors import GenericError
 from qmpd.machine.runstate import ShutdownCause
 
 
@@ -31,6 +32,15 @@ async def system_reset(ctx: CommandContext) -> None:
 @qmp_command("system_powerdown")
 def system_powerdown(ctx: CommandContext) -> None:
     ctx.machine.system_powerdown()
+
+
+@qmp_command("system_wakeup")
+def system_wakeup(ctx: CommandContext) -> None:
+    # QEMU: first whether the board can wake at all (query-current-machine), then whether it sleeps;
+    # qmpd does not emulate S3, so a guest never is.
+    if not ctx.machine.machine_type.can_wake_from_suspend(ctx.machine.config.acpi):
+        raise GenericError("wake-up from suspend is not supported by this guest")
+    raise GenericError("Unable to wake up: guest is not in suspended state")
 
 
 @qmp_command("inject-nmi")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from qmpd.cpu.models import cpu_models, feature_words, features, find_model, load_table
+from qmpd.cpu.models import MSR_FEATURES, cpu_models, feature_words, features, find_model, load_table, msr_feature_order
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.errors import GenericError
 from qmpd.qom.types import TypeRegistry
@@ -24,10 +24,13 @@ def _expansion_lists() -> tuple[list[str], list[str]]:
 
 
 def cpu_definitions() -> list[dict[str, Any]]:
-    """CpuDefinitionInfo for every model: max and base first, then each model and its -v1 name."""
+    """CpuDefinitionInfo for every model: max, host and base first, then each model and its -v1 name."""
     out: list[dict[str, Any]] = []
     models = cpu_models()
-    for model in sorted(models.values(), key=lambda m: (m.name not in ("max", "base"), m.name != "max", m.name)):
+    for model in sorted(
+        models.values(),
+        key=lambda m: (m.name not in ("max", "host", "base"), m.name != "max", m.name != "host", m.name),
+    ):
         unavailable = sorted(model.unavailable, key=lambda name: _feature_order().get(name, 1 << 30))
         entry: dict[str, Any] = {
             "name": model.name,
@@ -47,7 +50,8 @@ def cpu_definitions() -> list[dict[str, Any]]:
 @cache
 def _feature_order() -> dict[str, int]:
     words = {word: index for index, word in enumerate(reversed(feature_words()))}
-    return {name: words.get(f.word, 99) * 64 + f.bit for name, f in features().items()}
+    order = {name: words.get(f.word, 99) * 64 + f.bit for name, f in features().items()}
+    return order | {name: msr_feature_order(name) for name in MSR_FEATURES}
 
 
 def expand_model(registry: TypeRegistry, kind: str, name: str, props: Any) -> dict[str, Any]:
@@ -70,5 +74,10 @@ def expand_model(registry: TypeRegistry, kind: str, name: str, props: Any) -> di
         return {"model": {"name": "base", "props": values}}
     if kind == "full":
         values = {key: cpu.get_property(key) for key in full_names}
+        for ancestor in registry.ancestry(model.typename):  # the model's own class properties (max's, host's)
+            if ancestor.name == "x86_64-cpu":
+                break
+            for prop in ancestor.properties:
+                values[prop.name] = cpu.get_property(prop.name)
         return {"model": {"name": name, "props": values}}
     raise GenericError("Unsupported expansion type")

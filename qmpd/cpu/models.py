@@ -62,6 +62,8 @@ class CPUModel(NamedTuple):
     #: False for the QEMU TCG `max` model and the featureless `base` (static expansion root).
     static: bool = False
     migration_safe: bool = True
+    #: The model needs an accelerator that passes the host's CPUID through (QEMU's ``host``): listed, never realized.
+    host_cpuid: bool = False
 
     @property
     def typename(self) -> str:
@@ -70,8 +72,10 @@ class CPUModel(NamedTuple):
 
     @property
     def unavailable(self) -> frozenset[str]:
-        """Nominal features no engine model can provide (QEMU: the accelerator lacks them)."""
-        return self.nominal - engine_capability()
+        """Nominal features no engine model can provide (QEMU: the accelerator lacks them); ``host``
+        lacks what QEMU's TCG reports for it, ``kvm``."""
+        missing = self.nominal - engine_capability()
+        return missing | {"kvm"} if self.host_cpuid else missing
 
 
 class PropertyInfo(NamedTuple):
@@ -87,6 +91,8 @@ class PropertyInfo(NamedTuple):
     feature: Feature | None
     alias_of: str | None
     description: str | None
+    #: Added by x86_cpu_initfn to each instance (aliases, feature-words ...), not by the class.
+    instance: bool = False
 
     @property
     def writable(self) -> bool:
@@ -127,6 +133,7 @@ def cpu_properties() -> tuple[PropertyInfo, ...]:
                 feature=feature,
                 alias_of=entry.get("alias_of"),
                 description=entry.get("description"),
+                instance=bool(entry.get("instance")),
             )
         )
     return tuple(out)
@@ -146,10 +153,35 @@ def features() -> dict[str, Feature]:
     return {p.name: p.feature for p in cpu_properties() if p.feature is not None and p.alias_of is None}
 
 
+#: Feature flags QEMU keeps in MSR feature words (IA32_ARCH_CAPABILITIES, MSR_CORE_CAPABILITY,
+#: IA32_PERF_CAPABILITIES), not in CPUID: name -> (MSR, bit), in QEMU's word order.  A model names them
+#: like CPUID flags; no engine provides them (QEMU's TCG neither), so they end unavailable and filtered.
+MSR_FEATURES: dict[str, tuple[int, int]] = {
+    "rdctl-no": (0x10A, 0),
+    "ibrs-all": (0x10A, 1),
+    "rsba": (0x10A, 2),
+    "skip-l1dfl-vmentry": (0x10A, 3),
+    "ssb-no": (0x10A, 4),
+    "mds-no": (0x10A, 5),
+    "pschange-mc-no": (0x10A, 6),
+    "tsx-ctrl": (0x10A, 7),
+    "taa-no": (0x10A, 8),
+    "split-lock-detect": (0xCF, 5),
+    "full-width-write": (0x345, 13),
+}
+
+
+def msr_feature_order(name: str) -> int:
+    """Where an MSR feature sorts after every CPUID feature (QEMU lists its words after theirs)."""
+    msr, bit = MSR_FEATURES[name]
+    return (1 << 20) + list(dict.fromkeys(m for m, _ in MSR_FEATURES.values())).index(msr) * 64 + bit
+
+
 @cache
 def feature_aliases() -> dict[str, str]:
-    """Every feature spelling (canonical and alias) -> canonical name."""
+    """Every feature spelling (canonical and alias) -> canonical name, MSR features included."""
     names = {name: name for name in features()}
+    names.update({name: name for name in MSR_FEATURES})
     for prop in cpu_properties():
         if prop.feature is not None and prop.alias_of is not None:
             names[prop.name] = prop.alias_of
@@ -213,12 +245,16 @@ def _decode_identity(cpuid: dict[str, list[int]]) -> tuple[str, int, int, int, s
 
 @cache
 def cpu_models() -> dict[str, CPUModel]:
-    """Every model by unversioned name: Unicorn's 38 models, then ``max`` and ``base``."""
+    """Every model by unversioned name: Unicorn's 38 models, then ``max``, ``host`` and ``base``."""
     data = load_table("x86_cpu_models.json")
     models: dict[str, CPUModel] = {}
     engine_models = {name: entry for name, entry in data.items() if "unicorn" in entry}
     for name, entry in engine_models.items():
         vendor, family, model, stepping, model_id = _decode_identity(entry["cpuid"])
+        qemu = entry.get("qemu_props")
+        if qemu is not None:  # QEMU's model: its identity (Unicorn's qemu64 says family 6 model 6, QEMU's 15/107)
+            vendor, family, model = qemu["vendor"], qemu["family"], qemu["model"]
+            stepping, model_id = qemu["stepping"], qemu["model-id"]
         models[name] = CPUModel(
             name=name,
             versioned=f"{name}-v1",
@@ -254,6 +290,8 @@ def cpu_models() -> dict[str, CPUModel]:
         cpuid=engine.cpuid,
         migration_safe=False,
     )
+    # `host`: QEMU's TCG lists it as max with the host's CPUID, which only KVM or HVF can give.
+    models["host"] = models["max"]._replace(name="host", host_cpuid=True)
     # `base`: no features and no identity; the root of static expansions.
     qemu64 = models["qemu64"]
     models["base"] = CPUModel(

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from qmpd.cpu.models import (
     IDENTITY_RANGES,
     MODEL_ID_BYTES,
+    MSR_FEATURES,
     CPUModel,
     PropertyInfo,
     c_string,
@@ -34,6 +35,7 @@ from qmpd.cpu.models import (
     feature_aliases,
     feature_words,
     features,
+    msr_feature_order,
     value_error,
 )
 from qmpd.errors import GenericError
@@ -53,6 +55,27 @@ _CPU_CLASS_NAMES = ("memory", "start-powered-off", "legacy-memory")
 _LEVEL_OF_REGION = {0: "level", 0x80000000: "xlevel", 0xC0000000: "xlevel2"}
 #: The phys-bits range x86_cpu_realizefn accepts for a 64-bit CPU (TARGET_PHYS_ADDR_SPACE_BITS is 52).
 PHYS_BITS_RANGE = (32, 52)
+
+
+#: XSAVE state components and the feature that enables each (QEMU's x86_ext_save_areas): x87, SSE, AVX,
+#: MPX's two, AVX-512's three, PKRU, AMX's two.
+XSAVE_COMPONENTS = (
+    (0, "fpu"),
+    (1, "sse"),
+    (2, "avx"),
+    (3, "mpx"),
+    (4, "mpx"),
+    (5, "avx512f"),
+    (6, "avx512f"),
+    (7, "avx512f"),
+    (9, "pku"),
+    (17, "amx-tile"),
+    (18, "amx-tile"),
+)
+#: The feature word of the XSAVE components a guest may enable (CPUID 0xD.0 EAX, XCR0's low half).
+XCR0_WORD: tuple[int, int | None, str] = (0xD, 0, "EAX")
+#: Leaf 1 EDX bits an AMD CPU repeats in leaf 0x80000001 EDX (CPUID_EXT2_AMD_ALIASES).
+AMD_ALIASES = 0x0183F3FF
 
 
 class CPUSettings(NamedTuple):
@@ -76,6 +99,8 @@ def _default_values(model: CPUModel) -> dict[str, Any]:
     if values is None:
         values = {p.name: p.default for p in cpu_properties() if p.has_default and p.feature is None}
         values.update({"min-level": model.level, "min-xlevel": model.xlevel, "min-xlevel2": 0})
+        if model.name == "max" or model.host_cpuid:
+            values["pmu"] = True  # max_x86_cpu_initfn turns it on
         _DEFAULTS_BY_MODEL[model.name] = values
     return values
 
@@ -142,8 +167,12 @@ class X86CPU(Device):
                 masks[feature.word] = masks.get(feature.word, 0) | 1 << feature.bit
         return masks
 
-    def _word_list(self, names: set[str]) -> list[dict[str, Any]]:
+    def _word_list(
+        self, names: set[str], extra: dict[tuple[int, int | None, str], int] | None = None
+    ) -> list[dict[str, Any]]:
         masks = self._word_masks(names)
+        for key, bits in (extra or {}).items():
+            masks[key] = masks.get(key, 0) | bits
         words = []
         for leaf, subleaf, register in feature_words():
             word: dict[str, Any] = {"cpuid-input-eax": leaf}
@@ -153,6 +182,25 @@ class X86CPU(Device):
             word["features"] = masks.get((leaf, subleaf, register), 0)
             words.append(word)
         return words
+
+    def _xcr0(self, names: set[str]) -> int:
+        """The XSAVE components ``names`` enable (x86_cpu_enable_xsave_components): none without xsave."""
+        if "xsave" not in self.requested_features():
+            return 0
+        return sum(1 << bit for bit, feature in XSAVE_COMPONENTS if feature in names)
+
+    def feature_words(self) -> list[dict[str, Any]]:
+        """``feature-words``: the guest's CPUID feature bits, XSAVE components and, on a realized AMD CPU,
+        leaf 1's EDX bits mirrored in 0x80000001 EDX, as x86_cpu_realizefn copies them."""
+        guest = self.guest_features()
+        extra: dict[tuple[int, int | None, str], int] = {}
+        if self.realized:  # both are set by realize (x86_cpu_expand_features, x86_cpu_realizefn)
+            # QEMU 7.2 does not filter this word: a component stays even when its feature is filtered.
+            extra[XCR0_WORD] = self._xcr0(self.requested_features())
+            if self.identity["vendor"] == "AuthenticAMD":
+                leaf1 = self._word_masks(guest).get((1, None, "EDX"), 0)
+                extra[(0x80000001, None, "EDX")] = leaf1 & AMD_ALIASES
+        return self._word_list(guest, extra)
 
     def unavailable_features(self) -> list[str]:
         """Filtered features in QEMU's order (feature word, then bit).
@@ -164,13 +212,19 @@ class X86CPU(Device):
         table = features()
         present = [table[name] for name in filtered if name in table]
         present.sort(key=lambda f: (order.get(f.word, len(order)), f.bit))
-        return [f.name for f in present]
+        return [f.name for f in present] + sorted(
+            (name for name in filtered if name in MSR_FEATURES), key=msr_feature_order
+        )
 
     def filter_warnings(self) -> list[str]:
         """QEMU's realize-time warnings for the features the engine cannot run (x86_cpu_filter_features)."""
         table = features()
         out = []
         for name in self.unavailable_features():
+            if name in MSR_FEATURES:
+                msr, bit = MSR_FEATURES[name]
+                out.append(f"TCG doesn't support requested feature: MSR({msr:02X}H).{name} [bit {bit}]")
+                continue
             feature = table[name]
             out.append(
                 f"TCG doesn't support requested feature: CPUID.{feature.leaf:02X}H:{feature.register}.{name} "
@@ -221,6 +275,9 @@ class X86CPU(Device):
         for name in ("level", "xlevel", "xlevel2", "level-func7"):
             if self.values[name] == UNASSIGNED:
                 self.values[name] = automatic[name]
+        # QEMU raises the minimum levels themselves (x86_cpu_adjust_level on cpuid_min_*), and shows them.
+        for name in ("level", "xlevel", "xlevel2"):
+            self.values[f"min-{name}"] = automatic[name]
 
     def settings(self) -> CPUSettings:
         """A copy of the CPU's settings (see :meth:`restore`)."""
@@ -245,6 +302,8 @@ class X86CPU(Device):
 
     def check_realizable(self) -> None:
         """x86_cpu_realizefn's refusals, before anything changes."""
+        if self.model.host_cpuid:
+            raise GenericError(f"CPU model '{self.model.name}' requires KVM or HVF")
         phys_bits = self.values.get("phys-bits")
         low, high = PHYS_BITS_RANGE
         if phys_bits and "lm" in self.requested_features() and not low <= phys_bits <= high:
@@ -257,7 +316,14 @@ class X86CPU(Device):
         requested = frozenset(self.requested_features())
         self.filtered = requested - choose_engine(self.model, requested).features
         if not self.values.get("phys-bits"):
-            self.values["phys-bits"] = TCG_PHYS_BITS
+            present = requested - self.filtered
+            # x86_cpu_realizefn: a 32-bit CPU addresses 36 bits with PSE-36, else 32.
+            if "lm" in present:
+                self.values["phys-bits"] = TCG_PHYS_BITS
+            else:
+                self.values["phys-bits"] = 36 if "pse36" in present else 32
+        if not self.values.get("hv-vendor-id"):
+            self.values["hv-vendor-id"] = "Microsoft Hv"  # x86_cpu_hyperv_realize's default
         if not self.values.get("ucode-rev"):
             self.values["ucode-rev"] = 0x01000065 if self.identity["vendor"] == "AuthenticAMD" else 0x100000000
         super().realize()
@@ -282,7 +348,7 @@ class X86CPU(Device):
 
 
 def _feature_property(info: PropertyInfo) -> PropertyDef:
-    canonical = feature_aliases()[info.name]
+    canonical = feature_aliases().get(info.name, info.name)
 
     def get(obj: Object) -> bool:
         assert isinstance(obj, X86CPU)
@@ -302,12 +368,20 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
         has_default=info.has_default,
         description=info.description,
         alias_of=info.alias_of,
+        instance=info.instance,
     )
 
 
 #: Models whose QEMU definition carries its own cache descriptors (cache_info): for them QEMU
 #: leaves ``legacy-cache`` off; every other model reports the legacy cache layout (measured, QEMU 7.2).
 MODELS_WITH_CACHE_INFO = frozenset({"EPYC", "Dhyana", "EPYC-Rome"})
+
+
+#: Properties with no qdev default that still read a value before anything sets them: lbr-fmt's "not set"
+#: marker (every bit outside PERF_CAP_LBR_FMT) and an empty Hyper-V vendor id.
+_UNSET_VALUES: dict[str, Any] = {"lbr-fmt": ~0x3F & (1 << 64) - 1, "hv-vendor-id": ""}
+#: Value properties that are another name for one value (x86_cpu_initfn's object_property_add_alias).
+_VALUE_ALIASES = {"lbr_fmt": "lbr-fmt"}
 
 
 def _value_property(info: PropertyInfo) -> PropertyDef:
@@ -318,7 +392,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         "xlevel2": lambda cpu: cpu.level("xlevel2"),
         "level-func7": lambda cpu: cpu.level("level-func7"),
         "unavailable-features": lambda cpu: cpu.unavailable_features(),
-        "feature-words": lambda cpu: cpu._word_list(cpu.guest_features()),
+        "feature-words": lambda cpu: cpu.feature_words(),
         "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
         "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
     }
@@ -343,20 +417,21 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         )
 
     reader = readers.get(name)
+    stored = _VALUE_ALIASES.get(name, name)
 
     # Flags QEMU keeps in MSR or KVM feature words (vmx-*, kvm-*) read false until set, never null.
-    unset: Any = False if info.type == "bool" else None
+    unset: Any = _UNSET_VALUES.get(stored, False if info.type == "bool" else None)
 
     def get(obj: Object) -> Any:
         assert isinstance(obj, X86CPU)
-        return reader(obj) if reader is not None else obj.values.get(name, unset)
+        return reader(obj) if reader is not None else obj.values.get(stored, unset)
 
     def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)
         refused = value_error(name, value)
         if refused is not None:
             raise GenericError(refused)
-        obj.values[name] = value
+        obj.values[stored] = value
 
     return PropertyDef(
         name,
@@ -368,6 +443,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
         has_default=info.has_default,
         get_error=info.get_error,
         description=info.description,
+        instance=info.instance,
     )
 
 
@@ -388,7 +464,8 @@ def _x86_properties() -> tuple[PropertyDef, ...]:
     for info in cpu_properties():
         if info.name in _BASE_NAMES or info.name in _CPU_CLASS_NAMES:
             continue
-        out.append(_feature_property(info) if info.feature is not None else _value_property(info))
+        is_feature = info.feature is not None or info.name in MSR_FEATURES
+        out.append(_feature_property(info) if is_feature else _value_property(info))
     return tuple(out)
 
 
@@ -402,12 +479,34 @@ def _cpu_class_properties() -> tuple[PropertyDef, ...]:
     )
 
 
+def _max_property(name: str, default: bool) -> PropertyDef:
+    """A qdev property of QEMU's ``max`` class (and so of ``host``): kept and shown, changing nothing here."""
+
+    def get(obj: Object) -> Any:
+        assert isinstance(obj, X86CPU)
+        return obj.values.get(name, default)
+
+    def set_(obj: Object, value: Any) -> None:
+        assert isinstance(obj, X86CPU)
+        obj.values[name] = value
+
+    return PropertyDef(name, "bool", getter=get, setter=set_, static=True, default=default, has_default=True)
+
+
+#: max_x86_cpu_properties: ``migratable`` (only migratable features) and ``host-cache-info`` (the host's caches).
+MAX_PROPERTIES = (_max_property("migratable", True), _max_property("host-cache-info", False))
+
+
 def register_cpu_types(registry: TypeRegistry) -> None:
     """cpu, x86_64-cpu and one concrete type per model (plus its -v1 name)."""
     registry.register(TypeInfo("cpu", "device", abstract=True, properties=_cpu_class_properties()))
     registry.register(TypeInfo("x86_64-cpu", "cpu", abstract=True, properties=_x86_properties()))
     for model in cpu_models().values():
-        registry.register(TypeInfo(model.typename, "x86_64-cpu", factory=X86CPU, data={"model": model}))
+        parent = "max-x86_64-cpu" if model.host_cpuid else "x86_64-cpu"
+        properties = MAX_PROPERTIES if model.name == "max" else ()
+        registry.register(
+            TypeInfo(model.typename, parent, factory=X86CPU, properties=properties, data={"model": model})
+        )
         if model.versioned is not None:
             registry.register(
                 TypeInfo(f"{model.versioned}-x86_64-cpu", "x86_64-cpu", factory=X86CPU, data={"model": model})

@@ -80,9 +80,9 @@ _SAVED_IN_VERSION_1 = _SAVED_REGISTERS[:6]
 
 
 class LocalAPIC(Device):
-    """One CPU's local APIC."""
+    """One CPU's local APIC (QOM reads it hotpluggable, as QEMU's; it is never plugged alone: the machine's
+    hot-plug handler takes CPUs only)."""
 
-    hotpluggable = False
     #: Its section of a saved CPU (qmpd.vmstate).
     state_name = "lapic"
     state_version = 2
@@ -196,7 +196,15 @@ def register_apic_types(registry: TypeRegistry) -> None:
             "device",
             abstract=True,
             properties=(
-                PropertyDef("vapic", "bool", getter=_getter("vapic"), static=True, default=True, has_default=True),
+                PropertyDef(
+                    "vapic",
+                    "bool",
+                    getter=_getter("vapic"),
+                    static=True,
+                    default=True,
+                    has_default=True,
+                    description="on/off",
+                ),
                 PropertyDef(
                     "version",
                     "uint8",
@@ -208,7 +216,8 @@ def register_apic_types(registry: TypeRegistry) -> None:
                 PropertyDef(
                     "legacy-instance-id", "bool", getter=lambda obj: False, static=True, default=False, has_default=True
                 ),
-                PropertyDef("id", "uint32", getter=_getter("apic_id"), static=True, default=255, has_default=True),
+                # apic_common_initfn adds it to each instance: no default, refused once realized.
+                PropertyDef("id", "uint32", getter=_getter("apic_id"), static=True, instance=True),
             ),
         )
     )

@@ -12,12 +12,13 @@ from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.ps2 import key_tables
-from qmpd.errors import GenericError
+from qmpd.errors import GenericError, QMPError
 from qmpd.fdstore import SessionFds
 from qmpd.hmp.memory_dump import memory_dump
 from qmpd.hmp.monitor import HMP
-from qmpd.hmp.registers import format_registers
+from qmpd.hmp.registers import format_registers, monitor_registers
 from qmpd.machine.guest_memory import read_physical, read_virtual
+from qmpd.machine.help_text import device_help, device_options_help
 from qmpd.machine.legacy_cpu import cpu_add, cpu_set
 from qmpd.machine.qdev import DeviceOptions, OptionsSyntaxError, options_from_text, qdev_device_add, qdev_device_del
 from qmpd.machine.runstate import RunState, ShutdownCause
@@ -131,6 +132,15 @@ def _current_cpu(ctx: CommandContext) -> int | None:
     return indexes[0] if indexes else None
 
 
+async def _monitor_registers(ctx: CommandContext) -> dict[str, int] | None:
+    """``$name`` in an expression: the current CPU's registers."""
+    index = _current_cpu(ctx)
+    return None if index is None else monitor_registers(await ctx.machine.cpu_snapshot(index))
+
+
+HMP.registers = _monitor_registers
+
+
 @HMP.info_command("cpus", "", "", "show infos for each CPU")
 def hmp_info_cpus(ctx: CommandContext) -> str:
     current = _current_cpu(ctx)
@@ -175,7 +185,12 @@ def hmp_qom_get(ctx: CommandContext, path: str, property: str) -> str:
     return encode_pretty(value) + "\n"
 
 
-@HMP.command("qom-set", "json:-j,path:s,property:s,value:S", "[-j] path property value", "set QOM property")
+@HMP.command(
+    "qom-set",
+    "json:-j,path:s,property:s,value:S",
+    "[-j] path property value",
+    "set QOM property.\n\t\t\t-j: the value is specified in json format.",
+)
 def hmp_qom_set(ctx: CommandContext, path: str, property: str, value: str, json: bool = False) -> None:
     obj = lookup(ctx.machine.qom.root, path)
     if json:
@@ -286,12 +301,20 @@ async def hmp_pmemsave(ctx: CommandContext, val: int, size: int, filename: str) 
     await pmemsave(ctx, val, size & 0xFFFFFFFF, filename)
 
 
-@HMP.command("device_add", "device:S?", "driver[,prop=value][,...]", "add device, like -device on the command line")
+@HMP.command("device_add", "device:O", "driver[,prop=value][,...]", "add device, like -device on the command line")
 def hmp_device_add(ctx: CommandContext, device: str | None = None) -> str:
     try:
         opts = options_from_text(device or "") if device else DeviceOptions(None, ())
     except OptionsSyntaxError:
         return 'Try "help device_add" for more information\n'
+    driver = dict(opts.options).get("driver")
+    if driver in ("help", "?"):
+        return device_help()
+    if driver is not None and any(key in ("help", "?") for key, _ in opts.options):
+        try:
+            return device_options_help(driver)
+        except QMPError as error:
+            return f"{error.desc}\n"  # QEMU prints a failed help plainly, without "Error: "
     plugged = qdev_device_add(ctx.machine, opts)
     warnings = plugged.filter_warnings() if isinstance(plugged, X86CPU) else []
     return "".join(f"warning: {warning}\n" for warning in warnings)

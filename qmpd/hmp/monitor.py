@@ -10,7 +10,7 @@ reported in the reply text, not as a QMP error, as QEMU does.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -52,6 +52,8 @@ class HMPTable:
     def __init__(self) -> None:
         self.commands: list[HMPCommand] = []
         self.info: list[HMPCommand] = []
+        #: Reads the ``$name`` values of the monitor's current CPU (None: no CPU); set with the commands.
+        self.registers: Callable[[CommandContext], Awaitable[Mapping[str, int] | None]] | None = None
 
     def command(
         self, names: str, args_type: str = "", params: str = "", help: str = ""
@@ -121,8 +123,9 @@ class HMPTable:
             if sub is None:
                 return f"unknown command: 'info {sub_name}'\n"
             entry, typed = sub, f"info {sub_name}"
+        registers = await self.registers(ctx) if "$" in rest and self.registers is not None else None
         try:
-            args = parse_arguments(entry.names, parse_args_type(entry.args_type), rest)
+            args = parse_arguments(entry.names, parse_args_type(entry.args_type), rest, registers)
         except HMPSyntaxError as exc:
             return f'{exc}\nTry "help {typed}" for more information\n'
         try:

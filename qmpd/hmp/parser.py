@@ -9,6 +9,8 @@ expression").
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 #: QEMU's qemu_isdigit/qemu_isspace: ASCII only (str.isdigit() also accepts e.g. '²').
@@ -39,6 +41,8 @@ def parse_args_type(args_type: str) -> list[ArgSpec]:
     return specs
 
 
+#: A character of a ``$name`` register reference (QEMU: ASCII letters, digits, ``_`` and ``.``).
+_REGISTER_NAME = re.compile(r"[A-Za-z0-9_.]")
 #: Binding strength of QEMU's binary operators (expr_sum < expr_prod < expr_logic); all left-associative.
 _BINARY_LEVELS = {"+": 0, "-": 0, "*": 1, "/": 1, "%": 1, "&": 2, "|": 2, "^": 2}
 #: Prefix operators as they sit on the operator stack (distinct from the binary ``+`` and ``-``).
@@ -56,9 +60,11 @@ class _Expr:
     come out in the same order.
     """
 
-    def __init__(self, text: str, pos: int) -> None:
+    def __init__(self, text: str, pos: int, registers: Mapping[str, int] | None = None) -> None:
         self.text = text
         self.pos = pos
+        #: ``$name`` values: the current CPU's registers (None: there is no CPU).
+        self.registers = registers
 
     def _skip(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] in _SPACES:
@@ -102,9 +108,24 @@ class _Expr:
                 ops.append("(")
             elif ch == "":
                 raise HMPSyntaxError("unexpected end of expression")
+            elif ch == "$":
+                return self.register()
             else:
                 return self.number()
             self.pos += 1
+
+    def register(self) -> int:
+        """``$name``: a register of the current CPU, as a signed 64-bit number (QEMU's get_monitor_def)."""
+        end = self.pos + 1
+        while end < len(self.text) and _REGISTER_NAME.fullmatch(self.text[end]):
+            end += 1
+        name = self.text[self.pos + 1 : end]
+        self.pos = end
+        self._skip()
+        value = None if self.registers is None else self.registers.get(name)
+        if value is None:
+            raise HMPSyntaxError("unknown register")
+        return value - (1 << 64) if value >= 1 << 63 else value
 
     def number(self) -> int:
         text = self.text
@@ -167,9 +188,9 @@ def _binary(op: str, lhs: int, rhs: int) -> int:
     return quotient if op == "/" else lhs - rhs * quotient
 
 
-def parse_expression(text: str, pos: int) -> tuple[int, int]:
+def parse_expression(text: str, pos: int, registers: Mapping[str, int] | None = None) -> tuple[int, int]:
     """Evaluate an HMP integer expression at ``pos``; return (value, new position)."""
-    expr = _Expr(text, pos)
+    expr = _Expr(text, pos, registers)
     value = expr.sum()
     return value, expr.pos
 
@@ -243,8 +264,10 @@ def _parse_format(cmd_name: str, text: str, pos: int) -> tuple[dict[str, object]
     return {"count": count, "format": fmt, "size": size}, pos
 
 
-def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str, object]:
-    """Parse ``text`` (what follows the command name) against ``specs``."""
+def parse_arguments(
+    cmd_name: str, specs: list[ArgSpec], text: str, registers: Mapping[str, int] | None = None
+) -> dict[str, object]:
+    """Parse ``text`` (what follows the command name) against ``specs``; ``$reg`` in numbers reads ``registers``."""
     args: dict[str, object] = {}
     pos = 0
     for spec in specs:
@@ -254,9 +277,9 @@ def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str,
         if spec.kind in ("i", "l"):
             if at_end and spec.optional:
                 continue
-            value, pos = parse_expression(text, pos)
-            if spec.kind == "i" and not -(1 << 31) <= value < 1 << 32:
-                raise HMPSyntaxError("integer is for 32-bit values")
+            value, pos = parse_expression(text, pos, registers)
+            if spec.kind == "i" and (value >> 32) & 0xFFFFFFFF:  # QEMU's test: any bit above 31, so no negatives
+                raise HMPSyntaxError(f"'{cmd_name}' has failed: integer is for 32-bit values")
             args[spec.name] = value
         elif spec.kind == "s":
             word, pos = _word(text, pos)
@@ -265,6 +288,10 @@ def parse_arguments(cmd_name: str, specs: list[ArgSpec], text: str) -> dict[str,
                     continue
                 raise HMPSyntaxError(f"{cmd_name}: string expected")
             args[spec.name] = word
+        elif spec.kind == "O":  # QemuOpts text: one word (absent: no options at all), parsed by the command
+            word, pos = _word(text, pos)
+            if word is not None:
+                args[spec.name] = word
         elif spec.kind == "S":
             if at_end:
                 if spec.optional:

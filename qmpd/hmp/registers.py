@@ -57,3 +57,22 @@ def format_registers(index: int, cpu: CPUSnapshot) -> str:
     for n, value in enumerate(cpu.xmm):
         out.append(f"XMM{n:02d}={value >> 64:016x} {value & 0xFFFF_FFFF_FFFF_FFFF:016x}" + ("\n" if n & 1 else " "))
     return "".join(out)
+
+
+#: QEMU's x86 monitor_defs order of the general registers (``esp|sp``: either name).
+_MONITOR_GPRS = (
+    ("eax", 0), ("ecx", 2), ("edx", 3), ("ebx", 1), ("esp", 7), ("sp", 7), ("ebp", 6), ("fp", 6), ("esi", 4),
+    ("edi", 5), *((f"r{n}", n) for n in range(8, 16)),
+)  # fmt: skip
+
+
+def monitor_registers(cpu: CPUSnapshot) -> dict[str, int]:
+    """The ``$name`` values of HMP expressions (QEMU's x86 monitor_defs): general registers, eflags, eip,
+    each segment's ``.base`` and ``.limit``, and ``pc`` (the linear address of the next instruction)."""
+    values = {name: cpu.gpr[index] for name, index in _MONITOR_GPRS}
+    values.update(eflags=cpu.rflags, eip=cpu.rip, pc=cpu.rip)  # CS's base is 0 in long mode
+    bases = {"fs": cpu.fs_base, "gs": cpu.gs_base}
+    for name in ("es", "cs", "ss", "ds", "fs", "gs"):
+        values[f"{name}.base"] = bases.get(name, 0)
+        values[f"{name}.limit"] = 0xFFFFFFFF
+    return values

@@ -26,6 +26,7 @@ from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
 from qmpd.machine.hotplug_latency import HotplugLatency
 from qmpd.machine.qom_tree import QOMTree, new_object, type_registry
 from qmpd.machine.spec import MachineSpec
+from qmpd.qom.device import Device
 from qmpd.vcpu.runner import VCPURunner
 
 log = get_logger(__name__)
@@ -45,6 +46,12 @@ class CPUSlots:
         self.cpus: list[X86CPU] = []
         #: Occupied slots: cpu index -> CPU.
         self.occupied: dict[int, X86CPU] = {}
+        #: Slots still held by a CPU set unrealized with qom-set: QEMU's slot keeps it (nothing unplugged it),
+        #: so query-hotpluggable-cpus shows it and a plug there is refused, but it runs no more.
+        self.held: dict[int, X86CPU] = {}
+        #: The local APIC QEMU's kvmvapic was made with (the first on a PC): it is never finalized on QEMU,
+        #: so its unrealize sends no DEVICE_DELETED.
+        self._vapic_lapic: LocalAPIC | None = None
         #: How long the guest takes to complete plugs and unplugs (metrics observe it).
         self.latency = HotplugLatency()
         #: Warnings of the last hot-plug (HMP device_add prints them, as QEMU's monitor does).
@@ -77,12 +84,16 @@ class CPUSlots:
             if missing:  # QEMU warns at every CPU's realize ("TCG doesn't support requested feature")
                 log.warning("cpu.unavailable_features", cpu=cpu.canonical_path(), features=missing)
             if index == 0 and machine_type.is_pc:
-                self._qom.attach_unattached(new_object("kvmvapic"))
+                vapic = new_object("kvmvapic")
+                self._qom.attach_unattached(vapic)
+                assert isinstance(vapic, Device)
+                vapic.realize()
 
     def pre_plug(self, cpu: X86CPU) -> Slot:
         """QEMU's pre-plug checks: the slot ``cpu`` would take; raises GenericError, changes nothing."""
         assert self._spec.cpu_type is not None
-        return pre_plug(cpu, self._spec.cpu_type, self._topology, self.occupied, self._registry)
+        taken = {**self.held, **self.occupied}
+        return pre_plug(cpu, self._spec.cpu_type, self._topology, taken, self._registry)
 
     def plug(self, cpu: X86CPU, *, hotplugged: bool, running: bool) -> None:
         """pre-plug checks, realize (with its lapic and thread, paused unless ``running``), fill the slot.
@@ -102,8 +113,11 @@ class CPUSlots:
         lapic = new_object("apic")
         assert isinstance(lapic, LocalAPIC)
         lapic.apic_id = slot.apic_id
+        lapic.hotplugged = hotplugged
         cpu.add_child("lapic", lapic)
         lapic.realize()
+        if self._vapic_lapic is None and self._spec.machine_type.is_pc:
+            self._vapic_lapic = lapic
         try:
             self._board.attach_cpu(cpu, lapic, running=running)
         except BaseException:
@@ -144,29 +158,44 @@ class CPUSlots:
         self.latency.requested(cpu.cpu_index, "unplug")
 
     def unrealize(self, cpu: X86CPU) -> None:
-        """Take a CPU out of service: its thread ends, its slot frees, its lapic goes (DEVICE_DELETED)."""
+        """qom-set realized false, which unplugs nothing (QEMU's device_set_realized alone): the vCPU thread
+        ends, query-cpus-fast drops the CPU and its lapic goes, but the slot stays held by it and the ACPI
+        block still shows it present."""
         assert cpu.cpu_index is not None
-        index = cpu.cpu_index
-        if index in self._board.vcpus.runners:
-            self._board.vcpus.remove(index)
-        if self._board.cpuhp is not None:
-            self._board.cpuhp.unplug(index)
+        self._stop(cpu)
+        self.occupied.pop(cpu.cpu_index, None)
+        self.held[cpu.cpu_index] = cpu
+        cpu.realized = False
+
+    def _stop(self, cpu: X86CPU) -> None:
+        """The CPU's thread ends, query-cpus-fast drops it, its lapic goes (DEVICE_DELETED, as on QEMU)."""
+        assert cpu.cpu_index is not None
+        if cpu.cpu_index in self._board.vcpus.runners:
+            self._board.vcpus.remove(cpu.cpu_index)
         if cpu in self.cpus:
             self.cpus.remove(cpu)
-        self.occupied.pop(index, None)
-        node = self._qom.thread_nodes.get(index)
-        if node is not None and node.link_target("cpu") is cpu:
-            node.set_link_target("cpu", None)
         lapic = cpu.child("lapic")
         if lapic is not None:
             path = lapic.canonical_path()
             cpu.remove_child("lapic")
-            self._events.emit("DEVICE_DELETED", {"path": path})
-        cpu.realized = False
+            if lapic is not self._vapic_lapic:
+                self._events.emit("DEVICE_DELETED", {"path": path})
 
     def remove(self, cpu: X86CPU) -> None:
-        """Unrealize a CPU and take it out of the tree, telling nobody but its lapic's DEVICE_DELETED."""
-        self.unrealize(cpu)
+        """Take a CPU out of service and out of its slot and the tree, telling nobody but its lapic's
+        DEVICE_DELETED."""
+        assert cpu.cpu_index is not None
+        index = cpu.cpu_index
+        self._stop(cpu)
+        if self._board.cpuhp is not None:
+            self._board.cpuhp.unplug(index)
+        self.occupied.pop(index, None)
+        if self.held.get(index) is cpu:
+            del self.held[index]
+        node = self._qom.thread_nodes.get(index)
+        if node is not None and node.link_target("cpu") is cpu:
+            node.set_link_target("cpu", None)
+        cpu.realized = False
         parent, name = cpu.parent, cpu.name_in_parent
         if parent is not None and name is not None:
             parent.remove_child(name)
@@ -218,7 +247,7 @@ class CPUSlots:
                 "vcpus-count": 1,
                 "props": self.instance_props(slot.cpu_index),
             }
-            cpu = self.occupied.get(slot.cpu_index)
+            cpu = self.occupied.get(slot.cpu_index) or self.held.get(slot.cpu_index)
             if cpu is not None:
                 entry["qom-path"] = cpu.canonical_path()
             entries.append(entry)

@@ -30,12 +30,13 @@ from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
 from qmpd.machine.hotplug_handler import HotplugHandler
 from qmpd.machine.keys import KeyInjector
-from qmpd.machine.properties import DEFAULTS
+from qmpd.machine.properties import defaults
 from qmpd.machine.qom_tree import QOMTree, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
+from qmpd.qom.properties import visit_value
 from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateOwner
@@ -102,7 +103,8 @@ class Machine:
         smp = self.spec.smp
         return {
             "kernel": self.config.kernel or "",
-            "firmware": self.config.bios or "",
+            # Without -bios QEMU names its default ROM; qmpd runs its own firmware then, under QEMU's name.
+            "firmware": self.config.bios or ("bios-256k.bin" if self.machine_type.is_pc else ""),
             "memory": {"size": self.config.ram_size},
             "smp": {
                 "cpus": smp.cpus,
@@ -113,7 +115,7 @@ class Machine:
                 "sockets": smp.sockets,
                 "clusters": smp.clusters,
             },
-            **DEFAULTS,
+            **defaults(self.machine_type),
             "acpi": "auto" if self.config.acpi else "off",
             **dict(self.config.machine_settings),
         }
@@ -153,11 +155,23 @@ class Machine:
             self.unplug(cpu)
 
     def qom_set(self, obj: Object, name: str, value: Any) -> None:
-        """qom-set, with the machine's reactions (a CPU set to unrealized leaves its slot)."""
-        was_realized = isinstance(obj, X86CPU) and obj.realized
-        obj.set_property(name, value)
-        if was_realized and isinstance(obj, X86CPU) and name == "realized" and not obj.realized:
+        """qom-set, with the machine's reactions: a CPU's ``realized`` goes through its slots, as QEMU's
+        device_set_realized runs the hot-plug handler's pre-plug and plug (true) or unrealizes alone (false)."""
+        if not isinstance(obj, X86CPU) or name != "realized" or obj.find_property(name) is None:
+            obj.set_property(name, value)
+            return
+        wanted = visit_value("bool", name, value)
+        if wanted and not obj.realized:
+            before = obj.settings()
+            try:
+                self.pre_plug(obj)
+                self.plug(obj)
+            except BaseException:  # refused: the CPU is exactly as it was
+                obj.restore(before)
+                raise
+        elif not wanted and obj.realized:
             self.cpu_slots.unrealize(obj)
+            obj.pending_deleted_event = True
 
     def acpi_ospm_status(self) -> list[dict[str, Any]]:
         """query-acpi-ospm-status: nothing while the CPU hot-plug block is in legacy mode."""

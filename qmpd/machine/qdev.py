@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.inttypes import INT_RANGES, parse_c_integer
 from qmpd.machine.hotplug_handler import request_unplug
-from qmpd.machine.qom_tree import new_object
+from qmpd.machine.qom_tree import new_object, type_registry
 from qmpd.qemuopts import parse_bool, split_items
 from qmpd.qobject.writer import format_double, qdict_order
-from qmpd.qom.device import Device
+from qmpd.qom.device import DEVICE_LIST_EXCLUDED, Device
 from qmpd.qom.enums import enum_error
 from qmpd.qom.object import resolve_at, resolve_path
 
@@ -200,6 +200,8 @@ def qdev_device_del(machine: Machine, device_id: str) -> None:
         found = resolve_at(qom.peripheral, device_id)
     if found is None:
         raise DeviceNotFound(f"Device '{device_id}' not found")
+    if isinstance(found, Device) and found.pending_deleted_event:
+        raise GenericError(f"Device {device_id} is already in the process of unplug")
     request_unplug(machine, found, device_id)
 
 
@@ -210,3 +212,18 @@ def _set_option(device: Device, name: str, text: str) -> None:
     if prop.setter is None or prop.is_child or prop.is_link or name in _RESERVED:
         raise GenericError(f"Property '{device.type_name}.{name}' is not writable")
     device.set_property(name, parse_text(prop.type, name, text))
+
+
+def device_properties(typename: str) -> list[dict[str, Any]]:
+    """``device-list-properties``: what a QOM device type's instances have (names, types, defaults)."""
+    registry = type_registry()
+    info = registry.get(typename)
+    if info is None:
+        raise DeviceNotFound(f"Device '{typename}' not found")
+    if info.abstract or info.factory is None or not registry.is_a(typename, "device"):
+        raise GenericError("Parameter 'typename' expects a non-abstract device type")
+    return [
+        prop.info(description=True, default=True)
+        for prop in new_object(typename).properties()
+        if prop.name not in DEVICE_LIST_EXCLUDED and not prop.name.startswith("legacy-")
+    ]

@@ -21,7 +21,7 @@ from qmpd.devices.fw_cfg import FILE_SLOTS
 from qmpd.devices.lapic import register_apic_types
 from qmpd.errors import DeviceNotFound, GenericError
 from qmpd.machine.hotplug_handler import HotplugHandler, request_unplug
-from qmpd.machine.properties import MACHINE_PROPERTIES
+from qmpd.machine.properties import INSTANCE_ORDER, MACHINE_PROPERTIES
 from qmpd.machine.types import MACHINE_TYPES, MachineType
 from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device, register_base_types
@@ -36,6 +36,14 @@ class MachineObject(Object):
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
         super().__init__(registry, type_name)
         self.settings: dict[str, Any] = {}
+        # QEMU's machine_initfn makes the two containers, so qom-list-properties shows them on every machine
+        # type, among a board's own properties.
+        board = {prop.name: prop for prop in _machine_properties("board")}
+        for name in INSTANCE_ORDER[self.type_info.data["machine"].is_pc]:
+            if name in board:
+                self.add_property(board[name])
+            else:
+                self.add_child(name, Container(registry, "container"))
 
 
 class TopologyNode(Object):
@@ -95,11 +103,11 @@ def _ids(*names: str, kind: str = "int32") -> tuple[PropertyDef, ...]:
     return tuple(PropertyDef(name, kind, getter=getter(name)) for name in names)
 
 
-def _machine_properties(x86: bool) -> tuple[PropertyDef, ...]:
+def _machine_properties(level: str) -> tuple[PropertyDef, ...]:
     return tuple(
         PropertyDef(prop.name, prop.qapi_type, getter=_setting(prop.name), description=prop.description)
         for prop in MACHINE_PROPERTIES
-        if prop.x86_only == x86
+        if prop.level == level
     )
 
 
@@ -108,13 +116,24 @@ def type_registry() -> TypeRegistry:
     """Every QOM type qmpd has (built once; types are static data)."""
     registry = TypeRegistry()
     register_base_types(registry)
-    registry.register(TypeInfo("machine", "object", abstract=True, properties=_machine_properties(False)))
-    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_machine_properties(True)))
-    registry.register(TypeInfo("generic-pc-machine", "x86-machine", abstract=True, interfaces=("hotplug-handler",)))
+    registry.register(TypeInfo("machine", "object", abstract=True, properties=_machine_properties("machine")))
+    registry.register(TypeInfo("x86-machine", "machine", abstract=True, properties=_machine_properties("x86")))
+    registry.register(
+        TypeInfo(
+            "generic-pc-machine",
+            "x86-machine",
+            abstract=True,
+            interfaces=("hotplug-handler",),
+            properties=_machine_properties("pc"),
+        )
+    )
     for machine_type in MACHINE_TYPES:
         registry.register(
             TypeInfo(
-                machine_type.qom_type, machine_type.qom_parent, factory=MachineObject, data={"machine": machine_type}
+                machine_type.qom_type,
+                machine_type.qom_parent,
+                factory=MachineObject,
+                data={"machine": machine_type},
             )
         )
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
@@ -134,18 +153,23 @@ def type_registry() -> TypeRegistry:
     register_cpu_types(registry)
     register_host_types(registry)
     registry.register(TypeInfo("cpu-topology-node", "object", abstract=True))
-    registry.register(TypeInfo("cpu-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id")))
     registry.register(
-        TypeInfo("cpu-die", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id"))
+        TypeInfo("cpu-topology-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id"))
+    )
+    registry.register(
+        TypeInfo("cpu-topology-die", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id"))
     )
     registry.register(
         TypeInfo(
-            "cpu-core", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id", "die-id", "core-id")
+            "cpu-topology-core",
+            "cpu-topology-node",
+            factory=TopologyNode,
+            properties=_ids("socket-id", "die-id", "core-id"),
         )
     )
     registry.register(
         TypeInfo(
-            "cpu-thread",
+            "cpu-topology-thread",
             "cpu-topology-node",
             factory=TopologyNode,
             properties=(*_ids("socket-id", "die-id", "core-id", "thread-id"), *_ids("apic-id", kind="uint32")),
@@ -155,14 +179,56 @@ def type_registry() -> TypeRegistry:
 
 
 class HostObject(Object):
-    """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties, never used."""
+    """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties; the one in use is
+    the RAM backend a PC makes at start (``/objects/pc.ram``), whose values are set."""
+
+    def __init__(self, registry: TypeRegistry, type_name: str) -> None:
+        super().__init__(registry, type_name)
+        #: Property values, by name (unset ones cannot be read).
+        self.values: dict[str, Any] = {}
+
+
+def _host_getter(name: str) -> Any:
+    def get(obj: Object) -> Any:
+        assert isinstance(obj, HostObject)
+        if name not in obj.values:
+            raise GenericError(f"Property '{obj.type_name}.{name}' is not readable")
+        return obj.values[name]
+
+    return get
+
+
+def ram_backend(size: int, settings: dict[str, Any]) -> HostObject:
+    """The ``memory-backend-ram`` QEMU makes for a PC's RAM, with the values QEMU 7.2 shows for it."""
+    backend = new_object("memory-backend-ram")
+    assert isinstance(backend, HostObject)
+    backend.values.update(
+        {
+            "share": False,
+            "size": size,
+            "dump": settings.get("dump-guest-core", True),
+            "prealloc-threads": 1,
+            "x-use-canonical-path-for-ramblock-id": False,
+            "policy": "default",
+            "prealloc": False,
+            "reserve": True,
+            "host-nodes": [],
+            "merge": settings.get("mem-merge", True),
+        }
+    )
+    return backend
 
 
 def register_host_types(registry: TypeRegistry) -> None:
     """tcg-accel and the memory backends, as QEMU 7.2 declares them (qmpd has no kvm-accel)."""
     for name, info in host_tables()["types"].items():
         properties = tuple(
-            PropertyDef(prop["name"], prop["type"], description=prop.get("description"))
+            PropertyDef(
+                prop["name"],
+                prop["type"],
+                getter=None if prop["type"].startswith(("link<", "child<")) else _host_getter(prop["name"]),
+                description=prop.get("description"),
+            )
             for prop in info["properties"]
             if prop["name"] != "type"
         )
@@ -191,14 +257,22 @@ class QOMTree:
         machine.settings.update(settings)
         self.machine = machine
         self.root.add_child("machine", machine)
+        backend = str(settings.get("memory-backend", ""))
+        #: The RAM backend QEMU makes for a PC (its memory-backend): in use, so object-del refuses it.
+        self.ram_backend: HostObject | None = None
+        if backend.startswith("/objects/"):
+            size = int(settings.get("memory", {}).get("size", 0))
+            self.ram_backend = ram_backend(size, settings)
+            self.objects.add_child(backend[len("/objects/") :], self.ram_backend)
         self.chardevs = self.root.add_child("chardevs", Container(registry, "container"))
         self.unattached = machine.add_child("unattached", Container(registry, "container"))
         if machine_type.is_pc:  # QEMU's pc and q35 create it with the machine; machine none has none
             fw_cfg = machine.add_child("fw_cfg", new_object("fw_cfg_io"))
             assert isinstance(fw_cfg, FwCfgObject)
             fw_cfg.realized = True
-        self.peripheral = machine.add_child("peripheral", Container(registry, "container"))
-        self.peripheral_anon = machine.add_child("peripheral-anon", Container(registry, "container"))
+        peripheral, peripheral_anon = machine.child("peripheral"), machine.child("peripheral-anon")
+        assert peripheral is not None and peripheral_anon is not None
+        self.peripheral, self.peripheral_anon = peripheral, peripheral_anon
         #: QEMU's static unattached_count: shared by every unattached device.
         self.unattached_count = 0
         #: QEMU's static anon_count: advanced by every device_add that reaches qdev_set_id.
@@ -233,11 +307,11 @@ class QOMTree:
                 path = (*path, value)
                 node = nodes.get(path)
                 if node is None:
-                    node = self._node(f"cpu-{level}", slot, len(path))
+                    node = self._node(f"cpu-topology-{level}", slot, len(path))
                     parent.add_child(f"{level}[{value}]", node)
                     nodes[path] = node
                 parent = node
-            thread = self._node("cpu-thread", slot, 4)
+            thread = self._node("cpu-topology-thread", slot, 4)
             thread.ids["apic-id"] = slot.apic_id
             thread.add_link("cpu", "x86_64-cpu", setter=lambda node, value: self._set_thread_cpu(handler, node, value))
             parent.add_child(f"thread[{slot.thread_id}]", thread)

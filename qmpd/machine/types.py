@@ -52,6 +52,13 @@ class MachineType(NamedTuple):
     buses: Mapping[str, str]
     #: The PCI functions a firmware finds (host bridge, PM function), or None without a PCI bus.
     chipset: Chipset | None = None
+    #: query-current-machine's ``wakeup-suspend-support``: who registers S3 wakeup (PIIX4 PM only with ACPI;
+    #: ICH9 LPC always): "with-acpi", "always" or "never".
+    wakeup_suspend: str = "never"
+
+    def can_wake_from_suspend(self, acpi: bool) -> bool:
+        """query-current-machine's ``wakeup-suspend-support`` (also what system_wakeup checks first)."""
+        return self.wakeup_suspend == "always" or (self.wakeup_suspend == "with-acpi" and acpi)
 
     @property
     def qom_type(self) -> str:
@@ -81,6 +88,7 @@ MACHINE_TYPES: tuple[MachineType, ...] = (
         reset_control_kept_bits=0x2,
         buses={"pci.0": "PCI", "isa.0": "ISA", "main-system-bus": "System"},
         chipset=I440FX_PIIX4,
+        wakeup_suspend="with-acpi",
     ),
     MachineType(
         name="pc-q35-7.2",
@@ -98,6 +106,7 @@ MACHINE_TYPES: tuple[MachineType, ...] = (
         reset_control_kept_bits=0xA,
         buses={"pcie.0": "PCIE", "isa.0": "ISA", "main-system-bus": "System"},
         chipset=Q35_ICH9,
+        wakeup_suspend="always",
     ),
     MachineType(
         name="none",
@@ -134,7 +143,8 @@ def default_machine_type() -> MachineType:
 def machine_help() -> str:
     """``-machine help``, in QEMU's layout."""
     lines = ["Supported machines are:"]
-    for machine_type in sorted(MACHINE_TYPES, key=lambda m: m.name):
+    # QEMU's order: machine families (the PC ones) by name, each newest first, then the standalone types.
+    for machine_type in sorted(MACHINE_TYPES, key=lambda m: (not m.is_pc, m.name)):
         if machine_type.alias:
             lines.append(f"{machine_type.alias:<20} {machine_type.description} (alias of {machine_type.name})")
         suffix = " (default)" if machine_type.is_default else ""

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _SCHEMES = ("file:", "exec:", "fd:")
+#: The target page size query-migrate reports (x86).
+PAGE_SIZE = 4096
 #: How long an exec: command may take to exit once its stream is read or written.
 CHILD_EXIT_TIMEOUT = 5.0
 
@@ -364,12 +366,25 @@ class Migrator:
         info: dict[str, Any] = {"status": self.status}
         if self.status == "completed" and self._ram_bytes:
             info.update(self._times)
-            info["ram"] = {"total": self._ram_bytes, "transferred": self._transferred, "remaining": 0}
+            info["ram"] = self._ram_stats()
         elif self.status == "completed":
             info.update(self._times)
         if self.status == "failed" and self.error:
             info["error-desc"] = self.error
         return info
+
+    def _ram_stats(self) -> dict[str, int | float]:
+        """QEMU's MigrationStats (every member is required) for qmpd's one pass over RAM, written whole."""
+        pages = self._ram_bytes // PAGE_SIZE
+        seconds = max(self._times.get("total-time", 0), 1) / 1000
+        return {
+            "transferred": self._transferred, "remaining": 0, "total": self._ram_bytes, "duplicate": 0,
+            "skipped": 0, "normal": pages, "normal-bytes": pages * PAGE_SIZE, "dirty-pages-rate": 0,
+            "mbps": round(self._transferred * 8 / 1e6 / seconds, 6), "dirty-sync-count": 1, "postcopy-requests": 0,
+            "page-size": PAGE_SIZE, "multifd-bytes": 0, "pages-per-second": int(pages / seconds),
+            "precopy-bytes": self._transferred, "downtime-bytes": 0, "postcopy-bytes": 0,
+            "dirty-sync-missed-zero-copy": 0,
+        }  # fmt: skip
 
     @property
     def _events(self) -> bool:

@@ -105,6 +105,8 @@ class _Walker:
                 if error:
                     return error
                 known |= set(branch.get("properties", {}))
+                if branch.get("additionalProperties", False) is not False:
+                    return None  # an open branch (object-add's CPU types) takes any further members
         if spec.get("additionalProperties", False) is False:
             extra = [key for key in iteration_order(qdict_order(list(value))) if key not in known]
             if extra:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -24,3 +25,9 @@ def host_tables() -> dict[str, Any]:
 
 #: -opt name -> the QemuOpts group query-command-line-options reports it under.
 OPTION_GROUPS = {"smp": "smp-opts", "m": "memory", "boot": "boot-opts"}
+
+
+def in_qemu_order(names: Iterable[str], table: str) -> list[str]:
+    """``names`` in the order QEMU lists them (``command_order``, ``machine_order``); names QEMU lacks last."""
+    order = {name: index for index, name in enumerate(host_tables()[table])}
+    return sorted(names, key=lambda name: order.get(name, len(order)))

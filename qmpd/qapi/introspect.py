@@ -72,12 +72,13 @@ class _Builder:
             return self._defined(key, lambda name: self._object(name, spec, uri))
         if kind == "string" and "enum" in spec:
             values = list(spec["enum"])
+            features = spec.get("x-enum-features", {})
             return self._defined(
                 key,
                 lambda name: {
                     "name": name,
                     "meta-type": "enum",
-                    "members": [{"name": v} for v in values],
+                    "members": [{"name": v, **({"features": features[v]} if v in features else {})} for v in values],
                     "values": values,
                 },
             )
@@ -130,7 +131,7 @@ class _Builder:
                 "name": spec.name,
                 "meta-type": "command",
                 "arg-type": self.type_name(_arguments_only(spec.document), spec.uri, ("arguments", spec.uri)),
-                "ret-type": self.type_name(spec.returns or {"type": "object"}, spec.uri),
+                "ret-type": self.type_name({"type": "object"} if spec.returns is None else spec.returns, spec.uri),
             }
             if spec.allow_oob:
                 entity["allow-oob"] = True
@@ -155,7 +156,7 @@ def _arguments_only(document: JSONSchema) -> JSONSchema:
     return {
         key: value
         for key, value in document.items()
-        if key in ("type", "properties", "required", "additionalProperties")
+        if key in ("type", "properties", "required", "additionalProperties", "x-qapi-union")
     }
 
 

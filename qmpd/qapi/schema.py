@@ -77,7 +77,9 @@ def qapi_validator_class() -> Any:
 JSONSchema = Mapping[str, Any]
 
 #: Keywords that say nothing about validity.
-_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "$defs"})
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "x-enum-features", "$defs"}
+)
 #: The keywords a command's root may use for ``empty_is_valid`` to be read off its ``required`` list
 #: (every document in schema/ today; tests/unit/test_schema.py checks the answer).
 _PLAIN_OBJECT_KEYWORDS = _ANNOTATIONS | {"type", "properties", "additionalProperties", "required"}
@@ -350,8 +352,11 @@ class Schema:
         validator = LazyValidator(self, doc, uri)
         if doc.get("type") == "object" and _PLAIN_OBJECT_KEYWORDS.issuperset(doc):
             empty_is_valid = not doc.get("required")  # {} meets every property's schema: it has none
+        elif doc.get("type") == "object" and "x-qapi-union" in doc and doc.get("required"):
+            empty_is_valid = False  # a union whose tag {} lacks (query-stats, object-add): no compiling at start
         else:
             empty_is_valid = validator.is_valid({})
+        open_arguments = doc.get("additionalProperties", False) is not False or self._open_branch(doc, uri)
         return CommandSpec(
             name=doc["title"],
             uri=uri,
@@ -360,13 +365,30 @@ class Schema:
             allow_oob=bool(meta.get("allow-oob", False)),
             allow_preconfig=bool(meta.get("allow-preconfig", False)),
             features=tuple(meta.get("features", ())),
-            members=tuple(doc.get("properties", {})),
-            open_arguments=doc.get("additionalProperties", False) is not False,
+            members=tuple(doc.get("properties", {})) if open_arguments else self._members(doc, uri),
+            open_arguments=open_arguments,
             validator=validator,
             empty_is_valid=empty_is_valid,
             plain=_plain_node(self, doc, uri, set()),
             gen=bool(meta.get("gen", True)),
         )
+
+    def _members(self, doc: JSONSchema, uri: str) -> tuple[str, ...]:
+        """The base members, then every union branch's own members (a handler takes them all, unless a branch
+        is open: then it takes the base members and ``**kwargs``)."""
+        names = dict.fromkeys(doc.get("properties", {}))
+        for branch in doc.get("x-qapi-union", {}).get("variants", {}).values():
+            target, _ = self.resolve(branch, uri)
+            names.update(dict.fromkeys(target.get("properties", {})))
+        return tuple(names)
+
+    def _open_branch(self, doc: JSONSchema, uri: str) -> bool:
+        """Whether a union branch takes any further members (object-add of a CPU type: its properties)."""
+        for branch in doc.get("x-qapi-union", {}).get("variants", {}).values():
+            target, _ = self.resolve(branch, uri)
+            if target.get("additionalProperties", False) is not False:
+                return True
+        return False
 
     def _event(self, uri: str, doc: JSONSchema) -> EventSpec:
         return EventSpec(

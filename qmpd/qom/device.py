@@ -32,6 +32,8 @@ class Device(Object):
         self.hotplugged = False
         #: The qdev id (device_add id=...), if any.
         self.qdev_id: str | None = None
+        #: Unrealized after it was realized: QEMU's device_del then says it is already being unplugged.
+        self.pending_deleted_event = False
 
     def check_settable(self, prop: PropertyDef) -> None:
         if prop.static and self.realized:

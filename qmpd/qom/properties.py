@@ -73,6 +73,9 @@ class PropertyDef:
     get_error: str | None = None
     #: For alias properties: the property errors are reported under.
     alias_of: str | None = None
+    #: Added by each instance (QEMU's object_property_add in instance_init), not by the class: an abstract
+    #: type's qom-list-properties, which lists class properties only, leaves it out.
+    instance: bool = False
 
     @property
     def is_child(self) -> bool:

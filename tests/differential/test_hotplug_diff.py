@@ -338,13 +338,6 @@ def _order_reason(case: str) -> str:
 XFAIL: dict[tuple[str, str], str] = {
     (machine, f"{case}/qom-list"): _order_reason(case) for machine in ("pc", "q35") for case in QEMU_ANON_ORDER
 }
-XFAIL.update(
-    {
-        (machine, "model-host"): "QEMU: Invalid CPU type, expected cpu type: 'Haswell-x86_64-cpu'; "
-        "qmpd: 'host-x86_64-cpu' is not a valid device model name (qmpd has no host-x86_64-cpu type)"
-        for machine in ("pc", "q35")
-    }
-)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,6 +50,12 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("qmp_capabilities", {"enable": ["oob", 1]}, "Invalid parameter type for 'enable[1]', expected: string"),
     ("qmp_capabilities", {"enable": ["oob", "oob"]}, None),
     ("migrate-recover", {}, "Parameter 'uri' is missing"),
+    # A union: the branch the tag selects adds its members; the other branch's are unexpected (QEMU 7.2's texts).
+    ("query-stats", {"target": "vcpu", "vcpus": ["/machine/unattached/device[0]"]}, None),
+    ("query-stats", {"target": "vm", "vcpus": []}, "Parameter 'vcpus' is unexpected"),
+    ("query-stats", {"target": "vcpu", "vcpus": [1]}, "Invalid parameter type for 'vcpus[0]', expected: string"),
+    ("query-stats", {"target": "vcpu", "x": 1}, "Parameter 'x' is unexpected"),
+    ("query-stats", {"vcpus": []}, "Parameter 'target' is missing"),
 ]
 
 

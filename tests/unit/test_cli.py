@@ -56,7 +56,11 @@ def test_libvirt_start_argv() -> None:
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
     assert config.machine.uuid == bytes.fromhex("0f7e1b42" + "0" * 24)
     assert "sandbox" in config.ignored and "object" in config.ignored
-    assert dict(config.machine.machine_settings) == {"usb": False, "dump-guest-core": False}
+    assert dict(config.machine.machine_settings) == {
+        "usb": False,
+        "dump-guest-core": False,
+        "memory-backend": "/objects/pc.ram",
+    }
 
 
 def test_several_monitors_and_double_dash_spelling() -> None:
@@ -100,6 +104,9 @@ def test_several_monitors_and_double_dash_spelling() -> None:
         (["-action", "panic=foo"], "-action panic=foo: Parameter 'panic' does not accept value 'foo'"),
         (["-action", "foo=bar"], "-action foo=bar: Invalid parameter 'foo'"),
         (["-action", "reboot"], "-action reboot: Parameter 'reboot' does not accept value 'on'"),
+        (["-uuid", "{4f1c3a9e-5b2d-4c8e-9a7f-0e6d2b1c3a4f}"], "-uuid {4f1c3a9e-5b2d-4c8e-9a7f-0e6d2b1c3a4f}: failed"),
+        (["-uuid", "4f1c3a9e5b2d4c8e9a7f0e6d2b1c3a4f"], "-uuid 4f1c3a9e5b2d4c8e9a7f0e6d2b1c3a4f: failed to parse UUID"),
+        (["-uuid", "g"], "-uuid g: failed to parse UUID string: wrong format"),
     ],
 )
 def test_errors_use_qemu_wording(argv: list[str], message: str) -> None:
@@ -142,7 +149,7 @@ def test_machine_properties_and_memory_backends() -> None:
     config = parse_args(
         ["-object", "memory-backend-ram,id=pc.ram,size=128M", "-machine", "q35,memory-backend=pc.ram,acpi=off"]
     )
-    assert dict(config.machine.machine_settings) == {"acpi": "off"}
+    assert dict(config.machine.machine_settings) == {"memory-backend": "/objects/pc.ram", "acpi": "off"}
     assert config.machine.acpi is False
     config = parse_args(["-machine", "pc,mem-merge=off,suppress-vmdesc=on,acpi=on"])
     assert dict(config.machine.machine_settings) == {"mem-merge": False, "suppress-vmdesc": True, "acpi": "on"}
@@ -185,3 +192,47 @@ def test_run_state_actions_in_order() -> None:
         ("reboot", "shutdown"),
     )
     assert parse_args([]).machine.actions == ()
+
+
+def test_help_requests_print_qemus_lists() -> None:
+    from qmpd.cli import DEVICE_PROPERTIES
+    from qmpd.cpu.models import cpu_properties, load_table
+    from qmpd.machine.help_text import BOARD_DEVICES
+
+    with pytest.raises(ExitRequest) as cpus:
+        parse_args(["-cpu", "help"])
+    assert cpus.value.text.startswith("Available CPUs:\nx86 486                   (alias configured by machine type)\n")
+    assert "x86 Haswell-v1            Intel Core Processor (Haswell)\n" in cpus.value.text
+    assert cpus.value.text.endswith(" xtpr\n\n")
+    with pytest.raises(ExitRequest) as devices:
+        parse_args(["-device", "help"])
+    assert devices.value.text.startswith('Misc devices:\nname "isa-debug-exit", bus ISA\n')
+    with pytest.raises(ExitRequest) as options:
+        parse_args(["-device", "isa-debugcon,help"])
+    assert options.value.text == (
+        "isa-debugcon options:\n  chardev=<str>          - ID of a chardev to use as a backend\n"
+        "  iobase=<uint32>        -  (default: 233)\n  readback=<uint32>      -  (default: 233)\n"
+    )
+    with pytest.raises(ExitRequest) as objects:
+        parse_args(["-object", "help"])  # once taken for an object of type 'help' and ignored: qmpd started
+    assert objects.value.text.startswith("List of user creatable objects:\n  memory-backend-file\n")
+    with pytest.raises(ExitRequest) as backend:
+        parse_args(["-object", "memory-backend-ram,help"])
+    assert "  size=<int>             - Size of the memory region (ex: 500M)\n" in backend.value.text
+    for argv, start in (
+        (["-machine", "pc,help"], "pc-i440fx-7.2-machine options:\n"),
+        (["-machine", "nosuch,help"], "Supported machines are:\n"),
+        (["-chardev", "help"], "Available chardev backend types: \n  stdio\n"),
+        (["-display", "help"], "Available display backend types:\nnone\n"),
+    ):
+        with pytest.raises(ExitRequest) as listing:
+            parse_args(argv)
+        assert listing.value.text.startswith(start), argv
+    with pytest.raises(ExitRequest) as unknown:
+        parse_args(["-device", "nosuch,help"])
+    assert (unknown.value.text, unknown.value.error) == ("", "-device nosuch,help: Device 'nosuch' not found")
+    # One truth: what -device creates is what its help lists; every flag -cpu help names is a CPU property.
+    assert {name: {p.name for p in device.properties} | {"id"} for name, device in BOARD_DEVICES.items()} == {
+        name: set(props) for name, props in DEVICE_PROPERTIES.items()
+    }
+    assert set(load_table("x86_cpu_flags.json")["flags"]) <= {p.name for p in cpu_properties()}

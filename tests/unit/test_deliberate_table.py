@@ -19,3 +19,19 @@ def test_keys_match_by_pattern_and_kind() -> None:
     assert deliberate("path", "/machine/topology/socket[0]") is not None
     assert deliberate("event", "query-kvm") is None
     assert deliberate("command", "query-status") is None
+
+
+def test_brackets_in_patterns_are_literal() -> None:
+    """QOM paths are full of brackets: a pattern's ``[`` and ``]`` stand for themselves, only ``*`` and ``?`` match."""
+    assert deliberate("type", "cpu-topology-thread") is not None
+    assert deliberate("type", "Haswell-v2-x86_64-cpu") is not None
+    assert deliberate("type", "host-x86_64-cpu") is None
+    assert deliberate("path", "/machine/topology/socket[1]/die[0] (cpu-topology-die)") is not None
+
+
+def test_brackets_in_reply_keys_are_literal() -> None:
+    slots = deliberate("reply", "query-machines[pc-q35-7.2].cpu-max")
+    assert slots is not None and slots.what == "CPU slots"
+    assert deliberate("reply", "query-machines.cpu-max") is None
+    assert deliberate("reply", "query-commands[cpu-add]") is not None
+    assert deliberate("reply", "query-commands[c]") is None

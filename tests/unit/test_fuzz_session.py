@@ -117,7 +117,8 @@ async def test_random_requests_then_probe(batch: list[dict[str, Any]]) -> None:
     _assert_probe_answered(channel)
     replies = [json.loads(line) for line in channel.lines[2:]]
     errors = [reply["error"] for reply in replies if "error" in reply]
-    assert all(e["class"] in ("GenericError", "CommandNotFound") for e in errors)
+    # QEMU's classes: DeviceNotActive is query-balloon's and balloon's answer (no balloon device).
+    assert all(e["class"] in ("GenericError", "CommandNotFound", "DeviceNotActive") for e in errors)
     assert not any("Internal error" in e["desc"] for e in errors)
 
 

@@ -54,6 +54,27 @@ def test_argument_types_and_extraneous_text() -> None:
     assert parse_arguments("cmd", flags, "") == {"all": False}
 
 
+def test_registers_in_expressions_and_qemus_32_bit_rule() -> None:
+    registers = {"eax": 5, "esp": 0, "pc": 0xFFFF_FFFF_FFFF_FFF0, "cs.limit": 0xFFFF}
+    assert parse_expression("$eax * 2 + $cs.limit", 0, registers)[0] == 10 + 0xFFFF
+    assert parse_expression("$pc", 0, registers)[0] == -16, "a signed 64-bit value, as QEMU's int64_t"
+    for text in ("$nosuch", "$", "$EAX"):
+        with pytest.raises(HMPSyntaxError, match=r"^unknown register$"):
+            parse_expression(text, 0, registers)
+    with pytest.raises(HMPSyntaxError, match=r"^unknown register$"):
+        parse_expression("$eax", 0)  # no CPU
+    specs = parse_args_type("index:i")
+    for text in ("-1", "4294967296", "$pc"):
+        with pytest.raises(HMPSyntaxError, match=r"^'cpu' has failed: integer is for 32-bit values$"):
+            parse_arguments("cpu", specs, text, registers)
+    assert parse_arguments("cpu", specs, "4294967295") == {"index": 0xFFFFFFFF}
+    device = parse_args_type("device:O")
+    assert parse_arguments("device_add", device, "") == {}
+    assert parse_arguments("device_add", device, ' "a,b" ') == {"device": "a,b"}
+    with pytest.raises(HMPSyntaxError, match="extraneous characters"):
+        parse_arguments("device_add", device, "a,b c")
+
+
 def test_help_lines_look_like_qemu() -> None:
     assert HMP.help_text("info status") == "info status  -- show the current VM status (running|paused)\n"
     assert HMP.help_text("stop") == "stop|s  -- stop emulation\n"

@@ -113,6 +113,21 @@ def test_realized_false_takes_a_cpu_out(machine: Machine) -> None:
     machine.qom_set(cpu, "realized", False)
     assert [entry["cpu-index"] for entry in machine.cpu_slots.cpus_fast()] == [0]
     assert events == [("DEVICE_DELETED", {"path": "/machine/unattached/device[2]/lapic"})]
+    paths = [entry.get("qom-path") for entry in machine.cpu_slots.hotpluggable_cpus()]
+    assert "/machine/unattached/device[2]" in paths, "nothing unplugged it: the slot stays the CPU's"
+    with pytest.raises(GenericError, match=r"CPU\[1\] with APIC ID 1 exists"):
+        machine.qom_set(cpu, "realized", True)
+    assert not cpu.realized
+
+
+def test_realized_false_on_the_boot_cpu_sends_nothing(machine: Machine) -> None:
+    """The boot CPU's lapic is the one QEMU's kvmvapic was made with: QEMU never finalizes it, so no event."""
+    events: list[tuple[str, object]] = []
+    machine.events.observers.append(lambda name, data: events.append((name, data)))
+    machine.qom_set(machine.cpu_slots.cpus[0], "realized", False)
+    assert events == []
+    paths = [entry.get("qom-path") for entry in machine.cpu_slots.hotpluggable_cpus()]
+    assert paths[-2:] == ["/machine/unattached/device[2]", "/machine/unattached/device[0]"]
 
 
 def test_cpu_option_errors_and_warnings() -> None:

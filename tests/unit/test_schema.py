@@ -110,6 +110,41 @@ def test_every_integer_names_its_qapi_type() -> None:
         walk(doc, uri)
 
 
+def test_enum_member_features_unions_and_any_are_introspected() -> None:
+    entities = {entity["name"]: entity for entity in introspect(SCHEMA)}
+
+    def member_type(entity: dict[str, Any], name: str) -> dict[str, Any]:
+        return entities[next(m["type"] for m in entity["members"] if m["name"] == name)]
+
+    caps = entities[entities[entities["query-migrate-capabilities"]["ret-type"]]["element-type"]]
+    capability = member_type(caps, "capability")
+    assert {"name": "x-colo", "features": ["unstable"]} in capability["members"]
+    assert {"name": "events"} in capability["members"]
+    stats = entities[entities["query-stats"]["arg-type"]]
+    assert stats["tag"] == "target" and [m["name"] for m in stats["members"]] == ["target", "providers"]
+    assert {v["case"]: [m["name"] for m in entities[v["type"]]["members"]] for v in stats["variants"]} == {
+        "vcpu": ["vcpus"],
+        "vm": [],
+    }
+    assert entities["qom-get"]["ret-type"] == "any"
+    panicked = entities[entities["GUEST_PANICKED"]["arg-type"]]
+    assert [m.get("default", "required") for m in panicked["members"]] == ["required", None]
+    assert member_type(panicked, "info")["tag"] == "type"
+
+
+def test_object_add_takes_exactly_the_concrete_cpu_types() -> None:
+    from qmpd.machine.qom_tree import type_registry
+
+    registry = type_registry()
+    cpus = [info.name for info in registry if not info.abstract and registry.is_a(info.name, "x86_64-cpu")]
+    document = SCHEMA.commands["object-add"].document
+    variants = document["x-qapi-union"]["variants"]
+    open_cases = [case for case, branch in variants.items() if branch.get("additionalProperties")]
+    assert open_cases == cpus, "run tools/gen_schema_types.py object-add after changing the CPU types"
+    assert document["properties"]["qom-type"]["enum"][-len(cpus) :] == cpus
+    assert "memory-backend-ram" in document["properties"]["qom-type"]["enum"]
+
+
 def test_empty_arguments_shortcut_agrees_with_the_validator() -> None:
     """Dispatch skips validation of ``{}`` when the spec says it is valid; read off ``required``, not compiled."""
     for name, spec in SCHEMA.commands.items():
