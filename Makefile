@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py qmpd/vcpu/_blockhook.c
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m compileall -q qmpd
 	$(PY) -m qmpd.qapi.bundle
+	$(PY) -m qmpd.handler_index
 	touch $@
 
 run: $(VENV)/.installed
@@ -37,6 +38,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m compileall -q qmpd
 	$(PY) -m qmpd.qapi.bundle
+	$(PY) -m qmpd.handler_index
 	$(PY) bench/report.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).

@@ -24,8 +24,6 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from qmpd import __version__
 from qmpd.cli import PROG
 from qmpd.commands.base import context_factory
@@ -34,8 +32,8 @@ from qmpd.dispatch import Dispatcher
 from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
-from qmpd.handlers import REGISTRY
-from qmpd.log import setup_logging
+from qmpd.handler_index import registry_for
+from qmpd.log import get_logger, setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
@@ -53,7 +51,7 @@ from qmpd.version import greeting
 if TYPE_CHECKING:  # aiohttp and prometheus-client cost more than the rest of start-up: loaded with --http only
     from qmpd.http.server import HttpFront
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 #: How long SIGTERM waits for an aborted migration to end before saving --state-dir's state.
@@ -257,7 +255,9 @@ class Daemon:
             raise StartupError(str(exc)) from None
         self.machine.on_exit = self._guest_exit
         self.migrator = Migrator(self.machine, self.config.machine.incoming)
-        dispatcher = Dispatcher(schema, REGISTRY, context_factory(self.machine, schema, events, self, self.migrator))
+        registry, checked = registry_for(schema)
+        make_context = context_factory(self.machine, schema, events, self, self.migrator)
+        dispatcher = Dispatcher(schema, registry, make_context, checked=checked)
         dispatcher.log_commands = self.config.server.log_level in ("debug", "info")
         self._dispatcher = dispatcher
         factory = self._session_factory(dispatcher, events)

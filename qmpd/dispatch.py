@@ -27,15 +27,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import structlog
-
 from qmpd.commands.base import CommandRegistry, Handler, SessionControl, WorkerRunner
 from qmpd.errors import CommandNotFound, GenericError, QMPError, error_to_wire
+from qmpd.log import get_logger
 from qmpd.qapi.arguments import check_arguments
 from qmpd.qapi.schema import Schema
 from qmpd.qobject.writer import qdict_order
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: A reply message, or an awaitable that produces one (async handler, or the lock is busy).
 Outcome = dict[str, Any] | Awaitable[dict[str, Any]]
@@ -124,10 +123,15 @@ SessionContextFactory = Callable[[DispatchSession, WorkerRunner], object]
 class Dispatcher:
     """Runs commands for every session of one machine."""
 
-    def __init__(self, schema: Schema, registry: CommandRegistry, make_context: SessionContextFactory) -> None:
-        problems = registry.parity_problems(schema)
-        if problems:
-            raise ValueError("schema and handlers disagree:\n  " + "\n  ".join(problems))
+    def __init__(
+        self, schema: Schema, registry: CommandRegistry, make_context: SessionContextFactory, *, checked: bool = False
+    ) -> None:
+        """``checked``: the registry's parity with ``schema`` was checked already (qmpd.handler_index's
+        index was made from these very files); otherwise every handler is there and is checked now."""
+        if not checked:
+            problems = registry.parity_problems(schema)
+            if problems:
+                raise ValueError("schema and handlers disagree:\n  " + "\n  ".join(problems))
         self.schema = schema
         self.registry = registry
         self._make_context = make_context
@@ -135,7 +139,8 @@ class Dispatcher:
         self.bql = BigLock()
         #: Set once the daemon is going away: no further requests are executed.
         self.closing = False
-        self._is_async = {name: inspect.iscoroutinefunction(fn) for name, fn in registry.handlers.items()}
+        #: Whether each command's handler is a coroutine function (filled as commands are first run).
+        self._is_async: dict[str, bool] = {}
         self._contexts: weakref.WeakKeyDictionary[DispatchSession, object] = weakref.WeakKeyDictionary()
         #: Whether each command gets its own log line (off below the info level).
         self.log_commands = True
@@ -161,7 +166,7 @@ class Dispatcher:
             if isinstance(error, CommandNotFound) and not session.negotiated:
                 error = CommandNotFound(_NEGOTIATION_ONLY)
             return self._error(error, request_id)
-        handler = self.registry.handlers[name]
+        handler = self.registry.handler(name)
         kwargs = (
             {key.replace("-", "_") if key in spec.members else key: value for key, value in arguments.items()}
             if arguments
@@ -170,7 +175,10 @@ class Dispatcher:
         context = self._contexts.get(session)
         if context is None:
             context = self._contexts[session] = self._make_context(session, self._work_unlocked)
-        if not oob and (self._is_async[name] or self.bql.busy):
+        is_async = self._is_async.get(name)
+        if is_async is None:
+            is_async = self._is_async[name] = inspect.iscoroutinefunction(handler)
+        if not oob and (is_async or self.bql.busy):
             held = self.bql.try_acquire()
             return self._run_locked(handler, context, kwargs, name, request_id, session, started, held)
         return self._finish(self._call(handler, context, kwargs, name), name, request_id, session, started)

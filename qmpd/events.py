@@ -12,13 +12,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import structlog
-
+from qmpd.log import get_logger
 from qmpd.qapi.arguments import first_error
 from qmpd.qapi.schema import EventSpec, Schema
 from qmpd.qobject.writer import encode
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class EventSink(Protocol):
@@ -69,7 +68,7 @@ class EventBus:
             if problem is not None:
                 if self.strict:
                     raise ValueError(f"event {name} does not match its schema: {problem}")
-                log.error("event.invalid", event=name, problem=problem)
+                log.error("event.invalid", name=name, problem=problem)
         message: dict[str, Any] = {"event": name}
         if spec.members:
             message["data"] = dict(data or {})

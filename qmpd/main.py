@@ -165,7 +165,10 @@ def _start(argv: Sequence[str] | None) -> int:
 
     # structlog imports rich when it is installed (import-linter brings it into a development
     # environment; 0.1 s of start-up), and qmpd never uses it: its log lines render tracebacks plainly.
+    # Likewise greenlet (playwright's, for the tests; ~3-6 ms): structlog's thread-local module tries
+    # it, and qmpd runs no greenlets.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+    sys.modules.setdefault("greenlet", None)  # type: ignore[arg-type]
     from qmpd.daemon import run_daemon  # the heavy part: event loop, schema, machine
 
     try:

@@ -1,42 +1,10 @@
-"""QMP command handlers, grouped like the schema (``human-monitor-command`` is in qmpd.hmp.qmp); qmpd.handlers
-loads them all."""
+"""QMP command handlers, grouped like the schema (``human-monitor-command`` is in qmpd.hmp.qmp).
+
+Importing this package loads none of them: qmpd.handlers loads them all, a start loads each with its
+command's first use (qmpd.handler_index)."""
 
 from __future__ import annotations
 
-from qmpd.commands import (
-    control,
-    cpu_models,
-    dump,
-    fds,
-    host,
-    hotplug,
-    input,
-    jobs,
-    machine,
-    memory,
-    migration,
-    migration_parameters,
-    misc,
-    qom,
-    runstate,
-)
 from qmpd.commands.base import REGISTRY
 
-__all__ = [
-    "REGISTRY",
-    "control",
-    "cpu_models",
-    "dump",
-    "fds",
-    "host",
-    "hotplug",
-    "input",
-    "jobs",
-    "machine",
-    "memory",
-    "migration",
-    "migration_parameters",
-    "misc",
-    "qom",
-    "runstate",
-]
+__all__ = ["REGISTRY"]

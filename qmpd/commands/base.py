@@ -11,6 +11,7 @@ CommandContext, which the dispatcher gets from ``context_factory``.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -125,7 +126,18 @@ class CommandRegistry:
     """Handlers by command name; the schema says everything else."""
 
     def __init__(self) -> None:
+        #: The handlers registered so far (their modules imported).
         self.handlers: dict[str, Handler] = {}
+        #: Where each handler not imported yet is registered: command -> module (qmpd.handler_index).
+        self.modules: dict[str, str] = {}
+
+    def handler(self, name: str) -> Handler:
+        """``name``'s handler, its module imported with the command's first use when it is not yet."""
+        found = self.handlers.get(name)
+        if found is None:
+            importlib.import_module(self.modules[name])
+            found = self.handlers[name]
+        return found
 
     def command(self, name: str) -> Callable[[_H], _H]:
         """Register the decorated function as the handler of ``name``."""

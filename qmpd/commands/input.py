@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
-from qmpd.devices.ps2 import TABLES
+from qmpd.devices.ps2 import key_tables
 
 
 def key_names(keys: list[dict[str, Any]]) -> list[str]:
     """KeyValues as QKeyCodes: a number is QEMU's key number (an unknown one is ``unmapped``)."""
-    return [key["data"] if key["type"] == "qcode" else TABLES.qcode_of_number(key["data"]) for key in keys]
+    tables = key_tables()
+    return [key["data"] if key["type"] == "qcode" else tables.qcode_of_number(key["data"]) for key in keys]
 
 
 @qmp_command("send-key")

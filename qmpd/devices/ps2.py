@@ -16,6 +16,7 @@ owns the lock; every method here runs under it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import deque
@@ -79,9 +80,10 @@ def load_tables() -> KeyTables:
     )
 
 
-TABLES = load_tables()
-#: The QKeyCode names (HMP sendkey takes these).
-QKEYCODES = frozenset(TABLES.names)
+@functools.cache
+def key_tables() -> KeyTables:
+    """The tables, read with their first use (a key sent), not at every start (~2 ms of JSON)."""
+    return load_tables()
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class SavedKeyboard:
 class PS2Keyboard:
     """The keyboard's state and queue (called by the i8042, under its lock)."""
 
-    def __init__(self, tables: KeyTables = TABLES) -> None:
+    def __init__(self, tables: KeyTables | None = None) -> None:
+        #: The tables given, or None: key_tables() at the first key.
         self._tables = tables
         self.replies: deque[int] = deque()
         self.queue: deque[int] = deque()
@@ -151,7 +154,7 @@ class PS2Keyboard:
             return self._print_screen(down)
         if self.scancode_set in (1, 2) and qcode in ("lang1", "lang2") and not down:
             return []  # these keys send no break code
-        code = self._tables.sets[self.scancode_set].get(qcode, 0)
+        code = (self._tables or key_tables()).sets[self.scancode_set].get(qcode, 0)
         if not code:
             return []
         if self.scancode_set == 1:

@@ -11,7 +11,7 @@ from qmpd.commands.control import quit_
 from qmpd.commands.memory import memsave, pmemsave
 from qmpd.cpu.cpu_option import CPUOptionError, parse_value
 from qmpd.cpu.x86cpu import X86CPU
-from qmpd.devices.ps2 import QKEYCODES, TABLES
+from qmpd.devices.ps2 import key_tables
 from qmpd.errors import GenericError, QMPError
 from qmpd.fdstore import SessionFds
 from qmpd.hmp.memory_dump import memory_dump
@@ -82,8 +82,8 @@ def hmp_sendkey(ctx: CommandContext, keys: str, hold_time: int | None = None) ->
         if name.startswith("0x"):
             if not _HEX_NUMBER.fullmatch(name):
                 return f"invalid parameter: {name}\n"
-            names.append(TABLES.qcode_of_number(int(name, 16)))
-        elif name in QKEYCODES:
+            names.append(key_tables().qcode_of_number(int(name, 16)))
+        elif name in key_tables().names:
             names.append(name)
         else:
             return f"invalid parameter: {name}\n"

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import structlog
 from aiohttp import hdrs, web
 
 from qmpd.dispatch import Dispatcher
@@ -26,11 +25,12 @@ from qmpd.http.metrics import CONTENT_TYPE, Metrics
 from qmpd.http.rest import RestAPI, error_response
 from qmpd.http.view import live_sample
 from qmpd.http.websocket import CheckedWebSocketResponse, SessionFactory, serve_qmp
+from qmpd.log import get_logger
 from qmpd.machine.machine import Machine
 from qmpd.protocol.accept import Acceptor, ThrottledLog
 from qmpd.protocol.listeners import open_tcp_listeners
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"

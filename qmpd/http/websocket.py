@@ -13,14 +13,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from aiohttp.http import WebSocketWriter
 from aiohttp.web_request import BaseRequest
 
+from qmpd.log import get_logger
 from qmpd.protocol.session import Channel, Session
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SessionFactory = Callable[[Channel, str], Session]
 

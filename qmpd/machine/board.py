@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import structlog
-
 from qmpd.cpu.cpuid import build_cpuid
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import LEGACY_LEN, CPUHotplugBlock, GPEBlock
@@ -38,6 +36,7 @@ from qmpd.devices.lapic import LocalAPIC
 from qmpd.devices.pci import CONFIG_ADDRESS_PORT, CONFIG_DATA_PORT, PCIConfig
 from qmpd.devices.pvpanic import PVPanic
 from qmpd.devices.reset import RESET_CONTROL_PORT, ResetControl
+from qmpd.log import get_logger
 from qmpd.machine.spec import MachineSpec
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.manager import VCPUManager
@@ -47,7 +46,7 @@ from qmpd.vcpu.runner import VCPURunner
 if TYPE_CHECKING:
     from qmpd.vcpu.engine import VCPUEngine
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Board:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from qmpd.cpu.cpu_option import CPUOption, parse_value, property_types
 from qmpd.cpu.models import engine_capability
 from qmpd.cpu.topology import Slot
@@ -22,6 +20,7 @@ from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
+from qmpd.log import get_logger
 from qmpd.machine.board import Board
 from qmpd.machine.cpus import assign_slot, instance_props, pre_plug
 from qmpd.machine.hotplug_latency import HotplugLatency
@@ -30,7 +29,7 @@ from qmpd.machine.spec import MachineSpec
 from qmpd.qom.device import Device
 from qmpd.vcpu.runner import VCPURunner
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class CPUSlots:

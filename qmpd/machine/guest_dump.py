@@ -24,9 +24,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from qmpd.errors import GenericError
+from qmpd.log import get_logger
 from qmpd.machine.dump_file import DUMP_CHUNK, stream_to
 from qmpd.machine.elf_core import SHSTRTAB, MemoryRange, core_head, select_ranges
 from qmpd.vcpu.snapshot import CPUSnapshot
@@ -34,7 +33,7 @@ from qmpd.vcpu.snapshot import CPUSnapshot
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Runs blocking work off the event loop (CommandContext.in_worker, or asyncio.to_thread).
 Worker = Callable[[Callable[[], None]], Awaitable[None]]

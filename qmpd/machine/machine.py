@@ -15,8 +15,6 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import structlog
-
 from qmpd.config import MachineConfig
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import CPUHotplugBlock, GPEBlock
@@ -24,6 +22,7 @@ from qmpd.devices.acpi_pm import PM1Block
 from qmpd.devices.lapic import LocalAPIC
 from qmpd.errors import GenericError
 from qmpd.events import EventBus
+from qmpd.log import get_logger
 from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
 from qmpd.machine.cpu_slots import CPUSlots
@@ -42,7 +41,7 @@ from qmpd.vcpu.ram import GuestRAM
 from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateOwner
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Machine:

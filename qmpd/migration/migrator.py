@@ -26,9 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from qmpd.errors import GenericError
+from qmpd.log import get_logger
 from qmpd.machine.guest_dump import MIGRATION_BLOCKED
 from qmpd.machine.runstate import RunState
 from qmpd.migration.stream import (
@@ -45,7 +44,7 @@ from qmpd.migration.stream import (
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _SCHEMES = ("file:", "exec:", "fd:")
 #: The target page size query-migrate reports (x86).

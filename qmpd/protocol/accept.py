@@ -15,9 +15,9 @@ import errno
 import socket
 import time
 
-import structlog
+from qmpd.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Seconds an accept loop pauses when the process or system is out of fds or buffers.
 ACCEPT_RETRY_DELAY = 0.5

@@ -21,11 +21,10 @@ import asyncio
 import socket
 from typing import Any, Protocol
 
-import structlog
-
 from qmpd.fdstore import MAX_FDS_PER_MESSAGE
+from qmpd.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Ancillary space for MAX_FDS_PER_MESSAGE descriptors.
 ANCILLARY_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)

@@ -21,16 +21,15 @@ from collections import deque
 from collections.abc import Awaitable, Iterator, Sequence
 from typing import Any, Protocol
 
-import structlog
-
 from qmpd.dispatch import Dispatcher, loggable
 from qmpd.events import EventBus
 from qmpd.fdstore import SessionFds
+from qmpd.log import get_logger
 from qmpd.qobject.parser import JSONParseError
 from qmpd.qobject.streamer import JSONMessageStreamer, StreamItem
 from qmpd.qobject.writer import encode
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: QEMU's QMP_REQ_QUEUE_LEN_MAX: in-band requests that may wait while one runs.
 INBAND_QUEUE_MAX = 8

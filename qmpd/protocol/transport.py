@@ -23,15 +23,14 @@ import sys
 from collections.abc import Callable
 from typing import cast
 
-import structlog
-
 from qmpd.config import MonitorKind
+from qmpd.log import get_logger
 from qmpd.protocol.accept import Acceptor
 from qmpd.protocol.listeners import Listener
 from qmpd.protocol.scm import UnixMonitorTransport
 from qmpd.protocol.session import Channel, Session
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SessionFactory = Callable[[Channel, str], Session]
 

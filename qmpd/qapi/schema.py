@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -246,6 +247,29 @@ def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
     return bundle
 
 
+def join_reference(base_uri: str, ref: str) -> str:
+    """``urllib.parse.urljoin(base_uri, ref)`` for the references schema/ makes (``X.json``,
+    ``./X.json``, ``../types/X.json``, each maybe with ``#/pointer``, or ``#/pointer`` alone) without
+    importing urllib.parse, ipaddress and their kin at every start (the load follows $refs); any
+    other reference still goes through urljoin."""
+    path, _, fragment = ref.partition("#")
+    mark = "#" if fragment else ""  # urljoin drops an empty fragment
+    base = base_uri.partition("#")[0]
+    if not base.startswith(SCHEMA_BASE) or ":" in path or path.startswith("/") or "?" in ref or path.endswith("/"):
+        from urllib.parse import urljoin
+
+        return urljoin(base_uri, ref)
+    if not path:
+        return base + mark + fragment
+    directory = base[len(SCHEMA_BASE) :].rpartition("/")[0]
+    joined = posixpath.normpath(posixpath.join(directory, path))
+    if joined.startswith(".."):  # above schema/: urljoin knows where that lands
+        from urllib.parse import urljoin
+
+        return urljoin(base_uri, ref)
+    return SCHEMA_BASE + joined + mark + fragment
+
+
 class Schema:
     """All commands, events and types, with validators and a ``$ref`` resolver."""
 
@@ -255,6 +279,9 @@ class Schema:
         self._registry: referencing.Registry[Any] | None = None
         #: query-qmp-schema's answer when it came precomputed (qmpd.qapi.introspect fills it otherwise).
         self.introspection: list[dict[str, Any]] | None = None
+        #: The packaged schema's files as ``signature`` gives them (None for another directory): what
+        #: caches derived from schema/ and code (the bundle, qmpd.handler_index) are keyed by.
+        self.source_signature: list[list[Any]] | None = None
         self.commands: dict[str, CommandSpec] = {}
         self.events: dict[str, EventSpec] = {}
         for uri in sorted(documents):
@@ -276,11 +303,13 @@ class Schema:
         """
         root = _schema_root() if directory is None else os.fspath(directory)
         files = _json_files(root)
-        if directory is None and bundle:
-            made = _read_bundle(signature(files))
+        made_from = signature(files) if directory is None else None
+        if made_from is not None and bundle:
+            made = _read_bundle(made_from)
             if made is not None:
                 schema = cls(made["documents"])
                 schema.introspection = made["introspection"]
+                schema.source_signature = made_from
                 return schema
         documents: dict[str, JSONSchema] = {}
         for relative, entry in files:
@@ -290,7 +319,9 @@ class Schema:
             if doc.get("$id") != expected:
                 raise ValueError(f"{entry.path}: $id must be {expected!r}")
             documents[expected] = doc
-        return cls(documents)
+        schema = cls(documents)
+        schema.source_signature = made_from
+        return schema
 
     @property
     def registry(self) -> referencing.Registry[Any]:
@@ -372,9 +403,7 @@ class Schema:
     def resolve(self, schema: JSONSchema, base_uri: str) -> tuple[JSONSchema, str]:
         """Follow ``$ref`` chains; return the target schema and its document URI."""
         while "$ref" in schema:
-            from urllib.parse import urljoin  # only $refs need it (a start may never follow one)
-
-            target = urljoin(base_uri, schema["$ref"])
+            target = join_reference(base_uri, schema["$ref"])
             base_uri, _, pointer = target.partition("#")
             schema = self.documents[base_uri]
             for part in filter(None, pointer.split("/")):

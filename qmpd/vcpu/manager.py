@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import structlog
-
 from qmpd.devices.lapic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, DEST_ALL, DEST_ALL_BUT_SELF, DEST_SELF
+from qmpd.log import get_logger
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.loader import STACK_SIZE
 from qmpd.vcpu.ram import disable_huge_pages
@@ -32,7 +31,7 @@ from qmpd.vcpu.snapshot import CPUSnapshot
 if TYPE_CHECKING:
     from qmpd.vcpu.engine import EngineFactory, VCPUEngine
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class VCPUManager:

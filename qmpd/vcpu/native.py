@@ -11,13 +11,14 @@ from __future__ import annotations
 import ctypes
 import os
 
-import structlog
 from unicorn import UC_HOOK_BLOCK, Uc
 from unicorn.unicorn_const import UC_CTL_IO_READ_WRITE, UC_CTL_TB_REQUEST_CACHE
 from unicorn.unicorn_py3.arch.types import uc_hook_h
 from unicorn.unicorn_py3.unicorn import uclib
 
-log = structlog.get_logger(__name__)
+from qmpd.log import get_logger
+
+log = get_logger(__name__)
 
 
 #: QMPD_TB_ENTRIES x sizeof(struct qmpd_tb_entry) in _blockhook.c.

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import structlog
-
+from qmpd.log import get_logger
 from qmpd.vcpu.snapshot import CPUSnapshot, Exit
 from qmpd.vcpu.threadname import name_thread
 from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_integer, optional_string, string
@@ -28,7 +27,7 @@ from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_intege
 if TYPE_CHECKING:  # Unicorn is loaded by the thread that makes the first engine, not at start-up
     from qmpd.vcpu.engine import EngineFactory, VCPUEngine
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class VCPUState(enum.Enum):

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from qmpd.devices.ps2 import TABLES
+from qmpd.devices.ps2 import key_tables
 from tests.differential.test_firmware_diff import FIRMWARE, Run
 from tests.helpers import RawClient, resolved_signature, start_qemu, start_qmpd
 
 pytestmark = pytest.mark.qemu
 MACHINES = ["pc", "q35"]
-QKEYCODES = TABLES.names
+QKEYCODES = key_tables().names
 #: Keys whose bytes differ in kind: plain, 0xE0-prefixed, modifiers, Print Screen, Pause, numbers.
 KEYS: list[list[dict[str, Any]]] = [
     [{"type": "qcode", "data": "a"}],

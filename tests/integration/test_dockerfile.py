@@ -33,6 +33,7 @@ def test_dockerfile_uses_the_steps_this_test_runs() -> None:
     assert "RUN pip wheel --no-cache-dir --wheel-dir /dist ." in DOCKERFILE
     assert "RUN pip install --no-cache-dir --no-index --find-links /tmp/dist qmpd" in DOCKERFILE
     assert "RUN make -C examples/firmware OUT=/src/qmpd/firmware/qmpd-firmware.bin" in DOCKERFILE
+    assert "RUN python -m qmpd.qapi.bundle && python -m qmpd.handler_index" in DOCKERFILE
     assert "USER qmpd" in DOCKERFILE, "the image runs as a non-root user"
     assert "install -y --no-install-recommends gcc" in DOCKERFILE, "the build stage compiles the block hook"
     assert _instruction("ENTRYPOINT")[0] == "qmpd"
@@ -82,6 +83,15 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
         capture_output=True,
         timeout=600,
     )
+    clean_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    for step in (["-m", "qmpd.qapi.bundle"], ["-m", "qmpd.handler_index"]):  # the image's cache step
+        subprocess.run([str(python), *step], check=True, capture_output=True, timeout=120, env=clean_env, cwd=tmp_path)
+    used = (
+        "from qmpd.qapi.schema import Schema; from qmpd.handler_index import registry_for; "
+        "schema = Schema.load(); print(schema.introspection is not None, registry_for(schema)[1])"
+    )
+    check = subprocess.run([str(python), "-c", used], capture_output=True, text=True, env=clean_env, cwd=tmp_path)
+    assert check.stdout.split() == ["True", "True"], "the installed qmpd starts from both caches"
     workdir = tmp_path / "var-lib-qmpd"
     workdir.mkdir()
     port = free_port()
@@ -90,7 +100,6 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     command[0] = str(env_dir / "bin" / command[0])
     health = [arg.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for arg in _healthcheck()]
     health[0] = str(env_dir / "bin" / health[0])
-    clean_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     with open(tmp_path / "stdout", "wb") as stdout:
         process = subprocess.Popen(command, cwd=workdir, env=clean_env, stdout=stdout, stderr=subprocess.DEVNULL)
     try:

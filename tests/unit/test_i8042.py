@@ -13,7 +13,7 @@ import pytest
 
 from qmpd.commands.input import key_names
 from qmpd.devices.i8042 import I8042, STATUS_OBF
-from qmpd.devices.ps2 import QUEUE_SIZE, TABLES, TRANSLATION, PS2Keyboard
+from qmpd.devices.ps2 import QUEUE_SIZE, TRANSLATION, PS2Keyboard, key_tables
 from qmpd.machine.keys import QUEUE_LIMIT, KeyInjector
 
 DATA, STATUS = 0, 0  # each port is its own device at offset 0
@@ -154,8 +154,8 @@ def test_state_round_trips_and_is_checked() -> None:
 
 def test_tables() -> None:
     assert TRANSLATION[0x1C] == 0x1E and TRANSLATION[0x5A] == 0x1C and TRANSLATION[0x83] == 0x41
-    assert TABLES.sets[2]["a"] == 0x1C and TABLES.sets[2]["kp_enter"] == 0xE05A
-    assert len(TABLES.names) == 150 and TABLES.names[0] == "unmapped"
+    assert key_tables().sets[2]["a"] == 0x1C and key_tables().sets[2]["kp_enter"] == 0xE05A
+    assert len(key_tables().names) == 150 and key_tables().names[0] == "unmapped"
     assert key_names([{"type": "number", "data": 0x1E}, {"type": "number", "data": 0x9C}]) == ["a", "kp_enter"]
     assert key_names([{"type": "number", "data": -1}, {"type": "qcode", "data": "esc"}]) == ["unmapped", "esc"]
     keyboard = PS2Keyboard()

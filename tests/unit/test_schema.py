@@ -11,7 +11,7 @@ import pytest
 
 from qmpd.handlers import REGISTRY
 from qmpd.qapi.introspect import introspect
-from qmpd.qapi.schema import SCHEMA_BASE, Schema, default_schema_dir
+from qmpd.qapi.schema import SCHEMA_BASE, Schema, default_schema_dir, join_reference
 
 SCHEMA = Schema.load()
 DOCUMENTS = sorted(default_schema_dir().rglob("*.json"))
@@ -191,3 +191,28 @@ def test_a_bundle_is_used_only_while_schema_is_unchanged(tmp_path: Path, monkeyp
         assert loaded.introspection is None and loaded.documents == SCHEMA.documents
     path.write_text("{")
     assert Schema.load().documents == SCHEMA.documents
+
+
+def _references(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _references(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _references(value)]
+    return []
+
+
+def test_references_join_as_urljoin_joins_them() -> None:
+    """The load's own join (no urllib.parse at start) gives urljoin's answer for every $ref of schema/,
+    and for the references it hands on to urljoin."""
+    from urllib.parse import urljoin
+
+    pairs = [(uri, ref) for uri, doc in SCHEMA.documents.items() for ref in _references(doc)]
+    assert len(pairs) > 100
+    odd = ["#", "#/a/b", "../../x.json", "../../../x.json", "/abs.json", "https://e.org/x.json#/y", "a/./b/../c.json"]
+    odd += ["x.json?q=1", "dir/", "./", "//host/x.json", "x.json#", "../types/x.json#/$defs/a~1b"]
+    base = SCHEMA_BASE + "commands/device_add.json"
+    pairs += [(base, ref) for ref in odd] + [(SCHEMA_BASE + "top.json", "types/x.json#/$defs/y")]
+    pairs += [("https://other.org/a/b.json", "c.json")]
+    for uri, ref in pairs:
+        assert join_reference(uri, ref) == urljoin(uri, ref), (uri, ref)

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import ForwardRef
 
+import pytest
+
 from tests.helpers import REPO, RawClient, wait_for_socket
 from tests.libvirt_probe import PROBE
 
@@ -69,7 +71,7 @@ def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
 #: Modules a daemon loads only for what a configuration or a command needs: aiohttp and
 #: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
 #: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
-#: rich never (structlog would import it when installed), the human monitor with its first command
+#: rich and greenlet never (structlog would import them when installed), the human monitor with its first command
 #: line, a machine's description with a migration.
 NOT_AT_START = (
     "aiohttp",
@@ -78,9 +80,12 @@ NOT_AT_START = (
     "jsonschema",
     "referencing",
     "rich",
+    "greenlet",
     "hashlib",
     "tempfile",
     "pathlib",
+    "urllib",
+    "ipaddress",
     "qmpd.http",
     "qmpd.vcpu.engine",
     "qmpd.vcpu.native",
@@ -123,8 +128,34 @@ def _modules_after(argv: list[str], commands: list[tuple[str, dict[str, object]]
     return set(json.loads(record.read_text()))
 
 
-def _heavy(loaded: set[str]) -> list[str]:
-    return sorted(name for name in loaded if any(name == h or name.startswith(h + ".") for h in NOT_AT_START))
+#: Handler modules (and what only they use) that a start reaching prelaunch never needs: each
+#: handler module loads with the first use of one of its commands (qmpd.handler_index).
+NOT_BEFORE_THEIR_COMMANDS = (
+    "qmpd.commands.cpu_models",
+    "qmpd.commands.dump",
+    "qmpd.commands.hotplug",
+    "qmpd.commands.memory",
+    "qmpd.commands.migration",
+    "qmpd.commands.qom",
+    "qmpd.hmp",
+    "qmpd.cpu.expansion",
+)
+
+
+def _heavy(loaded: set[str], heavy: tuple[str, ...] = NOT_AT_START) -> list[str]:
+    return sorted(name for name in loaded if any(name == h or name.startswith(h + ".") for h in heavy))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_handler_index() -> None:
+    """The daemons below load handler modules on first use only with a fresh index (make's install
+    step writes it; a tree changed since gets it here, as `make` would)."""
+    from qmpd import handler_index
+    from qmpd.qapi.schema import Schema
+
+    expected = handler_index.signature(Schema.load())
+    if handler_index._read_index(expected) is None:  # type: ignore[arg-type]
+        subprocess.run([sys.executable, "-m", "qmpd.handler_index"], cwd=REPO, check=True)
 
 
 def test_a_probe_mode_start_answers_libvirt_without_the_heavy_modules(tmp_path: Path) -> None:
@@ -134,15 +165,30 @@ def test_a_probe_mode_start_answers_libvirt_without_the_heavy_modules(tmp_path: 
     assert _heavy(loaded) == []
 
 
+def test_a_quiet_probe_never_loads_structlog(tmp_path: Path) -> None:
+    """At --log-level warning with nothing to warn about, no line is written: structlog never comes."""
+    argv = ["-S", "-nodefaults", "-machine", "none,accel=kvm:tcg", "--log-level", "warning"]
+    loaded = _modules_after(argv, PROBE, tmp_path)
+    assert "qmpd.log" in loaded and "structlog" not in loaded
+
+
 def test_a_plain_start_reaches_prelaunch_without_the_heavy_modules(tmp_path: Path) -> None:
     argv = ["-machine", "pc", "-cpu", "Haswell", "-smp", "2,maxcpus=8", "-S", "-nodefaults"]
     loaded = _modules_after(argv, [("query-status", {}), ("query-cpus-fast", {})], tmp_path)
     assert "qmpd.machine.machine" in loaded and "qmpd.vcpu.runner" in loaded
     assert _heavy(loaded) == []
+    assert {"qmpd.commands.runstate", "qmpd.commands.control"} <= loaded
+    assert _heavy(loaded, NOT_BEFORE_THEIR_COMMANDS) == []
+
+
+HASWELL = {"type": "static", "model": {"name": "Haswell"}}
 
 
 def test_the_heavy_modules_still_come_when_needed(tmp_path: Path) -> None:
     """The check above can fail: a command that needs jsonschema, and a running vCPU, load them."""
     argv = ["-machine", "pc", "-smp", "1", "-nodefaults"]
-    loaded = _modules_after(argv, [("migrate-set-parameters", {"downtime-limit": 100})], tmp_path)
+    commands = [("migrate-set-parameters", {"downtime-limit": 100}), ("query-cpu-model-expansion", HASWELL)]
+    loaded = _modules_after(argv, commands, tmp_path)
     assert {"jsonschema", "unicorn", "qmpd.vcpu.engine"} <= loaded
+    assert {"qmpd.commands.migration_parameters", "qmpd.commands.cpu_models", "qmpd.cpu.expansion"} <= loaded
+    assert "qmpd.commands.dump" not in loaded

@@ -1,0 +1,51 @@
+"""qmpd.log: structlog comes with the first line written, and the lines are structlog's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import REPO
+
+#: Logs below and at the level in a fresh interpreter; prints whether structlog was loaded before the
+#: line that passes, then the line itself goes to stderr.
+_SCRIPT = """
+import sys
+from qmpd.config import LogFormat
+from qmpd.log import get_logger, setup_logging
+setup_logging(LogFormat.{fmt}, "warning")
+log = get_logger("qmpd.test").bind(session="s#1")
+log.info("test.quiet", n=1)
+log.debug("test.quiet", n=2)
+print("structlog" in sys.modules, flush=True)
+log.warning("test.loud", n=3)
+try:
+    raise ValueError("boom")
+except ValueError:
+    log.exception("test.failed")
+"""
+
+
+def _run(fmt: str) -> tuple[str, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT.format(fmt=fmt)], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip(), done.stderr.splitlines()
+
+
+def test_lines_below_the_level_do_not_load_structlog_and_the_others_are_its_lines() -> None:
+    loaded, lines = _run("CONSOLE")
+    assert loaded == "False"
+    assert "test.quiet" not in "\n".join(lines)
+    assert lines[0].endswith("Z [warning  ] test.loud                      n=3 session=s#1")
+    assert "[error    ] test.failed" in lines[1] and "session=s#1" in lines[1]
+    assert any(line.startswith("ValueError: boom") for line in lines[2:])  # the traceback, plainly
+
+
+def test_json_lines_carry_level_timestamp_and_context() -> None:
+    _, lines = _run("JSON")
+    first, second = (json.loads(line) for line in lines)
+    assert first["event"] == "test.loud" and first["level"] == "warning" and first["session"] == "s#1"
+    assert first["n"] == 3 and first["timestamp"].endswith("Z")
+    assert second["level"] == "error" and "ValueError: boom" in second["exception"]
