@@ -55,12 +55,17 @@ def test_libvirt_start_argv() -> None:
     assert (monitor.kind, monitor.fd, monitor.chardev_id) == (MonitorKind.FD, 24, "charmonitor")
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
     assert config.machine.uuid == bytes.fromhex("0f7e1b42" + "0" * 24)
-    assert "sandbox" in config.ignored and "object" in config.ignored
+    assert "sandbox" in config.ignored and "object" not in config.ignored
     assert dict(config.machine.machine_settings) == {
         "usb": False,
         "dump-guest-core": False,
         "memory-backend": "/objects/pc.ram",
     }
+    assert [(o.qom_type, o.id, o.text) for o in config.machine.objects] == [
+        ("secret", "masterKey0", False),
+        ("memory-backend-ram", "pc.ram", False),
+    ]
+    assert dict(config.machine.objects[1].props) == {"size": 134217728}
 
 
 def test_several_monitors_and_double_dash_spelling() -> None:
