@@ -31,6 +31,8 @@ MAX_SLOT = 1023
 MAX_POLICIES = 64
 _PLUG = ENUM_VALUES["QmpdGuestPlugAction"]
 _UNPLUG = ENUM_VALUES["QmpdGuestUnplugAction"]
+#: The properties' defaults (a slot no policy names behaves so).
+POLICY_DEFAULTS = {"on-plug": "online", "on-unplug": "eject", "ost-status": 1, "delay-ms": 0, "slots": ""}
 _ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?\Z")
 
 

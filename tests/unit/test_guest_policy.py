@@ -17,6 +17,7 @@ from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.handlers import REGISTRY
 from qmpd.machine.guest_policy import MAX_DELAY_MS, parse_slots
+from qmpd.machine.hotplug_latency import ACK_DEADLINE, LATE_AFTER, HotplugLatency
 from qmpd.machine.machine import Machine
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
@@ -253,3 +254,36 @@ def test_device_registers_and_saved_selector() -> None:
     assert port.io_read(6, 1) == 130
     with pytest.raises(GenericError):
         port.check_state({"selector": -1}, 1)
+
+
+# -- how the guest answered (/metrics) -------------------------------------------------------------
+
+
+def test_answers_are_classified_from_the_guests_ost_and_timing() -> None:
+    now = [0.0]
+    latency = HotplugLatency(clock=lambda: now[0])
+    answers: list[tuple[str, str]] = []
+    latency.on_answer.append(lambda operation, outcome: answers.append((operation, outcome)))
+
+    def ost(slot: int, source: int, status: int) -> None:
+        latency.ost({"slot": str(slot), "slot-type": "CPU", "source": source, "status": status})
+
+    latency.requested(1, "unplug")
+    ost(1, 3, 130)  # refuse, at once
+    latency.requested(2, "plug")
+    ost(2, 1, 1)  # fail
+    latency.requested(3, "unplug")
+    ost(3, 3, 0x84)  # in progress, then ejected: a normal answer
+    latency.completed(3, "unplug")
+    assert answers == [("unplug", "refused"), ("plug", "failed")]
+    latency.requested(1, "plug")  # ignored...
+    now[0] = ACK_DEADLINE + 0.1
+    latency.sweep()
+    latency.sweep()  # counted once
+    assert answers[2:] == [("plug", "ignored")]
+    ost(1, 1, 0)  # ...then answered late
+    latency.requested(2, "plug")
+    now[0] += LATE_AFTER + 0.1
+    ost(2, 3, 0)  # an _OST of another kind is no answer to a plug
+    ost(2, 1, 0)
+    assert answers[3:] == [("plug", "late"), ("plug", "late")]
