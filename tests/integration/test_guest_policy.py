@@ -3,10 +3,16 @@ same errors, nothing half-changed)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from tests.helpers import RawClient
-from tests.integration.test_http import Front, front
+import pytest
+
+from tests.helpers import RawClient, wait_until
+from tests.integration.test_hotplug import Guest, running_guest
+from tests.integration.test_http import Front, _metrics, front
 
 __all__ = ["front"]
 
@@ -66,3 +72,107 @@ def test_rest_refuses_bad_input_with_qmps_texts_and_changes_nothing(front: Calla
     assert web.request("PUT", "/api/v1/guest-policy", {"on-plug": "fail"})[0] == 400
     assert web.request("PUT", "/api/v1/guest-policy", [1])[0] == 400
     assert web.request("GET", "/api/v1/guest-policy")[1] == before
+
+
+# -- the bundled firmware acts on the policy (the issue's acceptance) ---------------------------------
+
+ARGV = ["-machine", "pc", "-cpu", "Haswell", "-smp", "1,sockets=1,cores=4,threads=1,maxcpus=4"]
+CPU = {"driver": "Haswell-x86_64-cpu", "socket-id": 0, "thread-id": 0}
+OK: dict[str, Any] = {"return": {}}
+
+
+def _no_event(guest: Guest, name: str, seconds: float, **match: Any) -> None:
+    with pytest.raises(AssertionError):
+        guest.event(name, timeout=seconds, **match)
+
+
+def _present(guest: Guest) -> list[int]:
+    return sorted(guest.cpu_paths())
+
+
+def test_refuse_then_eject_over_qmp(tmp_path: Path) -> None:
+    argv = [*ARGV, "-object", f"{POLICY},id=gp,on-unplug=refuse,ost-status=130"]
+    with running_guest(argv, tmp_path) as guest:
+        client = guest.client
+        assert client.execute("device_add", {**CPU, "id": "cpu1", "core-id": 1}) == OK
+        guest.event("ACPI_DEVICE_OST", device="cpu1", source=1, status=0, slot="1")
+        guest.online(1, 1)
+        assert client.execute("device_del", {"id": "cpu1"}) == OK
+        guest.event("ACPI_DEVICE_OST", device="cpu1", source=3, status=130, slot="1")
+        _no_event(guest, "DEVICE_DELETED", 1.0)
+        assert _present(guest) == [0, 1]
+        wait_until(lambda: "CPU 1 (APIC ID 1) unplug refused (guest policy)" in guest.console())
+        assert guest.counting(1), "the refused CPU goes on working"
+        ospm = client.execute("query-acpi-ospm-status")["return"]
+        assert {"device": "cpu1", "slot": "1", "slot-type": "CPU", "source": 3, "status": 130} in ospm
+        assert client.execute("qom-set", {"path": "/objects/gp", "property": "on-unplug", "value": "eject"}) == OK
+        assert client.execute("device_del", {"id": "cpu1"}) == OK
+        guest.event("DEVICE_DELETED", device="cpu1")
+        assert _present(guest) == [0]
+
+
+def test_plug_ignored_or_failed_then_delayed_over_qmp(tmp_path: Path) -> None:
+    argv = [*ARGV, "-object", f"{POLICY},id=gp,on-plug=ignore,slots=1", "-object", f"{POLICY},id=all,on-plug=fail"]
+    with running_guest(argv, tmp_path) as guest:
+        client = guest.client
+        assert client.execute("device_add", {**CPU, "id": "cpu1", "core-id": 1}) == OK
+        _no_event(guest, "ACPI_DEVICE_OST", 1.0)
+        assert _present(guest) == [0, 1]  # listed, never started
+        assert "CPU 1 (APIC ID 1) plug ignored (guest policy)" in guest.console()
+        assert not guest.counting(1)
+        assert client.execute("device_add", {**CPU, "id": "cpu2", "core-id": 2}) == OK
+        guest.event("ACPI_DEVICE_OST", device="cpu2", source=1, status=1, slot="2")  # "all": fail, status 1
+        wait_until(lambda: "CPU 2 (APIC ID 2) plug failed (guest policy)" in guest.console())
+        assert not guest.counting(2)
+        assert client.execute("object-del", {"id": "all"}) == OK
+        assert client.execute("qom-set", {"path": "/objects/gp", "property": "slots", "value": "3"}) == OK
+        assert client.execute("qom-set", {"path": "/objects/gp", "property": "on-plug", "value": "online"}) == OK
+        assert client.execute("qom-set", {"path": "/objects/gp", "property": "delay-ms", "value": 1500}) == OK
+        asked = time.monotonic()
+        assert client.execute("device_add", {**CPU, "id": "cpu3", "core-id": 3}) == OK
+        guest.event("ACPI_DEVICE_OST", device="cpu3", source=1, status=0, slot="3")
+        waited = time.monotonic() - asked
+        assert 1.5 <= waited < 4.0, waited
+        guest.online(3, 3)
+
+
+def test_refuse_eject_ignore_and_delay_over_rest(front: Callable[..., Front], tmp_path: Path) -> None:
+    debugcon = tmp_path / "debugcon.txt"
+    web = front(*ARGV, "-debugcon", f"file:{debugcon}")
+    with RawClient(web.server.socket_path, timeout=15) as client:
+        client.negotiate()
+        guest = Guest(web.server, client, debugcon)
+        guest.online(0, 0)
+
+        def policy(**props: Any) -> None:
+            status, reply = web.request("PUT", "/api/v1/guest-policy", {"id": "gp", **props})
+            assert status == 200, reply
+
+        def resize(count: int, timeout: float = 10) -> int:
+            return web.request("PUT", "/api/v1/vm.resize", {"desired_vcpus": count, "timeout": timeout})[0]
+
+        policy(**{"on-unplug": "refuse", "ost-status": 130})
+        assert resize(2) == 200
+        guest.event("ACPI_DEVICE_OST", source=1, status=0, slot="1")
+        assert resize(1, timeout=2) == 504  # no DEVICE_DELETED: the guest refused
+        guest.event("ACPI_DEVICE_OST", source=3, status=130, slot="1")
+        assert _present(guest) == [0, 1]
+        policy(**{"on-unplug": "eject"})
+        assert resize(1) == 200
+        guest.event("DEVICE_DELETED", path="/machine/peripheral-anon/device[0]")
+        policy(**{"on-plug": "ignore"})
+        assert resize(2, timeout=1.5) == 504  # no _OST: the guest ignored it
+        assert _present(guest) == [0, 1]
+        wait_until(lambda: "CPU 1 (APIC ID 1) plug ignored (guest policy)" in guest.console())
+        policy(**{"on-plug": "online", "delay-ms": 1500})
+        asked = time.monotonic()
+        assert resize(3) == 200
+        assert time.monotonic() - asked >= 1.5
+        guest.event("ACPI_DEVICE_OST", source=1, status=0, slot="2")
+        answers = {
+            labels: value
+            for (name, labels), value in _metrics(web).items()
+            if name == "qmpd_hotplug_guest_answers_total"
+        }
+        assert answers[(("operation", "unplug"), ("outcome", "refused"))] == 1
+        assert answers[(("operation", "plug"), ("outcome", "late"))] == 1
