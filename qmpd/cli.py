@@ -260,6 +260,8 @@ def _opt_object(b: _Builder, arg: str) -> None:
         raise CLIError(f"-object {arg}: Parameter 'id' is missing")
     if not isinstance(object_id, str):
         raise CLIError(f"-object {arg}: Invalid parameter type for 'id', expected: string")
+    if any(existing.id == object_id for existing in b.objects):
+        raise CLIError(f"-object {arg}: Duplicate ID '{object_id}' for object")
     if qom_type.startswith("memory-backend-"):
         b.memory_backends.append(object_id)
     b.objects.append(ObjectConfig(qom_type, object_id, tuple(settings.items()), text, arg))

@@ -106,6 +106,11 @@ def test_several_monitors_and_double_dash_spelling() -> None:
         (["-machine", "q35,acpi=maybe"], "Parameter 'acpi' does not accept value 'maybe'"),
         (["-machine", "pc,memory-backend=pc.ram"], "Memory backend 'pc.ram' not found"),
         (["-object", "id=x"], "-object id=x: Parameter 'qom-type' is missing"),
+        (["-object", "secret,data=x"], "-object secret,data=x: Parameter 'id' is missing"),
+        (
+            ["-object", "secret,id=s,data=x", "-object", '{"qom-type":"secret","id":"s"}'],
+            """-object {"qom-type":"secret","id":"s"}: Duplicate ID 's' for object""",
+        ),
         (["-action", "panic=foo"], "-action panic=foo: Parameter 'panic' does not accept value 'foo'"),
         (["-action", "foo=bar"], "-action foo=bar: Invalid parameter 'foo'"),
         (["-action", "reboot"], "-action reboot: Parameter 'reboot' does not accept value 'on'"),
