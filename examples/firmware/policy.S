@@ -4,7 +4,8 @@
  *
  *   +0  read: 0x51 when the device is there; write: the slot (cpu index) to read
  *   +4  on-plug (0 online, 1 ignore, 2 fail)    +5  on-unplug (0 eject, 1 ignore, 2 refuse)
- *   +6  ost-status                              +8  delay-ms (32 bits)
+ *   +6  ost-status                              +7  on-event (0 none, 1 panic, 2 triple-fault, 3 hang)
+ *   +8  delay-ms (32 bits)
  *
  * On QEMU nothing answers there (reads are 0xff): the default, online and eject at once.
  * delay-ms is waited on the ACPI PM timer (3.579545 MHz, 24 bits, at the PM base + 8), which
@@ -19,11 +20,16 @@
         .set PLUG_FAIL,        2
         .set UNPLUG_IGNORE,    1
         .set UNPLUG_REFUSE,    2
+        .set EVENT_PANIC,      1
+        .set EVENT_TRIPLE_FAULT, 2
+        .set EVENT_HANG,       3
+        .set PVPANIC_PORT,     0x505
         .set PM_TMR,           PM_BASE + 8
         .set PM_TIMER_HZ,      3579545
 
-/* ebx = slot -> eax = on-plug | on-unplug << 8 | ost-status << 16, once the slot's delay-ms
-   has passed; the default (online, eject) without qmpd's device */
+/* ebx = slot -> eax = on-plug | on-unplug << 8 | ost-status << 16 | on-event << 24, once the
+   slot's delay-ms has passed and on-event is done (it returns only for none); the default
+   (online, eject) without qmpd's device */
 policy_for_slot:
         push    rcx
         push    rdx
@@ -38,7 +44,8 @@ policy_for_slot:
         mov     ecx, eax
         call    pm_wait_ms
         mov     dx, POLICY_ACTIONS
-        in      eax, dx                         /* on-plug, on-unplug, ost-status, 0 */
+        in      eax, dx                         /* on-plug, on-unplug, ost-status, on-event */
+        call    policy_event
         pop     rdx
         pop     rcx
         ret
@@ -46,6 +53,38 @@ policy_for_slot:
         pop     rdx
         pop     rcx
         ret
+
+/* eax = the slot's policy: what on-event says this CPU does instead of going on (none: return) */
+policy_event:
+        push    rax
+        shr     eax, 24
+        cmp     al, EVENT_PANIC
+        je      8f
+        cmp     al, EVENT_TRIPLE_FAULT
+        je      9f
+        cmp     al, EVENT_HANG
+        je      10f
+        pop     rax
+        ret
+8:      lea     rsi, [rip + msg_event_panic]    /* as a kernel panics: report it (pvpanic), halt */
+        call    puts
+        mov     dx, PVPANIC_PORT
+        mov     al, 1
+        out     dx, al
+        cli
+11:     hlt
+        jmp     11b
+9:      lea     rsi, [rip + msg_event_triple]   /* no IDT: the #UD becomes a triple fault (a reset) */
+        call    puts
+        lidt    [rip + policy_no_idt]
+        ud2
+10:     lea     rsi, [rip + msg_event_hang]     /* interrupts off, forever */
+        call    puts
+        cli
+12:     jmp     12b
+policy_no_idt:
+        .word   0
+        .quad   0
 
 /* ecx = milliseconds: wait that long by the PM timer (its 24-bit wrap accounted for) */
 pm_wait_ms:
@@ -133,3 +172,6 @@ msg_plug_ignored:   .asciz ") plug ignored (guest policy)\n"
 msg_plug_failed:    .asciz ") plug failed (guest policy)\n"
 msg_unplug_ignored: .asciz ") unplug ignored (guest policy)\n"
 msg_unplug_refused: .asciz ") unplug refused (guest policy)\n"
+msg_event_panic:    .asciz "qmpd firmware: guest policy: panic\n"
+msg_event_triple:   .asciz "qmpd firmware: guest policy: triple fault\n"
+msg_event_hang:     .asciz "qmpd firmware: guest policy: hang\n"

@@ -11,7 +11,7 @@ off   size  register
 4     1     on-plug: 0 online, 1 ignore, 2 fail
 5     1     on-unplug: 0 eject, 1 ignore, 2 refuse
 6     1     ost-status: the _OST status to report for fail and refuse
-7     1     0
+7     1     on-event: 0 none, 1 panic, 2 triple-fault, 3 hang (what the CPU handling the event does)
 8     4     delay-ms: how long to wait before acting on the slot's event
 ====  ====  ============================================================================
 
@@ -41,10 +41,11 @@ class SlotPolicy(NamedTuple):
     on_unplug: int = 0
     ost_status: int = 1
     delay_ms: int = 0
+    on_event: int = 0
 
     def image(self) -> bytes:
         """The register block with this policy selected."""
-        return bytes((SIGNATURE, 0, 0, 0, self.on_plug, self.on_unplug, self.ost_status, 0)) + (
+        return bytes((SIGNATURE, 0, 0, 0, self.on_plug, self.on_unplug, self.ost_status, self.on_event)) + (
             self.delay_ms.to_bytes(4, "little")
         )
 

@@ -31,8 +31,16 @@ MAX_SLOT = 1023
 MAX_POLICIES = 64
 _PLUG = ENUM_VALUES["QmpdGuestPlugAction"]
 _UNPLUG = ENUM_VALUES["QmpdGuestUnplugAction"]
+_EVENT = ENUM_VALUES["QmpdGuestEventAction"]
 #: The properties' defaults (a slot no policy names behaves so).
-POLICY_DEFAULTS = {"on-plug": "online", "on-unplug": "eject", "ost-status": 1, "delay-ms": 0, "slots": ""}
+POLICY_DEFAULTS = {
+    "on-plug": "online",
+    "on-unplug": "eject",
+    "ost-status": 1,
+    "delay-ms": 0,
+    "on-event": "none",
+    "slots": "",
+}
 _ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?\Z")
 
 
@@ -69,6 +77,7 @@ class GuestPolicy(Object):
         self.on_unplug = "eject"
         self.ost_status = 1
         self.delay_ms = 0
+        self.on_event = "none"
         self.slots_text = ""
         self.slots: frozenset[int] | None = None
         #: Creation order (the machine's counter): the later of two equally specific policies wins.
@@ -81,12 +90,19 @@ class GuestPolicy(Object):
             "on-unplug": self.on_unplug,
             "ost-status": self.ost_status,
             "delay-ms": self.delay_ms,
+            "on-event": self.on_event,
             "slots": self.slots_text,
         }
 
     def slot_policy(self) -> SlotPolicy:
         """What the device reports for a slot this policy governs."""
-        return SlotPolicy(_PLUG.index(self.on_plug), _UNPLUG.index(self.on_unplug), self.ost_status, self.delay_ms)
+        return SlotPolicy(
+            _PLUG.index(self.on_plug),
+            _UNPLUG.index(self.on_unplug),
+            self.ost_status,
+            self.delay_ms,
+            _EVENT.index(self.on_event),
+        )
 
 
 def check_value(name: str, value: Any) -> Any:
@@ -132,6 +148,9 @@ _PROPERTIES = (
     _property("on-unplug", "QmpdGuestUnplugAction", "on_unplug", "eject (default), ignore, refuse (_OST ost-status)"),
     _property("ost-status", "uint8", "ost_status", "_OST status for fail and refuse (default 1)"),
     _property("delay-ms", "uint32", "delay_ms", f"the guest waits this long before acting (0-{MAX_DELAY_MS})"),
+    _property(
+        "on-event", "QmpdGuestEventAction", "on_event", "none (default), panic, triple-fault, hang: the handling CPU"
+    ),
     _property("slots", "string", "slots_text", "CPU slots it applies to, e.g. 1,3-5 (default: all)"),
 )
 

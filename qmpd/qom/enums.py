@@ -13,6 +13,7 @@ ENUM_VALUES: dict[str, tuple[str, ...]] = {
     # qmpd-guest-policy's (qmpd.machine.guest_policy), in the order the firmware numbers them.
     "QmpdGuestPlugAction": ("online", "ignore", "fail"),
     "QmpdGuestUnplugAction": ("eject", "ignore", "refuse"),
+    "QmpdGuestEventAction": ("none", "panic", "triple-fault", "hang"),
 }
 
 

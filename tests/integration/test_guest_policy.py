@@ -24,7 +24,15 @@ def test_rest_creates_changes_and_removes_a_policy(front: Callable[..., Front]) 
     status, view = web.request("GET", "/api/v1/guest-policy")
     assert status == 200
     assert view["policies"] == [
-        {"id": "gp", "on-plug": "online", "on-unplug": "refuse", "ost-status": 130, "delay-ms": 0, "slots": ""}
+        {
+            "id": "gp",
+            "on-plug": "online",
+            "on-unplug": "refuse",
+            "ost-status": 130,
+            "delay-ms": 0,
+            "on-event": "none",
+            "slots": "",
+        }
     ]
     assert [(s["slot"], s["policy"], s["on-unplug"]) for s in view["slots"]] == [
         (0, "gp", "refuse"),
@@ -134,6 +142,23 @@ def test_plug_ignored_or_failed_then_delayed_over_qmp(tmp_path: Path) -> None:
         waited = time.monotonic() - asked
         assert 1.5 <= waited < 4.0, waited
         guest.online(3, 3)
+
+
+def test_on_event_triple_fault_resets_and_panic_reports(tmp_path: Path) -> None:
+    argv = [*ARGV, "-device", "pvpanic", "-action", "panic=pause", "-object", f"{POLICY},id=gp,on-event=triple-fault"]
+    with running_guest(argv, tmp_path) as guest:
+        client = guest.client
+        assert client.execute("device_add", {**CPU, "id": "cpu1", "core-id": 1}) == OK
+        guest.event("RESET", guest=True, reason="guest-reset")
+        wait_until(lambda: guest.console().count("qmpd firmware: booting") == 2)
+        assert "qmpd firmware: guest policy: triple fault" in guest.console()
+        # the event was cleared before the fault: the rebooted guest does not fault again
+        guest.online(0, 0)
+        assert client.execute("qom-set", {"path": "/objects/gp", "property": "on-event", "value": "panic"}) == OK
+        assert client.execute("device_del", {"id": "cpu1"}) == OK
+        guest.event("GUEST_PANICKED", action="pause")
+        wait_until(lambda: client.execute("query-status")["return"]["status"] == "guest-panicked")
+        _no_event(guest, "DEVICE_DELETED", 0.5)
 
 
 def test_refuse_eject_ignore_and_delay_over_rest(front: Callable[..., Front], tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from qmpd.qapi.schema import Schema
 
 SCHEMA = Schema.load()
 POLICY = "qmpd-guest-policy"
-DEFAULTS = {"on-plug": "online", "on-unplug": "eject", "ost-status": 1, "delay-ms": 0, "slots": ""}
+DEFAULTS = {"on-plug": "online", "on-unplug": "eject", "ost-status": 1, "delay-ms": 0, "on-event": "none", "slots": ""}
 
 
 class _Session:
@@ -67,6 +67,7 @@ class Rig:
         return bus.read(GUEST_POLICY_BASE + offset, size)
 
     def policy(self, slot: int) -> tuple[int, int, int, int]:
+        """on-plug, on-unplug, ost-status, delay-ms."""
         return (self.read(slot, 4), self.read(slot, 5), self.read(slot, 6), self.read(slot, 8, 4))
 
 
@@ -158,6 +159,7 @@ async def test_listed_as_user_creatable_with_its_properties(rig: Rig) -> None:
         ("on-unplug", "QmpdGuestUnplugAction"),
         ("ost-status", "uint8"),
         ("delay-ms", "uint32"),
+        ("on-event", "QmpdGuestEventAction"),
         ("slots", "string"),
     ]
 
@@ -172,7 +174,9 @@ async def test_qom_set_reaches_the_device_at_once_and_object_del_restores_the_de
     assert rig.policy(1) == (0, 2, 1, 0)
     assert await rig.qmp("qom-set", path="/objects/gp", property="on-unplug", value="ignore") == {}
     assert await rig.qmp("qom-set", path="/objects/gp", property="delay-ms", value=MAX_DELAY_MS) == {}
+    assert await rig.qmp("qom-set", path="/objects/gp", property="on-event", value="hang") == {}
     assert rig.policy(1) == (0, 1, 1, MAX_DELAY_MS)
+    assert rig.read(1, 7) == 3
     assert await rig.qmp("object-del", id="gp") == {}
     assert rig.policy(1) == (0, 0, 1, 0)
 
@@ -187,6 +191,7 @@ BAD_VALUES = [
     ("delay-ms", MAX_DELAY_MS + 1,
      f"Property '{POLICY}.delay-ms' doesn't take value {MAX_DELAY_MS + 1} (minimum: 0, maximum: {MAX_DELAY_MS})"),
     ("delay-ms", 1 << 32, "Parameter 'delay-ms' expects uint32_t"),
+    ("on-event", "crash", "Parameter 'on-event' does not accept value 'crash'"),
     ("slots", "1,,2", "Parameter 'slots' expects a uint64 value or range"),
     ("slots", "a", "Parameter 'slots' expects a uint64 value or range"),
     ("slots", "5-3", "Parameter 'slots' expects a uint64 value or range"),
