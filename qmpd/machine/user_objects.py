@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from qmpd.cpu.x86cpu import X86CPU
 from qmpd.errors import GenericError
 from qmpd.machine.guest_policy import MAX_POLICIES, TYPE_NAME, GuestPolicy
 from qmpd.machine.qdev import check_id, parse_text
@@ -94,8 +95,8 @@ def create_object(
             raise GenericError("Either 'file' or 'data' must be provided")
         if registry.is_a(qom_type, "memory-backend") and "size" not in props:
             raise GenericError("Parameter 'size' is missing")
-    if is_cpu:
-        obj.qdev_id = object_id  # type: ignore[attr-defined]
+    if isinstance(obj, X86CPU):
+        obj.qdev_id = object_id
     objects.add_child(object_id, obj)
     return obj
 
