@@ -30,6 +30,7 @@ from qmpd.config import (
     MachineConfig,
     MonitorConfig,
     MonitorKind,
+    ObjectConfig,
     ServerConfig,
 )
 from qmpd.errors import QMPError
@@ -50,7 +51,6 @@ IGNORED_OPTIONS: dict[str, str] = {
     "audiodev": "there is no audio",
     "sandbox": "no seccomp policy is applied",
     "msg": "log format is set with --log-format",
-    "object": "memory backends and secrets are not used",
     "global": "no device takes global properties",
     "no-user-config": "qmpd reads no configuration files",
     "enable-fips": "no cryptography is used",
@@ -92,6 +92,7 @@ class _Builder:
         self.actions: list[tuple[str, str]] = []
         self.devices: list[DeviceConfig] = []
         self.fw_cfg: list[FwCfgOption] = []
+        self.objects: list[ObjectConfig] = []
 
 
 def _where(option: str, arg: str | None) -> str:
@@ -236,24 +237,34 @@ def _machine_options_help(name: str) -> str:
 
 
 def _opt_object(b: _Builder, arg: str) -> None:
-    """Accepted and ignored, except that memory backends' ids are kept for ``-machine memory-backend=``."""
-    if arg.lstrip().startswith("{"):
+    """An object for /objects, created with the machine; a memory backend's id also serves -machine memory-backend."""
+    text = not arg.lstrip().startswith("{")
+    if not text:
         try:
             spec = json.loads(arg)
         except ValueError as exc:
             raise CLIError(f"-object {arg}: {exc}") from None
         if not isinstance(spec, dict):
             raise CLIError(f"-object {arg}: JSON object expected")
-        settings = {str(key): str(value) for key, value in spec.items()}
+        settings: dict[str, object] = {str(key): value for key, value in spec.items()}
     else:
         settings = dict(parse(arg, implied="qom-type"))
-    if "qom-type" not in settings:
+    qom_type, object_id = settings.pop("qom-type", None), settings.pop("id", None)
+    if qom_type is None:
         raise CLIError(f"-object {arg}: Parameter 'qom-type' is missing")
-    if settings["qom-type"] in ("help", "?") or any(key in ("help", "?") for key in settings):
-        raise ExitRequest(_object_help(arg, settings["qom-type"]))
-    if settings["qom-type"].startswith("memory-backend-") and "id" in settings:
-        b.memory_backends.append(settings["id"])
-    b.ignored.append("object")
+    if not isinstance(qom_type, str):
+        raise CLIError(f"-object {arg}: Invalid parameter type for 'qom-type', expected: string")
+    if qom_type in ("help", "?") or any(key in ("help", "?") for key in settings):
+        raise ExitRequest(_object_help(arg, qom_type))
+    if object_id is None:
+        raise CLIError(f"-object {arg}: Parameter 'id' is missing")
+    if not isinstance(object_id, str):
+        raise CLIError(f"-object {arg}: Invalid parameter type for 'id', expected: string")
+    if any(existing.id == object_id for existing in b.objects):
+        raise CLIError(f"-object {arg}: Duplicate ID '{object_id}' for object")
+    if qom_type.startswith("memory-backend-"):
+        b.memory_backends.append(object_id)
+    b.objects.append(ObjectConfig(qom_type, object_id, tuple(settings.items()), text, arg))
 
 
 def _object_help(arg: str, qom_type: str) -> str:
@@ -525,7 +536,7 @@ _OPTIONS: dict[str, _Option] = {
     "chardev": _Option(True, _opt_chardev, "-chardev socket,id=ID,path=PATH|fd=N|host=H,port=P,server=on,wait=off"),
     "mon": _Option(True, _opt_mon, "-mon chardev=ID,mode=control"),
     "machine": _Option(True, _opt_machine, "-machine pc|q35|none[,accel=tcg][,usb=on|off][,acpi=on|off|auto]..."),
-    "object": _Option(True, _opt_object, "-object QOM-TYPE,id=ID,... (accepted, ignored; memory backends named)"),
+    "object": _Option(True, _opt_object, "-object QOM-TYPE,id=ID,... (or JSON): create an object under /objects"),
     "M": _Option(True, _opt_machine, "-M TYPE (same as -machine)"),
     "accel": _Option(True, _opt_accel, "-accel tcg[,thread=multi|single]"),
     "cpu": _Option(True, _opt_cpu, "-cpu MODEL[,feature=on|off,...] | help"),
@@ -575,7 +586,7 @@ _OPTIONS: dict[str, _Option] = {
     "help": _Option(False, None, "-help"),
     "version": _Option(False, None, "-version"),
 }
-_TAKES_ARG_IGNORED = {"overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "object", "global"}
+_TAKES_ARG_IGNORED = {"overcommit", "rtc", "boot", "audiodev", "sandbox", "msg", "global"}
 for _name in IGNORED_OPTIONS:
     _OPTIONS.setdefault(_name, _Option(_name in _TAKES_ARG_IGNORED, None, f"-{_name} (accepted, ignored)"))
 
@@ -682,6 +693,7 @@ def _finish(b: _Builder) -> Config:
         machine_settings=tuple(settings.items()),
         devices=tuple(b.devices),
         fw_cfg=tuple(b.fw_cfg),
+        objects=tuple(b.objects),
         chardevs=tuple(char_sinks.items()),
         accel=accel,
         tcg_thread=b.tcg_thread,

@@ -64,6 +64,19 @@ class DeviceConfig(NamedTuple):
     props: tuple[tuple[str, str], ...] = ()
 
 
+class ObjectConfig(NamedTuple):
+    """A -object: created under /objects as object-add would (qmpd.machine.user_objects)."""
+
+    qom_type: str
+    id: str
+    #: Properties in order: text from ``TYPE,k=v``, JSON values from ``{...}``.
+    props: tuple[tuple[str, object], ...] = ()
+    #: True for the key=value form (values parsed by each property's type).
+    text: bool = True
+    #: The option as given, for error messages.
+    arg: str = ""
+
+
 class CharConfig(NamedTuple):
     """A character device backing debugcon: ``file`` (path), ``stdio`` or ``null``."""
 
@@ -123,6 +136,8 @@ class MachineConfig(NamedTuple):
     devices: tuple[DeviceConfig, ...] = ()
     #: ``-fw_cfg`` items, in order (their files are read when the machine is built).
     fw_cfg: tuple[FwCfgOption, ...] = ()
+    #: Objects from -object, in order.
+    objects: tuple[ObjectConfig, ...] = ()
     #: Character devices by id (-chardev file/null/stdio), for devices that name one.
     chardevs: tuple[tuple[str, CharConfig], ...] = ()
     #: Where memsave/pmemsave may write (relative names resolve inside it).

@@ -335,8 +335,9 @@ def object_add_cpu_types() -> list[str]:
 
 
 def _object_add_cpu_types(document: dict[str, Any]) -> None:
-    """Add the CPU types to object-add's qom-type, each an open branch (a CPU's properties are free)."""
-    cpus = object_add_cpu_types()
+    """Add the CPU types and qmpd-guest-policy to object-add's qom-type, each an open branch (their
+    properties are checked by the handler, with QEMU's property texts)."""
+    cpus = [*object_add_cpu_types(), "qmpd-guest-policy"]
     tag = document["x-qapi-union"]["tag"]
     document["properties"][tag]["enum"] += cpus
     for name in cpus:

@@ -508,11 +508,13 @@ hotplug_events:
         pop     rbp
         pop     rbx
         ret
-6:      /* insert: clear the event, start the CPU (report_started reports it) */
+6:      /* insert: clear the event, start the CPU (report_started reports it), unless the guest policy says otherwise */
         mov     dx, r14w
         add     dx, CPU_FLAGS
         mov     al, CTRL_CLEAR_INSERT
         out     dx, al
+        call    policy_plug                     /* policy.S */
+        jnz     5b
         call    arch_id
         mov     [rbp * 8 + STARTED], ebx
         mov     [rbp * 8 + STARTED + 4], eax
@@ -521,13 +523,16 @@ hotplug_events:
         mov     r8, rbx
         call    send_startup
         jmp     5b
-7:      /* remove: report the CPUs started before it, then clear the event, park the CPU, report, eject */
+7:      /* remove: report the CPUs started before it, then clear the event, park the CPU, report, eject
+           (unless the guest policy says otherwise) */
         call    report_started
         call    select_slot
         mov     dx, r14w
         add     dx, CPU_FLAGS
         mov     al, CTRL_CLEAR_REMOVE
         out     dx, al
+        call    policy_unplug                   /* policy.S */
+        jnz     5b
         call    arch_id
         mov     ecx, eax
         lea     rsi, [rip + msg_parked]
@@ -582,6 +587,8 @@ report_started:
 28:     xor     ebp, ebp
         pop     rbx
         ret
+
+        .include "policy.S"
 
 /* ebx = slot: select it; return its flags in al */
 select_slot:

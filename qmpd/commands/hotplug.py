@@ -9,14 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
-from qmpd.errors import GenericError
 from qmpd.machine.legacy_cpu import cpu_add, cpu_set
-from qmpd.machine.qdev import check_id, options_from_arguments, qdev_device_add, qdev_device_del
-from qmpd.qom.object import Object
-
-#: qmpd's bound on /objects (QEMU has none): an unrealized CPU costs ~2 KiB, and no machine
-#: has more slots than this to plug them into.
-MAX_OBJECTS = 1024
+from qmpd.machine.qdev import options_from_arguments, qdev_device_add, qdev_device_del
 
 
 @qmp_command("device_add")
@@ -41,32 +35,9 @@ def qmp_cpu_set(ctx: CommandContext, cpu: int, state: str) -> None:
 
 @qmp_command("object-add")
 def object_add(ctx: CommandContext, qom_type: str, id: str, **props: Any) -> None:
-    machine = ctx.machine
-    info = machine.registry.get(qom_type)
-    if info is None or info.abstract or not machine.registry.is_a(qom_type, "x86_64-cpu"):
-        # The schema took one of QEMU's object types (memory backends, secrets, iothreads, ...): qmpd has none.
-        raise GenericError(f"qmpd cannot create objects of type '{qom_type}': object-add makes unrealized CPUs only")
-    check_id(id)
-    objects = machine.qom.objects
-    if objects.child(id) is not None:
-        raise GenericError(f"attempt to add duplicate property '{id}' to object (type 'container')")
-    if objects.child_count() - (machine.qom.ram_backend is not None) >= MAX_OBJECTS:
-        raise GenericError(f"Too many objects: at most {MAX_OBJECTS} can exist at once (object-del frees one)")
-    cpu = machine.cpu_slots.new_cpu(qom_type)
-    for name, value in props.items():
-        if name in ("realized", "hotplugged"):
-            raise GenericError(f"Property '{qom_type}.{name}' is not writable")
-        cpu.set_property(name, value)
-    cpu.qdev_id = id
-    objects.add_child(id, cpu)
+    ctx.machine.object_add(qom_type, id, props)
 
 
 @qmp_command("object-del")
 def object_del(ctx: CommandContext, id: str) -> None:
-    objects: Object = ctx.machine.qom.objects
-    obj = objects.child(id)
-    if obj is None:
-        raise GenericError(f"object '{id}' not found")
-    if getattr(obj, "realized", False) or obj is ctx.machine.qom.ram_backend:
-        raise GenericError(f"object '{id}' is in use, can not be deleted")
-    objects.remove_child(id)
+    ctx.machine.object_del(id)

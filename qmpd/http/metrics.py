@@ -78,17 +78,29 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.guest_answers = Counter(
+            "qmpd_hotplug_guest_answers",
+            "How the guest answered plug/unplug requests through the ACPI block: failed (insert _OST not 0), "
+            "refused (eject _OST not 0 or 0x84), late (first answer after 1 s), ignored (none after 5 s)",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
         self.registry.register(_MachineCollector(machine, sessions_open))
         dispatcher.observers.append(self._command_done)
         machine.cpu_slots.latency.on_requested.append(lambda operation: self.hotplug_requests.labels(operation).inc())
         machine.cpu_slots.latency.on_completed.append(
             lambda operation, seconds: self.hotplug_latency.labels(operation).observe(seconds)
         )
+        machine.cpu_slots.latency.on_answer.append(
+            lambda operation, outcome: self.guest_answers.labels(operation, outcome).inc()
+        )
+        self._latency = machine.cpu_slots.latency
 
     def _command_done(self, command: str, error_class: str | None, seconds: float) -> None:
         self.commands.labels(command, error_class or "none").inc()
         self.latency.labels(command).observe(seconds)
 
     def render(self) -> bytes:
-        """The text exposition format."""
+        """The text exposition format (unanswered requests past their deadline counted first)."""
+        self._latency.sweep()
         return generate_latest(self.registry)

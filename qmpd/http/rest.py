@@ -1,4 +1,5 @@
-"""The REST API (``/api/v1``): machine and CPU views, resize in Cloud Hypervisor's manner, pause/resume/reset.
+"""The REST API (``/api/v1``): machine and CPU views, resize in Cloud Hypervisor's manner, pause/resume/reset,
+the guest's hot-plug policy.
 
 Every change runs as a QMP command through the Dispatcher, as if a monitor had sent it: the same
 checks and errors, the big lock, events to every session, a log line.  Errors come back as JSON
@@ -16,8 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from qmpd.dispatch import Dispatcher
+from qmpd.errors import QMPError, error_to_wire
 from qmpd.events import EventBus
-from qmpd.http.view import cpu_slots, machine_summary
+from qmpd.http.view import cpu_slots, guest_policy_view, machine_summary
+from qmpd.machine.guest_policy import TYPE_NAME as POLICY_TYPE
+from qmpd.machine.guest_policy import GuestPolicy, check_value
 from qmpd.machine.machine import Machine
 
 #: HTTP status for each QMP error class.
@@ -76,6 +80,9 @@ class RestAPI:
             web.put("/api/v1/vm.pause", self._command("stop")),
             web.put("/api/v1/vm.resume", self._command("cont")),
             web.put("/api/v1/vm.reset", self._command("system_reset")),
+            web.get("/api/v1/guest-policy", self.get_guest_policy),
+            web.put("/api/v1/guest-policy", self.put_guest_policy),
+            web.delete("/api/v1/guest-policy/{id}", self.delete_guest_policy),
         ]
 
     async def execute(self, name: str, arguments: Mapping[str, Any] | None = None) -> Any:
@@ -94,6 +101,51 @@ class RestAPI:
 
     async def get_cpus(self, request: web.Request) -> web.Response:
         return web.json_response({"cpus": cpu_slots(self._machine)})
+
+    async def get_guest_policy(self, request: web.Request) -> web.Response:
+        return web.json_response(guest_policy_view(self._machine))
+
+    async def put_guest_policy(self, request: web.Request) -> web.Response:
+        """``PUT /api/v1/guest-policy {"id": ID, property: value, ...}``: create the policy (object-add)
+        or change the given properties (qom-set each, once all of them have passed qom-set's checks,
+        so a bad one changes nothing).  Answers with the policy as GET shows it."""
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return error_response("GenericError", "the request body must be a JSON object", 400)
+        policy_id = body.get("id")
+        if not isinstance(policy_id, str):
+            return error_response("GenericError", "'id' must be the policy's id, a string", 400)
+        props = {key: value for key, value in body.items() if key != "id"}
+        existing = self._machine.qom.objects.child(policy_id)
+        try:
+            if existing is None:
+                await self.execute("object-add", {"qom-type": POLICY_TYPE, "id": policy_id, **props})
+            elif not isinstance(existing, GuestPolicy):
+                raise QMPFailure({"class": "GenericError", "desc": f"object '{policy_id}' is not a {POLICY_TYPE}"})
+            else:
+                try:
+                    for name, value in props.items():
+                        check_value(name, value)
+                except QMPError as exc:
+                    raise QMPFailure(error_to_wire(exc)) from None
+                for name, value in props.items():
+                    path = f"/objects/{policy_id}"
+                    await self.execute("qom-set", {"path": path, "property": name, "value": value})
+        except QMPFailure as failure:
+            return web.json_response({"error": failure.error}, status=failure.status)
+        view = guest_policy_view(self._machine)
+        return web.json_response(next(p for p in view["policies"] if p["id"] == policy_id))
+
+    async def delete_guest_policy(self, request: web.Request) -> web.StreamResponse:
+        """``DELETE /api/v1/guest-policy/ID``: object-del (the slots go back to the default or another policy)."""
+        policy_id = request.match_info["id"]
+        if not isinstance(self._machine.qom.objects.child(policy_id), GuestPolicy):
+            return error_response("DeviceNotFound", f"no {POLICY_TYPE} '{policy_id}'", 404)
+        try:
+            await self.execute("object-del", {"id": policy_id})
+        except QMPFailure as failure:
+            return web.json_response({"error": failure.error}, status=failure.status)
+        return web.Response(status=204)
 
     def _command(self, name: str) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.StreamResponse:

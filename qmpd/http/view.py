@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qmpd.machine.guest_policy import POLICY_DEFAULTS, governing_policy
 from qmpd.machine.machine import Machine
 from qmpd.vcpu.runner import VCPUState
 
@@ -90,3 +91,20 @@ def live_sample(machine: Machine, now: float) -> dict[str, Any]:
             }
         )
     return {"time": now, "runstate": machine.runstate.value, "cpus": cpus}
+
+
+def guest_policy_view(machine: Machine) -> dict[str, Any]:
+    """The qmpd-guest-policy objects, and the policy each CPU slot gets (``policy``: the object's id,
+    null for the default), by the most-specific rule."""
+    policies = machine.guest_policies()
+    slots = []
+    for slot in machine.topology.slots:
+        governing = governing_policy(policies, slot.cpu_index)
+        values = governing.values() if governing is not None else dict(POLICY_DEFAULTS)
+        values.pop("slots")
+        policy_id = governing.name_in_parent if governing is not None else None
+        slots.append({"slot": slot.cpu_index, "policy": policy_id, **values})
+    return {
+        "policies": [{"id": policy.name_in_parent, **policy.values()} for policy in policies],
+        "slots": slots,
+    }

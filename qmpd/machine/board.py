@@ -30,6 +30,7 @@ from qmpd.devices.fw_cfg import (
     MachineFacts,
     fw_cfg_items,
 )
+from qmpd.devices.guest_policy import GUEST_POLICY_BASE, GUEST_POLICY_LEN, GuestPolicyPort
 from qmpd.devices.i8042 import COMMAND_PORT, DATA_PORT, I8042
 from qmpd.devices.ioapic import IOAPIC, SCI_GSI
 from qmpd.devices.lapic import LocalAPIC
@@ -104,12 +105,16 @@ class Board:
         self.fw_cfg: FwCfg | None = None
         #: The keyboard controller and its PS/2 keyboard (pc and q35 have one, as QEMU's).
         self.i8042: I8042 | None = None
+        #: qmpd's guest-policy device (pc and q35): the firmware's hot-plug behaviour per slot.
+        self.guest_policy: GuestPolicyPort | None = None
         if machine.is_pc:
             apic_id_limit = max((slot.apic_id for slot in spec.topology.slots), default=-1) + 1
             facts = MachineFacts(spec.uuid, spec.nographic, spec.smp.cpus, apic_id_limit, ram_size)
             self.fw_cfg = FwCfg(fw_cfg_items(facts, spec.fw_cfg_files), self.ram)
             self.bus.add(FW_CFG_PORT, FW_CFG_PORT_LEN, self.fw_cfg.ports)
             self.bus.add(FW_CFG_DMA_PORT, FW_CFG_DMA_LEN, self.fw_cfg.dma_ports)
+            self.guest_policy = GuestPolicyPort(len(spec.topology.slots))
+            self.bus.add(GUEST_POLICY_BASE, GUEST_POLICY_LEN, self.guest_policy)
             self.reset_control = ResetControl(self._guest_reset, machine.reset_control_kept_bits)
             self.bus.add(RESET_CONTROL_PORT, 1, self.reset_control)
             self.i8042 = I8042(self._guest_reset)

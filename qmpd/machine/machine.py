@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from qmpd.config import MachineConfig
+from qmpd.config import MachineConfig, ObjectConfig
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.devices.acpi_cpuhp import CPUHotplugBlock, GPEBlock
 from qmpd.devices.acpi_pm import PM1Block
@@ -28,12 +28,14 @@ from qmpd.machine.board import Board
 from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
+from qmpd.machine.guest_policy import GuestPolicy, effective_policies
 from qmpd.machine.hotplug_handler import HotplugHandler
 from qmpd.machine.keys import KeyInjector
 from qmpd.machine.properties import defaults
-from qmpd.machine.qom_tree import QOMTree, type_registry
+from qmpd.machine.qom_tree import HostObject, QOMTree, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
+from qmpd.machine.user_objects import create_object, delete_object
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
 from qmpd.qom.properties import visit_value
@@ -96,6 +98,13 @@ class Machine:
         #: Called when the guest ends the process (a shutdown or panic that powers off, isa-debug-exit): the status.
         self.on_exit: Callable[[int], None] = lambda status: None
         self.cpu_slots.create_boot_cpus()
+        #: Creation counter of qmpd-guest-policy objects (the later of two equal policies wins).
+        self._policy_sequence = 0
+        for spec_object in config.objects:
+            try:
+                self._add_spec_object(spec_object)
+            except GenericError as exc:
+                raise GenericError(f"-object {spec_object.arg}: {exc}") from None
         if self.cpu_slots.cpus:
             self._board.start_boot_cpu(self.cpu_slots.boot_index)
 
@@ -159,6 +168,8 @@ class Machine:
         device_set_realized runs the hot-plug handler's pre-plug and plug (true) or unrealizes alone (false)."""
         if not isinstance(obj, X86CPU) or name != "realized" or obj.find_property(name) is None:
             obj.set_property(name, value)
+            if isinstance(obj, GuestPolicy):  # a changed guest policy reaches the firmware's device at once
+                self._refresh_guest_policy()
             return
         wanted = visit_value("bool", name, value)
         if wanted and not obj.realized:
@@ -172,6 +183,59 @@ class Machine:
         elif not wanted and obj.realized:
             self.cpu_slots.unrealize(obj)
             obj.pending_deleted_event = True
+
+    # -- /objects (-object, object-add, object-del) -------------------------------------------
+
+    def object_add(
+        self, qom_type: str, object_id: str, props: dict[str, Any], *, text: bool = False, command_line: bool = False
+    ) -> Object:
+        """Create an object under /objects (qmpd.machine.user_objects)."""
+        obj = create_object(self, qom_type, object_id, props, text=text, command_line=command_line)
+        if isinstance(obj, GuestPolicy):
+            self._policy_sequence += 1
+            obj.sequence = self._policy_sequence
+            self._refresh_guest_policy()
+        return obj
+
+    def _add_spec_object(self, spec_object: ObjectConfig) -> None:
+        """An -object; the one -machine memory-backend names becomes the machine's RAM backend (with the
+        values QEMU shows for the ones it leaves unset)."""
+        ram = self.qom.ram_backend
+        if (
+            ram is None
+            or spec_object.id != ram.name_in_parent
+            or not self.registry.is_a(spec_object.qom_type, "memory-backend")
+        ):
+            self.object_add(
+                spec_object.qom_type, spec_object.id, dict(spec_object.props), text=spec_object.text, command_line=True
+            )
+            return
+        self.qom.objects.remove_child(spec_object.id)
+        try:
+            backend = self.object_add(
+                spec_object.qom_type, spec_object.id, dict(spec_object.props), text=spec_object.text, command_line=True
+            )
+        except BaseException:
+            self.qom.objects.add_child(spec_object.id, ram)
+            raise
+        if isinstance(backend, HostObject):
+            backend.values = {**ram.values, **backend.values}
+            self.qom.ram_backend = backend
+
+    def object_del(self, object_id: str) -> None:
+        """Remove an object from /objects; a removed guest policy stops applying at once."""
+        if isinstance(delete_object(self, object_id), GuestPolicy):
+            self._refresh_guest_policy()
+
+    def guest_policies(self) -> list[GuestPolicy]:
+        """The qmpd-guest-policy objects, in creation order."""
+        found = [obj for _, obj in self.qom.objects.children() if isinstance(obj, GuestPolicy)]
+        return sorted(found, key=lambda policy: policy.sequence)
+
+    def _refresh_guest_policy(self) -> None:
+        port = self._board.guest_policy
+        if port is not None:
+            port.update(effective_policies(self.guest_policies(), len(self.topology.slots)))
 
     def acpi_ospm_status(self) -> list[dict[str, Any]]:
         """query-acpi-ospm-status: nothing while the CPU hot-plug block is in legacy mode."""
@@ -244,7 +308,7 @@ class Machine:
         """The devices that save their own section of a saved machine (qmpd.vmstate); each CPU's
         local APIC and runner save theirs with the CPU."""
         board = self._board
-        owners = (board.cpuhp, board.pm, board.pci, board.fw_cfg, board.i8042, board.ioapic)
+        owners = (board.cpuhp, board.pm, board.pci, board.fw_cfg, board.i8042, board.ioapic, board.guest_policy)
         return [owner for owner in owners if owner is not None]
 
     # -- guest memory (monitor reads) ------------------------------------------------------

@@ -20,6 +20,7 @@ from qmpd.cpu.x86cpu import X86CPU, register_cpu_types
 from qmpd.devices.fw_cfg import FILE_SLOTS
 from qmpd.devices.lapic import register_apic_types
 from qmpd.errors import DeviceNotFound, GenericError
+from qmpd.machine.guest_policy import register_guest_policy_type
 from qmpd.machine.hotplug_handler import HotplugHandler, request_unplug
 from qmpd.machine.properties import INSTANCE_ORDER, MACHINE_PROPERTIES
 from qmpd.machine.types import MACHINE_TYPES, MachineType
@@ -152,6 +153,7 @@ def type_registry() -> TypeRegistry:
     register_apic_types(registry)
     register_cpu_types(registry)
     register_host_types(registry)
+    register_guest_policy_type(registry)
     registry.register(TypeInfo("cpu-topology-node", "object", abstract=True))
     registry.register(
         TypeInfo("cpu-topology-socket", "cpu-topology-node", factory=TopologyNode, properties=_ids("socket-id"))
@@ -179,13 +181,15 @@ def type_registry() -> TypeRegistry:
 
 
 class HostObject(Object):
-    """An accelerator or memory backend: a type libvirt asks about, with QEMU's properties; the one in use is
-    the RAM backend a PC makes at start (``/objects/pc.ram``), whose values are set."""
+    """An accelerator, memory backend or secret: a type libvirt asks about or passes, with QEMU's properties,
+    kept as set and never used; the one in use is the RAM backend a PC makes at start (``/objects/pc.ram``)."""
 
     def __init__(self, registry: TypeRegistry, type_name: str) -> None:
         super().__init__(registry, type_name)
         #: Property values, by name (unset ones cannot be read).
         self.values: dict[str, Any] = {}
+        #: Set once -object/object-add has configured it: its properties are fixed from then on.
+        self.complete = False
 
 
 def _host_getter(name: str) -> Any:
@@ -196,6 +200,30 @@ def _host_getter(name: str) -> Any:
         return obj.values[name]
 
     return get
+
+
+def _host_setter(name: str) -> Any:
+    def put(obj: Object, value: Any) -> None:
+        assert isinstance(obj, HostObject)
+        if obj.complete:
+            raise GenericError(f"Property '{obj.type_name}.{name}' is not writable")
+        obj.values[name] = value
+
+    return put
+
+
+#: QEMU 7.2's ``secret_common`` and ``secret`` (qom-list-properties order); libvirt passes a secret with every domain.
+_SECRET_COMMON_PROPERTIES = (
+    ("iv", "string"),
+    ("keyid", "string"),
+    ("loaded", "bool"),
+    ("format", "QCryptoSecretFormat"),
+)
+_SECRET_PROPERTIES = (("file", "string"), ("data", "string"))
+
+
+def _host_property(name: str, kind: str) -> PropertyDef:
+    return PropertyDef(name, kind, getter=_host_getter(name), setter=_host_setter(name))
 
 
 def ram_backend(size: int, settings: dict[str, Any]) -> HostObject:
@@ -216,17 +244,20 @@ def ram_backend(size: int, settings: dict[str, Any]) -> HostObject:
             "merge": settings.get("mem-merge", True),
         }
     )
+    backend.complete = True
     return backend
 
 
 def register_host_types(registry: TypeRegistry) -> None:
-    """tcg-accel and the memory backends, as QEMU 7.2 declares them (qmpd has no kvm-accel)."""
+    """tcg-accel, the memory backends and secret, as QEMU 7.2 declares them (qmpd has no kvm-accel)."""
+    registry.register(TypeInfo("user-creatable", "interface", abstract=True))
     for name, info in host_tables()["types"].items():
         properties = tuple(
             PropertyDef(
                 prop["name"],
                 prop["type"],
                 getter=None if prop["type"].startswith(("link<", "child<")) else _host_getter(prop["name"]),
+                setter=None if prop["type"].startswith(("link<", "child<")) else _host_setter(prop["name"]),
                 description=prop.get("description"),
             )
             for prop in info["properties"]
@@ -234,7 +265,29 @@ def register_host_types(registry: TypeRegistry) -> None:
         )
         abstract = bool(info["abstract"])
         factory = None if abstract else HostObject
-        registry.register(TypeInfo(name, info["parent"], abstract=abstract, factory=factory, properties=properties))
+        interfaces = ("user-creatable",) if name == "memory-backend" else ()
+        registry.register(
+            TypeInfo(
+                name, info["parent"], abstract=abstract, factory=factory, properties=properties, interfaces=interfaces
+            )
+        )
+    registry.register(
+        TypeInfo(
+            "secret_common",
+            "object",
+            abstract=True,
+            interfaces=("user-creatable",),
+            properties=tuple(_host_property(name, kind) for name, kind in _SECRET_COMMON_PROPERTIES),
+        )
+    )
+    registry.register(
+        TypeInfo(
+            "secret",
+            "secret_common",
+            factory=HostObject,
+            properties=tuple(_host_property(name, kind) for name, kind in _SECRET_PROPERTIES),
+        )
+    )
 
 
 def new_object(type_name: str) -> Object:

@@ -15,6 +15,7 @@ from qmpd.config import CharConfig, MachineConfig
 from qmpd.cpu.cpu_option import CPUOption, CPUOptionError, parse_cpu_option
 from qmpd.cpu.topology import SMP, Topology, TopologyError, parse_smp
 from qmpd.devices.fw_cfg import FW_CFG_DMA_LEN, FW_CFG_DMA_PORT, FW_CFG_PORT, FW_CFG_PORT_LEN
+from qmpd.devices.guest_policy import GUEST_POLICY_BASE, GUEST_POLICY_LEN
 from qmpd.machine.fw_cfg_files import FwCfgError, load_fw_cfg_files
 from qmpd.machine.types import MachineType, default_machine_type, find_machine_type
 from qmpd.vcpu.loader import STACK_SIZE, Firmware, FirmwareError, load_file
@@ -164,6 +165,9 @@ def _port_devices(config: MachineConfig, machine_type: MachineType) -> tuple[Por
         ports = {0xCF9: "the reset control register", 0x60: "i8042", 0x64: "i8042"}
         for base, length in ((FW_CFG_PORT, FW_CFG_PORT_LEN), (FW_CFG_DMA_PORT, FW_CFG_DMA_LEN)):
             ports.update(dict.fromkeys(range(base, base + length), "fw_cfg"))
+        ports.update(
+            dict.fromkeys(range(GUEST_POLICY_BASE, GUEST_POLICY_BASE + GUEST_POLICY_LEN), "qmpd's guest-policy device")
+        )
     for spec in out:
         for port in range(spec.iobase, spec.iobase + spec.iosize):
             if port in ports:

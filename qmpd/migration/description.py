@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 #: QEMU's anon_count and unattached_count are ints.
 _COUNTER = (1 << 31) - 1
 #: Device sections a state may lack: qmpd saved them only later (the target keeps its power-on values).
-SECTIONS_ADDED_LATER = frozenset({"pm", "pci", "fw_cfg", "i8042", "ioapic"})
+SECTIONS_ADDED_LATER = frozenset({"pm", "pci", "fw_cfg", "i8042", "ioapic", "guest-policy"})
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
 _ANON = re.compile(r"/machine/peripheral-anon/device\[(0|[1-9][0-9]{0,9})\]\Z")
 _UNATTACHED = re.compile(r"/machine/unattached/device\[(0|[1-9][0-9]{0,9})\]\Z")

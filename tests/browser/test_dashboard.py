@@ -188,3 +188,33 @@ def test_dashboard_plug_unplug_pause(dashboard_url: str, tmp_path: Path) -> None
     assert errors == [], errors
     assert screenshot.is_file()
     assert screenshot.stat().st_size > 10_000, screenshot.stat().st_size
+
+
+def test_dashboard_sets_and_resets_a_slots_guest_policy(dashboard_url: str) -> None:
+    """Each slot shows its guest hot-plug policy; setting one there makes the firmware ignore the plug."""
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 860})
+            page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+            page.goto(dashboard_url)
+            slot = _slot(page, 1)
+            expect(slot.locator(".policy-source")).to_have_text("default", timeout=STEP_TIMEOUT_MS)
+            expect(page.locator("#conn-qmp")).to_have_attribute("data-connected", "true", timeout=STEP_TIMEOUT_MS)
+            slot.locator('[data-field="on-plug"]').select_option("ignore")
+            slot.locator('[data-action="policy"]').click()
+            expect(slot.locator(".policy-source")).to_have_text("dashboard-slot1", timeout=STEP_TIMEOUT_MS)
+            expect(_slot(page, 2).locator(".policy-source")).to_have_text("default")
+            slot.locator('[data-action="plug"]').click()
+            expect(slot).to_have_attribute("data-state", "offline", timeout=STEP_TIMEOUT_MS)
+            time.sleep(1.0)  # the guest ignores it: still offline, no _OST
+            expect(slot).to_have_attribute("data-state", "offline")
+            assert page.locator('#event-log li[data-event="ACPI_DEVICE_OST"]').count() == 0
+            slot.locator('[data-action="policy-reset"]').click()
+            expect(slot.locator(".policy-source")).to_have_text("default", timeout=STEP_TIMEOUT_MS)
+            expect(slot.locator('[data-field="on-plug"]')).to_have_value("online")
+            assert page.locator("#event-log li.error").all_inner_texts() == []
+        finally:
+            browser.close()
+    assert errors == [], errors

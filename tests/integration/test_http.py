@@ -216,10 +216,14 @@ def test_openapi_document_lists_every_rest_route(front: Callable[..., Front]) ->
         ("/api/v1/vm.pause", "PUT"),
         ("/api/v1/vm.resume", "PUT"),
         ("/api/v1/vm.reset", "PUT"),
+        ("/api/v1/guest-policy", "GET"),
+        ("/api/v1/guest-policy", "PUT"),
+        ("/api/v1/guest-policy/{id}", "DELETE"),
         ("/api/v1/openapi.json", "GET"),
     }
     for path, method in paths:
-        assert web.request(method, path)[0] != 404, path
+        if "{" not in path:  # a path with a parameter answers 404 for one that names nothing
+            assert web.request(method, path)[0] != 404, path
 
 
 # -- metrics and health ---------------------------------------------------------------------------------

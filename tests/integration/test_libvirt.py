@@ -429,3 +429,48 @@ def _saved_and_restored(domain: Domain, save: list[str], restore: list[str]) -> 
     virsh("setvcpus", DOMAIN, str(live), "--live")
     assert _live_vcpus() == live
     domain.healthy()
+
+
+def test_libvirt_meets_a_guest_that_ignores_and_refuses_unplug(libvirt_host: Host) -> None:
+    """qmpd-guest-policy (README "Guest hot-plug policy") given on the domain's command line: libvirt's
+    unplug times out against a guest that ignores it and against one that refuses it (libvirt 9.0 turns
+    a refusing eject _OST into an error for DIMMs only; for a CPU it waits out its 5 s, as its log shows),
+    and succeeds once the policy says eject; the domain stays running throughout."""
+    host = libvirt_host
+    domain = Domain(host.work / "debugcon-policy.log")
+
+    def policy(name: str, value: object) -> None:
+        command = {"execute": "qom-set", "arguments": {"path": "/objects/gp", "property": name, "value": value}}
+        assert '"return":{}' in virsh("qemu-monitor-command", DOMAIN, json.dumps(command)).stdout.replace(" ", "")
+
+    xml = _domain_xml(host, domain.debugcon)
+    object_arg = "<qemu:arg value='-object'/><qemu:arg value='qmpd-guest-policy,id=gp,on-unplug=ignore'/>"
+    xml.write_text(xml.read_text().replace("</qemu:commandline>", f"{object_arg}</qemu:commandline>"))
+    virsh("define", str(xml))
+    try:
+        virsh("start", DOMAIN, timeout=120)
+        wait_until(lambda: "CPU 0 (APIC ID 0) online" in domain.console())
+        domain.healthy()
+        virsh("setvcpus", DOMAIN, "2", "--live")
+        assert _live_vcpus() == 2
+        started = time.monotonic()
+        ignored = virsh("setvcpus", DOMAIN, "1", "--live", check=False)
+        assert ignored.returncode != 0 and "timed out" in ignored.stderr, ignored.stderr
+        assert time.monotonic() - started >= 5
+        assert _live_vcpus() == 2
+        policy("on-unplug", "refuse")
+        policy("ost-status", 0x82)  # "device busy", one libvirt would take as a refusal for a DIMM
+        refused = virsh("setvcpus", DOMAIN, "1", "--live", check=False)
+        assert refused.returncode != 0 and "timed out" in refused.stderr, refused.stderr
+        assert _live_vcpus() == 2
+        assert {"device": "vcpu1", "slot": "1", "slot-type": "CPU", "source": 3, "status": 0x82} in _qmp(
+            "query-acpi-ospm-status"
+        )
+        policy("on-unplug", "eject")
+        virsh("setvcpus", DOMAIN, "1", "--live")
+        assert _live_vcpus() == 1
+        domain.healthy()
+        assert "CPU 1 (APIC ID 1) unplug refused (guest policy)" in domain.console()
+    finally:
+        virsh("destroy", DOMAIN, check=False)
+        virsh("undefine", DOMAIN, check=False)

@@ -55,12 +55,17 @@ def test_libvirt_start_argv() -> None:
     assert (monitor.kind, monitor.fd, monitor.chardev_id) == (MonitorKind.FD, 24, "charmonitor")
     assert set(config.ignored) <= set(IGNORED_OPTIONS)
     assert config.machine.uuid == bytes.fromhex("0f7e1b42" + "0" * 24)
-    assert "sandbox" in config.ignored and "object" in config.ignored
+    assert "sandbox" in config.ignored and "object" not in config.ignored
     assert dict(config.machine.machine_settings) == {
         "usb": False,
         "dump-guest-core": False,
         "memory-backend": "/objects/pc.ram",
     }
+    assert [(o.qom_type, o.id, o.text) for o in config.machine.objects] == [
+        ("secret", "masterKey0", False),
+        ("memory-backend-ram", "pc.ram", False),
+    ]
+    assert dict(config.machine.objects[1].props) == {"size": 134217728}
 
 
 def test_several_monitors_and_double_dash_spelling() -> None:
@@ -101,6 +106,11 @@ def test_several_monitors_and_double_dash_spelling() -> None:
         (["-machine", "q35,acpi=maybe"], "Parameter 'acpi' does not accept value 'maybe'"),
         (["-machine", "pc,memory-backend=pc.ram"], "Memory backend 'pc.ram' not found"),
         (["-object", "id=x"], "-object id=x: Parameter 'qom-type' is missing"),
+        (["-object", "secret,data=x"], "-object secret,data=x: Parameter 'id' is missing"),
+        (
+            ["-object", "secret,id=s,data=x", "-object", '{"qom-type":"secret","id":"s"}'],
+            """-object {"qom-type":"secret","id":"s"}: Duplicate ID 's' for object""",
+        ),
         (["-action", "panic=foo"], "-action panic=foo: Parameter 'panic' does not accept value 'foo'"),
         (["-action", "foo=bar"], "-action foo=bar: Invalid parameter 'foo'"),
         (["-action", "reboot"], "-action reboot: Parameter 'reboot' does not accept value 'on'"),

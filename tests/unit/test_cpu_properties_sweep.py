@@ -34,7 +34,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qmpd.commands.base import context_factory
-from qmpd.commands.hotplug import MAX_OBJECTS
 from qmpd.config import MachineConfig
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option
 from qmpd.cpu.cpuid import CPUIDTable, build_cpuid
@@ -44,6 +43,7 @@ from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.handlers import REGISTRY
 from qmpd.machine.machine import Machine
+from qmpd.machine.user_objects import MAX_OBJECTS
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
 

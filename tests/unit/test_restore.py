@@ -190,6 +190,7 @@ def test_a_state_of_a_qmpd_before_section_versions_loads(good: Saved, tmp_path: 
     assert meta["state_versions"] == {
         "runner": 2, "registers": 1, "lapic": 2, "cpuhp": 1, "pm": 1, "pci": 1, "fw_cfg": 1, "i8042": 1,
         "ioapic": 1,
+        "guest-policy": 1,
     }  # fmt: skip
     older = {key: value for key, value in meta.items() if key != "state_versions"}
     status, info, _, target = _restore(_write(tmp_path / "older.state", older, ram))

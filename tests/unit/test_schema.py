@@ -133,10 +133,12 @@ def test_enum_member_features_unions_and_any_are_introspected() -> None:
 
 
 def test_object_add_takes_exactly_the_concrete_cpu_types() -> None:
+    """...and qmpd-guest-policy: qmpd's own open branches, after QEMU's object types."""
     from qmpd.machine.qom_tree import type_registry
 
     registry = type_registry()
     cpus = [info.name for info in registry if not info.abstract and registry.is_a(info.name, "x86_64-cpu")]
+    cpus.append("qmpd-guest-policy")
     document = SCHEMA.commands["object-add"].document
     variants = document["x-qapi-union"]["variants"]
     open_cases = [case for case, branch in variants.items() if branch.get("additionalProperties")]

@@ -22,6 +22,7 @@ const state = {
   samples: new Map(), // slot index -> {time, instructions} from the previous live frame
   rates: new Map(), // slot index -> instructions per second, or null when unknown
   pending: new Set(), // slot indexes with a plug/unplug command in flight
+  policies: new Map(), // slot index -> its guest hot-plug policy (/api/v1/guest-policy "slots")
   runstate: "unknown",
 };
 
@@ -154,9 +155,14 @@ async function refresh() {
     do {
       refreshAgain = false;
       try {
-        const [machine, cpus] = await Promise.all([getJSON("/api/v1/machine"), getJSON("/api/v1/cpus")]);
+        const [machine, cpus, policy] = await Promise.all([
+          getJSON("/api/v1/machine"),
+          getJSON("/api/v1/cpus"),
+          getJSON("/api/v1/guest-policy"),
+        ]);
         state.machine = machine;
         state.cpus = cpus.cpus ?? [];
+        state.policies = new Map((policy.slots ?? []).map((entry) => [entry.slot, entry]));
         setRunstate(machine.runstate);
         render();
       } catch (error) {
@@ -281,6 +287,7 @@ function buildSlot(cpu) {
     plug: el("button", { type: "button", class: "small plug", "data-action": "plug", text: "Plug" }),
     unplug: el("button", { type: "button", class: "small unplug", "data-action": "unplug", text: "Unplug" }),
     fixed: el("span", { class: "fixed muted", text: "not hot-pluggable" }),
+    policy: buildPolicyControls(cpu.slot),
   };
   view.plug.addEventListener("click", () => plug(cpu.slot));
   view.unplug.addEventListener("click", () => unplug(cpu.slot));
@@ -302,6 +309,7 @@ function buildSlot(cpu) {
     view.qom,
     view.rate,
     el("div", { class: "slot-actions" }, view.plug, view.unplug, view.fixed),
+    view.policy.root,
   );
   state.slotViews.set(cpu.slot, view);
   return view.root;
@@ -345,6 +353,97 @@ function updateSlot(cpu) {
   view.plug.disabled = busy;
   view.unplug.disabled = busy;
   view.root.classList.toggle("busy", busy);
+  updatePolicyControls(view.policy, state.policies.get(cpu.slot));
+}
+
+// ---------------------------------------------------------------- guest hot-plug policy
+
+// Each slot shows the policy the firmware applies to it (and which qmpd-guest-policy object
+// it comes from); changing it here PUTs a policy of its own for that one slot, "dashboard-slotN",
+// which is more specific than any policy naming more slots.
+function policyId(slot) {
+  return `dashboard-slot${slot}`;
+}
+
+function choice(name, values) {
+  return el("select", { class: "policy-field", "data-field": name, title: name }, ...values.map((v) => el("option", { value: v, text: v })));
+}
+
+function buildPolicyControls(slot) {
+  const view = {
+    source: el("span", { class: "policy-source muted" }),
+    onPlug: choice("on-plug", ["online", "ignore", "fail"]),
+    onUnplug: choice("on-unplug", ["eject", "ignore", "refuse"]),
+    status: el("input", { class: "policy-field", type: "number", min: "0", max: "255", title: "ost-status", "data-field": "ost-status" }),
+    delay: el("input", { class: "policy-field", type: "number", min: "0", max: "60000", step: "100", title: "delay-ms", "data-field": "delay-ms" }),
+    apply: el("button", { type: "button", class: "small", "data-action": "policy", text: "Set" }),
+    reset: el("button", { type: "button", class: "small", "data-action": "policy-reset", text: "Reset" }),
+  };
+  view.apply.addEventListener("click", () => setPolicy(slot, view));
+  view.reset.addEventListener("click", () => resetPolicy(slot));
+  view.root = el(
+    "div",
+    { class: "slot-policy" },
+    el("div", { class: "policy-head" }, el("span", { text: "guest policy" }), view.source),
+    el("div", { class: "policy-row" }, view.onPlug, view.onUnplug),
+    el("div", { class: "policy-row" }, view.status, view.delay, view.apply, view.reset),
+  );
+  return view;
+}
+
+function updatePolicyControls(view, policy) {
+  if (!policy) return;
+  view.source.textContent = policy.policy ?? "default";
+  view.reset.hidden = policy.policy !== policyId(policy.slot);
+  // Leave a control alone while the user is editing it.
+  for (const [control, value] of [
+    [view.onPlug, policy["on-plug"]],
+    [view.onUnplug, policy["on-unplug"]],
+    [view.status, String(policy["ost-status"])],
+    [view.delay, String(policy["delay-ms"])],
+  ]) {
+    if (document.activeElement !== control) control.value = value;
+  }
+}
+
+async function policyRequest(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { ...authHeaders(), "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) {
+    const reply = await response.json().catch(() => ({}));
+    throw new Error(reply?.error?.desc ?? `HTTP ${response.status}`);
+  }
+}
+
+async function setPolicy(slot, view) {
+  const body = {
+    id: policyId(slot),
+    slots: String(slot),
+    "on-plug": view.onPlug.value,
+    "on-unplug": view.onUnplug.value,
+    "ost-status": Number(view.status.value),
+    "delay-ms": Number(view.delay.value),
+  };
+  try {
+    await policyRequest("PUT", "/api/v1/guest-policy", body);
+    logInfo(`policy slot ${slot}`, body);
+  } catch (error) {
+    logError(`policy slot ${slot}`, String(error?.message ?? error));
+  }
+  refresh();
+}
+
+async function resetPolicy(slot) {
+  try {
+    await policyRequest("DELETE", `/api/v1/guest-policy/${policyId(slot)}`);
+    logInfo(`policy slot ${slot}`, "reset");
+  } catch (error) {
+    logError(`policy slot ${slot}`, String(error?.message ?? error));
+  }
+  refresh();
 }
 
 // ---------------------------------------------------------------- commands
