@@ -106,7 +106,8 @@ class Machine:
             "kernel": self.config.kernel or "",
             # Without -bios QEMU names its default ROM; qmpd runs its own firmware then, under QEMU's name.
             "firmware": self.config.bios or ("bios-256k.bin" if self.machine_type.is_pc else ""),
-            "memory": {"size": self.config.ram_size},
+            # QEMU's none has no RAM unless -m asks for some; qmpd's vCPUs still get their default RAM.
+            "memory": {"size": self.config.ram_size if self.machine_type.is_pc or self.config.ram_size_given else 0},
             "smp": {
                 "cpus": smp.cpus,
                 "maxcpus": smp.max_cpus,
