@@ -26,6 +26,7 @@ from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
+from qmpd.machine.chipset_qom import chipset_devices
 from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
@@ -97,6 +98,16 @@ class Machine:
         #: Called when the guest ends the process (a shutdown or panic that powers off, isa-debug-exit): the status.
         self.on_exit: Callable[[int], None] = lambda status: None
         self.cpu_slots.create_boot_cpus()
+        if self.machine_type.is_pc:
+            cpuhp = self._board.cpuhp
+            devices = chipset_devices(
+                self.registry,
+                self.machine_type.name.startswith("pc-q35"),
+                self.qom.machine.settings,
+                cpu_hotplug_legacy=lambda: cpuhp is None or cpuhp.legacy,
+                pm_io_base=lambda: self._board.pm_io_base,
+            )
+            self.qom.attach_chipset(devices)
         if self.cpu_slots.cpus:
             self._board.start_boot_cpu(self.cpu_slots.boot_index)
 
