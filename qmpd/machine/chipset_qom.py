@@ -132,7 +132,7 @@ def register_chipset_types(registry: TypeRegistry) -> None:
                 parent,
                 abstract=not concrete,
                 factory=ChipsetDevice if concrete else None,
-                user_creatable=False,
+                user_creatable=name == "i8042",  # as in QEMU: device_add reaches the ISA bus's refusal
                 properties=tuple(properties),
             )
         )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from qmpd.config import MachineConfig
+from qmpd.errors import GenericError
 from qmpd.events import EventBus
 from qmpd.machine.machine import Machine
+from qmpd.machine.qdev import DeviceOptions, qdev_device_add
 from qmpd.qapi.schema import Schema
 
 SCHEMA = Schema.load()
@@ -75,3 +78,24 @@ def test_the_pm_function_reads_qmpds_acpi_block() -> None:
         assert keyboard is not None and keyboard.type_name == "ps2-kbd" and keyboard.get_property("realized") is True
 
     _with_machine("pc", check)
+
+
+@pytest.mark.parametrize(
+    ("machine_type", "arguments", "desc"),
+    [
+        ("pc", {}, "Bus 'isa.0' does not support hotplugging"),
+        ("q35", {"bus": "isa.0"}, "Bus 'isa.0' does not support hotplugging"),
+        ("none", {}, "No 'ISA' bus found for device 'i8042'"),
+        ("pc", {"bus": "pci.0"}, "Device 'i8042' can't go on PCI bus"),
+    ],
+)
+def test_device_add_of_an_i8042_is_refused_as_qemu_refuses_it(
+    machine_type: str, arguments: dict[str, str], desc: str
+) -> None:
+    def check(machine: Machine) -> None:
+        options = tuple({"driver": "i8042", **arguments}.items())
+        with pytest.raises(GenericError, match=f"^{re.escape(desc)}$"):
+            qdev_device_add(machine, DeviceOptions(None, options))
+        assert machine.qom.peripheral_anon.child_count() == 0
+
+    _with_machine(machine_type, check)
