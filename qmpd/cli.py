@@ -303,6 +303,7 @@ def _opt_m(b: _Builder, arg: str) -> None:
     except OptionError as exc:
         raise CLIError(f"-m {arg}: {exc}") from exc
     b.machine["ram_size"] = size or 128 << 20
+    b.machine["ram_size_given"] = True
 
 
 def _opt_name(b: _Builder, arg: str) -> None:

@@ -112,6 +112,8 @@ class MachineConfig(NamedTuple):
     smp: str | None = None
     #: Guest RAM in bytes.
     ram_size: int = 128 << 20
+    #: Whether ``-m`` was given: QEMU's machine none has no RAM without it (its ``memory`` reads 0).
+    ram_size_given: bool = False
     #: ``-name`` guest name.
     name: str | None = None
     #: Firmware image (``-bios``) and kernel (``-kernel``).

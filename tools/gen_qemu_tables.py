@@ -25,6 +25,8 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parents[1] / "qmpd" / "qapi" / "data" / "qemu_host.json"
 TYPES = ["accel", "tcg-accel", "memory-backend", "memory-backend-ram", "memory-backend-file", "memory-backend-memfd"]
+#: The chipset devices qmpd emulates and puts in QOM (qmpd.machine.chipset_qom), with their abstract parents.
+DEVICE_TYPES = ["isa-device", "i8042", "pci-device", "PIIX4_PM", "ICH9-LPC", "ps2-device", "ps2-kbd"]
 
 
 def main() -> None:
@@ -58,8 +60,19 @@ def main() -> None:
                         "abstract": info.get("abstract", False),
                         "properties": ask("qom-list-properties", typename=info["name"]),
                     }
+            devices = {}
+            for info in ask("qom-list-types", abstract=True):
+                if info["name"] in DEVICE_TYPES:
+                    abstract = info.get("abstract", False)
+                    devices[info["name"]] = {
+                        "parent": info.get("parent"),
+                        "abstract": abstract,
+                        "properties": ask("qom-list-properties", typename=info["name"]),
+                        "device_properties": None if abstract else ask("device-list-properties", typename=info["name"]),
+                    }
             tables = {
                 "types": {name: types[name] for name in TYPES},
+                "devices": {name: devices[name] for name in DEVICE_TYPES},
                 "command_line_options": ask("query-command-line-options"),
                 "migration_capabilities": [entry["capability"] for entry in ask("query-migrate-capabilities")],
                 # The orders QEMU lists commands and machine types in (registration, hash table):

@@ -78,6 +78,8 @@ class Board:
         self.gpe: GPEBlock | None = None
         #: The PM1 registers (pc's PIIX4 PM, q35's ICH9 LPC); like QEMU, none with -no-acpi.
         self.pm: PM1Block | None = None
+        #: Where the guest last turned the PM I/O space on (the PM function's ``pm_io_base``; 0 before).
+        self.pm_io_base = 0
         machine = spec.machine_type
         self.pci: PCIConfig | None = None
         if machine.chipset is not None:
@@ -164,6 +166,7 @@ class Board:
         if base is None:
             return
         self.bus.add(base, PM1_LEN, self.pm)
+        self.pm_io_base = base
         if in_pm is not None:
             self.bus.add(base + in_pm, self.gpe.half * 2, self.gpe)
 

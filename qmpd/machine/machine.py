@@ -25,6 +25,7 @@ from qmpd.events import EventBus
 from qmpd.log import get_logger
 from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
+from qmpd.machine.chipset_qom import chipset_devices
 from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
@@ -98,6 +99,16 @@ class Machine:
         #: Called when the guest ends the process (a shutdown or panic that powers off, isa-debug-exit): the status.
         self.on_exit: Callable[[int], None] = lambda status: None
         self.cpu_slots.create_boot_cpus()
+        if self.machine_type.is_pc:
+            cpuhp = self._board.cpuhp
+            devices = chipset_devices(
+                self.registry,
+                self.machine_type.name.startswith("pc-q35"),
+                self.qom.machine.settings,
+                cpu_hotplug_legacy=lambda: cpuhp is None or cpuhp.legacy,
+                pm_io_base=lambda: self._board.pm_io_base,
+            )
+            self.qom.attach_chipset(devices)
         #: Creation counter of qmpd-guest-policy objects (the later of two equal policies wins).
         self._policy_sequence = 0
         for spec_object in config.objects:
@@ -114,7 +125,8 @@ class Machine:
             "kernel": self.config.kernel or "",
             # Without -bios QEMU names its default ROM; qmpd runs its own firmware then, under QEMU's name.
             "firmware": self.config.bios or ("bios-256k.bin" if self.machine_type.is_pc else ""),
-            "memory": {"size": self.config.ram_size},
+            # QEMU's none has no RAM unless -m asks for some; qmpd's vCPUs still get their default RAM.
+            "memory": {"size": self.config.ram_size if self.machine_type.is_pc or self.config.ram_size_given else 0},
             "smp": {
                 "cpus": smp.cpus,
                 "maxcpus": smp.max_cpus,

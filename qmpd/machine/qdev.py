@@ -151,11 +151,17 @@ def qdev_device_add(machine: Machine, opts: DeviceOptions) -> Device:
     if not info.user_creatable:
         raise GenericError("Parameter 'driver' expects a pluggable device type")
     bus = options.pop("bus", None)
+    buses = machine.machine_type.buses
     if bus is not None:
-        buses = machine.machine_type.buses
         if bus not in buses:
             raise GenericError(f"Bus '{bus}' not found")
-        raise GenericError(f"Device '{driver}' can't go on {buses[bus]} bus")
+        if not (buses[bus] == "ISA" and registry.is_a(driver, "isa-device")):
+            raise GenericError(f"Device '{driver}' can't go on {buses[bus]} bus")
+    if registry.is_a(driver, "isa-device"):  # the i8042: QEMU finds the ISA bus, which cannot hot-plug
+        isa = bus if bus is not None else next((name for name, kind in buses.items() if kind == "ISA"), None)
+        if isa is None:
+            raise GenericError(f"No 'ISA' bus found for device '{driver}'")
+        raise GenericError(f"Bus '{isa}' does not support hotplugging")
     handler = machine.hotplug_handler(driver)
     if handler is None:
         raise GenericError(f"Device '{driver}' can not be hotplugged on this machine")

@@ -20,6 +20,7 @@ from qmpd.cpu.x86cpu import X86CPU, register_cpu_types
 from qmpd.devices.fw_cfg import FILE_SLOTS
 from qmpd.devices.lapic import register_apic_types
 from qmpd.errors import DeviceNotFound, GenericError
+from qmpd.machine.chipset_qom import ChipsetDevice, register_chipset_types
 from qmpd.machine.guest_policy import register_guest_policy_type
 from qmpd.machine.hotplug_handler import HotplugHandler, request_unplug
 from qmpd.machine.properties import INSTANCE_ORDER, MACHINE_PROPERTIES
@@ -138,6 +139,7 @@ def type_registry() -> TypeRegistry:
             )
         )
     registry.register(TypeInfo("sys-bus-device", "device", abstract=True))
+    register_chipset_types(registry)
     registry.register(TypeInfo("kvmvapic", "sys-bus-device", factory=VAPIC, user_creatable=False))
     registry.register(
         TypeInfo("fw_cfg", "sys-bus-device", abstract=True, user_creatable=False, properties=FW_CFG_PROPERTIES)
@@ -344,6 +346,17 @@ class QOMTree:
         self.unattached_count += 1
         self.unattached.add_child(name, obj)
         return name
+
+    def attach_chipset(self, devices: list[tuple[str, ChipsetDevice | None]]) -> None:
+        """QEMU's chipset devices after the boot CPUs: qmpd's objects at their ``device[N]``, the numbers of
+        the others reserved; the PM function is the machine's ``acpi-device``."""
+        for type_name, device in devices:
+            if device is None:
+                self.unattached_count += 1
+                continue
+            self.attach_unattached(device)
+            if type_name in ("PIIX4_PM", "ICH9-LPC"):
+                self.machine.add_link("acpi-device", "hotplug-handler", device)
 
     def build_topology(self, topology: Topology, handler: HotplugHandler) -> None:
         """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread.

@@ -104,19 +104,8 @@ def _compare(sweep: Differences, qemu: Tree, qmpd: Tree) -> None:
         sweep.differ("path", f"{path} ({_type(tree, path)})", path in qemu, path in qmpd)
 
 
-#: What the sweep still finds, per configuration: bugs not fixed yet (not deliberate differences).
-NOT_YET_FIXED = {
-    "pc -S": "the PIIX4_PM and i8042 objects (with /machine's acpi-device link) and /machine/fw_cfg are not in QOM",
-    "q35 -S": "the ICH9-LPC and i8042 objects (with /machine's acpi-device link) and /machine/fw_cfg are not in QOM",
-    "none -S": "/machine's memory reads qmpd's 128 MiB where QEMU's none has no RAM without -m",
-}
-NOT_YET_FIXED["pc running, CPU plugged"] = NOT_YET_FIXED["pc -S"]
-
-
-def test_every_path_property_and_value(config: tuple[str, Pair], request: pytest.FixtureRequest) -> None:
+def test_every_path_property_and_value(config: tuple[str, Pair]) -> None:
     name, both = config
-    if name in NOT_YET_FIXED:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NOT_YET_FIXED[name]))
     sweep = Differences(f"QOM tree, {name}")
     _compare(sweep, crawl(both.qemu), crawl(both.qmpd))
     sweep.check()

@@ -143,8 +143,8 @@ def test_each_interface_plugs_and_unplugs_with_the_guests_handshake(guest: Guest
         0: "/machine/unattached/device[0]",
         1: "/machine/peripheral/c1",
         4: "/machine/peripheral/c4",
-        2: "/machine/unattached/device[2]",
-        3: "/machine/unattached/device[3]",
+        2: "/machine/unattached/device[27]",  # after kvmvapic and the 25 chipset devices QEMU's pc numbers
+        3: "/machine/unattached/device[28]",
         5: "/objects/t5",
     }
     _check_consistent(guest)
@@ -156,8 +156,8 @@ def test_each_interface_plugs_and_unplugs_with_the_guests_handshake(guest: Guest
     unplugs: list[tuple[str, dict[str, Any], str, str | None, str]] = [
         ("device_del", {"id": "c1"}, "1", "c1", "/machine/peripheral/c1"),
         ("human-monitor-command", {"command-line": "device_del c4"}, "4", "c4", "/machine/peripheral/c4"),
-        ("cpu_set", {"cpu": 2, "state": "offline"}, "2", None, "/machine/unattached/device[2]"),
-        ("human-monitor-command", {"command-line": "cpu_set 3 offline"}, "3", None, "/machine/unattached/device[3]"),
+        ("cpu_set", {"cpu": 2, "state": "offline"}, "2", None, "/machine/unattached/device[27]"),
+        ("human-monitor-command", {"command-line": "cpu_set 3 offline"}, "3", None, "/machine/unattached/device[28]"),
         ("qom-set", {"path": node, "property": "cpu", "value": ""}, "5", "t5", "/objects/t5"),
     ]
     for command, arguments, slot, device, path in unplugs:

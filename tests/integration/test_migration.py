@@ -500,7 +500,7 @@ def test_state_dir_restores_cpus_plugged_with_cpu_add_and_cpu_set(tmp_path: Path
             client.negotiate()
             wait_until(lambda: client.execute("query-migrate")["return"].get("status") == "completed")
             assert [cpu["qom-path"] for cpu in client.execute("query-cpus-fast")["return"]] == paths
-            assert paths[1:] == ["/machine/unattached/device[2]", "/machine/unattached/device[3]"]
+            assert paths[1:] == ["/machine/unattached/device[27]", "/machine/unattached/device[28]"]
             assert client.execute("query-status")["return"]["status"] == "running"
     finally:
         second.stop()

@@ -170,6 +170,7 @@ def test_memory_sizes() -> None:
     assert parse_args(["-m", "256"]).machine.ram_size == 256 << 20
     assert parse_args(["-m", "1G"]).machine.ram_size == 1 << 30
     assert parse_args(["-m", "size=64M,slots=2,maxmem=1G"]).machine.ram_size == 64 << 20
+    assert parse_args(["-m", "256"]).machine.ram_size_given and not parse_args([]).machine.ram_size_given
 
 
 def test_guest_devices_and_qmpd_machine_options() -> None:
