@@ -233,7 +233,9 @@ def test_migrate_cancel_resumes_the_guest(launch: Callable[..., Server], tmp_pat
         _events_until(client, "STOP")
         client.events.clear()
         assert client.execute("migrate_cancel") == {"return": {}}
-        assert [(e["event"], e["data"]) for e in client.events] == [("MIGRATION", {"status": "cancelling"})]
+        # MIGRATION_PASS may come first on a slow machine (the stream was still in its passes, as on QEMU).
+        migration = [(e["event"], e["data"]) for e in client.events if e["event"] != "MIGRATION_PASS"]
+        assert migration == [("MIGRATION", {"status": "cancelling"})]
         events = _events_until(client, "RESUME")
         assert ("MIGRATION", "cancelled") in [(e["event"], e.get("data", {}).get("status")) for e in events]
         wait_until(lambda: client.execute("query-status")["return"]["status"] == "running")
