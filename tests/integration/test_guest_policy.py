@@ -127,11 +127,11 @@ def test_plug_ignored_or_failed_then_delayed_over_qmp(tmp_path: Path) -> None:
         _no_event(guest, "ACPI_DEVICE_OST", 1.0)
         assert _present(guest) == [0, 1]  # listed, never started
         assert "CPU 1 (APIC ID 1) plug ignored (guest policy)" in guest.console()
-        assert not guest.counting(1)
+        assert not guest.counting(1, within=1.0)
         assert client.execute("device_add", {**CPU, "id": "cpu2", "core-id": 2}) == OK
         guest.event("ACPI_DEVICE_OST", device="cpu2", source=1, status=1, slot="2")  # "all": fail, status 1
         wait_until(lambda: "CPU 2 (APIC ID 2) plug failed (guest policy)" in guest.console())
-        assert not guest.counting(2)
+        assert not guest.counting(2, within=1.0)
         assert client.execute("object-del", {"id": "all"}) == OK
         assert client.execute("qom-set", {"path": "/objects/gp", "property": "slots", "value": "3"}) == OK
         assert client.execute("qom-set", {"path": "/objects/gp", "property": "on-plug", "value": "online"}) == OK

@@ -64,10 +64,16 @@ class Guest:
     def cpu_paths(self) -> dict[int, str]:
         return {cpu["cpu-index"]: cpu["qom-path"] for cpu in self.client.execute("query-cpus-fast")["return"]}
 
-    def counting(self, apic_id: int) -> bool:
+    def counting(self, apic_id: int, within: float = 5.0) -> bool:
+        """Does the CPU's counter advance within ``within`` seconds?  (Not a fixed 50 ms: on a loaded
+        2-core machine a vCPU thread may not be scheduled for longer than that.)"""
         first = read_u64s(self.client, COUNTERS + 8 * apic_id, 1)[0]
-        time.sleep(0.05)
-        return read_u64s(self.client, COUNTERS + 8 * apic_id, 1)[0] > first
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if read_u64s(self.client, COUNTERS + 8 * apic_id, 1)[0] > first:
+                return True
+        return False
 
 
 @contextlib.contextmanager
