@@ -188,7 +188,11 @@ def _opt_chardev(b: _Builder, arg: str) -> None:
     elif backend == "file":
         if "path" not in settings:
             raise CLIError(f"-chardev {arg}: chardev: file: no filename given")
-        b.chardevs[chardev_id] = CharConfig("file", settings["path"])
+        try:
+            append = parse_bool("append", settings.get("append", "off"))
+        except OptionError as exc:
+            raise CLIError(f"-chardev {arg}: {exc}") from None
+        b.chardevs[chardev_id] = CharConfig("file", settings["path"], append)
     elif backend == "null":
         b.chardevs[chardev_id] = CharConfig("null")
     else:

@@ -82,6 +82,8 @@ class CharConfig(NamedTuple):
 
     kind: str
     path: str | None = None
+    #: ``-chardev file,...,append=on``: keep what the file holds (QEMU truncates it otherwise, as -debugcon file: does).
+    append: bool = False
 
 
 class FwCfgOption(NamedTuple):

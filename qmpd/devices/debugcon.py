@@ -16,16 +16,17 @@ READBACK = 0xE9
 
 
 class CharSink:
-    """Where debugcon bytes go: a file (appended), stdout, or nowhere."""
+    """Where debugcon bytes go: a file (truncated at start as QEMU's, or appended to), stdout, or nowhere."""
 
-    def __init__(self, kind: str, path: str | None = None) -> None:
+    def __init__(self, kind: str, path: str | None = None, append: bool = False) -> None:
         self.kind = kind
         self.path = path
         self._stream: BinaryIO | None = None
         self._fd: int | None = None
         if kind == "file":
             assert path is not None
-            self._stream = open(path, "ab", buffering=0)  # noqa: SIM115 - open for the daemon's life
+            # Open for the daemon's life; QEMU truncates a file chardev unless append=on.
+            self._stream = open(path, "ab", buffering=0) if append else open(path, "wb", buffering=0)  # noqa: SIM115
         elif kind == "stdio":
             self._fd = os.dup(1)
 

@@ -125,7 +125,7 @@ class Board:
         for device in spec.port_devices:
             if device.driver == "isa-debugcon":
                 assert device.chardev is not None
-                sink = CharSink(device.chardev.kind, device.chardev.path)
+                sink = CharSink(device.chardev.kind, device.chardev.path, device.chardev.append)
                 self._sinks.append(sink)
                 self.bus.add(device.iobase, 1, DebugCon(sink))
             elif device.driver == "isa-debug-exit":

@@ -342,3 +342,21 @@ def test_locked_increments_are_exact_with_thread_single(tmp_path: Path, thread: 
             assert 0 < total <= 2_000_000
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("chardev", "kept"), [(None, False), ("append=on", True)])
+def test_the_console_file_is_truncated_unless_append_is_on(tmp_path: Path, chardev: str | None, kept: bool) -> None:
+    """As QEMU's file chardev: what the file held is gone at start, unless ``-chardev file,...,append=on``."""
+    console = tmp_path / "console.txt"
+    console.write_text("an earlier run\n")
+    if chardev is None:
+        argv = ["-machine", "pc", "-debugcon", f"file:{console}"]
+    else:
+        file = f"file,id=d,path={console},{chardev}"
+        argv = ["-machine", "pc", "-chardev", file, "-device", "isa-debugcon,chardev=d"]
+    server = start_qmpd(argv, tmp_path)
+    try:
+        wait_until(lambda: "qmpd firmware" in console.read_text())
+        assert console.read_text().startswith("an earlier run\n") is kept
+    finally:
+        server.stop()

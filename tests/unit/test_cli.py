@@ -247,3 +247,12 @@ def test_help_requests_print_qemus_lists() -> None:
         name: set(props) for name, props in DEVICE_PROPERTIES.items()
     }
     assert set(load_table("x86_cpu_flags.json")["flags"]) <= {p.name for p in cpu_properties()}
+
+
+def test_a_file_chardev_appends_only_when_asked() -> None:
+    """QEMU truncates a file chardev (and -debugcon file:) unless ``append=on``; its error for a bad value."""
+    config = parse_args(["-chardev", "file,id=c,path=/tmp/x,append=on", "-debugcon", "file:/tmp/y"])
+    chardevs = dict(config.machine.chardevs)
+    assert chardevs["c"].append is True and chardevs["debugcon"].append is False
+    with pytest.raises(CLIError, match="Parameter 'append' expects 'on' or 'off'"):
+        parse_args(["-chardev", "file,id=c,path=/tmp/x,append=maybe"])
