@@ -437,7 +437,7 @@ def test_libvirt_meets_a_guest_that_ignores_and_refuses_unplug(libvirt_host: Hos
     a refusing eject _OST into an error for DIMMs only; for a CPU it waits out its 5 s, as its log shows),
     and succeeds once the policy says eject; the domain stays running throughout."""
     host = libvirt_host
-    domain = Domain(host.work / "debugcon-policy.log")
+    domain = Domain(host.work / "console" / "debugcon-policy.log")  # the emulator account writes there
 
     def policy(name: str, value: object) -> None:
         command = {"execute": "qom-set", "arguments": {"path": "/objects/gp", "property": name, "value": value}}
