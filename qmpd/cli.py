@@ -434,7 +434,9 @@ def _opt_debugcon(b: _Builder, arg: str) -> None:
         raise CLIError(f"-debugcon {arg}: '{arg.split(':', 1)[0]}' is not a valid char driver")
     if not arg.startswith("chardev:"):
         b.late_chardevs.append(chardev_id)
-    b.devices.append(DeviceConfig("isa-debugcon", (("chardev", chardev_id),)))
+    # QEMU's device has the id "debugcon" (/machine/peripheral/debugcon); qmpd's second one takes its chardev's.
+    device_id = "debugcon" if not any(("id", "debugcon") in device.props for device in b.devices) else chardev_id
+    b.devices.append(DeviceConfig("isa-debugcon", (("chardev", chardev_id), ("id", device_id))))
 
 
 def _opt_log_format(b: _Builder, arg: str) -> None:

@@ -25,8 +25,12 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parents[1] / "qmpd" / "qapi" / "data" / "qemu_host.json"
 TYPES = ["accel", "tcg-accel", "memory-backend", "memory-backend-ram", "memory-backend-file", "memory-backend-memfd"]
-#: The chipset devices qmpd emulates and puts in QOM (qmpd.machine.chipset_qom), with their abstract parents.
-DEVICE_TYPES = ["isa-device", "i8042", "pci-device", "PIIX4_PM", "ICH9-LPC", "ps2-device", "ps2-kbd"]
+#: The chipset devices qmpd emulates and puts in QOM (qmpd.machine.chipset_qom), with their abstract parents,
+#: and the ISA devices the command line adds.
+DEVICE_TYPES = [
+    "isa-device", "i8042", "pci-device", "PIIX4_PM", "ICH9-LPC", "ps2-device", "ps2-kbd",
+    "isa-debugcon", "isa-debug-exit", "pvpanic",
+]  # fmt: skip
 
 
 def main() -> None:

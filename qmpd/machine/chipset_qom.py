@@ -1,5 +1,7 @@
 """The chipset devices qmpd emulates, in QOM where QEMU 7.2 puts them: the i8042 (with its ``ps2kbd``) and
-the ACPI PM function (``PIIX4_PM`` on pc, ``ICH9-LPC`` on q35), the machine's ``acpi-device``.
+the ACPI PM function (``PIIX4_PM`` on pc, ``ICH9-LPC`` on q35), the machine's ``acpi-device``; and the ISA
+devices of the command line (-device isa-debugcon/isa-debug-exit/pvpanic, -debugcon), which QEMU puts under
+``/machine/peripheral`` or ``/machine/peripheral-anon``.
 
 Their types and properties are QEMU's, recorded by tools/gen_qemu_tables.py; the properties that name
 what qmpd does not emulate (IRQ lines, memory regions, the PS/2 mouse, the SMBus, the ISA bus) are left
@@ -11,9 +13,10 @@ there later, sit at QEMU's paths.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from qmpd.machine.spec import PortDeviceSpec
 from qmpd.qapi.host_tables import host_tables
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
@@ -23,7 +26,9 @@ from qmpd.qom.types import TypeInfo, TypeRegistry
 #: Property types of what qmpd does not emulate: such properties are not listed.
 _ABSENT = ("<irq>", "<memory-region>", "<ps2-mouse>", "<i2c-bus>", "<ISA>")
 #: Types qmpd creates objects of (the others are their abstract parents).
-_CONCRETE = {"i8042", "PIIX4_PM", "ICH9-LPC", "ps2-kbd"}
+_CONCRETE = {"i8042", "PIIX4_PM", "ICH9-LPC", "ps2-kbd", "isa-debugcon", "isa-debug-exit", "pvpanic"}
+#: Types device_add accepts as a driver (as in QEMU: it then reaches the ISA bus's refusal).
+_USER_CREATABLE = {"i8042", "isa-debugcon", "isa-debug-exit", "pvpanic"}
 
 #: /machine/unattached devices QEMU 7.2 creates after the boot CPUs, in its order, with the machine settings
 #: that must all be on for it (read on QEMU with each of them off); ``*`` marks the ones qmpd has.
@@ -132,7 +137,7 @@ def register_chipset_types(registry: TypeRegistry) -> None:
                 parent,
                 abstract=not concrete,
                 factory=ChipsetDevice if concrete else None,
-                user_creatable=name == "i8042",  # as in QEMU: device_add reaches the ISA bus's refusal
+                user_creatable=name in _USER_CREATABLE,
                 properties=tuple(properties),
             )
         )
@@ -184,6 +189,32 @@ def chipset_devices(
             keyboard.realized = True
         device.realized = True
         devices.append((entry[1:], device))
+    return devices
+
+
+def command_line_devices(
+    registry: TypeRegistry, specs: Iterable[PortDeviceSpec], isa_bus: str
+) -> list[tuple[str | None, ChipsetDevice]]:
+    """The command line's ISA devices in its order, as QEMU shows them: (qdev id or None, object).
+
+    Realized with the machine on ``isa_bus``, which cannot hot-unplug (device_del is refused as QEMU's).
+    """
+    devices: list[tuple[str | None, ChipsetDevice]] = []
+    for spec in specs:
+        info = registry.get(spec.driver)
+        assert info is not None and info.factory is not None
+        device = info.factory(registry, spec.driver)
+        assert isinstance(device, ChipsetDevice)
+        if spec.driver == "pvpanic":
+            device.values.update({"ioport": spec.iobase, "events": spec.events})
+        elif spec.driver == "isa-debug-exit":
+            device.values.update({"iobase": spec.iobase, "iosize": spec.iosize})
+        else:
+            device.values.update({"iobase": spec.iobase, "readback": spec.readback, "chardev": spec.chardev_id})
+        device.fixed_bus = isa_bus
+        device.qdev_id = spec.id
+        device.realized = True
+        devices.append((spec.id, device))
     return devices
 
 

@@ -25,7 +25,7 @@ from qmpd.events import EventBus
 from qmpd.log import get_logger
 from qmpd.machine.actions import Actions
 from qmpd.machine.board import Board
-from qmpd.machine.chipset_qom import chipset_devices
+from qmpd.machine.chipset_qom import chipset_devices, command_line_devices
 from qmpd.machine.cpu_slots import CPUSlots
 from qmpd.machine.guest_dump import IN_PROCESS, GuestDump
 from qmpd.machine.guest_memory import read_physical, read_physical_or_zeros, read_virtual
@@ -109,6 +109,9 @@ class Machine:
                 pm_io_base=lambda: self._board.pm_io_base,
             )
             self.qom.attach_chipset(devices)
+        isa_bus = next((name for name, kind in self.machine_type.buses.items() if kind == "ISA"), None)
+        if isa_bus is not None:
+            self.qom.attach_peripherals(command_line_devices(self.registry, self.spec.port_devices, isa_bus))
         #: Creation counter of qmpd-guest-policy objects (the later of two equal policies wins).
         self._policy_sequence = 0
         for spec_object in config.objects:

@@ -358,6 +358,14 @@ class QOMTree:
             if type_name in ("PIIX4_PM", "ICH9-LPC"):
                 self.machine.add_link("acpi-device", "hotplug-handler", device)
 
+    def attach_peripherals(self, devices: list[tuple[str | None, ChipsetDevice]]) -> None:
+        """The command line's devices: at /machine/peripheral/ID, or anonymous (advancing anon_count)."""
+        for device_id, device in devices:
+            if device_id is not None:
+                self.peripheral.add_child(device_id, device)
+            else:
+                self.peripheral_anon.add_child(f"device[{self.next_anon()}]", device)
+
     def build_topology(self, topology: Topology, handler: HotplugHandler) -> None:
         """``/machine/topology/socket[S]/die[D]/core[C]/thread[T]`` with a ``cpu`` link per thread.
 

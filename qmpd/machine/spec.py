@@ -37,6 +37,12 @@ class PortDeviceSpec(NamedTuple):
     chardev: CharConfig | None
     #: pvpanic's ``events`` (the events it reports as supported).
     events: int = 3
+    #: The qdev id (None: anonymous, /machine/peripheral-anon/device[N]).
+    id: str | None = None
+    #: isa-debugcon's ``readback`` (what a read of its port returns in QEMU).
+    readback: int = 0xE9
+    #: isa-debugcon's ``chardev`` (the chardev's id).
+    chardev_id: str = ""
 
 
 class SpecError(ValueError):
@@ -148,18 +154,38 @@ def _port_devices(config: MachineConfig, machine_type: MachineType) -> tuple[Por
                     _int(props.get("iobase", "0x501"), "iobase", device.driver),
                     _int(props.get("iosize", "0x02"), "iosize", device.driver),
                     None,
+                    id=props.get("id"),
                 )
             )
         elif device.driver == "pvpanic":
             events = _int(props.get("events", "3"), "events", device.driver)
             out.append(
-                PortDeviceSpec("pvpanic", _int(props.get("ioport", "0x505"), "ioport", device.driver), 1, None, events)
+                PortDeviceSpec(
+                    "pvpanic",
+                    _int(props.get("ioport", "0x505"), "ioport", device.driver),
+                    1,
+                    None,
+                    events,
+                    id=props.get("id"),
+                )
             )
         elif device.driver == "isa-debugcon":
             chardev = chardevs.get(props.get("chardev", ""), CharConfig("null"))
             out.append(
-                PortDeviceSpec("isa-debugcon", _int(props.get("iobase", "0xe9"), "iobase", device.driver), 1, chardev)
+                PortDeviceSpec(
+                    "isa-debugcon",
+                    _int(props.get("iobase", "0xe9"), "iobase", device.driver),
+                    1,
+                    chardev,
+                    id=props.get("id"),
+                    readback=_int(props.get("readback", "0xe9"), "readback", device.driver),
+                    chardev_id=props.get("chardev", ""),
+                )
             )
+    ids = [spec.id for spec in out if spec.id is not None]
+    for number, device_id in enumerate(ids):
+        if device_id in ids[:number]:
+            raise SpecError(f"Duplicate ID '{device_id}' for device")
     ports: dict[int, str] = {}
     if machine_type.is_pc:
         ports = {0xCF9: "the reset control register", 0x60: "i8042", 0x64: "i8042"}

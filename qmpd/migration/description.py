@@ -11,7 +11,7 @@ first field that is wrong.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option, property_types
@@ -94,6 +94,27 @@ def unattached_number(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _renumbered(machine: Machine, anon_count: int, cpus: tuple[SavedCPU, ...]) -> tuple[int, tuple[SavedCPU, ...]]:
+    """A state of a qmpd whose command-line ISA devices were not in QOM: its anonymous CPUs numbered from 0.
+
+    Today the machine's K anonymous -device objects take device[0..K-1] first (as in QEMU), so a CPU below K
+    marks such a state: its anonymous CPUs and counter move up by K, where this qmpd would have put them.
+    """
+    taken = (
+        sum(1 for spec in machine.spec.port_devices if spec.id is None) if "isa.0" in machine.machine_type.buses else 0
+    )
+    numbers = [n for n in (anon_number(cpu.qom_path) for cpu in cpus) if n is not None]
+    if taken == 0 or not numbers or min(numbers) >= taken:
+        return anon_count, cpus
+    moved = []
+    for cpu in cpus:
+        number = anon_number(cpu.qom_path)
+        if number is not None:
+            cpu = replace(cpu, qom_path=f"/machine/peripheral-anon/device[{number + taken}]")
+        moved.append(cpu)
+    return anon_count + taken, tuple(moved)
+
+
 def parse_description(machine: Machine, meta: Any) -> SavedMachine:
     """Check a whole description against ``machine`` (changing nothing); raise StateError."""
     top = fields(meta, "description")
@@ -102,6 +123,7 @@ def parse_description(machine: Machine, meta: Any) -> SavedMachine:
     anon_count = integer(top, "anon_count", _COUNTER)
     entries = items(top, "cpus", machine.spec.smp.max_cpus)
     cpus = tuple(_cpu(machine, entry, f"cpus[{n}]", versions) for n, entry in enumerate(entries))
+    anon_count, cpus = _renumbered(machine, anon_count, cpus)
     if "unattached_count" in top:
         unattached_count = integer(top, "unattached_count", _COUNTER)
     else:  # a state of a qmpd that did not record it: past every unattached CPU of the state

@@ -1,5 +1,6 @@
 """The whole QOM tree against QEMU 7.2: a crawl from /machine down on both (qom-list, then qom-get of every
-property), on pc, q35 and none under -S, and on a running pc with a plugged CPU.
+property), on pc, q35 and none under -S, on a pc -S with the command line's ISA devices (-device pvpanic,
+isa-debug-exit, isa-debugcon with and without an id, -debugcon), and on a running pc with a plugged CPU.
 
 Every path, property, type and value is compared.  An object on one side only is reported once, with its
 type (``path:PATH (TYPE)``), not again for each of its children; a property of an object both have is
@@ -21,11 +22,19 @@ pytestmark = pytest.mark.qemu
 FIRMWARE = REPO / "qmpd" / "firmware" / "qmpd-firmware.bin"
 PLUG = {"driver": "qemu64-x86_64-cpu", "id": "cpu1", "socket-id": 1, "core-id": 0, "thread-id": 0}
 
-#: name -> (argv, plug a CPU and run the guest until it acknowledged it)
+#: name -> (argv, plug a CPU and run the guest until it acknowledged it); ``{tmp}`` is a fresh directory.
 CONFIGS: dict[str, tuple[list[str], bool]] = {
     "pc -S": (["-S", "-machine", "pc", "-nodefaults", "-smp", "2,sockets=2,cores=2,maxcpus=4"], False),
     "q35 -S": (["-S", "-machine", "q35", "-nodefaults", "-smp", "1,maxcpus=2"], False),
     "none -S": (["-S", "-machine", "none", "-nodefaults"], False),
+    "pc -S, ISA devices": (
+        [
+            *("-S", "-machine", "pc", "-nodefaults", "-device", "pvpanic", "-debugcon", "file:{tmp}/debugcon.txt"),
+            *("-device", "isa-debug-exit", "-chardev", "null,id=c2", "-device", "isa-debugcon,iobase=0x402,chardev=c2"),
+            *("-chardev", "null,id=c3", "-device", "isa-debugcon,id=dc3,iobase=0x403,chardev=c3"),
+        ],
+        False,
+    ),
     "pc running, CPU plugged": (
         ["-machine", "pc", "-nodefaults", "-smp", "1,sockets=2,maxcpus=2", "-bios", str(FIRMWARE)],
         True,
@@ -37,7 +46,8 @@ CONFIGS: dict[str, tuple[list[str], bool]] = {
 def config(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pair]]:
     name: str = request.param
     argv, plug = CONFIGS[name]
-    with started(tmp_path_factory.mktemp("tree"), argv) as both:
+    tmp = tmp_path_factory.mktemp("tree")
+    with started(tmp, [arg.replace("{tmp}", str(tmp)) for arg in argv]) as both:
         if plug:
             for client in (both.qemu, both.qmpd):
                 _plug_and_wait(client)

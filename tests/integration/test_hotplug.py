@@ -177,7 +177,11 @@ def test_each_interface_plugs_and_unplugs_with_the_guests_handshake(guest: Guest
         assert f"CPU {slot} (APIC ID {slot}) parked" in guest.console()
     assert guest.cpu_paths() == {0: "/machine/unattached/device[0]"}
     _check_consistent(guest)
-    assert client.execute("qom-list", {"path": "/machine/peripheral"})["return"] == [{"name": "type", "type": "string"}]
+    # Only -debugcon's device (QEMU's id "debugcon") is left: every unplugged CPU is gone.
+    assert client.execute("qom-list", {"path": "/machine/peripheral"})["return"] == [
+        {"name": "type", "type": "string"},
+        {"name": "debugcon", "type": "child<isa-debugcon>"},
+    ]
     # The same slot plugs again, and the CPU counts again.
     assert (
         client.execute(

@@ -22,7 +22,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmpd.config import MachineConfig
+from qmpd.config import DeviceConfig, MachineConfig
 from qmpd.events import EventBus
 from qmpd.machine.legacy_cpu import cpu_add, cpu_set
 from qmpd.machine.machine import Machine
@@ -490,3 +490,45 @@ def _with_description(data: bytes, description: bytes) -> bytes:
     rest = data[len(MAGIC) + 12 + meta_len : len(data) - 32 - len(TRAILER)]
     body = MAGIC + struct.pack("<IQ", 1, len(description)) + description + rest
     return body + hashlib.sha256(body).digest() + TRAILER
+
+
+def test_an_anonymous_cpu_saved_before_the_isa_devices_were_in_qom_restores_after_them(tmp_path: Path) -> None:
+    """qmpd once numbered anonymous CPUs from device[0] even after an anonymous -device pvpanic; QEMU (and
+    qmpd now) put the pvpanic at device[0] and the CPU at device[1].  Such a state still loads, renumbered."""
+    config = MachineConfig(cpu="Haswell", smp=SMP, ram_size=RAM, start_paused=True, devices=(DeviceConfig("pvpanic"),))
+    options = (("driver", "Haswell-x86_64-cpu"), ("socket-id", "1"), ("core-id", "1"), ("thread-id", "0"))
+
+    async def run() -> tuple[dict[str, Any], bytes]:
+        source = Machine(config, EventBus(SCHEMA))
+        try:
+            qdev_device_add(source, DeviceOptions(None, options))
+            assert [cpu.canonical_path() for cpu in source.cpu_slots.cpus][-1] == "/machine/peripheral-anon/device[1]"
+            await source.stop_for_migration()
+            meta = await capture(source)
+            return json.loads(json.dumps(meta)), bytes(source.ram.view())
+        finally:
+            source.close()
+
+    meta, ram = asyncio.run(run())
+    assert meta["anon_count"] == 2
+    old = copy.deepcopy(meta)  # what the qmpd before the change wrote: the CPU at device[0], the counter at 1
+    old["anon_count"] = 1
+    for cpu in old["cpus"]:
+        if cpu["qom_path"] == "/machine/peripheral-anon/device[1]":
+            cpu["qom_path"] = "/machine/peripheral-anon/device[0]"
+    for name, saved in (("new", meta), ("old", old)):
+
+        async def restore(saved: dict[str, Any] = saved, name: str = name) -> tuple[str, list[str], int]:
+            target = Machine(config._replace(incoming="defer"), EventBus(SCHEMA))
+            try:
+                migrator = Migrator(target, "defer")
+                await asyncio.wait_for(migrator.accept(_write(tmp_path / f"{name}.state", saved, ram)), 10)
+                paths = [cpu.canonical_path() for cpu in target.cpu_slots.cpus]
+                return migrator.info()["status"], paths, target.qom.anon_count
+            finally:
+                target.close()
+
+        status, paths, anon_count = asyncio.run(restore())
+        assert status == "completed", name
+        assert paths[-1] == "/machine/peripheral-anon/device[1]", name
+        assert anon_count == 2, f"{name}: the next anonymous device_add takes device[2]"
