@@ -103,18 +103,10 @@ def build() -> dict[str, Any]:
 
 
 def write(path: str = INDEX) -> None:
-    """Write the index atomically (a start reading it meanwhile sees the old one or the new one)."""
-    import tempfile  # not on a start's path (tests/unit/test_startup_imports.py)
+    """Write the index (atomically: a start reading it meanwhile sees the old one or the new one)."""
+    from qmpd.qapi.bundle import write_json_atomically  # tempfile is not on a start's path (test_startup_imports)
 
-    descriptor, temporary = tempfile.mkstemp(prefix=".handler-index.", dir=os.path.dirname(path))
-    try:
-        os.fchmod(descriptor, 0o644)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(build(), stream, separators=(",", ":"))
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_json_atomically(path, build(), ".handler-index.")
 
 
 if __name__ == "__main__":

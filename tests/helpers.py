@@ -337,3 +337,24 @@ def read_elf_core(data: bytes) -> dict[str, Any]:
         "shoff": shoff, "flags": flags, "ehsize": ehsize, "phdrs": phdrs, "shdrs": shdrs, "notes": notes,
         "shstrndx": shstrndx, "note_type": note_type, "shnum": shnum, "phnum": phnum,
     }  # fmt: skip
+
+
+class InProcessSession:
+    """The calling session as dispatch sees it, for tests that dispatch in process: negotiated, in-band only."""
+
+    name = "test"
+    negotiated = True
+    oob_enabled = False
+
+    def negotiate(self, capabilities: object) -> None:
+        """Never called: the session starts negotiated."""
+
+
+class InProcessDaemon:
+    """The daemon as command contexts see it, for in-process dispatch: no chardevs, no exit."""
+
+    def chardevs(self) -> list[dict[str, object]]:
+        return []
+
+    def request_exit(self) -> None:
+        """quit is not dispatched by these tests."""

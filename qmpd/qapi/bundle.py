@@ -26,17 +26,23 @@ def build() -> dict[str, object]:
     return {"signature": signature(files), "documents": schema.documents, "introspection": introspect(schema)}
 
 
-def write(path: str = BUNDLE) -> None:
-    """Write the bundle atomically (a start reading it meanwhile sees the old one or the new one)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=".schema-bundle.", dir=os.path.dirname(path))
+def write_json_atomically(path: str, value: object, prefix: str) -> None:
+    """Write ``value`` as JSON to ``path`` atomically and world-readable: a start reading it meanwhile sees the
+    old file or the new one, and every user of an installed qmpd can read it (mkstemp makes files 0600)."""
+    descriptor, temporary = tempfile.mkstemp(prefix=prefix, dir=os.path.dirname(path))
     try:
-        os.fchmod(descriptor, 0o644)  # mkstemp makes it 0600: every user of an installed qmpd reads it
+        os.fchmod(descriptor, 0o644)
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(build(), stream, separators=(",", ":"))
+            json.dump(value, stream, separators=(",", ":"))
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def write(path: str = BUNDLE) -> None:
+    """Write the bundle (atomically)."""
+    write_json_atomically(path, build(), ".schema-bundle.")
 
 
 if __name__ == "__main__":

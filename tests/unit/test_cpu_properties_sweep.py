@@ -46,6 +46,7 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.user_objects import MAX_OBJECTS
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
+from tests.helpers import InProcessDaemon, InProcessSession
 
 SCHEMA = Schema.load()
 MODEL = "Haswell"
@@ -108,25 +109,6 @@ TEXT_VALUES: tuple[str, ...] = (
 )
 
 
-class _Session:
-    """The calling session, as dispatch sees it: negotiated, in-band only."""
-
-    name = "sweep"
-    negotiated = True
-    oob_enabled = False
-
-    def negotiate(self, capabilities: object) -> None:
-        """Never called: the session starts negotiated."""
-
-
-class _Daemon:
-    def chardevs(self) -> list[dict[str, object]]:
-        return []
-
-    def request_exit(self) -> None:
-        """quit is not part of the sweep."""
-
-
 class Snapshot(NamedTuple):
     """What a failed attempt must leave exactly as it was."""
 
@@ -145,10 +127,9 @@ class Rig:
     def __init__(self) -> None:
         self.events = EventBus(SCHEMA, strict=True)
         self.machine = Machine(MachineConfig(cpu=MODEL, smp=SMP, start_paused=True), self.events)
-        self.dispatcher = Dispatcher(
-            SCHEMA, REGISTRY, context_factory(self.machine, SCHEMA, self.events, _Daemon(), Migrator(self.machine))
-        )
-        self.session = _Session()
+        contexts = context_factory(self.machine, SCHEMA, self.events, InProcessDaemon(), Migrator(self.machine))
+        self.dispatcher = Dispatcher(SCHEMA, REGISTRY, contexts)
+        self.session = InProcessSession()
         self.baseline = self.snapshot()
         self.successes = 0
         self.failures = 0

@@ -21,27 +21,11 @@ from qmpd.machine.hotplug_latency import ACK_DEADLINE, LATE_AFTER, HotplugLatenc
 from qmpd.machine.machine import Machine
 from qmpd.migration.migrator import Migrator
 from qmpd.qapi.schema import Schema
+from tests.helpers import InProcessDaemon, InProcessSession
 
 SCHEMA = Schema.load()
 POLICY = "qmpd-guest-policy"
 DEFAULTS = {"on-plug": "online", "on-unplug": "eject", "ost-status": 1, "delay-ms": 0, "on-event": "none", "slots": ""}
-
-
-class _Session:
-    name = "test"
-    negotiated = True
-    oob_enabled = False
-
-    def negotiate(self, capabilities: object) -> None:
-        """Never called."""
-
-
-class _Daemon:
-    def chardevs(self) -> list[dict[str, object]]:
-        return []
-
-    def request_exit(self) -> None:
-        """Not used."""
 
 
 class Rig:
@@ -51,12 +35,11 @@ class Rig:
         config = parse_args(["-S", "-smp", "1,maxcpus=4", *argv]).machine
         self.events = EventBus(SCHEMA, strict=True)
         self.machine = Machine(config, self.events)
-        self.dispatcher = Dispatcher(
-            SCHEMA, REGISTRY, context_factory(self.machine, SCHEMA, self.events, _Daemon(), Migrator(self.machine))
-        )
+        contexts = context_factory(self.machine, SCHEMA, self.events, InProcessDaemon(), Migrator(self.machine))
+        self.dispatcher = Dispatcher(SCHEMA, REGISTRY, contexts)
 
     async def qmp(self, command: str, **arguments: Any) -> Any:
-        outcome = self.dispatcher.dispatch({"execute": command, "arguments": arguments}, _Session())
+        outcome = self.dispatcher.dispatch({"execute": command, "arguments": arguments}, InProcessSession())
         reply = outcome if isinstance(outcome, dict) else await asyncio.wait_for(outcome, timeout=10)
         return reply.get("return", reply.get("error"))
 
