@@ -319,6 +319,10 @@ def test_device_del_while_stopped_ejects_at_cont(tmp_path: Path, machine: str, f
 #: The counting guest looks at GPE0 every 4096 iterations, which leaves stop its window.  The idle guest
 #: is woken by the SCI at once: QEMU 7.2 itself then ejects before the stop in some runs (1 of 5
 #: measured), so that race has no one answer to compare.
+class _RaceLost(Exception):
+    """The guest acted before the scenario's stop did."""
+
+
 COUNTING_FW_CFG_CASES = {"no-fw_cfg": (), "fw_cfg-count": ("-fw_cfg", "name=opt/qmpd/work,string=count")}
 
 
@@ -341,11 +345,23 @@ def test_stop_between_device_del_and_the_eject(tmp_path: Path, machine: str, fw_
         assert replies == [{"return": {}}, {"return": {}}]
         assert run.execute("query-status")["return"]["status"] == "paused"
         run.settle(1.0)
-        assert not any(name == "DEVICE_DELETED" for name, _ in run.events), "stopped before the guest ejected"
+        if any(name == "DEVICE_DELETED" for name, _ in run.events):
+            raise _RaceLost  # the guest ejected before stop took effect: not this scenario
         assert run.execute("cont") == {"return": {}}
         _unplugged(run)
 
-    qemu, qmpd = _both(tmp_path, machine, scenario, *COUNTING_FW_CFG_CASES[fw_cfg])
+    # Nothing orders the guest's eject after the stop: on a loaded machine (or on QEMU, now and then) the guest
+    # wins. Such a run tests nothing here, so it is run again, at most three times in all.
+    for attempt in range(3):
+        directory = tmp_path / f"attempt{attempt}"
+        directory.mkdir()
+        try:
+            qemu, qmpd = _both(directory, machine, scenario, *COUNTING_FW_CFG_CASES[fw_cfg])
+            break
+        except _RaceLost:
+            continue
+    else:
+        pytest.fail("the guest ejected before stop took effect in three runs")
     assert qmpd.console() == qemu.console()
     assert "CPU 1 (APIC ID 1) parked" in qemu.console()
     assert _comparable(qmpd) == _comparable(qemu)

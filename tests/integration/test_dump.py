@@ -73,6 +73,8 @@ def test_a_running_guest_is_dumped_paused_and_resumed(tmp_path: Path) -> None:
     try:
         with RawClient(server.socket_path, timeout=30) as client:
             client.negotiate()
+            # Both CPUs counting (the banner of CPU 1 comes before the boot CPU's first count on a loaded machine).
+            wait_until(lambda: all(read_u64s(client, COUNTERS, 2)), timeout=30)
             before = read_u64s(client, COUNTERS, 2)
             messages = _until_reply(client, "dump-guest-memory", {"paging": False, "protocol": "file:core.elf"})
             names = [m.get("event", "reply") for m in messages]

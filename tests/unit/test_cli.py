@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qmpd.cli import IGNORED_OPTIONS, CLIError, ExitRequest, parse_args
-from qmpd.config import LogFormat, MonitorKind
+from qmpd.config import CharConfig, LogFormat, MonitorKind
 
 
 def test_libvirt_probe_argv() -> None:
@@ -183,7 +183,7 @@ def test_guest_devices_and_qmpd_machine_options() -> None:
     machine = config.machine
     assert [device.driver for device in machine.devices] == ["isa-debugcon", "isa-debug-exit"]
     assert dict(machine.devices[1].props) == {"iobase": "0xf4", "iosize": "0x04"}
-    assert dict(machine.chardevs)[dict(machine.devices[0].props)["chardev"]] == ("file", "/tmp/dc.log")
+    assert dict(machine.chardevs)[dict(machine.devices[0].props)["chardev"]] == CharConfig("file", "/tmp/dc.log")
     assert machine.tcg_thread == "single"
     assert machine.vcpu_nice == 0 and parse_args([]).machine.vcpu_nice == 10
     assert machine.dump_dir.startswith("/") and machine.dump_dir.endswith("/dumps")
