@@ -8,6 +8,7 @@ take at most FILE_SLOTS directory entries; QEMU has no size bound and aborts pas
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import os
+import stat
 from collections.abc import Sequence
 
 from qmpd.config import FwCfgOption
@@ -75,9 +76,14 @@ def _load(options: Sequence[FwCfgOption], available: bool, files: dict[str, byte
 def _read(where: str, path: str, most: int) -> bytes:
     """A file's contents with GLib's error texts (g_file_get_contents, as QEMU reads it), at most ``most`` bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (QEMU's start hangs there; qmpd's may not).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise FwCfgError(f"{where}: can't load {path}: Failed to open file “{path}”: {exc.strerror}") from None
+    if stat.S_ISFIFO(os.fstat(fd).st_mode) or stat.S_ISSOCK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FwCfgError(f"{where}: can't load {path}: a FIFO or socket could block the start: not read")
+    os.set_blocking(fd, True)
     chunks: list[bytes] = []
     size = 0
     try:

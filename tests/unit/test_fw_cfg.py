@@ -243,6 +243,10 @@ def test_names_warnings_duplicates_and_bounds(tmp_path: Path) -> None:
         load_fw_cfg_files(fw_cfg_options(*many), available=True)
     with pytest.raises(FwCfgError, match="at most 16 MiB"):  # read no further than the bound
         load_fw_cfg_files(fw_cfg_options("opt/z,file=/dev/zero"), available=True)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: reading it would block the start for ever
+    with pytest.raises(FwCfgError, match="a FIFO or socket could block the start"):
+        load_fw_cfg_files(fw_cfg_options(f"opt/f,file={fifo}"), available=True)
     big = tmp_path / "big"
     big.write_bytes(bytes(MAX_CONTENTS))
     assert len(load_fw_cfg_files(fw_cfg_options(f"opt/b,file={big}"), available=True)[0][0][1]) == MAX_CONTENTS
