@@ -4,11 +4,15 @@ structlog (and what its package imports: datetime, uuid and platform, pickle, it
 console code) costs a fresh interpreter tens of milliseconds, so it is imported with the first line
 actually written, not at start: ``get_logger`` hands out a stand-in that drops the calls below the
 configured level by itself and becomes structlog's logger at the first call it lets through.  A
-daemon at ``--log-level warning`` that has nothing to warn about never imports it.
+daemon at ``--log-level warning`` that has nothing to warn about never imports it, and neither does one
+whose log goes to /dev/null (``-daemonize`` without ``--log-file``, as libvirt probes an emulator): no
+line would be kept, so none is made.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from typing import Any, TextIO
 
@@ -18,6 +22,8 @@ from qmpd.config import LogFormat
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 #: Each logger method's level; exception() logs at error, as structlog's.
 _METHODS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "exception": 40}
+#: Above every method's level: nothing is logged.
+_DISCARD = 100
 
 
 class _Setup:
@@ -33,9 +39,18 @@ class _Setup:
 def setup_logging(log_format: LogFormat, level: str, path: str | None = None) -> None:
     """Configure logging once for the process (stderr, or ``path`` when given, opened now)."""
     _Setup.stream = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stderr  # noqa: SIM115 - lives as long as the process
-    _Setup.level = _LEVELS[level]
+    _Setup.level = _DISCARD if _is_null_device(_Setup.stream) else _LEVELS[level]
     _Setup.log_format = log_format
     _Setup.pending = True
+
+
+def _is_null_device(stream: TextIO) -> bool:
+    """True when ``stream`` writes to /dev/null (the same character device), where every line is lost."""
+    try:
+        written, null = os.fstat(stream.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError):  # no file descriptor (a test's StringIO), or no /dev/null
+        return False
+    return stat.S_ISCHR(written.st_mode) and stat.S_ISCHR(null.st_mode) and written.st_rdev == null.st_rdev
 
 
 def _structlog() -> Any:

@@ -49,3 +49,13 @@ def test_json_lines_carry_level_timestamp_and_context() -> None:
     assert first["event"] == "test.loud" and first["level"] == "warning" and first["session"] == "s#1"
     assert first["n"] == 3 and first["timestamp"].endswith("Z")
     assert second["level"] == "error" and "ValueError: boom" in second["exception"]
+
+
+def test_a_log_going_to_dev_null_makes_no_lines_and_loads_no_structlog() -> None:
+    """-daemonize without --log-file points stderr at /dev/null: nothing would be kept."""
+    script = _SCRIPT.format(fmt="CONSOLE") + "\nprint('structlog' in sys.modules, flush=True)\n"
+    with open("/dev/null", "w") as null:
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=null, text=True, check=True
+        )
+    assert done.stdout.split() == ["False", "False"]
