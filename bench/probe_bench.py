@@ -46,13 +46,15 @@ REPO = Path(__file__).resolve().parents[1]
 QEMU = shutil.which("qemu-system-x86_64")
 
 sys.path.insert(0, str(REPO))  # libvirt's probe has one copy, shared with the differential test
+from qmpd_command import QMPD  # noqa: E402
+
 from tests.libvirt_probe import PROBE  # noqa: E402
 
 
 def command(kind: str) -> tuple[list[str], str]:
     if kind == "qmpd":
         # No --log-level: libvirt passes none, so qmpd logs at its default level (into /dev/null, -daemonize).
-        return [sys.executable, "-m", "qmpd"], "kvm:tcg"
+        return list(QMPD), "kvm:tcg"
     assert QEMU is not None
     return [QEMU], "tcg" if kind == "qemu-tcg" else "kvm:tcg"
 
