@@ -83,7 +83,12 @@ def spawn_args(kind: str, args: list[str]) -> subprocess.Popen[bytes]:
     base = [*QMPD, "--log-level", "warning"] if kind == "qmpd" else [QEMU or "", "-nographic"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        [*base, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        [*base, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
     )
 
 

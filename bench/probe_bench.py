@@ -70,7 +70,7 @@ def probe_once(kind: str) -> dict[str, float]:
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     start = time.perf_counter()
-    parent = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+    parent = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, cwd=REPO, timeout=60)
     if parent.returncode != 0:
         raise RuntimeError(f"{kind}: exit {parent.returncode}: {parent.stderr.decode(errors='replace')}")
     pid = int(pidfile.read_text().split()[0])
