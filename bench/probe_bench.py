@@ -135,8 +135,12 @@ def libvirt_probes(reps: int) -> dict[str, list[float]]:
         subprocess.run(["groupadd", "--system", "libvirt-qemu"], check=True)
         subprocess.run(["useradd", "--system", "--no-create-home", "-g", "libvirt-qemu", "libvirt-qemu"], check=True)
     pidfile = work / "libvirtd.pid"
+    daemon_conf = work / "libvirtd.conf"  # the example's, logging beside it (/var/log/libvirt may not exist)
+    daemon_conf.write_text(
+        (REPO / "examples" / "libvirt" / "libvirtd.conf").read_text() + f'log_outputs = "3:file:{work}/libvirtd.log"\n'
+    )
     subprocess.run(
-        ["/usr/sbin/libvirtd", "-d", "-f", str(REPO / "examples" / "libvirt" / "libvirtd.conf"), "-p", str(pidfile)],
+        ["/usr/sbin/libvirtd", "-d", "-f", str(daemon_conf), "-p", str(pidfile)],
         check=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
