@@ -18,13 +18,12 @@ qmpd does not emulate, and are ignored.  vCPU threads access the registers, so t
 callbacks run on the vCPU thread (the board posts them to the event loop).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmpd.vmstate import U16, fields, integer
 
@@ -41,8 +40,7 @@ PM_TIMER_HZ = 3_579_545
 _STS, _EN, _CNT, _TMR = 0, 2, 4, 8
 
 
-@dataclass(frozen=True)
-class PM1Registers:
+class PM1Registers(NamedTuple):
     """The PM1 registers of a saved machine, checked."""
 
     status: int

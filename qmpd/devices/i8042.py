@@ -20,12 +20,11 @@ the controller and its keyboard; ``on_reset`` runs on a vCPU thread (the board
 posts it to the loop).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmpd.devices.ps2 import PS2Keyboard, SavedKeyboard
 from qmpd.vmstate import U8, fields, integer
@@ -52,8 +51,7 @@ _PENDING_ANY = _PENDING_CTRL | _PENDING_KBD
 _WRITE_MODE, _WRITE_OBUF, _WRITE_AUX_OBUF, _WRITE_OUTPORT, _WRITE_MOUSE = 0x60, 0xD2, 0xD3, 0xD1, 0xD4
 
 
-@dataclass(frozen=True)
-class SavedI8042:
+class SavedI8042(NamedTuple):
     """A saved controller and keyboard, checked."""
 
     status: int

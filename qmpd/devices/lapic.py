@@ -13,12 +13,11 @@ a CPU whose guest unmasked LINT1 with delivery mode NMI takes it (QEMU's
 apic_deliver_nmi; firmware such as SeaBIOS programs it on every CPU).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
@@ -60,8 +59,7 @@ def extended_destination(icr_high: int) -> int:
 IPISender = Callable[[int, int, int, int, int], None]
 
 
-@dataclass(frozen=True)
-class APICRegisters:
+class APICRegisters(NamedTuple):
     """The registers of a saved local APIC, checked."""
 
     tpr: int

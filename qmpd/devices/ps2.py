@@ -14,14 +14,13 @@ scancodes and are dropped when the next command comes, as QEMU's.  The i8042
 owns the lock; every method here runs under it.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import functools
 import json
 import os
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmpd.vmstate import U8, boolean, fields, integer, integers, invalid, items
 
@@ -54,8 +53,7 @@ TRANSLATION = bytes.fromhex(
 ) + bytes(range(0x88, 0x100))
 
 
-@dataclass(frozen=True)
-class KeyTables:
+class KeyTables(NamedTuple):
     """QEMU's key tables (tools/gen_keymaps.py): scancodes per set by QKeyCode, QKeyCodes by key number."""
 
     sets: dict[int, dict[str, int]]
@@ -86,8 +84,7 @@ def key_tables() -> KeyTables:
     return load_tables()
 
 
-@dataclass(frozen=True)
-class SavedKeyboard:
+class SavedKeyboard(NamedTuple):
     """A saved keyboard, checked."""
 
     scan_enabled: bool
