@@ -43,8 +43,8 @@ from qmpd.qom.object import resolve_at, resolve_path
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
 
-#: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
+#: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_' (compiled with the first id, in re's cache).
+_IDENTIFIER = r"[A-Za-z][A-Za-z0-9_.-]*\Z"
 #: Properties device_add must not set (QEMU asserts or misbehaves on them).
 _RESERVED = {"realized"}
 
@@ -62,7 +62,7 @@ class OptionsSyntaxError(Exception):
 
 def check_id(value: str) -> None:
     """QEMU's qemu_opts_create check."""
-    if not _IDENTIFIER.match(value):
+    if not re.match(_IDENTIFIER, value):
         raise GenericError("Parameter 'id' expects an identifier")
 
 
@@ -108,7 +108,7 @@ def options_from_text(text: str) -> DeviceOptions:
             else:
                 value = "on"  # a bare name is a flag
         if key == "id":
-            if not _IDENTIFIER.match(value):
+            if not re.match(_IDENTIFIER, value):
                 raise OptionsSyntaxError(value)
             device_id = value
             continue
