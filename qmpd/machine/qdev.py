@@ -25,7 +25,7 @@ device_del finds the device by id or path and makes the unplug request
 (qmpd.machine.hotplug_handler.request_unplug).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
 
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -136,7 +136,7 @@ def parse_text(type_name: str, name: str, text: str) -> Any:
     return text
 
 
-def qdev_device_add(machine: Machine, opts: DeviceOptions) -> Device:
+def qdev_device_add(machine: "Machine", opts: DeviceOptions) -> Device:
     """Create, configure and plug a device; on any error nothing stays but the anon counter's step."""
     options = dict(opts.options)
     driver = options.pop("driver", None)
@@ -188,7 +188,7 @@ def qdev_device_add(machine: Machine, opts: DeviceOptions) -> Device:
     return device
 
 
-def _new_device(machine: Machine, driver: str) -> Device:
+def _new_device(machine: "Machine", driver: str) -> Device:
     """A new device of type ``driver``; a CPU gets the -cpu settings (QEMU's global properties)."""
     if machine.registry.is_a(driver, "x86_64-cpu"):
         return machine.cpu_slots.new_cpu(driver)
@@ -197,7 +197,7 @@ def _new_device(machine: Machine, driver: str) -> Device:
     return device
 
 
-def qdev_device_del(machine: Machine, device_id: str) -> None:
+def qdev_device_del(machine: "Machine", device_id: str) -> None:
     """device_del: an id under /machine/peripheral, or any QOM path; the guest is asked to release it."""
     qom = machine.qom
     if device_id.startswith("/"):
