@@ -72,7 +72,7 @@ def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
 #: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
 #: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
 #: rich and greenlet never (structlog would import them when installed), the human monitor with its first command
-#: line, a machine's description with a migration.
+#: line, a machine's description with a migration, the ELF layout with a dump.
 NOT_AT_START = (
     "aiohttp",
     "prometheus_client",
@@ -91,6 +91,7 @@ NOT_AT_START = (
     "qmpd.vcpu.native",
     "qmpd.hmp.commands",
     "qmpd.migration.description",
+    "qmpd.machine.elf_core",
 )
 
 #: Runs qmpd's entry point and writes the names of the modules it loaded to $QMPD_MODULES at exit.
