@@ -14,6 +14,7 @@ and notify.  The engine is created in this thread when the CPU first starts
 import _thread
 import enum
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -68,6 +69,8 @@ class RunnerState(NamedTuple):
 
 
 #: The run states a saved vCPU may have (a thread that had ended is not saved).
+#: The engine's module: importing it loads Unicorn.
+_ENGINE_MODULE = "qmpd.vcpu.engine"
 _SAVED_STATES = {state.value: state for state in VCPUState if state is not VCPUState.EXITED}
 
 
@@ -396,6 +399,9 @@ class VCPURunner:
                     if self._want_exit:
                         return
                     if self._pending_registers is not None:
+                        if _ENGINE_MODULE not in sys.modules:
+                            self._load_engine_code_unlocked()
+                            continue  # what was asked meanwhile is looked at again
                         self._load_registers(self._pending_registers)
                         self._pending_registers = None
                     if self._pending_init:
@@ -471,6 +477,15 @@ class VCPURunner:
                 self._on_internal_error(self.index, result.error or "internal error")
             for waiter in waiters:
                 waiter()
+
+    def _load_engine_code_unlocked(self) -> None:
+        """Load Unicorn (tens of milliseconds) with this vCPU's lock released: the event loop thread
+        takes the lock to resume, pause or query the vCPU and must not wait for the import."""
+        self._cond.release()
+        try:
+            import qmpd.vcpu.engine  # noqa: F401
+        finally:
+            self._cond.acquire()
 
     def _load_registers(self, registers: CPUSnapshot) -> None:
         """In this thread: a new engine holding ``registers`` (a restored vCPU)."""
