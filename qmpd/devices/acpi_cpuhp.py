@@ -25,13 +25,16 @@ unplug the CPU.  vCPU threads access it, so its state has a lock; what the
 machine must do goes through the callbacks (which post to the event loop).
 """
 
-# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
+from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from qmpd.vmstate import U8, U32, boolean, fields, integer, invalid, items, optional_string
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import SavedHotplugBlock, SavedSlot
 
 #: Modern block length and legacy bitmap length.
 MODERN_LEN = 12
@@ -72,29 +75,6 @@ class CPUSlot:
 #: The per-slot fields of a saved hot-plug block, in CPUSlot.
 _SLOT_FLAGS = ("present", "is_inserting", "is_removing", "fw_remove")
 _SLOT_OST = ("ost_event", "ost_status")
-
-
-class SavedSlot(NamedTuple):
-    """One slot of a saved hot-plug block, checked."""
-
-    device_id: str | None
-    present: bool
-    is_inserting: bool
-    is_removing: bool
-    fw_remove: bool
-    ost_event: int
-    ost_status: int
-
-
-class SavedHotplugBlock(NamedTuple):
-    """A saved hot-plug block and its GPE registers, checked."""
-
-    legacy: bool
-    selector: int
-    command: int
-    slots: tuple[SavedSlot, ...]
-    gpe_status: int
-    gpe_enable: int
 
 
 class GPEBlock:
@@ -250,6 +230,8 @@ class CPUHotplugBlock:
             }
 
     def check_state(self, state: Any, version: int) -> SavedHotplugBlock:
+        from qmpd.devices.saved import SavedHotplugBlock  # with a restore only
+
         block = fields(state, "cpuhp")
         entries = items(block, "slots", len(self.slots), "cpuhp")
         if len(entries) != len(self.slots):
@@ -374,6 +356,8 @@ class CPUHotplugBlock:
 
 
 def _saved_slot(slot: dict[str, Any], where: str) -> SavedSlot:
+    from qmpd.devices.saved import SavedSlot
+
     device_id = optional_string(slot, "device_id", where)
     present, inserting, removing, fw_remove = (boolean(slot, name, where) for name in _SLOT_FLAGS)
     ost_event, ost_status = (integer(slot, name, U32, where) for name in _SLOT_OST)

@@ -18,14 +18,17 @@ qmpd does not emulate, and are ignored.  vCPU threads access the registers, so t
 callbacks run on the vCPU thread (the board posts them to the event loop).
 """
 
-# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
+from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from qmpd.vmstate import U16, fields, integer
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import PM1Registers
 
 #: Where QEMU's firmware (SeaBIOS) puts the PM registers on pc and q35.
 PM_BASE = 0x600
@@ -38,14 +41,6 @@ SLP_TYP_SHIFT = 10
 SLP_TYP_SOFT_OFF = 0
 PM_TIMER_HZ = 3_579_545
 _STS, _EN, _CNT, _TMR = 0, 2, 4, 8
-
-
-class PM1Registers(NamedTuple):
-    """The PM1 registers of a saved machine, checked."""
-
-    status: int
-    enable: int
-    control: int
 
 
 class PM1Block:
@@ -82,6 +77,8 @@ class PM1Block:
             return {"status": self.status, "enable": self.enable, "control": self.control}
 
     def check_state(self, state: Any, version: int) -> PM1Registers:
+        from qmpd.devices.saved import PM1Registers  # with a restore only
+
         registers = fields(state, self.state_name)
         status, enable, control = (integer(registers, name, U16, "pm") for name in ("status", "enable", "control"))
         return PM1Registers(status, enable, control)

@@ -20,9 +20,12 @@ import functools
 import json
 import os
 from collections import deque
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qmpd.vmstate import U8, boolean, fields, integer, integers, invalid, items
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import SavedKeyboard
 
 #: QEMU's PS2_QUEUE_SIZE: scancode bytes (and replies) waiting for the guest.
 QUEUE_SIZE = 16
@@ -82,20 +85,6 @@ def load_tables() -> KeyTables:
 def key_tables() -> KeyTables:
     """The tables, read with their first use (a key sent), not at every start (~2 ms of JSON)."""
     return load_tables()
-
-
-class SavedKeyboard(NamedTuple):
-    """A saved keyboard, checked."""
-
-    scan_enabled: bool
-    translate: bool
-    scancode_set: int
-    modifiers: int
-    leds: int
-    write_cmd: int
-    need_high_bit: bool
-    replies: tuple[int, ...]
-    queue: tuple[int, ...]
 
 
 class PS2Keyboard:
@@ -257,7 +246,9 @@ class PS2Keyboard:
         }
 
     @staticmethod
-    def check_state(state: Any, where: str) -> SavedKeyboard:
+    def check_state(state: Any, where: str) -> "SavedKeyboard":
+        from qmpd.devices.saved import SavedKeyboard  # with a restore only
+
         saved = fields(state, where)
         scancode_set = integer(saved, "scancode_set", U8, where)
         if not 1 <= scancode_set <= 3:
@@ -278,7 +269,7 @@ class PS2Keyboard:
             queue=integers(queue, len(queue), U8, f"{where}.queue"),
         )
 
-    def load_state(self, saved: SavedKeyboard) -> None:
+    def load_state(self, saved: "SavedKeyboard") -> None:
         self.scan_enabled, self.translate = saved.scan_enabled, saved.translate
         self.scancode_set, self.modifiers, self.leds = saved.scancode_set, saved.modifiers, saved.leds
         self.write_cmd = saved.write_cmd or -1

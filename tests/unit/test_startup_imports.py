@@ -71,11 +71,8 @@ def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
 
 def test_the_records_a_start_makes_hold_real_annotations() -> None:
     """The same for the records made on the way to ready (they were dataclasses: ~0.5-0.85 ms each)."""
-    from qmpd.devices.acpi_cpuhp import SavedHotplugBlock, SavedSlot
-    from qmpd.devices.acpi_pm import PM1Registers
-    from qmpd.devices.i8042 import SavedI8042
-    from qmpd.devices.lapic import APICRegisters
-    from qmpd.devices.ps2 import KeyTables, SavedKeyboard
+    from qmpd.devices.ps2 import KeyTables
+    from qmpd.devices.saved import APICRegisters, PM1Registers, SavedHotplugBlock, SavedI8042, SavedKeyboard, SavedSlot
     from qmpd.machine.qdev import DeviceOptions
     from qmpd.qapi.schema import CommandSpec, EventSpec
     from qmpd.qobject.parser import JSONParseError
@@ -93,7 +90,8 @@ def test_the_records_a_start_makes_hold_real_annotations() -> None:
 #: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
 #: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
 #: rich and greenlet never (structlog would import them when installed), the human monitor with its first command
-#: line, a machine's description with a migration, the ELF layout with a dump.
+#: line, a machine's description and the devices' checked saved states with a migration, the ELF layout with a
+#: dump.
 NOT_AT_START = (
     "aiohttp",
     "prometheus_client",
@@ -113,6 +111,7 @@ NOT_AT_START = (
     "qmpd.hmp.commands",
     "qmpd.migration.description",
     "qmpd.machine.elf_core",
+    "qmpd.devices.saved",
 )
 
 #: Runs qmpd's entry point and writes the names of the modules it loaded to $QMPD_MODULES at exit.
