@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from qmpd.errors import GenericError
@@ -40,18 +39,25 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-@dataclass
 class _FdSetEntry:
-    fd: int
-    opaque: str | None
-    removed: bool = False
+    """One descriptor of a set (plain classes here: a dataclass took ~0.5 ms to create at every start)."""
+
+    __slots__ = ("fd", "opaque", "removed")
+
+    def __init__(self, fd: int, opaque: str | None) -> None:
+        self.fd = fd
+        self.opaque = opaque
+        #: Marked by remove-fd; closed at the next cleanup while the guest runs.
+        self.removed = False
 
 
-@dataclass
 class _FdSet:
-    id: int
-    #: Oldest first (query-fdsets lists them so).
-    fds: list[_FdSetEntry] = field(default_factory=list)
+    __slots__ = ("fds", "id")
+
+    def __init__(self, fdset_id: int) -> None:
+        self.id = fdset_id
+        #: Oldest first (query-fdsets lists them so).
+        self.fds: list[_FdSetEntry] = []
 
 
 class FdSets:

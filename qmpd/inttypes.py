@@ -29,7 +29,7 @@ def parse_c_integer(text: str, *, unsigned: bool) -> int | None:
 
     Unsigned input may be negative: strtoull wraps it, as QEMU's visitors accept ``-1`` for a uint64.
     """
-    match = _C_INTEGER.fullmatch(text)
+    match = re.fullmatch(_C_INTEGER, text)
     if match is None:
         return None
     sign, digits = match.groups()
@@ -47,4 +47,5 @@ def parse_c_integer(text: str, *, unsigned: bool) -> int | None:
     return value if -(1 << 63) <= value < 1 << 63 else None
 
 
-_C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+#: Compiled with the first integer option (-device, -cpu), in re's cache: most starts have none.
+_C_INTEGER = r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)"

@@ -23,10 +23,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmpd.vmstate import U16, fields, integer
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import PM1Registers
 
 #: Where QEMU's firmware (SeaBIOS) puts the PM registers on pc and q35.
 PM_BASE = 0x600
@@ -39,15 +41,6 @@ SLP_TYP_SHIFT = 10
 SLP_TYP_SOFT_OFF = 0
 PM_TIMER_HZ = 3_579_545
 _STS, _EN, _CNT, _TMR = 0, 2, 4, 8
-
-
-@dataclass(frozen=True)
-class PM1Registers:
-    """The PM1 registers of a saved machine, checked."""
-
-    status: int
-    enable: int
-    control: int
 
 
 class PM1Block:
@@ -84,6 +77,8 @@ class PM1Block:
             return {"status": self.status, "enable": self.enable, "control": self.control}
 
     def check_state(self, state: Any, version: int) -> PM1Registers:
+        from qmpd.devices.saved import PM1Registers  # with a restore only
+
         registers = fields(state, self.state_name)
         status, enable, control = (integer(registers, name, U16, "pm") for name in ("status", "enable", "control"))
         return PM1Registers(status, enable, control)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qmpd.devices.ps2 import PS2Keyboard, SavedKeyboard
+from qmpd.devices.ps2 import PS2Keyboard
 from qmpd.vmstate import U8, fields, integer
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import SavedI8042
 
 DATA_PORT = 0x60
 COMMAND_PORT = 0x64
@@ -50,21 +52,6 @@ _PENDING_KBD = MODE_DISABLE_KBD
 _PENDING_ANY = _PENDING_CTRL | _PENDING_KBD
 #: Commands that take a byte through the data port next.
 _WRITE_MODE, _WRITE_OBUF, _WRITE_AUX_OBUF, _WRITE_OUTPORT, _WRITE_MOUSE = 0x60, 0xD2, 0xD3, 0xD1, 0xD4
-
-
-@dataclass(frozen=True)
-class SavedI8042:
-    """A saved controller and keyboard, checked."""
-
-    status: int
-    mode: int
-    outport: int
-    write_cmd: int
-    pending: int
-    source: int
-    cbdata: int
-    obdata: int
-    keyboard: SavedKeyboard
 
 
 class _Port:
@@ -247,6 +234,8 @@ class I8042:
             }
 
     def check_state(self, state: Any, version: int) -> SavedI8042:
+        from qmpd.devices.saved import SavedI8042  # with a restore only
+
         saved = fields(state, self.state_name)
         values = {name: integer(saved, name, U8, self.state_name) for name in ("status", "mode", "outport")}
         return SavedI8042(

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
 from qmpd.qom.properties import PropertyDef
 from qmpd.qom.types import TypeInfo, TypeRegistry
 from qmpd.vmstate import U32, fields, integer
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import APICRegisters
 
 #: APIC version register value of QEMU's APIC (an integrated 82489DX successor).
 APIC_VERSION = 0x14
@@ -58,20 +60,6 @@ def extended_destination(icr_high: int) -> int:
 
 #: send_ipi(source APIC ID, shorthand, destination APIC ID, delivery mode, vector)
 IPISender = Callable[[int, int, int, int, int], None]
-
-
-@dataclass(frozen=True)
-class APICRegisters:
-    """The registers of a saved local APIC, checked."""
-
-    tpr: int
-    svr: int
-    ldr: int
-    dfr: int
-    icr_low: int
-    icr_high: int
-    lint0: int = LVT_MASKED
-    lint1: int = LVT_MASKED
 
 
 #: The registers a saved local APIC carries (its ID comes from the CPU's slot); version 2 added the last two.
@@ -118,6 +106,8 @@ class LocalAPIC(Device):
 
     @staticmethod
     def check_state(state: Any, version: int, where: str = "lapic") -> APICRegisters:
+        from qmpd.devices.saved import APICRegisters  # with a restore only
+
         """Pure, and static: a saved CPU is checked before the target has plugged it."""
         registers = fields(state, where)
         names = _SAVED_IN_VERSION_1 if version == 1 else _SAVED_REGISTERS

@@ -14,16 +14,18 @@ scancodes and are dropped when the next command comes, as QEMU's.  The i8042
 owns the lock; every method here runs under it.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import functools
 import json
 import os
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qmpd.vmstate import U8, boolean, fields, integer, integers, invalid, items
+
+if TYPE_CHECKING:
+    from qmpd.devices.saved import SavedKeyboard
 
 #: QEMU's PS2_QUEUE_SIZE: scancode bytes (and replies) waiting for the guest.
 QUEUE_SIZE = 16
@@ -54,8 +56,7 @@ TRANSLATION = bytes.fromhex(
 ) + bytes(range(0x88, 0x100))
 
 
-@dataclass(frozen=True)
-class KeyTables:
+class KeyTables(NamedTuple):
     """QEMU's key tables (tools/gen_keymaps.py): scancodes per set by QKeyCode, QKeyCodes by key number."""
 
     sets: dict[int, dict[str, int]]
@@ -84,21 +85,6 @@ def load_tables() -> KeyTables:
 def key_tables() -> KeyTables:
     """The tables, read with their first use (a key sent), not at every start (~2 ms of JSON)."""
     return load_tables()
-
-
-@dataclass(frozen=True)
-class SavedKeyboard:
-    """A saved keyboard, checked."""
-
-    scan_enabled: bool
-    translate: bool
-    scancode_set: int
-    modifiers: int
-    leds: int
-    write_cmd: int
-    need_high_bit: bool
-    replies: tuple[int, ...]
-    queue: tuple[int, ...]
 
 
 class PS2Keyboard:
@@ -260,7 +246,9 @@ class PS2Keyboard:
         }
 
     @staticmethod
-    def check_state(state: Any, where: str) -> SavedKeyboard:
+    def check_state(state: Any, where: str) -> "SavedKeyboard":
+        from qmpd.devices.saved import SavedKeyboard  # with a restore only
+
         saved = fields(state, where)
         scancode_set = integer(saved, "scancode_set", U8, where)
         if not 1 <= scancode_set <= 3:
@@ -281,7 +269,7 @@ class PS2Keyboard:
             queue=integers(queue, len(queue), U8, f"{where}.queue"),
         )
 
-    def load_state(self, saved: SavedKeyboard) -> None:
+    def load_state(self, saved: "SavedKeyboard") -> None:
         self.scan_enabled, self.translate = saved.scan_enabled, saved.translate
         self.scancode_set, self.modifiers, self.leds = saved.scancode_set, saved.modifiers, saved.leds
         self.write_cmd = saved.write_cmd or -1

@@ -6,8 +6,6 @@ commands/ never imports hmp/, and qmpd.handlers loads both.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import GenericError
 
@@ -20,4 +18,4 @@ async def human_monitor_command(ctx: CommandContext, command_line: str, cpu_inde
 
     if cpu_index is not None and cpu_index not in ctx.machine.cpu_slots.cpu_indexes():
         raise GenericError("Parameter 'cpu-index' expects a CPU number")
-    return await HMP.execute(replace(ctx, hmp_cpu_index=cpu_index), command_line)
+    return await HMP.execute(ctx._replace(hmp_cpu_index=cpu_index), command_line)

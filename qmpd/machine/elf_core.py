@@ -21,11 +21,11 @@ Nothing here does I/O: the head of the file is built in memory (a few KiB
 per vCPU), the memory ranges are streamed by the caller, then the tail.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from qmpd.errors import GenericError
 from qmpd.vcpu.snapshot import CPUSnapshot
@@ -61,8 +61,7 @@ _DATA_FLAGS = 0x00C09300
 _FLAT_LIMIT = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class MemoryRange:
+class MemoryRange(NamedTuple):
     """A run of guest-physical RAM (QEMU's GuestPhysBlock): one PT_LOAD."""
 
     start: int

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from qmpd.errors import GenericError
 from qmpd.log import get_logger
 from qmpd.machine.dump_file import DUMP_CHUNK, stream_to
-from qmpd.machine.elf_core import SHSTRTAB, MemoryRange, core_head, select_ranges
 from qmpd.vcpu.snapshot import CPUSnapshot
 
 if TYPE_CHECKING:
+    from qmpd.machine.elf_core import MemoryRange
     from qmpd.machine.machine import Machine
 
 log = get_logger(__name__)
@@ -43,7 +43,6 @@ IN_PROCESS = "There is a dump in process, please wait."
 MIGRATION_BLOCKED = "Live migration disabled: dump-guest-memory in progress"
 #: What QEMU 7.2 answers for win-dmp on a machine without a vmcoreinfo device (qmpd never has one).
 WIN_DMP_ERROR = "win-dump: invalid vmcoreinfo note size"
-_ZEROS = bytes(DUMP_CHUNK)
 
 
 class DumpStatus(enum.Enum):
@@ -116,6 +115,9 @@ class GuestDump:
             await asyncio.shield(task)
 
     def _plan(self, begin: int | None, length: int | None) -> list[MemoryRange]:
+        # The ELF layout loads with the first dump, not at every start.
+        from qmpd.machine.elf_core import MemoryRange, select_ranges
+
         ranges = select_ranges([MemoryRange(0, self._machine.ram.size)], begin, length)
         self.total = sum(r.length for r in ranges)
         return ranges
@@ -163,6 +165,8 @@ class GuestDump:
         self, fd: int, dump_format: str, cpus: Sequence[tuple[int, CPUSnapshot]], ranges: Sequence[MemoryRange]
     ) -> None:
         """Write the file and close ``fd`` (in a worker thread); an OSError becomes QEMU's text for what failed."""
+        from qmpd.machine.elf_core import core_head
+
         self._error_text = "dump: failed to write elf header"
         try:
             if dump_format == "win-dmp":
@@ -178,7 +182,10 @@ class GuestDump:
     def _pieces(self, head: bytes, ranges: Sequence[MemoryRange]) -> Iterator[bytes]:
         """The file's parts; RAM the guest never touched is written as zeros without reading it,
         which would make the kernel allocate it (a 1 GiB guest fresh from boot added 1 GiB of RSS)."""
+        from qmpd.machine.elf_core import SHSTRTAB
+
         ram = self._machine.ram
+        zeros = bytes(DUMP_CHUNK)
         yield head
         self._error_text = "dump: failed to save memory"
         touched = ram.touched_chunks(DUMP_CHUNK)  # the vCPUs are stopped: nothing new gets touched
@@ -190,7 +197,7 @@ class GuestDump:
                 if any(touched[address // DUMP_CHUNK : (address + size - 1) // DUMP_CHUNK + 1]):
                     yield ram.read(address, size)
                 else:
-                    yield _ZEROS[:size]
+                    yield zeros[:size]
                 self.completed += size
         self._error_text = "dump: failed to write string table"
         yield SHSTRTAB

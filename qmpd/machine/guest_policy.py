@@ -41,7 +41,8 @@ POLICY_DEFAULTS = {
     "on-event": "none",
     "slots": "",
 }
-_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?\Z")
+#: One item of ``slots`` (compiled with the first use, in re's cache: most machines have no policy object).
+_ITEM = r"([0-9]+)(?:-([0-9]+))?\Z"
 
 
 def out_of_range(name: str, value: int, most: int) -> GenericError:
@@ -55,7 +56,7 @@ def parse_slots(text: str) -> frozenset[int] | None:
         return None
     slots: set[int] = set()
     for item in text.split(","):
-        match = _ITEM.match(item)
+        match = re.match(_ITEM, item)
         if match is None:
             raise GenericError("Parameter 'slots' expects a uint64 value or range")
         low = int(match.group(1))

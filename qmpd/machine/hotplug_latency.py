@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 #: An answer after this many seconds is late; none after ACK_DEADLINE (libvirt's unplug wait) is ignored.
 LATE_AFTER = 1.0
@@ -29,12 +28,16 @@ ACK_DEADLINE = 5.0
 OST_EJECT_IN_PROGRESS = 0x84
 
 
-@dataclass
 class _Pending:
-    operation: str
-    since: float
-    answered: bool = False
-    counted_ignored: bool = False
+    """One request awaiting the guest (a plain class with slots: a dataclass took ~0.5 ms to create at every start)."""
+
+    __slots__ = ("answered", "counted_ignored", "operation", "since")
+
+    def __init__(self, operation: str, since: float) -> None:
+        self.operation = operation
+        self.since = since
+        self.answered = False
+        self.counted_ignored = False
 
 
 class HotplugLatency:

@@ -25,7 +25,7 @@ device_del finds the device by id or path and makes the unplug request
 (qmpd.machine.hotplug_handler.request_unplug).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
 
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -43,8 +43,8 @@ from qmpd.qom.object import resolve_at, resolve_path
 if TYPE_CHECKING:
     from qmpd.machine.machine import Machine
 
-#: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*\Z")
+#: QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_' (compiled with the first id, in re's cache).
+_IDENTIFIER = r"[A-Za-z][A-Za-z0-9_.-]*\Z"
 #: Properties device_add must not set (QEMU asserts or misbehaves on them).
 _RESERVED = {"realized"}
 
@@ -62,7 +62,7 @@ class OptionsSyntaxError(Exception):
 
 def check_id(value: str) -> None:
     """QEMU's qemu_opts_create check."""
-    if not _IDENTIFIER.match(value):
+    if not re.match(_IDENTIFIER, value):
         raise GenericError("Parameter 'id' expects an identifier")
 
 
@@ -108,7 +108,7 @@ def options_from_text(text: str) -> DeviceOptions:
             else:
                 value = "on"  # a bare name is a flag
         if key == "id":
-            if not _IDENTIFIER.match(value):
+            if not re.match(_IDENTIFIER, value):
                 raise OptionsSyntaxError(value)
             device_id = value
             continue
@@ -136,7 +136,7 @@ def parse_text(type_name: str, name: str, text: str) -> Any:
     return text
 
 
-def qdev_device_add(machine: Machine, opts: DeviceOptions) -> Device:
+def qdev_device_add(machine: "Machine", opts: DeviceOptions) -> Device:
     """Create, configure and plug a device; on any error nothing stays but the anon counter's step."""
     options = dict(opts.options)
     driver = options.pop("driver", None)
@@ -188,7 +188,7 @@ def qdev_device_add(machine: Machine, opts: DeviceOptions) -> Device:
     return device
 
 
-def _new_device(machine: Machine, driver: str) -> Device:
+def _new_device(machine: "Machine", driver: str) -> Device:
     """A new device of type ``driver``; a CPU gets the -cpu settings (QEMU's global properties)."""
     if machine.registry.is_a(driver, "x86_64-cpu"):
         return machine.cpu_slots.new_cpu(driver)
@@ -197,7 +197,7 @@ def _new_device(machine: Machine, driver: str) -> Device:
     return device
 
 
-def qdev_device_del(machine: Machine, device_id: str) -> None:
+def qdev_device_del(machine: "Machine", device_id: str) -> None:
     """device_del: an id under /machine/peripheral, or any QOM path; the guest is asked to release it."""
     qom = machine.qom
     if device_id.startswith("/"):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from qmpd.cpu.cpu_option import CPUOptionError, parse_cpu_option, property_types
 from qmpd.cpu.x86cpu import X86CPU
-from qmpd.devices.acpi_cpuhp import SavedHotplugBlock
-from qmpd.devices.lapic import APICRegisters, LocalAPIC
+from qmpd.devices.lapic import LocalAPIC
+from qmpd.devices.saved import APICRegisters, SavedHotplugBlock
 from qmpd.errors import QMPError
 from qmpd.machine.cpu_slots import apply_cpu_option, guest_view
 from qmpd.machine.qom_tree import new_object

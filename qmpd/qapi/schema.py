@@ -8,15 +8,14 @@ describes ``data``), and one per named type.  Validation, dispatch,
 documents; schema/README.md describes the conventions.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import functools
 import json
 import os
 import posixpath
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qmpd.inttypes import INT_RANGES as RANGES
 
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import referencing
+
+JSONSchema = Mapping[str, Any]
 
 #: Base URI of every schema document; ``$id`` = base + relative path.
 SCHEMA_BASE = "https://qmpd.dev/schema/"
@@ -74,8 +75,6 @@ def qapi_validator_class() -> Any:
     )
 
 
-JSONSchema = Mapping[str, Any]
-
 #: Keywords that say nothing about validity.
 _ANNOTATIONS = frozenset(
     {"$schema", "$id", "title", "description", "x-qmp", "x-examples", "x-features", "x-enum-features", "$defs"}
@@ -87,7 +86,7 @@ _PLAIN_OBJECT_KEYWORDS = _ANNOTATIONS | {"type", "properties", "additionalProper
 _PLAIN_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
 
 
-def _plain_node(schema: Schema, node: JSONSchema, uri: str, seen: set[str]) -> bool:
+def _plain_node(schema: "Schema", node: JSONSchema, uri: str, seen: set[str]) -> bool:
     """Whether every constraint under ``node`` is one the argument walker applies exactly."""
     keys = set(node) - _ANNOTATIONS
     if "$ref" in node:
@@ -127,7 +126,7 @@ class LazyValidator:
 
     __slots__ = ("_document", "_schema", "_uri", "_validator")
 
-    def __init__(self, schema: Schema, document: JSONSchema, uri: str) -> None:
+    def __init__(self, schema: "Schema", document: JSONSchema, uri: str) -> None:
         self._schema = schema
         self._document = document
         self._uri = uri
@@ -149,8 +148,7 @@ class LazyValidator:
         return iter(self.compiled.iter_errors(instance))
 
 
-@dataclass(frozen=True)
-class CommandSpec:
+class CommandSpec(NamedTuple):
     """One command, as its schema document declares it."""
 
     name: str
@@ -164,7 +162,7 @@ class CommandSpec:
     members: tuple[str, ...]
     #: True when the command takes any further properties (device_add's driver properties).
     open_arguments: bool
-    validator: LazyValidator = field(repr=False, compare=False)
+    validator: LazyValidator
     #: QAPI's ``gen``: False for commands that take their arguments unchecked (device_add, as QEMU).
     gen: bool = True
     #: Whether an empty argument object is valid (lets dispatch skip validation).
@@ -174,15 +172,14 @@ class CommandSpec:
     plain: bool = False
 
 
-@dataclass(frozen=True)
-class EventSpec:
+class EventSpec(NamedTuple):
     """One event and the shape of its ``data``."""
 
     name: str
     uri: str
     document: JSONSchema
     members: tuple[str, ...]
-    validator: LazyValidator = field(repr=False, compare=False)
+    validator: LazyValidator
     #: As CommandSpec.plain: the argument walker checks ``data`` exactly, without the validator.
     plain: bool = False
 
@@ -194,7 +191,7 @@ def _schema_root() -> str:
     return packaged if os.path.isdir(packaged) else os.path.join(os.path.dirname(package), "schema")
 
 
-def default_schema_dir() -> Path:
+def default_schema_dir() -> "Path":
     """``schema/`` from the installed package, or from the source tree."""
     from pathlib import Path  # with urllib.parse and ipaddress, more than a start needs
 
@@ -295,7 +292,7 @@ class Schema:
                 self.events[event.name] = event
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str] | None = None, *, bundle: bool = True) -> Schema:
+    def load(cls, directory: str | os.PathLike[str] | None = None, *, bundle: bool = True) -> "Schema":
         """Read every ``*.json`` under ``directory`` (default: the packaged schema).
 
         For the packaged schema, the bundle stands in for the files when it was made from them as
@@ -324,7 +321,7 @@ class Schema:
         return schema
 
     @property
-    def registry(self) -> referencing.Registry[Any]:
+    def registry(self) -> "referencing.Registry[Any]":
         """Every document as a ``$ref`` target (built with the first validator)."""
         if self._registry is None:
             import referencing

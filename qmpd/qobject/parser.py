@@ -8,11 +8,10 @@ that the streamer's nesting limit (1024), not Python's recursion limit, is
 what bounds depth.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
 from qmpd.qobject import mutf8
 from qmpd.qobject.lexer import Tok
@@ -40,8 +39,7 @@ _SIMPLE_ESCAPES = {
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True, slots=True)
-class JSONParseError:
+class JSONParseError(NamedTuple):
     """A message that could not be parsed; ``desc`` is QEMU's error text."""
 
     desc: str

@@ -7,11 +7,10 @@ texts.  ``child<T>`` properties read as the child's canonical path;
 ``link<T>`` properties read as the target's path (or "" when unset).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qmpd.errors import GenericError
 from qmpd.inttypes import INT_RANGES, is_unsigned
@@ -55,8 +54,7 @@ def visit_value(kind: str, name: str, value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class PropertyDef:
+class PropertyDef(NamedTuple):
     """A property as a type declares it; instances share the definition."""
 
     name: str

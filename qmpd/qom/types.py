@@ -6,19 +6,19 @@ ancestry are plain data, which is what ``qom-list-types`` and
 ``device-list-properties`` report.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from qmpd.qom.properties import PropertyDef
 
 if TYPE_CHECKING:
     from qmpd.qom.object import Object
-    from qmpd.qom.properties import PropertyDef
 
 
-@dataclass(frozen=True)
-class TypeInfo:
+class TypeInfo(NamedTuple):
     """One QOM type."""
 
     name: str
@@ -26,13 +26,13 @@ class TypeInfo:
     abstract: bool = False
     interfaces: tuple[str, ...] = ()
     #: Builds an instance (None for abstract types and interfaces).
-    factory: Callable[..., Object] | None = None
+    factory: Callable[..., "Object"] | None = None
     #: Class properties this type adds (in the order qom-list shows them).
     properties: tuple[PropertyDef, ...] = ()
     #: QEMU's DeviceClass.user_creatable: whether device_add may create it.
     user_creatable: bool = True
     #: Free-form class data (e.g. the CPU model a CPU type stands for).
-    data: dict[str, Any] = field(default_factory=dict, compare=False)
+    data: Mapping[str, Any] = MappingProxyType({})
 
 
 class TypeRegistry:

@@ -9,7 +9,7 @@ and notify.  The engine is created in this thread when the CPU first starts
 (so powered-off CPUs cost no Unicorn instance) and closed by this thread.
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import _thread
 import enum
@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qmpd.log import get_logger
@@ -53,8 +52,7 @@ class Entry(NamedTuple):
     rcx: int = 0
 
 
-@dataclass(frozen=True)
-class RunnerState:
+class RunnerState(NamedTuple):
     """A saved vCPU's run state, checked (its registers are a section of their own: CPUSnapshot)."""
 
     state: VCPUState
@@ -111,7 +109,7 @@ class VCPURunner:
         self,
         index: int,
         apic_id: int,
-        make_engine: EngineFactory,
+        make_engine: "EngineFactory",
         *,
         on_crash: Callable[[int, str], None],
         on_triple_fault: Callable[[int, str], None] = lambda index, reason: None,
@@ -334,7 +332,7 @@ class VCPURunner:
             self._pending_registers = registers
             self._cond.notify_all()
 
-    def run_in_thread(self, job: Callable[[VCPUEngine | None], None]) -> bool:
+    def run_in_thread(self, job: "Callable[[VCPUEngine | None], None]") -> bool:
         """Run ``job(engine)`` in this vCPU's thread while it is not executing (e.g. read registers).
 
         Returns False (and never runs the job) if the thread has already ended.

@@ -5,7 +5,7 @@ without importing Unicorn (its shared library and ctypes prototypes cost a start
 runs a vCPU, such as libvirt's probe, tens of milliseconds).
 """
 
-from __future__ import annotations
+# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
 
 import enum
 from typing import Any, NamedTuple
@@ -94,7 +94,7 @@ class CPUSnapshot(NamedTuple):
         return self._asdict()
 
     @staticmethod
-    def check_state(state: Any, version: int, where: str = REGISTERS_STATE_NAME) -> CPUSnapshot:
+    def check_state(state: Any, version: int, where: str = REGISTERS_STATE_NAME) -> "CPUSnapshot":
         """A saved CPU's registers, every field's shape and range checked."""
         registers = fields(state, where)
         values: dict[str, Any] = {}
@@ -113,7 +113,7 @@ class CPUSnapshot(NamedTuple):
         return CPUSnapshot(**values)
 
     @staticmethod
-    def powered_off() -> CPUSnapshot:
+    def powered_off() -> "CPUSnapshot":
         """A CPU that has not started: registers at their power-on values, halted."""
         return CPUSnapshot(
             (0,) * 16, 0, 2, (0,) * 6, 0, 0, (0, 0, 0xFFFF, 0x8200), (0, 0, 0xFFFF, 0x8B00), (0, 0xFFFF),
