@@ -20,6 +20,8 @@ import os
 from functools import cache
 from typing import Any, NamedTuple
 
+from qmpd.cpu.tables import cached as cached_tables
+
 _REGISTERS = {"EAX": 0, "EBX": 1, "ECX": 2, "EDX": 3}
 
 
@@ -57,13 +59,17 @@ class CPUModel(NamedTuple):
     features: frozenset[str]
     #: Features the model nominally has (what -cpu NAME asks for).
     nominal: frozenset[str]
-    #: Raw CPUID of the engine model: "leaf.subleaf" -> [eax, ebx, ecx, edx].
-    cpuid: dict[str, list[int]]
     #: False for the QEMU TCG `max` model and the featureless `base` (static expansion root).
     static: bool = False
     migration_safe: bool = True
     #: The model needs an accelerator that passes the host's CPUID through (QEMU's ``host``): listed, never realized.
     host_cpuid: bool = False
+
+    @property
+    def cpuid(self) -> dict[str, list[int]]:
+        """Raw CPUID of the engine model: "leaf.subleaf" -> [eax, ebx, ecx, edx] (read from ``data/`` when a
+        vCPU first needs it: a start that runs none never parses it)."""
+        return engine_cpuid()[self.engine]
 
     @property
     def typename(self) -> str:
@@ -113,10 +119,19 @@ def load_table(name: str) -> Any:
 
 
 @cache
-def cpu_properties() -> tuple[PropertyInfo, ...]:
-    """QEMU's x86 CPU properties, in qom-list order."""
+def _properties_table() -> Any:
+    return load_table("x86_cpu_properties.json")
+
+
+@cache
+def _models_table() -> Any:
+    return load_table("x86_cpu_models.json")
+
+
+def derive_properties() -> tuple[PropertyInfo, ...]:
+    """QEMU's x86 CPU properties, in qom-list order, from ``data/``."""
     out = []
-    for entry in load_table("x86_cpu_properties.json")["properties"]:
+    for entry in _properties_table()["properties"]:
         feature = None
         if "cpuid" in entry:
             leaf, subleaf, register, bit = entry["cpuid"]
@@ -139,12 +154,46 @@ def cpu_properties() -> tuple[PropertyInfo, ...]:
     return tuple(out)
 
 
+def property_row(info: PropertyInfo) -> tuple[Any, ...]:
+    """``info`` as plain values (qmpd.cpu.tables stores them)."""
+    return (*info[:7], None if info.feature is None else tuple(info.feature), *info[8:])
+
+
+@cache
+def cpu_properties() -> tuple[PropertyInfo, ...]:
+    """QEMU's x86 CPU properties, in qom-list order."""
+    made = cached_tables()
+    if made is None:
+        return derive_properties()
+    return tuple(
+        PropertyInfo._make((*row[:7], None if row[7] is None else Feature(*row[7]), *row[8:]))
+        for row in made["properties"]
+    )
+
+
+def derive_feature_words() -> tuple[tuple[int, int | None, str], ...]:
+    """The feature words QEMU reports, in its order, from ``data/``."""
+    return tuple((leaf, subleaf, register) for leaf, subleaf, register in _properties_table()["feature_words"])
+
+
 @cache
 def feature_words() -> tuple[tuple[int, int | None, str], ...]:
     """The feature words QEMU reports, in its order."""
-    return tuple(
-        (leaf, subleaf, register) for leaf, subleaf, register in load_table("x86_cpu_properties.json")["feature_words"]
-    )
+    made = cached_tables()
+    return derive_feature_words() if made is None else made["feature_words"]
+
+
+def derive_expansion_lists() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The properties of a static and of a full expansion, in QEMU's order, from ``data/``."""
+    data = _properties_table()
+    return tuple(data["static_expansion"]), tuple(data["full_expansion"])
+
+
+@cache
+def expansion_lists() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The properties of a static and of a full expansion, in QEMU's order."""
+    made = cached_tables()
+    return derive_expansion_lists() if made is None else made["expansion_lists"]
 
 
 @cache
@@ -243,10 +292,9 @@ def _decode_identity(cpuid: dict[str, list[int]]) -> tuple[str, int, int, int, s
     return vendor.rstrip("\0"), family, model, stepping, brand.split(b"\0", 1)[0].decode("latin-1").strip()
 
 
-@cache
-def cpu_models() -> dict[str, CPUModel]:
-    """Every model by unversioned name: Unicorn's 38 models, then ``max``, ``host`` and ``base``."""
-    data = load_table("x86_cpu_models.json")
+def derive_models() -> dict[str, CPUModel]:
+    """Every model by unversioned name, from ``data/``: Unicorn's 38 models, then ``max``, ``host`` and ``base``."""
+    data = _models_table()
     models: dict[str, CPUModel] = {}
     engine_models = {name: entry for name, entry in data.items() if "unicorn" in entry}
     for name, entry in engine_models.items():
@@ -268,7 +316,6 @@ def cpu_models() -> dict[str, CPUModel]:
             xlevel=_read(entry["cpuid"], 0x80000000)[0],
             features=frozenset(entry["features"]),
             nominal=frozenset(entry["nominal_features"]),
-            cpuid=entry["cpuid"],
         )
     # `max`: the richest engine model, every feature it has, QEMU's identity for max.
     richest = max(engine_models, key=lambda n: len(engine_models[n]["features"]))
@@ -287,7 +334,6 @@ def cpu_models() -> dict[str, CPUModel]:
         xlevel=max(engine.xlevel, qemu_max["xlevel"]),
         features=engine.features,
         nominal=engine.features,
-        cpuid=engine.cpuid,
         migration_safe=False,
     )
     # `host`: QEMU's TCG lists it as max with the host's CPUID, which only KVM or HVF can give.
@@ -307,10 +353,29 @@ def cpu_models() -> dict[str, CPUModel]:
         xlevel=0,
         features=qemu64.features,
         nominal=frozenset(),
-        cpuid=qemu64.cpuid,
         static=True,
     )
     return models
+
+
+def model_row(model: CPUModel) -> tuple[Any, ...]:
+    """``model`` as plain values (qmpd.cpu.tables stores them)."""
+    return tuple(model)
+
+
+@cache
+def cpu_models() -> dict[str, CPUModel]:
+    """Every model by unversioned name: Unicorn's 38 models, then ``max``, ``host`` and ``base``."""
+    made = cached_tables()
+    if made is None:
+        return derive_models()
+    return {row[0]: CPUModel._make(row) for row in made["models"]}
+
+
+@cache
+def engine_cpuid() -> dict[str, dict[str, list[int]]]:
+    """Each engine model's raw CPUID, by UC_CPU_X86_* suffix."""
+    return {entry["unicorn"]: entry["cpuid"] for entry in _models_table().values() if "unicorn" in entry}
 
 
 @cache

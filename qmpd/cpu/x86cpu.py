@@ -384,18 +384,21 @@ _UNSET_VALUES: dict[str, Any] = {"lbr-fmt": ~0x3F & (1 << 64) - 1, "hv-vendor-id
 _VALUE_ALIASES = {"lbr_fmt": "lbr-fmt"}
 
 
+#: Value properties computed when read, not stored.
+_READERS: dict[str, Callable[[X86CPU], Any]] = {
+    "level": lambda cpu: cpu.level("level"),
+    "xlevel": lambda cpu: cpu.level("xlevel"),
+    "xlevel2": lambda cpu: cpu.level("xlevel2"),
+    "level-func7": lambda cpu: cpu.level("level-func7"),
+    "unavailable-features": lambda cpu: cpu.unavailable_features(),
+    "feature-words": lambda cpu: cpu.feature_words(),
+    "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
+    "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
+}
+
+
 def _value_property(info: PropertyInfo) -> PropertyDef:
     name = info.name
-    readers: dict[str, Callable[[X86CPU], Any]] = {
-        "level": lambda cpu: cpu.level("level"),
-        "xlevel": lambda cpu: cpu.level("xlevel"),
-        "xlevel2": lambda cpu: cpu.level("xlevel2"),
-        "level-func7": lambda cpu: cpu.level("level-func7"),
-        "unavailable-features": lambda cpu: cpu.unavailable_features(),
-        "feature-words": lambda cpu: cpu.feature_words(),
-        "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
-        "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
-    }
     if name in IDENTITY_RANGES or name in ("vendor", "model-id"):
 
         def get_identity(obj: Object) -> Any:
@@ -416,7 +419,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
             description=info.description,
         )
 
-    reader = readers.get(name)
+    reader = _READERS.get(name)
     stored = _VALUE_ALIASES.get(name, name)
 
     # Flags QEMU keeps in MSR or KVM feature words (vmx-*, kvm-*) read false until set, never null.

@@ -59,6 +59,13 @@ def qdict_bucket(key: str) -> int:
     return bucket
 
 
+def seed_buckets(buckets: Mapping[str, int]) -> None:
+    """Take buckets computed ahead (by qdict_bucket, for keys a reply will likely hold) into the cache."""
+    room = 65536 - len(_bucket_cache)
+    if room >= len(buckets):
+        _bucket_cache.update(buckets)
+
+
 def qdict_order(keys: Sequence[str]) -> tuple[str, ...]:
     """Keys in the order QEMU's QDict iterates them, given their insertion order."""
     shape = keys if type(keys) is tuple else tuple(keys)
