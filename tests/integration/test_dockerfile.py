@@ -89,7 +89,8 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
     used = (
         "from qmpd.qapi.schema import Schema; from qmpd.handler_index import registry_for; "
         "from qmpd.cpu.tables import cached; "
-        "schema = Schema.load(); print(schema.introspection is not None, registry_for(schema)[1], cached() is not None)"
+        "schema = Schema.load(); "
+        "print(schema.introspection_text is not None, registry_for(schema)[1], cached() is not None)"
     )
     check = subprocess.run([str(python), "-c", used], capture_output=True, text=True, env=clean_env, cwd=tmp_path)
     assert check.stdout.split() == ["True", "True", "True"], "the installed qmpd starts from its three caches"
