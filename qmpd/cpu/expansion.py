@@ -23,19 +23,25 @@ from qmpd.cpu.models import (
 from qmpd.cpu.tables import cached as cached_tables
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.errors import GenericError
+from qmpd.qobject.writer import Encoded, encode_value
 from qmpd.qom.types import TypeRegistry
 
 
-def cpu_definitions() -> list[dict[str, Any]]:
-    """CpuDefinitionInfo for every model: max, host and base first, then each model and its -v1 name (a
-    new list each time: the answer depends on the tables alone, so qmpd.cpu.tables may hold it)."""
+def cpu_definitions() -> Encoded:
+    """query-cpu-definitions' answer as QEMU writes it: it depends on the tables alone, so
+    qmpd.cpu.tables holds it encoded (or it is encoded at its first use)."""
     made = cached_tables()
-    definitions = derive_definitions() if made is None else made["definitions"]
-    return [{**entry, "unavailable-features": list(entry["unavailable-features"])} for entry in definitions]
+    return Encoded(made["definitions_text"] if made is not None else _definitions_text())
+
+
+@cache
+def _definitions_text() -> str:
+    return encode_value(derive_definitions())
 
 
 def derive_definitions() -> list[dict[str, Any]]:
-    """query-cpu-definitions' answer, from the models."""
+    """CpuDefinitionInfo for every model, from the models: max, host and base first, then each model and
+    its -v1 name."""
     out: list[dict[str, Any]] = []
     models = cpu_models()
     for model in sorted(

@@ -6,9 +6,9 @@ running vCPU needs).  This file is a cache of that work, never a second descript
 make's install and bench steps and the Dockerfile from ``data/`` and the code that derives from it,
 not kept in git, and used only while each of those files has the size and mtime it was made from
 (and by the interpreter version that wrote it); otherwise every table is derived from ``data/`` as
-before.  It also holds the QDict bucket of every CPU property name, the keys of an expansion's
-``props``, so that encoding one does not hash them.  tests/unit/test_cpu_tables.py checks that what
-it holds is what ``data/`` gives.
+before.  It keeps ``query-cpu-definitions``' answer as the text QEMU writes, and the QDict bucket
+of every CPU property name, the keys of an expansion's ``props``, so that encoding one does not hash
+them.  tests/unit/test_cpu_tables.py checks that what it holds is what ``data/`` gives.
 """
 
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
@@ -64,7 +64,7 @@ def cached() -> dict[str, Any] | None:
 def build() -> dict[str, Any]:
     """The cache's contents for ``data/`` as it is now (derived, never read from a cache)."""
     from qmpd.cpu import expansion, models
-    from qmpd.qobject.writer import qdict_bucket
+    from qmpd.qobject.writer import encode_value, qdict_bucket
 
     properties = models.derive_properties()
     return {
@@ -73,7 +73,7 @@ def build() -> dict[str, Any]:
         "feature_words": models.derive_feature_words(),
         "expansion_lists": models.derive_expansion_lists(),
         "models": tuple(models.model_row(model) for model in models.derive_models().values()),
-        "definitions": expansion.derive_definitions(),
+        "definitions_text": encode_value(expansion.derive_definitions()),
         "buckets": {info.name: qdict_bucket(info.name) for info in properties},
     }
 

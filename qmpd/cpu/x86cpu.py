@@ -148,6 +148,15 @@ class X86CPU(Device):
                 wanted.discard(name)
         return (wanted | self.plus) - self.minus
 
+    def wants(self, name: str) -> bool:
+        """Whether ``name`` is among :meth:`requested_features` (without building the set)."""
+        if name in self.minus:
+            return False
+        if name in self.plus:
+            return True
+        on = self.switched.get(name)
+        return name in self.model.nominal if on is None else on
+
     def guest_features(self) -> set[str]:
         """What the guest sees: requested features an engine can provide."""
         if self.realized:
@@ -352,7 +361,7 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
 
     def get(obj: Object) -> bool:
         assert isinstance(obj, X86CPU)
-        return canonical in (obj.guest_features() if obj.realized else obj.requested_features())
+        return obj.wants(canonical) and not (obj.realized and canonical in obj.filtered)
 
     def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)

@@ -54,7 +54,7 @@ def test_the_cache_holds_what_data_gives(cache_file: Path) -> None:
     assert models.feature_words() == models.derive_feature_words()
     assert models.expansion_lists() == models.derive_expansion_lists()
     assert models.cpu_models() == models.derive_models() and list(models.cpu_models()) == list(models.derive_models())
-    assert expansion.cpu_definitions() == expansion.derive_definitions()
+    assert expansion.cpu_definitions().text == writer.encode_value(expansion.derive_definitions())
     for name, bucket in made["buckets"].items():
         assert bucket == writer.qdict_bucket(name)
     assert set(made["buckets"]) == {info.name for info in models.derive_properties()}
@@ -67,14 +67,6 @@ def test_a_model_reads_its_engine_cpuid_from_data() -> None:
     richest = max((m for m in every.values() if m.versioned), key=lambda m: len(m.features))
     assert every["max"].cpuid == every["host"].cpuid == richest.cpuid
     assert every["base"].cpuid == data["qemu64"]["cpuid"]
-
-
-def test_definitions_are_a_new_list_each_time(cache_file: Path) -> None:
-    _write(cache_file)
-    first = expansion.cpu_definitions()
-    first[0]["unavailable-features"].append("x")
-    first[0]["name"] = "changed"
-    assert expansion.cpu_definitions() == expansion.derive_definitions()
 
 
 @pytest.mark.parametrize("touched", range(len(tables.DERIVED_FROM) + 1))
@@ -99,4 +91,4 @@ def test_a_missing_or_broken_cache_is_not_used(cache_file: Path, content: bytes 
         cache_file.write_bytes(content)
     assert tables.cached() is None
     assert models.cpu_properties() == models.derive_properties()
-    assert expansion.cpu_definitions() == expansion.derive_definitions()
+    assert expansion.cpu_definitions().text == writer.encode_value(expansion.derive_definitions())
