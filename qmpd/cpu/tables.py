@@ -19,6 +19,8 @@ import sys
 from functools import cache
 from typing import Any
 
+from qmpd.cache_file import write_atomically
+
 _HERE = os.path.dirname(os.path.realpath(__file__))
 #: Where the derived tables live (git-ignored).
 TABLES = os.path.join(_HERE, "cpu-tables.marshal")
@@ -79,20 +81,8 @@ def build() -> dict[str, Any]:
 
 
 def write(path: str = TABLES) -> None:
-    """Write the cache atomically and world-readable (a start reading it meanwhile sees the old file
-    or the new one; every user of an installed qmpd can read it)."""
-    import tempfile
-
-    data = marshal.dumps(build())
-    descriptor, temporary = tempfile.mkstemp(prefix=".cpu-tables.", dir=os.path.dirname(path))
-    try:
-        os.fchmod(descriptor, 0o644)
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Write the cache (atomically)."""
+    write_atomically(path, marshal.dumps(build()), ".cpu-tables.")
 
 
 if __name__ == "__main__":

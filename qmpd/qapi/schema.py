@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import json
+import marshal
 import os
 import posixpath
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -203,7 +205,7 @@ def default_schema_dir() -> Path:
 
 #: ``python -m qmpd.qapi.bundle`` (make's install and bench steps) writes every document of
 #: schema/ and the introspection derived from them here, with the size and mtime of each file.
-BUNDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schema-bundle.json")
+BUNDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schema-bundle.marshal")
 
 
 def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
@@ -239,11 +241,11 @@ def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
 def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
     """The bundle's contents if it was made from exactly these files, else None (read schema/ then)."""
     try:
-        with open(BUNDLE, encoding="utf-8") as stream:
-            bundle = json.load(stream)
-    except (OSError, ValueError):
+        with open(BUNDLE, "rb") as stream:
+            bundle = marshal.loads(stream.read())  # marshal.load(stream) reads it piece by piece
+    except (OSError, ValueError, EOFError, TypeError):
         return None
-    if not isinstance(bundle, dict) or bundle.get("signature") != expected:
+    if not isinstance(bundle, dict) or bundle.get("signature") != expected or bundle.get("python") != sys.version:
         return None
     return bundle
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def test_the_bundle_holds_what_schema_gives() -> None:
     built = introspect(Schema.load(bundle=False))
     assert made["introspection_text"] == encode_value(built)  # QEMU's bytes: QDict order, escapes
     assert json.loads(made["introspection_text"]) == built
-    assert json.loads(json.dumps(made)) == made
+    assert marshal.loads(marshal.dumps(made)) == made
 
 
 def test_query_qmp_schema_is_encoded_once_as_any_reply_would_be() -> None:
@@ -196,23 +197,29 @@ def test_query_qmp_schema_is_encoded_once_as_any_reply_would_be() -> None:
 def test_a_bundle_is_used_only_while_schema_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from qmpd.qapi import bundle, schema
 
-    path = tmp_path / "schema-bundle.json"
+    path = tmp_path / "schema-bundle.marshal"
     monkeypatch.setattr(schema, "BUNDLE", str(path))
     bundle.write(str(path))
     assert Schema.load().introspection_text is not None  # came precomputed
-    made = json.loads(path.read_text())
+    made = marshal.loads(path.read_bytes())
     names = [entry[0] for entry in made["signature"]]
     code = ["qmpd/qapi/schema.py", "qmpd/qapi/introspect.py", "qmpd/qobject/writer.py"]
     assert names[:3] == code and len(names) == len(DOCUMENTS) + 3
-    for touched in (0, 1, 2, 3):  # the loader, the introspection code, the encoder, a document: each edited since
-        stale = json.loads(json.dumps(made))
-        stale["signature"][touched][2] += 1
+    for touched in (0, 1, 2, 3, None):  # the loader, the introspection code, the encoder, a document; the interpreter
+        stale = marshal.loads(path.read_bytes())
+        if touched is None:
+            stale["python"] += "+"
+        else:
+            stale["signature"][touched][2] += 1
         stale["documents"] = {}
-        path.write_text(json.dumps(stale))
+        path.write_bytes(marshal.dumps(stale))
         loaded = Schema.load()
         assert loaded.introspection_text is None and loaded.documents == SCHEMA.documents
-    path.write_text("{")
-    assert Schema.load().documents == SCHEMA.documents
+    for broken in (b"", b"{", b"\x00garbage", marshal.dumps([1, 2])):
+        path.write_bytes(broken)
+        assert Schema.load().documents == SCHEMA.documents
+    path.unlink()
+    assert Schema.load().introspection_text is None
 
 
 def _references(node: Any) -> list[str]:
