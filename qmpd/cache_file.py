@@ -7,6 +7,8 @@ mtimes; writing it atomically means a start reading it meanwhile sees the old fi
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 
 def write_atomically(path: str, data: bytes, prefix: str) -> None:
@@ -23,3 +25,20 @@ def write_atomically(path: str, data: bytes, prefix: str) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def interned(value: Any) -> Any:
+    """``value`` (plain data) with every string interned: marshal then writes a repeated string once and a
+    load shares one object for it (the CPU tables load in ~0.65 ms instead of ~1.1)."""
+    kind = type(value)
+    if kind is str:
+        return sys.intern(value)
+    if kind is dict:
+        return {interned(key): interned(item) for key, item in value.items()}
+    if kind is list:
+        return [interned(item) for item in value]
+    if kind is tuple:
+        return tuple(interned(item) for item in value)
+    if kind is frozenset:
+        return frozenset(interned(item) for item in value)
+    return value

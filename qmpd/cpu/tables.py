@@ -19,7 +19,7 @@ import sys
 from functools import cache
 from typing import Any
 
-from qmpd.cache_file import write_atomically
+from qmpd.cache_file import interned, write_atomically
 
 _HERE = os.path.dirname(os.path.realpath(__file__))
 #: Where the derived tables live (git-ignored).
@@ -82,7 +82,7 @@ def build() -> dict[str, Any]:
 
 def write(path: str = TABLES) -> None:
     """Write the cache (atomically)."""
-    write_atomically(path, marshal.dumps(build()), ".cpu-tables.")
+    write_atomically(path, marshal.dumps(interned(build())), ".cpu-tables.")
 
 
 if __name__ == "__main__":

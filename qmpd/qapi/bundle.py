@@ -14,7 +14,7 @@ from __future__ import annotations
 import marshal
 import sys
 
-from qmpd.cache_file import write_atomically
+from qmpd.cache_file import interned, write_atomically
 from qmpd.qapi.introspect import introspection_reply
 from qmpd.qapi.schema import BUNDLE, Schema, _json_files, _schema_root, signature
 
@@ -32,7 +32,7 @@ def build() -> dict[str, object]:
 
 def write(path: str = BUNDLE) -> None:
     """Write the bundle (atomically), in marshal's format: a start reads it in half the time JSON takes."""
-    write_atomically(path, marshal.dumps({**build(), "python": sys.version}), ".schema-bundle.")
+    write_atomically(path, marshal.dumps(interned({**build(), "python": sys.version})), ".schema-bundle.")
 
 
 if __name__ == "__main__":

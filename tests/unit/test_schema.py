@@ -200,7 +200,10 @@ def test_a_bundle_is_used_only_while_schema_is_unchanged(tmp_path: Path, monkeyp
     path = tmp_path / "schema-bundle.marshal"
     monkeypatch.setattr(schema, "BUNDLE", str(path))
     bundle.write(str(path))
-    assert Schema.load().introspection_text is not None  # came precomputed
+    loaded = Schema.load()
+    assert loaded.introspection_text is not None  # came precomputed, and as written
+    fresh = Schema.load(bundle=False)
+    assert loaded.documents == fresh.documents and loaded.introspection_text == encode_value(introspect(fresh))
     made = marshal.loads(path.read_bytes())
     names = [entry[0] for entry in made["signature"]]
     code = ["qmpd/qapi/schema.py", "qmpd/qapi/introspect.py", "qmpd/qobject/writer.py"]
