@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qmpd_command import QMPD
+
 REPO = Path(__file__).resolve().parents[1]
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -78,10 +80,15 @@ class Monitor:
 
 def spawn_args(kind: str, args: list[str]) -> subprocess.Popen[bytes]:
     """qmpd or QEMU (no display) with these options, output discarded."""
-    base = [sys.executable, "-m", "qmpd", "--log-level", "warning"] if kind == "qmpd" else [QEMU or "", "-nographic"]
+    base = [*QMPD, "--log-level", "warning"] if kind == "qmpd" else [QEMU or "", "-nographic"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        [*base, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        [*base, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
     )
 
 

@@ -46,12 +46,15 @@ REPO = Path(__file__).resolve().parents[1]
 QEMU = shutil.which("qemu-system-x86_64")
 
 sys.path.insert(0, str(REPO))  # libvirt's probe has one copy, shared with the differential test
+from qmpd_command import QMPD  # noqa: E402
+
 from tests.libvirt_probe import PROBE  # noqa: E402
 
 
 def command(kind: str) -> tuple[list[str], str]:
     if kind == "qmpd":
-        return [sys.executable, "-m", "qmpd", "--log-level", "warning"], "kvm:tcg"
+        # No --log-level: libvirt passes none, so qmpd logs at its default level (into /dev/null, -daemonize).
+        return list(QMPD), "kvm:tcg"
     assert QEMU is not None
     return [QEMU], "tcg" if kind == "qemu-tcg" else "kvm:tcg"
 
@@ -67,7 +70,7 @@ def probe_once(kind: str) -> dict[str, float]:
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     start = time.perf_counter()
-    parent = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+    parent = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env=env, cwd=REPO, timeout=60)
     if parent.returncode != 0:
         raise RuntimeError(f"{kind}: exit {parent.returncode}: {parent.stderr.decode(errors='replace')}")
     pid = int(pidfile.read_text().split()[0])
@@ -132,8 +135,12 @@ def libvirt_probes(reps: int) -> dict[str, list[float]]:
         subprocess.run(["groupadd", "--system", "libvirt-qemu"], check=True)
         subprocess.run(["useradd", "--system", "--no-create-home", "-g", "libvirt-qemu", "libvirt-qemu"], check=True)
     pidfile = work / "libvirtd.pid"
+    daemon_conf = work / "libvirtd.conf"  # the example's, logging beside it (/var/log/libvirt may not exist)
+    daemon_conf.write_text(
+        (REPO / "examples" / "libvirt" / "libvirtd.conf").read_text() + f'log_outputs = "3:file:{work}/libvirtd.log"\n'
+    )
     subprocess.run(
-        ["/usr/sbin/libvirtd", "-d", "-f", str(REPO / "examples" / "libvirt" / "libvirtd.conf"), "-p", str(pidfile)],
+        ["/usr/sbin/libvirtd", "-d", "-f", str(daemon_conf), "-p", str(pidfile)],
         check=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )

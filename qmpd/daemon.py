@@ -33,7 +33,7 @@ from qmpd.errors import QMPError
 from qmpd.events import EventBus
 from qmpd.fdstore import FdSets, SessionFds
 from qmpd.handler_index import registry_for
-from qmpd.log import get_logger, setup_logging
+from qmpd.log import get_logger, hold, release, setup_logging
 from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec
@@ -56,6 +56,9 @@ log = get_logger(__name__)
 
 #: How long SIGTERM waits for an aborted migration to end before saving --state-dir's state.
 MIGRATION_EXIT_TIMEOUT = 5.0
+#: Start-up's log lines are written this long after ready (qmpd.log.hold): the first clients'
+#: commands (libvirt's probe or its connect sequence) do not wait for structlog's import.
+LOG_RELEASE_DELAY = 0.2
 
 
 class StartupError(Exception):
@@ -278,6 +281,7 @@ class Daemon:
             self._on_signal(early)
         tasks = [loop.create_task(endpoint.serve()) for endpoint in self.endpoints]
         self._report_ready()
+        loop.call_later(LOG_RELEASE_DELAY, self._release_log)
         # Everything built so far lives as long as the daemon: keep it out of the
         # collector's way, and collect the young generation less often (fewer pauses).
         gc.freeze()
@@ -317,6 +321,11 @@ class Daemon:
         for future in (done, stop):
             future.cancel()
 
+    def _release_log(self) -> None:
+        """Write start-up's held log lines, or try again later (out of file descriptors now)."""
+        if not release():
+            asyncio.get_running_loop().call_later(LOG_RELEASE_DELAY, self._release_log)
+
     def _report_ready(self) -> None:
         """Tell the waiting ``-daemonize`` parent that start-up succeeded."""
         if self._ready_fd is None:
@@ -352,10 +361,14 @@ def run_daemon(
     before the event loop existed; they are acted on as soon as it does.
     """
     setup_logging(config.server.log_format, config.server.log_level, config.server.log_file)
+    hold()
     daemon = Daemon(config, spec, listeners, greeter, ready_fd=ready_fd, early_signals=early_signals)
     with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
         try:
             return runner.run(daemon.run())
         except StartupError as exc:
+            release(load=False)
             sys.stderr.write(f"{PROG}: {exc}\n")
             return 1
+        finally:
+            release(load=False)

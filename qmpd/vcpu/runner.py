@@ -14,6 +14,7 @@ from __future__ import annotations
 import _thread
 import enum
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class RunnerState:
 
 
 #: The run states a saved vCPU may have (a thread that had ended is not saved).
+#: The engine's module: importing it loads Unicorn.
+_ENGINE_MODULE = "qmpd.vcpu.engine"
 _SAVED_STATES = {state.value: state for state in VCPUState if state is not VCPUState.EXITED}
 
 
@@ -398,6 +401,9 @@ class VCPURunner:
                     if self._want_exit:
                         return
                     if self._pending_registers is not None:
+                        if _ENGINE_MODULE not in sys.modules:
+                            self._load_engine_code_unlocked()
+                            continue  # what was asked meanwhile is looked at again
                         self._load_registers(self._pending_registers)
                         self._pending_registers = None
                     if self._pending_init:
@@ -473,6 +479,15 @@ class VCPURunner:
                 self._on_internal_error(self.index, result.error or "internal error")
             for waiter in waiters:
                 waiter()
+
+    def _load_engine_code_unlocked(self) -> None:
+        """Load Unicorn (tens of milliseconds) with this vCPU's lock released: the event loop thread
+        takes the lock to resume, pause or query the vCPU and must not wait for the import."""
+        self._cond.release()
+        try:
+            import qmpd.vcpu.engine  # noqa: F401
+        finally:
+            self._cond.acquire()
 
     def _load_registers(self, registers: CPUSnapshot) -> None:
         """In this thread: a new engine holding ``registers`` (a restored vCPU)."""

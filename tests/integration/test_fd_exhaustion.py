@@ -99,7 +99,8 @@ def test_a_monitor_greets_again_once_fds_free_up(launch: Callable[..., tuple[Ser
         client.send(b'{"execute": "qmp_capabilities"}')
         assert client.message(timeout=5) == {"return": {}}
         client.close()
-    assert "accept.out_of_resources" in server.stderr()  # said, not silent
+    # Said, not silent (start-up's lines are written once structlog can be loaded: qmpd.log.release).
+    wait_until(lambda: "accept.out_of_resources" in server.stderr(), timeout=5)
     assert server.process.poll() is None
 
 
@@ -114,7 +115,7 @@ def test_max_sessions_counts_every_monitor_and_holds_the_next_client(
             # One session is open in all: the second monitor's client is held, ungreeted.
             with pytest.raises(TimeoutError):
                 waiting.line(timeout=1.0)
-            assert "qmp.session_deferred" in server.stderr()
+            wait_until(lambda: "qmp.session_deferred" in server.stderr(), timeout=5)
             first.close()
             assert "QMP" in waiting.message(timeout=5)
             waiting.send(b'{"execute": "qmp_capabilities"}')
@@ -132,6 +133,7 @@ def test_idle_http_clients_cannot_take_the_fds_a_monitor_needs(tmp_path: Path) -
             # The monitor still greets while every HTTP connection qmpd allows is taken.
             with RawClient(server.socket_path, timeout=5) as client:
                 client.negotiate()
+            wait_until(lambda: "max_connections=" in server.stderr(), timeout=5)
             found = re.search(r"max_connections=(\d+)", server.stderr())
             assert found is not None
             bound = int(found.group(1))
@@ -139,7 +141,7 @@ def test_idle_http_clients_cannot_take_the_fds_a_monitor_needs(tmp_path: Path) -
             # Connections beyond the bound are closed at once; the rest stay until the idle timeout.
             wait_until(lambda: sum(map(_closed_by_server, held)) >= HOGS_BEYOND_LIMIT - bound, timeout=3)
             assert sum(not _closed_by_server(sock) for sock in held) == bound
-            assert "http.connection_refused" in server.stderr()
+            wait_until(lambda: "http.connection_refused" in server.stderr(), timeout=5)
         wait_until(lambda: _fds_in_use(server) < SMALL_FD_LIMIT // 2, timeout=5)
         assert _get(port, "/readyz") == 200
     finally:

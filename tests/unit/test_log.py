@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from qmpd.log import HELD_LINES_MAX
 from tests.helpers import REPO
 
 #: Logs below and at the level in a fresh interpreter; prints whether structlog was loaded before the
@@ -49,3 +50,52 @@ def test_json_lines_carry_level_timestamp_and_context() -> None:
     assert first["event"] == "test.loud" and first["level"] == "warning" and first["session"] == "s#1"
     assert first["n"] == 3 and first["timestamp"].endswith("Z")
     assert second["level"] == "error" and "ValueError: boom" in second["exception"]
+
+
+def test_a_log_going_to_dev_null_makes_no_lines_and_loads_no_structlog() -> None:
+    """-daemonize without --log-file points stderr at /dev/null: nothing would be kept."""
+    script = _SCRIPT.format(fmt="CONSOLE") + "\nprint('structlog' in sys.modules, flush=True)\n"
+    with open("/dev/null", "w") as null:
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=null, text=True, check=True
+        )
+    assert done.stdout.split() == ["False", "False"]
+
+
+_HOLD_SCRIPT = """
+import sys, time
+from qmpd.config import LogFormat
+from qmpd import log
+log.setup_logging(LogFormat.JSON, "info")
+log.hold()
+logger = log.get_logger("qmpd.test")
+logger.info("test.first", n=1)
+try:
+    raise ValueError("held")
+except ValueError:
+    logger.exception("test.failed")
+time.sleep(0.05)
+print("structlog" in sys.modules, flush=True)
+sys.stderr.write("--release--\\n")
+log.release()
+logger.info("test.after")
+log.hold()
+for n in range(log.HELD_LINES_MAX + 1):
+    logger.info("test.many", n=n)
+sys.stderr.write("--end--\\n")
+"""
+
+
+def test_held_lines_are_written_at_release_in_order_with_the_time_they_were_made() -> None:
+    done = subprocess.run([sys.executable, "-c", _HOLD_SCRIPT], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False", "nothing was written, so structlog was not needed yet"
+    before, after = done.stderr.split("--release--\n")
+    assert before == ""
+    released, rest = after.split("--end--\n")
+    first, failed, later, *many = (json.loads(line) for line in released.splitlines())
+    assert rest == ""
+    assert [first["event"], failed["event"], later["event"]] == ["test.first", "test.failed", "test.after"]
+    assert "_qmpd_made" not in first and first["timestamp"].endswith("Z")
+    assert first["timestamp"] <= failed["timestamp"] < later["timestamp"], "held lines keep the time they were made"
+    assert "ValueError: held" in failed["exception"], "the exception handled when the line was made"
+    assert [line["n"] for line in many] == list(range(HELD_LINES_MAX + 1)), "one line past the bound releases them all"
