@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py qmpd/vcpu/_blockhook.c
 	$(PY) -m compileall -q qmpd
 	$(PY) -m qmpd.qapi.bundle
 	$(PY) -m qmpd.handler_index
+	$(PY) -m qmpd.cpu.tables
 	touch $@
 
 run: $(VENV)/.installed
@@ -39,6 +40,7 @@ bench: $(VENV)/.installed
 	$(PY) -m compileall -q qmpd
 	$(PY) -m qmpd.qapi.bundle
 	$(PY) -m qmpd.handler_index
+	$(PY) -m qmpd.cpu.tables
 	$(PY) bench/report.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+from qmpd.cache_file import write_atomically
 from qmpd.commands.base import REGISTRY, CommandRegistry
 from qmpd.qapi.schema import Schema
 
@@ -104,9 +105,7 @@ def build() -> dict[str, Any]:
 
 def write(path: str = INDEX) -> None:
     """Write the index (atomically: a start reading it meanwhile sees the old one or the new one)."""
-    from qmpd.qapi.bundle import write_json_atomically  # tempfile is not on a start's path (test_startup_imports)
-
-    write_json_atomically(path, build(), ".handler-index.")
+    write_atomically(path, json.dumps(build(), separators=(",", ":")).encode("utf-8"), ".handler-index.")
 
 
 if __name__ == "__main__":

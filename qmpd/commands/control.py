@@ -7,7 +7,8 @@ from typing import Any
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.errors import CommandNotFound, GenericError
 from qmpd.machine.runstate import ShutdownCause
-from qmpd.qapi.introspect import introspect
+from qmpd.qapi.introspect import introspection_reply
+from qmpd.qobject.writer import Encoded
 from qmpd.version import OFFERED_CAPABILITIES, version_info
 
 
@@ -33,8 +34,8 @@ def query_commands(ctx: CommandContext) -> list[dict[str, str]]:
 
 
 @qmp_command("query-qmp-schema")
-def query_qmp_schema(ctx: CommandContext) -> list[dict[str, Any]]:
-    return introspect(ctx.schema)
+def query_qmp_schema(ctx: CommandContext) -> Encoded:
+    return introspection_reply(ctx.schema)
 
 
 @qmp_command("quit")

@@ -6,10 +6,11 @@ from typing import Any
 
 from qmpd.commands.base import CommandContext, qmp_command
 from qmpd.cpu.expansion import cpu_definitions, expand_model
+from qmpd.qobject.writer import Encoded
 
 
 @qmp_command("query-cpu-definitions")
-def query_cpu_definitions(ctx: CommandContext) -> list[dict[str, Any]]:
+def query_cpu_definitions(ctx: CommandContext) -> Encoded:
     return cpu_definitions()
 
 

@@ -11,20 +11,37 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from qmpd.cpu.models import MSR_FEATURES, cpu_models, feature_words, features, find_model, load_table, msr_feature_order
+from qmpd.cpu.models import (
+    MSR_FEATURES,
+    cpu_models,
+    expansion_lists,
+    feature_words,
+    features,
+    find_model,
+    msr_feature_order,
+)
+from qmpd.cpu.tables import cached as cached_tables
 from qmpd.cpu.x86cpu import X86CPU
 from qmpd.errors import GenericError
+from qmpd.qobject.writer import Encoded, encode_value
 from qmpd.qom.types import TypeRegistry
 
 
+def cpu_definitions() -> Encoded:
+    """query-cpu-definitions' answer as QEMU writes it: it depends on the tables alone, so
+    qmpd.cpu.tables holds it encoded (or it is encoded at its first use)."""
+    made = cached_tables()
+    return Encoded(made["definitions_text"] if made is not None else _definitions_text())
+
+
 @cache
-def _expansion_lists() -> tuple[list[str], list[str]]:
-    data = load_table("x86_cpu_properties.json")
-    return data["static_expansion"], data["full_expansion"]
+def _definitions_text() -> str:
+    return encode_value(derive_definitions())
 
 
-def cpu_definitions() -> list[dict[str, Any]]:
-    """CpuDefinitionInfo for every model: max, host and base first, then each model and its -v1 name."""
+def derive_definitions() -> list[dict[str, Any]]:
+    """CpuDefinitionInfo for every model, from the models: max, host and base first, then each model and
+    its -v1 name."""
     out: list[dict[str, Any]] = []
     models = cpu_models()
     for model in sorted(
@@ -68,7 +85,7 @@ def expand_model(registry: TypeRegistry, kind: str, name: str, props: Any) -> di
     for key, value in (props or {}).items():
         cpu.set_property(key, value)
     cpu.expand()
-    static_names, full_names = _expansion_lists()
+    static_names, full_names = expansion_lists()
     if kind == "static":
         values = {key: cpu.get_property(key) for key in static_names}
         return {"model": {"name": "base", "props": values}}

@@ -148,6 +148,15 @@ class X86CPU(Device):
                 wanted.discard(name)
         return (wanted | self.plus) - self.minus
 
+    def wants(self, name: str) -> bool:
+        """Whether ``name`` is among :meth:`requested_features` (without building the set)."""
+        if name in self.minus:
+            return False
+        if name in self.plus:
+            return True
+        on = self.switched.get(name)
+        return name in self.model.nominal if on is None else on
+
     def guest_features(self) -> set[str]:
         """What the guest sees: requested features an engine can provide."""
         if self.realized:
@@ -352,7 +361,7 @@ def _feature_property(info: PropertyInfo) -> PropertyDef:
 
     def get(obj: Object) -> bool:
         assert isinstance(obj, X86CPU)
-        return canonical in (obj.guest_features() if obj.realized else obj.requested_features())
+        return obj.wants(canonical) and not (obj.realized and canonical in obj.filtered)
 
     def set_(obj: Object, value: Any) -> None:
         assert isinstance(obj, X86CPU)
@@ -384,18 +393,21 @@ _UNSET_VALUES: dict[str, Any] = {"lbr-fmt": ~0x3F & (1 << 64) - 1, "hv-vendor-id
 _VALUE_ALIASES = {"lbr_fmt": "lbr-fmt"}
 
 
+#: Value properties computed when read, not stored.
+_READERS: dict[str, Callable[[X86CPU], Any]] = {
+    "level": lambda cpu: cpu.level("level"),
+    "xlevel": lambda cpu: cpu.level("xlevel"),
+    "xlevel2": lambda cpu: cpu.level("xlevel2"),
+    "level-func7": lambda cpu: cpu.level("level-func7"),
+    "unavailable-features": lambda cpu: cpu.unavailable_features(),
+    "feature-words": lambda cpu: cpu.feature_words(),
+    "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
+    "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
+}
+
+
 def _value_property(info: PropertyInfo) -> PropertyDef:
     name = info.name
-    readers: dict[str, Callable[[X86CPU], Any]] = {
-        "level": lambda cpu: cpu.level("level"),
-        "xlevel": lambda cpu: cpu.level("xlevel"),
-        "xlevel2": lambda cpu: cpu.level("xlevel2"),
-        "level-func7": lambda cpu: cpu.level("level-func7"),
-        "unavailable-features": lambda cpu: cpu.unavailable_features(),
-        "feature-words": lambda cpu: cpu.feature_words(),
-        "filtered-features": lambda cpu: cpu._word_list(set(cpu.filtered)),
-        "legacy-cache": lambda cpu: cpu.values.get("legacy-cache", cpu.model.name not in MODELS_WITH_CACHE_INFO),
-    }
     if name in IDENTITY_RANGES or name in ("vendor", "model-id"):
 
         def get_identity(obj: Object) -> Any:
@@ -416,7 +428,7 @@ def _value_property(info: PropertyInfo) -> PropertyDef:
             description=info.description,
         )
 
-    reader = readers.get(name)
+    reader = _READERS.get(name)
     stored = _VALUE_ALIASES.get(name, name)
 
     # Flags QEMU keeps in MSR or KVM feature words (vmx-*, kvm-*) read false until set, never null.

@@ -12,8 +12,10 @@ documents; schema/README.md describes the conventions.
 
 import functools
 import json
+import marshal
 import os
 import posixpath
+import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -200,7 +202,7 @@ def default_schema_dir() -> "Path":
 
 #: ``python -m qmpd.qapi.bundle`` (make's install and bench steps) writes every document of
 #: schema/ and the introspection derived from them here, with the size and mtime of each file.
-BUNDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schema-bundle.json")
+BUNDLE = os.path.join(os.path.dirname(os.path.realpath(__file__)), "schema-bundle.marshal")
 
 
 def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
@@ -218,15 +220,16 @@ def _json_files(root: str) -> list[tuple[str, os.DirEntry[str]]]:
     return sorted(found, key=lambda item: item[0].split("/"))
 
 
-#: The code that derives the bundle's contents from schema/ (a change to it makes a bundle stale too).
-_DERIVED_BY = ("schema.py", "introspect.py")
+#: The code that derives the bundle's contents from schema/ (a change to it makes a bundle stale too):
+#: paths below qmpd/.
+_DERIVED_BY = ("qapi/schema.py", "qapi/introspect.py", "qobject/writer.py")
 
 
 def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
     """What a bundle must have been made from: each file's relative path, size and mtime, and the same
     of the modules that read and introspect them."""
-    here = os.path.dirname(os.path.realpath(__file__))
-    code = [(f"qmpd/qapi/{name}", os.stat(os.path.join(here, name))) for name in _DERIVED_BY]
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    code = [(f"qmpd/{name}", os.stat(os.path.join(package, name))) for name in _DERIVED_BY]
     return [
         [relative, stat.st_size, stat.st_mtime_ns] for relative, stat in [*code, *((r, e.stat()) for r, e in files)]
     ]
@@ -235,11 +238,11 @@ def signature(files: list[tuple[str, os.DirEntry[str]]]) -> list[list[Any]]:
 def _read_bundle(expected: list[list[Any]]) -> dict[str, Any] | None:
     """The bundle's contents if it was made from exactly these files, else None (read schema/ then)."""
     try:
-        with open(BUNDLE, encoding="utf-8") as stream:
-            bundle = json.load(stream)
-    except (OSError, ValueError):
+        with open(BUNDLE, "rb") as stream:
+            bundle = marshal.loads(stream.read())  # marshal.load(stream) reads it piece by piece
+    except (OSError, ValueError, EOFError, TypeError):
         return None
-    if not isinstance(bundle, dict) or bundle.get("signature") != expected:
+    if not isinstance(bundle, dict) or bundle.get("signature") != expected or bundle.get("python") != sys.version:
         return None
     return bundle
 
@@ -274,8 +277,10 @@ class Schema:
         #: Every document by its ``$id``.
         self.documents = dict(documents)
         self._registry: referencing.Registry[Any] | None = None
-        #: query-qmp-schema's answer when it came precomputed (qmpd.qapi.introspect fills it otherwise).
+        #: query-qmp-schema's answer (qmpd.qapi.introspect fills it when asked).
         self.introspection: list[dict[str, Any]] | None = None
+        #: That answer as QEMU writes it, when it came precomputed in the bundle or was encoded once.
+        self.introspection_text: str | None = None
         #: The packaged schema's files as ``signature`` gives them (None for another directory): what
         #: caches derived from schema/ and code (the bundle, qmpd.handler_index) are keyed by.
         self.source_signature: list[list[Any]] | None = None
@@ -305,7 +310,7 @@ class Schema:
             made = _read_bundle(made_from)
             if made is not None:
                 schema = cls(made["documents"])
-                schema.introspection = made["introspection"]
+                schema.introspection_text = made["introspection_text"]
                 schema.source_signature = made_from
                 return schema
         documents: dict[str, JSONSchema] = {}

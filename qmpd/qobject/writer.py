@@ -59,6 +59,13 @@ def qdict_bucket(key: str) -> int:
     return bucket
 
 
+def seed_buckets(buckets: Mapping[str, int]) -> None:
+    """Take buckets computed ahead (by qdict_bucket, for keys a reply will likely hold) into the cache."""
+    room = 65536 - len(_bucket_cache)
+    if room >= len(buckets):
+        _bucket_cache.update(buckets)
+
+
 def qdict_order(keys: Sequence[str]) -> tuple[str, ...]:
     """Keys in the order QEMU's QDict iterates them, given their insertion order."""
     shape = keys if type(keys) is tuple else tuple(keys)
@@ -161,15 +168,38 @@ def _encode_slow(value: Any, out: list[str]) -> None:
         out.append(_encoder.encode(value))
 
 
-def encode(message: Mapping[str, Any]) -> bytes:
-    """One QMP message as QEMU writes it: a JSON object, then CRLF."""
+class Encoded:
+    """A value already written as QEMU writes it (by :func:`encode_value`): a reply's ``return`` that
+    cannot change, such as query-qmp-schema's, is encoded once (or at build time) instead of per reply."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        #: The value's JSON text: QDict order, QEMU's escapes.
+        self.text = text
+
+
+def encode_value(value: Any) -> str:
+    """One value as QEMU writes it inside a message."""
     try:
-        text = _encode_fast(_ordered(message, doubles=False))
+        text = _encode_fast(_ordered(value, doubles=False))
     except _HasDouble:
         parts: list[str] = []
-        _encode_slow(_ordered(message, doubles=True), parts)
+        _encode_slow(_ordered(value, doubles=True), parts)
         text = "".join(parts)
-    return (_qemu_escapes(text) + "\r\n").encode("ascii")
+    return _qemu_escapes(text)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One QMP message as QEMU writes it: a JSON object, then CRLF."""
+    if type(message.get("return")) is Encoded:
+        members = []
+        for key in qdict_order(tuple(message)):
+            value = message[key]
+            text = value.text if type(value) is Encoded else encode_value(value)
+            members.append(f"{_qemu_escapes(_encode_str(key))}: {text}")
+        return ("{" + ", ".join(members) + "}\r\n").encode("ascii")
+    return (encode_value(message) + "\r\n").encode("ascii")
 
 
 def encode_preordered(text: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from qmpd.handlers import REGISTRY
 from qmpd.qapi.introspect import introspect
 from qmpd.qapi.schema import SCHEMA_BASE, Schema, default_schema_dir, join_reference
+from qmpd.qobject.writer import encode, encode_value
 
 SCHEMA = Schema.load()
 DOCUMENTS = sorted(default_schema_dir().rglob("*.json"))
@@ -170,29 +172,57 @@ def test_the_bundle_holds_what_schema_gives() -> None:
     made = bundle.build()
     fresh = Schema.load(bundle=False)
     assert made["documents"] == fresh.documents and list(made["documents"]) == list(fresh.documents)
-    assert made["introspection"] == introspect(Schema.load(bundle=False))
-    assert json.loads(json.dumps(made)) == made
+    built = introspect(Schema.load(bundle=False))
+    assert made["introspection_text"] == encode_value(built)  # QEMU's bytes: QDict order, escapes
+    assert json.loads(made["introspection_text"]) == built
+    assert marshal.loads(marshal.dumps(made)) == made
+
+
+def test_query_qmp_schema_is_encoded_once_as_any_reply_would_be() -> None:
+    """The precomputed (or once encoded) answer is the bytes encode() writes for the built one."""
+    from qmpd.qapi.introspect import introspection_reply
+
+    fresh = Schema.load(bundle=False)
+    assert fresh.introspection_text is None
+    reply = introspection_reply(fresh)
+    assert fresh.introspection_text == reply.text and introspection_reply(fresh).text is reply.text
+    for request_id in (None, 7, "x\u00e9\ud800", [1.5, {"b": 1, "a": 2}]):
+        message: dict[str, Any] = {"return": reply}
+        plain: dict[str, Any] = {"return": introspect(fresh)}
+        if request_id is not None:
+            message["id"] = plain["id"] = request_id
+        assert encode(message) == encode(plain)
 
 
 def test_a_bundle_is_used_only_while_schema_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from qmpd.qapi import bundle, schema
 
-    path = tmp_path / "schema-bundle.json"
+    path = tmp_path / "schema-bundle.marshal"
     monkeypatch.setattr(schema, "BUNDLE", str(path))
     bundle.write(str(path))
-    assert Schema.load().introspection is not None  # came precomputed
-    made = json.loads(path.read_text())
+    loaded = Schema.load()
+    assert loaded.introspection_text is not None  # came precomputed, and as written
+    fresh = Schema.load(bundle=False)
+    assert loaded.documents == fresh.documents and loaded.introspection_text == encode_value(introspect(fresh))
+    made = marshal.loads(path.read_bytes())
     names = [entry[0] for entry in made["signature"]]
-    assert names[:2] == ["qmpd/qapi/schema.py", "qmpd/qapi/introspect.py"] and len(names) == len(DOCUMENTS) + 2
-    for touched in (0, 1, 2):  # the loader, the introspection code, a document: each edited since
-        stale = json.loads(json.dumps(made))
-        stale["signature"][touched][2] += 1
+    code = ["qmpd/qapi/schema.py", "qmpd/qapi/introspect.py", "qmpd/qobject/writer.py"]
+    assert names[:3] == code and len(names) == len(DOCUMENTS) + 3
+    for touched in (0, 1, 2, 3, None):  # the loader, the introspection code, the encoder, a document; the interpreter
+        stale = marshal.loads(path.read_bytes())
+        if touched is None:
+            stale["python"] += "+"
+        else:
+            stale["signature"][touched][2] += 1
         stale["documents"] = {}
-        path.write_text(json.dumps(stale))
+        path.write_bytes(marshal.dumps(stale))
         loaded = Schema.load()
-        assert loaded.introspection is None and loaded.documents == SCHEMA.documents
-    path.write_text("{")
-    assert Schema.load().documents == SCHEMA.documents
+        assert loaded.introspection_text is None and loaded.documents == SCHEMA.documents
+    for broken in (b"", b"{", b"\x00garbage", marshal.dumps([1, 2])):
+        path.write_bytes(broken)
+        assert Schema.load().documents == SCHEMA.documents
+    path.unlink()
+    assert Schema.load().introspection_text is None
 
 
 def _references(node: Any) -> list[str]:
