@@ -76,11 +76,12 @@ def floor_once() -> float:
     return time.perf_counter() - started
 
 
-#: qmpd's console-script lines, recording at exit every module the process had loaded.
+#: qmpd's console-script lines, recording at exit every module the process had loaded (not the names
+#: it keeps out with a None entry: rich, greenlet).
 _RECORDING = (
     "import atexit, json, sys\n"
     "record = sys.argv.pop(1)\n"
-    "atexit.register(lambda: json.dump(sorted(sys.modules), open(record, 'w')))\n"
+    "atexit.register(lambda: json.dump(sorted(n for n, m in sys.modules.items() if m), open(record, 'w')))\n"
     "from qmpd.main import main\n"
     "sys.exit(main())\n"
 )
