@@ -7,19 +7,24 @@ HTTP ?= 127.0.0.1:8080
 
 FIRMWARE := qmpd/firmware/qmpd-firmware.bin
 
-.PHONY: run test lint typecheck bench clean firmware
+.PHONY: run test lint typecheck bench clean firmware caches
 
 $(VENV)/.installed: pyproject.toml hatch_build.py qmpd/vcpu/_blockhook.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(MAKE) caches
+	touch $@
+
+# The start-up caches (git-ignored; each is used only while it matches its sources, so after an edit
+# they are rebuilt here rather than left to the slower fallbacks) and the bytecode.
+caches:
 	$(PY) -m compileall -q qmpd
 	$(PY) -m qmpd.qapi.bundle
 	$(PY) -m qmpd.handler_index
 	$(PY) -m qmpd.cpu.tables
-	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed caches
 	@echo "qmpd: QMP socket at $(SOCKET)"
 	@echo "  connect with:  $(VENV)/bin/qmp-shell $(SOCKET)"
 	@echo "            or:  socat - UNIX-CONNECT:$(SOCKET)   (then type {\"execute\":\"qmp_capabilities\"})"
@@ -28,7 +33,7 @@ run: $(VENV)/.installed
 	exec $(VENV)/bin/qmpd -machine pc -cpu Haswell -smp 2,sockets=2,cores=2,threads=2,maxcpus=8 -debugcon stdio \
 		-qmp unix:$(SOCKET),server=on,wait=off --http $(HTTP)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed caches
 	$(PY) -m ruff check qmpd tests examples bench tools fuzz
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
@@ -36,11 +41,7 @@ test: $(VENV)/.installed
 
 # Every benchmark against qemu-system-x86_64 and raw Unicorn: bench/results/latest.md and latest.png
 # (the run before is kept as previous.*).  bench/report.py --quick is a medium run, --smoke a minimal one.
-bench: $(VENV)/.installed
-	$(PY) -m compileall -q qmpd
-	$(PY) -m qmpd.qapi.bundle
-	$(PY) -m qmpd.handler_index
-	$(PY) -m qmpd.cpu.tables
+bench: $(VENV)/.installed caches
 	$(PY) bench/report.py
 
 # Rebuild the bundled default firmware from its GNU as sources (needs binutils).
