@@ -249,3 +249,22 @@ def test_the_heavy_modules_still_come_when_needed(tmp_path: Path) -> None:
     assert {"jsonschema", "unicorn", "qmpd.vcpu.engine"} <= loaded
     assert {"qmpd.commands.migration_parameters", "qmpd.commands.cpu_models", "qmpd.cpu.expansion"} <= loaded
     assert "qmpd.commands.dump" not in loaded
+
+
+def test_ordinary_input_never_builds_the_lexers_automaton() -> None:
+    """The lexer's table and regular expressions (~2 ms) are built with the first input the streamer's
+    fast path leaves to it (malformed JSON); libvirt's well-formed commands never need them."""
+    code = (
+        "from qmpd.qobject import lexer\n"
+        "from qmpd.qobject.streamer import JSONMessageStreamer\n"
+        "streamer = JSONMessageStreamer()\n"
+        "assert list(streamer.feed(b'{\"execute\": \"stop\"}\\r\\n')) == [{'execute': 'stop'}]\n"
+        "print(lexer._automaton.cache_info().currsize)\n"
+        "print([item.desc for item in streamer.feed(b'{\"a\": tru}')])\n"
+        "print(lexer._automaton.cache_info().currsize)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    built_before, errors, built_after = out.splitlines()
+    assert built_before == "0"
+    assert errors == "[\"JSON parse error, invalid keyword 'tru'\"]"
+    assert built_after == "1"
