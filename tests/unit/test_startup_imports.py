@@ -90,8 +90,8 @@ def test_the_records_a_start_makes_hold_real_annotations() -> None:
 #: prometheus-client with --http, Unicorn when a vCPU first runs, jsonschema and referencing for a
 #: document the argument walker cannot check alone, hashlib and tempfile for a save or a restore,
 #: rich and greenlet never (structlog would import them when installed), the human monitor with its first command
-#: line, a machine's description and the devices' checked saved states with a migration, the ELF layout with a
-#: dump.
+#: line, a machine's description and the devices' checked saved states with a migration, the dump's state and file
+#: writer with the first dump command (query-dump too), the ELF layout with a dump.
 NOT_AT_START = (
     "aiohttp",
     "prometheus_client",
@@ -111,6 +111,8 @@ NOT_AT_START = (
     "qmpd.hmp.commands",
     "qmpd.migration.description",
     "qmpd.machine.elf_core",
+    "qmpd.machine.guest_dump",
+    "qmpd.machine.dump_file",
     "qmpd.devices.saved",
 )
 
