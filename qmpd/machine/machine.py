@@ -40,11 +40,11 @@ from qmpd.qom.device import Device
 from qmpd.qom.object import Object
 from qmpd.qom.properties import visit_value
 from qmpd.vcpu.ram import GuestRAM
-from qmpd.vcpu.snapshot import CPUSnapshot
 from qmpd.vmstate import StateOwner
 
 if TYPE_CHECKING:
     from qmpd.machine.guest_dump import GuestDump
+    from qmpd.vcpu.snapshot import CPUSnapshot
 
 log = get_logger(__name__)
 
