@@ -288,3 +288,21 @@ def test_the_schema_makes_each_spec_with_its_first_lookup() -> None:
     assert schema.commands.get("query-status") is spec and list(schema.commands._made) == ["query-status"]
     assert schema.commands.get("no-such-command") is None and list(schema.commands._made) == ["query-status"]
     assert [event.name for event in schema.events.values()] == list(schema.events)
+
+
+def test_a_bundled_schema_loads_each_document_with_its_first_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading all 199 documents of the bundle took ~1.7 ms of every start, which reads a few."""
+    from qmpd.qapi import bundle, schema
+
+    path = tmp_path / "schema-bundle.marshal"
+    monkeypatch.setattr(schema, "BUNDLE", str(path))
+    bundle.write(str(path))
+    loaded = schema.Schema.load()
+    documents = loaded.documents
+    assert isinstance(documents, schema.BundledDocuments) and documents._loaded == {}
+    assert "query-status" in loaded.commands and "SHUTDOWN" in loaded.events and documents._loaded == {}
+    spec = loaded.commands["query-status"]
+    assert list(documents._loaded) == [spec.uri]
+    assert dict(documents) == schema.Schema.load(bundle=False).documents
