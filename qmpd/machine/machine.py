@@ -35,7 +35,6 @@ from qmpd.machine.properties import defaults
 from qmpd.machine.qom_tree import HostObject, QOMTree, type_registry
 from qmpd.machine.runstate import TRANSITIONS, InvalidTransition, RunState, ShutdownCause
 from qmpd.machine.spec import MachineSpec, build_spec
-from qmpd.machine.user_objects import create_object, delete_object
 from qmpd.qom.device import Device
 from qmpd.qom.object import Object
 from qmpd.qom.properties import visit_value
@@ -207,6 +206,8 @@ class Machine:
         self, qom_type: str, object_id: str, props: dict[str, Any], *, text: bool = False, command_line: bool = False
     ) -> Object:
         """Create an object under /objects (qmpd.machine.user_objects)."""
+        from qmpd.machine.user_objects import create_object  # with the first object: a start never needs it
+
         obj = create_object(self, qom_type, object_id, props, text=text, command_line=command_line)
         if isinstance(obj, GuestPolicy):
             self._policy_sequence += 1
@@ -241,6 +242,8 @@ class Machine:
 
     def object_del(self, object_id: str) -> None:
         """Remove an object from /objects; a removed guest policy stops applying at once."""
+        from qmpd.machine.user_objects import delete_object
+
         if isinstance(delete_object(self, object_id), GuestPolicy):
             self._refresh_guest_policy()
 

@@ -92,7 +92,7 @@ def test_the_records_a_start_makes_hold_real_annotations() -> None:
 #: rich and greenlet never (structlog would import them when installed), the human monitor with its first command
 #: line, a machine's description and the devices' checked saved states with a migration, the dump's state and file
 #: writer with the first dump command (query-dump too), the ELF layout with a dump, a vCPU's registers and run
-#: results with its engine or the first register read.
+#: results with its engine or the first register read, /objects' code with the first -object or object-add.
 NOT_AT_START = (
     "aiohttp",
     "prometheus_client",
@@ -115,6 +115,7 @@ NOT_AT_START = (
     "qmpd.machine.guest_dump",
     "qmpd.machine.dump_file",
     "qmpd.vcpu.snapshot",
+    "qmpd.machine.user_objects",
     "qmpd.devices.saved",
 )
 
@@ -156,7 +157,8 @@ def _modules_after(
 
 
 #: Handler modules (and what only they use) that a start reaching prelaunch never needs: each
-#: handler module loads with the first use of one of its commands (qmpd.handler_index).
+#: handler module loads with the first use of one of its commands (qmpd.handler_index); qdev's
+#: option parsing with -object, object-add, device_add or the device queries (libvirt's probe).
 NOT_BEFORE_THEIR_COMMANDS = (
     "qmpd.commands.cpu_models",
     "qmpd.commands.dump",
@@ -166,6 +168,7 @@ NOT_BEFORE_THEIR_COMMANDS = (
     "qmpd.commands.qom",
     "qmpd.hmp",
     "qmpd.cpu.expansion",
+    "qmpd.machine.qdev",
 )
 
 
