@@ -10,9 +10,12 @@ virtual equals physical, which is how qmpd starts every CPU.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from qmpd.vcpu.ram import GuestRAM
-from qmpd.vcpu.snapshot import CPUSnapshot
+
+if TYPE_CHECKING:
+    from qmpd.vcpu.snapshot import CPUSnapshot
 
 PAGE_SIZE = 4096
 CR0_PG = 1 << 31

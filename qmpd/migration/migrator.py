@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from qmpd.errors import GenericError
 from qmpd.log import get_logger
-from qmpd.machine.guest_dump import MIGRATION_BLOCKED
 from qmpd.machine.runstate import RunState
 from qmpd.migration.stream import (
     CHUNK,
@@ -118,7 +117,9 @@ class Migrator:
             raise GenericError("Guest is waiting for an incoming migration")
         if self.machine.runstate is RunState.POSTMIGRATE:
             raise GenericError("Can't migrate the vm that was paused due to previous migration")
-        if self.machine.dump.active:
+        if self.machine.dumping:
+            from qmpd.machine.guest_dump import MIGRATION_BLOCKED
+
             raise GenericError(MIGRATION_BLOCKED)
         check_uri(uri)
         if uri.startswith("file:"):

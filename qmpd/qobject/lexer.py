@@ -8,12 +8,16 @@ the same automaton so that every error text and every recovery point match.
 
 Speed comes from consuming the DFA's self-loops (string bodies, digit runs,
 whitespace, keyword letters, bytes skipped in recovery) with one regular
-expression match each, instead of one Python step per byte.
+expression match each, instead of one Python step per byte.  The table and
+those expressions are built with the first feed (_automaton): ordinary input
+never gets here (qobject/streamer.py's fast path), and building them took
+~2 ms of every start.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -40,8 +44,8 @@ class Tok(enum.IntEnum):
     OVERSIZE = 11
 
 
-class _S(enum.IntEnum):
-    """Lexer states (QEMU's IN_* states)."""
+class _S:
+    """Lexer states (QEMU's IN_* states): plain integers, not an enum, which would cost every start ~0.2 ms."""
 
     START = 0
     RECOVERY = 1
@@ -60,6 +64,8 @@ class _S(enum.IntEnum):
     KEYWORD = 14
 
 
+#: How many states there are.
+_STATES = 15
 #: Transition encoding: values below _TOKEN are states; _TOKEN + Tok are tokens.
 _TOKEN = 32
 #: Flag: the transition did not consume the byte (QEMU's LOOKAHEAD).
@@ -70,15 +76,15 @@ MAX_TOKEN_SIZE = 64 << 20
 
 
 def _build_table() -> list[list[int]]:
-    table = [[_ERROR] * 256 for _ in _S]
+    table = [[_ERROR] * 256 for _ in range(_STATES)]
 
-    def fill(state: _S, chars: range | bytes | str, target: int) -> None:
+    def fill(state: int, chars: range | bytes | str, target: int) -> None:
         if isinstance(chars, str):
             chars = chars.encode("latin-1")
         for ch in chars:
             table[state][ch] = target
 
-    def terminal(state: _S, tok: Tok) -> None:
+    def terminal(state: int, tok: Tok) -> None:
         fill(state, range(256), _TOKEN + tok | _LOOKAHEAD)
 
     structural = b"[]{}:,"
@@ -135,37 +141,51 @@ def _build_table() -> list[list[int]]:
     return table
 
 
-_TABLE = _build_table()
+class _Automaton:
+    """The transition table and the regular expressions that shortcut it."""
 
-#: Bytes that keep each state where it is (the DFA's self-loops), as one regex per state.
-_RUNS: dict[int, re.Pattern[bytes]] = {
-    _S.START: re.compile(rb"[ \t\r\n]+"),
-    _S.RECOVERY: re.compile(rb"[\t\x20-\x2b\x2d-\x39\x3b-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]+"),
-    _S.DQ_STRING: re.compile(rb"[\x20\x21\x23-\x5b\x5d-\xfd]+"),
-    _S.SQ_STRING: re.compile(rb"[\x20-\x26\x28-\x5b\x5d-\xfd]+"),
-    _S.DIGITS: re.compile(rb"[0-9]+"),
-    _S.MANTISSA_DIGITS: re.compile(rb"[0-9]+"),
-    _S.EXP_DIGITS: re.compile(rb"[0-9]+"),
-    _S.KEYWORD: re.compile(rb"[a-z]+"),
-}
-#: One whole token at the start state, optionally after whitespace: a structural character, a
-#: complete string, a number or keyword whose end is decided by the byte after it (present in
-#: the data, not consumed), or a byte that cannot start a token.  This is only a shortcut
-#: through the automaton below (which handles everything else: tokens cut by the end of the
-#: data, malformed numbers, bytes that end strings, oversize tokens) and yields what it would.
-_WHOLE_TOKEN = re.compile(
-    rb"[ \t\r\n]*(?:"
-    rb"([\x7b\x7d\x5b\x5d:,])"
-    rb'|("[\x20\x21\x23-\x5b\x5d-\xfd]*(?:\\[\x20-\xfd][\x20\x21\x23-\x5b\x5d-\xfd]*)*")'
-    rb"|('[\x20-\x26\x28-\x5b\x5d-\xfd]*(?:\\[\x20-\xfd][\x20-\x26\x28-\x5b\x5d-\xfd]*)*')"
-    rb"|(-?(?:0(?=[^0-9.])|[1-9][0-9]*(?=[^0-9eE.])))"
-    rb"|(-?(?:(?:0|[1-9][0-9]*)\.[0-9]+(?=[^0-9eE])"
-    rb"|(?:[1-9][0-9]*|(?:0|[1-9][0-9]*)\.[0-9]+)[eE][-+]?[0-9]+(?=[^0-9])))"
-    rb"|([a-z]+(?=[^a-z]))"
-    rb"|([^\"'0-9\x2da-z\x7b\x7d\x5b\x5d:, \t\r\n])"
-    rb")"
-)
-#: Token type by _WHOLE_TOKEN group (group 1, structural, goes by the byte).
+    __slots__ = ("recovery_run", "runs", "table", "whole_token")
+
+    def __init__(self) -> None:
+        self.table = _build_table()
+        #: Bytes that keep each state where it is (the DFA's self-loops), as one regex per state.
+        self.runs: dict[int, re.Pattern[bytes]] = {
+            _S.START: re.compile(rb"[ \t\r\n]+"),
+            _S.RECOVERY: re.compile(rb"[\t\x20-\x2b\x2d-\x39\x3b-\x5a\x5c\x5e-\x7a\x7c\x7e-\xfd]+"),
+            _S.DQ_STRING: re.compile(rb"[\x20\x21\x23-\x5b\x5d-\xfd]+"),
+            _S.SQ_STRING: re.compile(rb"[\x20-\x26\x28-\x5b\x5d-\xfd]+"),
+            _S.DIGITS: re.compile(rb"[0-9]+"),
+            _S.MANTISSA_DIGITS: re.compile(rb"[0-9]+"),
+            _S.EXP_DIGITS: re.compile(rb"[0-9]+"),
+            _S.KEYWORD: re.compile(rb"[a-z]+"),
+        }
+        self.recovery_run = self.runs[_S.RECOVERY]
+        #: One whole token at the start state, optionally after whitespace: a structural character, a
+        #: complete string, a number or keyword whose end is decided by the byte after it (present in
+        #: the data, not consumed), or a byte that cannot start a token.  This is only a shortcut
+        #: through the table (which handles everything else: tokens cut by the end of the data,
+        #: malformed numbers, bytes that end strings, oversize tokens) and yields what it would.
+        self.whole_token = re.compile(
+            rb"[ \t\r\n]*(?:"
+            rb"([\x7b\x7d\x5b\x5d:,])"
+            rb'|("[\x20\x21\x23-\x5b\x5d-\xfd]*(?:\\[\x20-\xfd][\x20\x21\x23-\x5b\x5d-\xfd]*)*")'
+            rb"|('[\x20-\x26\x28-\x5b\x5d-\xfd]*(?:\\[\x20-\xfd][\x20-\x26\x28-\x5b\x5d-\xfd]*)*')"
+            rb"|(-?(?:0(?=[^0-9.])|[1-9][0-9]*(?=[^0-9eE.])))"
+            rb"|(-?(?:(?:0|[1-9][0-9]*)\.[0-9]+(?=[^0-9eE])"
+            rb"|(?:[1-9][0-9]*|(?:0|[1-9][0-9]*)\.[0-9]+)[eE][-+]?[0-9]+(?=[^0-9])))"
+            rb"|([a-z]+(?=[^a-z]))"
+            rb"|([^\"'0-9\x2da-z\x7b\x7d\x5b\x5d:, \t\r\n])"
+            rb")"
+        )
+
+
+@functools.cache
+def _automaton() -> _Automaton:
+    """The automaton, built with the first feed that needs it."""
+    return _Automaton()
+
+
+#: Token type by whole_token group (group 1, structural, goes by the byte).
 _GROUP_TOKEN = (Tok.ERROR, Tok.ERROR, Tok.STRING, Tok.STRING, Tok.INTEGER, Tok.FLOAT, Tok.KEYWORD, Tok.ERROR)
 _ERROR_GROUP = 7
 _STRUCTURAL = {
@@ -175,7 +195,6 @@ _STRUCTURAL = {
 _TOKS = tuple(Tok)
 _START = int(_S.START)
 _RECOVERY = int(_S.RECOVERY)
-_RECOVERY_RUN = _RUNS[_S.RECOVERY]
 
 #: States whose self-loop bytes are dropped instead of collected into a token.
 _DISCARDING = frozenset({_S.START, _S.RECOVERY})
@@ -215,8 +234,11 @@ class JSONLexer:
 
     def feed(self, data: bytes, on_token: Callable[[Tok, bytes], _T | None]) -> Iterator[_T]:
         """Lex ``data``; yield each non-None result of ``on_token``."""
-        runs = _RUNS
-        whole = _WHOLE_TOKEN.match
+        automaton = _automaton()
+        runs = automaton.runs
+        whole = automaton.whole_token.match
+        recovery_run = automaton.recovery_run
+        table = automaton.table
         limit = self.max_token_size
         pos = 0
         n = len(data)
@@ -244,7 +266,7 @@ class JSONLexer:
                         continue
             elif state == _RECOVERY:
                 # Recovery drops bytes up to one it does not take, which goes back to the start state.
-                m = _RECOVERY_RUN.match(data, pos)
+                m = recovery_run.match(data, pos)
                 if m is not None:
                     pos = m.end()
                 if pos < n:
@@ -270,7 +292,7 @@ class JSONLexer:
                         self._size += end - pos
                     pos = end
                     continue
-            results = self._step(data, pos, on_token)
+            results = self._step(table, data, pos, on_token)
             pos += 1
             if results is not None:
                 yield from results
@@ -280,13 +302,15 @@ class JSONLexer:
                 if result is not None:
                     yield result
 
-    def _step(self, data: bytes, pos: int, on_token: Callable[[Tok, bytes], _T | None]) -> list[_T] | None:
+    def _step(
+        self, table: list[list[int]], data: bytes, pos: int, on_token: Callable[[Tok, bytes], _T | None]
+    ) -> list[_T] | None:
         """Run one byte through the automaton (several transitions on lookahead)."""
         ch = data[pos]
         results: list[_T] | None = None
         consumed = False
         while not consumed:
-            target = _TABLE[self._state][ch]
+            target = table[self._state][ch]
             consumed = not target & _LOOKAHEAD
             target &= ~_LOOKAHEAD
             if consumed:

@@ -26,10 +26,10 @@ from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.loader import STACK_SIZE
 from qmpd.vcpu.ram import disable_huge_pages
 from qmpd.vcpu.runner import Entry, Scheduler, VCPURunner, VCPUState
-from qmpd.vcpu.snapshot import CPUSnapshot
 
 if TYPE_CHECKING:
     from qmpd.vcpu.engine import EngineFactory, VCPUEngine
+    from qmpd.vcpu.snapshot import CPUSnapshot
 
 log = get_logger(__name__)
 
@@ -148,6 +148,8 @@ class VCPUManager:
 
     async def snapshot(self, index: int) -> CPUSnapshot:
         """The registers of vCPU ``index``, read in its own thread between two blocks."""
+        from qmpd.vcpu.snapshot import CPUSnapshot  # with the first register read, not at every start (~1 ms)
+
         runner = self.runners[index]
         future: asyncio.Future[CPUSnapshot] = asyncio.get_running_loop().create_future()
 

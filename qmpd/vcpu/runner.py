@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qmpd.log import get_logger
-from qmpd.vcpu.snapshot import CPUSnapshot, Exit
 from qmpd.vcpu.threadname import name_thread
 from qmpd.vmstate import U64, boolean, fields, integer, invalid, optional_integer, optional_string, string
 
 if TYPE_CHECKING:  # Unicorn is loaded by the thread that makes the first engine, not at start-up
     from qmpd.vcpu.engine import EngineFactory, VCPUEngine
+    from qmpd.vcpu.snapshot import CPUSnapshot
 
 log = get_logger(__name__)
 
@@ -324,7 +324,7 @@ class VCPURunner:
             self._pending_registers = None
             self._cond.notify_all()
 
-    def load_registers(self, registers: CPUSnapshot) -> None:
+    def load_registers(self, registers: "CPUSnapshot") -> None:
         """While paused, after load_state of a vCPU saved with an engine: its thread builds one holding
         ``registers``."""
         with self._cond:
@@ -428,6 +428,8 @@ class VCPURunner:
                 engine.set_entry(entry)
                 self._rip = entry.rip
             assert engine is not None
+            from qmpd.vcpu.snapshot import Exit  # loaded with the engine's code; a start never needs it (~1 ms)
+
             engine.clear_stop()
             with self._cond:
                 # A stop requested while the engine did not exist yet must not be lost.
@@ -487,7 +489,7 @@ class VCPURunner:
         finally:
             self._cond.acquire()
 
-    def _load_registers(self, registers: CPUSnapshot) -> None:
+    def _load_registers(self, registers: "CPUSnapshot") -> None:
         """In this thread: a new engine holding ``registers`` (a restored vCPU)."""
         if self._engine is not None:
             self._engine.close()

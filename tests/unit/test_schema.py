@@ -171,7 +171,9 @@ def test_the_bundle_holds_what_schema_gives() -> None:
 
     made = bundle.build()
     fresh = Schema.load(bundle=False)
-    assert made["documents"] == fresh.documents and list(made["documents"]) == list(fresh.documents)
+    documents = {uri: marshal.loads(raw) for uri, raw in made["documents"].items()}
+    assert documents == fresh.documents and list(documents) == list(fresh.documents)
+    assert made["titles"] == {uri: doc["title"] for uri, doc in fresh.documents.items() if "title" in doc}
     built = introspect(Schema.load(bundle=False))
     assert made["introspection_text"] == encode_value(built)  # QEMU's bytes: QDict order, escapes
     assert json.loads(made["introspection_text"]) == built
