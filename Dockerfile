@@ -24,10 +24,10 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/qmpd qmpd
 COPY --from=build /dist/ /tmp/dist/
 RUN pip install --no-cache-dir --no-index --find-links /tmp/dist qmpd && rm -rf /tmp/dist
-# The start-up caches (schema/ in one file, which module handles each command, the derived CPU tables) are keyed by the
-# installed files' sizes and mtimes, so they are made here, after the install; without them qmpd
-# starts slower but the same.
-RUN python -m qmpd.qapi.bundle && python -m qmpd.handler_index && python -m qmpd.cpu.tables
+# The start-up caches (schema/ in one file, which module handles each command, the derived CPU tables,
+# the modules' code in one file) are keyed by the installed files' sizes and mtimes, so they are made
+# here, after the install; without them qmpd starts slower but the same.
+RUN python -m qmpd.caches
 USER qmpd
 WORKDIR /var/lib/qmpd
 VOLUME ["/var/lib/qmpd"]

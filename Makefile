@@ -20,9 +20,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py qmpd/vcpu/_blockhook.c
 # they are rebuilt here rather than left to the slower fallbacks) and the bytecode.
 caches:
 	$(PY) -m compileall -q qmpd
-	$(PY) -m qmpd.qapi.bundle
-	$(PY) -m qmpd.handler_index
-	$(PY) -m qmpd.cpu.tables
+	$(PY) -m qmpd.caches
 
 run: $(VENV)/.installed caches
 	@echo "qmpd: QMP socket at $(SOCKET)"

@@ -33,7 +33,7 @@ def test_dockerfile_uses_the_steps_this_test_runs() -> None:
     assert "RUN pip wheel --no-cache-dir --wheel-dir /dist ." in DOCKERFILE
     assert "RUN pip install --no-cache-dir --no-index --find-links /tmp/dist qmpd" in DOCKERFILE
     assert "RUN make -C examples/firmware OUT=/src/qmpd/firmware/qmpd-firmware.bin" in DOCKERFILE
-    assert "RUN python -m qmpd.qapi.bundle && python -m qmpd.handler_index && python -m qmpd.cpu.tables" in DOCKERFILE
+    assert "RUN python -m qmpd.caches" in DOCKERFILE
     assert "USER qmpd" in DOCKERFILE, "the image runs as a non-root user"
     assert "install -y --no-install-recommends gcc" in DOCKERFILE, "the build stage compiles the block hook"
     assert _instruction("ENTRYPOINT")[0] == "qmpd"
@@ -84,16 +84,18 @@ def test_wheel_install_and_entrypoint(tmp_path: Path) -> None:
         timeout=600,
     )
     clean_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    for step in (["-m", "qmpd.qapi.bundle"], ["-m", "qmpd.handler_index"], ["-m", "qmpd.cpu.tables"]):  # cache step
-        subprocess.run([str(python), *step], check=True, capture_output=True, timeout=120, env=clean_env, cwd=tmp_path)
+    subprocess.run(  # the cache step
+        [str(python), "-m", "qmpd.caches"], check=True, capture_output=True, timeout=120, env=clean_env, cwd=tmp_path
+    )
     used = (
         "from qmpd.qapi.schema import Schema; from qmpd.handler_index import registry_for; "
-        "from qmpd.cpu.tables import cached; "
+        "from qmpd.cpu.tables import cached; import qmpd.daemon; "
         "schema = Schema.load(); "
-        "print(schema.introspection_text is not None, registry_for(schema)[1], cached() is not None)"
+        "print(schema.introspection_text is not None, registry_for(schema)[1], cached() is not None, "
+        "type(qmpd.daemon.__spec__.loader).__name__)"
     )
     check = subprocess.run([str(python), "-c", used], capture_output=True, text=True, env=clean_env, cwd=tmp_path)
-    assert check.stdout.split() == ["True", "True", "True"], "the installed qmpd starts from its three caches"
+    assert check.stdout.split() == ["True", "True", "True", "_BundleLoader"], "qmpd starts from its caches"
     workdir = tmp_path / "var-lib-qmpd"
     workdir.mkdir()
     port = free_port()
