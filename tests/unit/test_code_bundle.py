@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,18 @@ PROBE = (
 )
 
 
+def _index(bundle: bytes) -> tuple[dict[str, Any], bytes]:
+    """A bundle's index and its code."""
+    length = int.from_bytes(bundle[: code_bundle.LENGTH_BYTES], "little")
+    index = marshal.loads(bundle[code_bundle.LENGTH_BYTES : code_bundle.LENGTH_BYTES + length])
+    return index, bundle[code_bundle.LENGTH_BYTES + length :]
+
+
 @pytest.fixture
 def package_copy(tmp_path: Path) -> Path:
     """A copy of qmpd's sources (no caches) with its code bundle written."""
     shutil.copytree(REPO / "qmpd", tmp_path / "qmpd", ignore=shutil.ignore_patterns("__pycache__", "*.marshal", "*.so"))
-    made = code_bundle.build(str(tmp_path / "qmpd"))
-    (tmp_path / "qmpd" / "code-bundle.marshal").write_bytes(marshal.dumps(made))
+    code_bundle.write(str(tmp_path / "qmpd" / "code-bundle.marshal"), str(tmp_path / "qmpd"))
     return tmp_path
 
 
@@ -56,7 +63,7 @@ def test_module_names() -> None:
 
 
 def test_the_bundle_holds_every_module_but_the_package_itself() -> None:
-    made = code_bundle.build()
+    made, code = _index(code_bundle.build())
     sources = {
         os.path.relpath(os.path.join(directory, file), REPO / "qmpd")
         for directory, _, files in os.walk(REPO / "qmpd")
@@ -67,6 +74,8 @@ def test_the_bundle_holds_every_module_but_the_package_itself() -> None:
     assert made["interpreter"] == code_bundle.interpreter()
     assert made["modules"]["qmpd.qom"][1] is True  # a package
     assert made["modules"]["qmpd.qom.object"][1] is False
+    _, _, _, _, offset, length = made["modules"]["qmpd.errors"]
+    assert marshal.loads(code[offset : offset + length]).co_filename == str(REPO / "qmpd" / "errors.py")
 
 
 def test_a_fresh_bundle_serves_modules_and_packages_with_their_files(package_copy: Path) -> None:
@@ -96,14 +105,16 @@ def test_a_deleted_source_is_not_served_from_the_bundle(package_copy: Path) -> N
 @pytest.mark.parametrize("damage", ["another interpreter", "garbage", "wrong shape"])
 def test_a_bundle_from_elsewhere_or_damaged_is_ignored(package_copy: Path, damage: str) -> None:
     path = package_copy / "qmpd" / "code-bundle.marshal"
+    made, code = _index(path.read_bytes())
     if damage == "another interpreter":
-        made = marshal.loads(path.read_bytes())
         made["interpreter"] = ["3.10.0 (other build)", "cpython-310", 4, 0]
-        path.write_bytes(marshal.dumps(made))
-    elif damage == "garbage":
+    elif damage == "wrong shape":
+        made["modules"] = list(made["modules"])
+    index = marshal.dumps(made)
+    if damage == "garbage":
         path.write_bytes(b"\xff\x00not marshal" * 10)
     else:
-        path.write_bytes(marshal.dumps({"interpreter": code_bundle.interpreter(), "modules": ["qmpd.errors"]}))
+        path.write_bytes(len(index).to_bytes(code_bundle.LENGTH_BYTES, "little") + index + code)
     loader, _, installed = _load(package_copy, "qmpd.errors")
     assert (loader, installed) == ("SourceFileLoader", "False")
 
