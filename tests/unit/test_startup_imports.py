@@ -57,16 +57,29 @@ def test_importing_the_entry_point_loads_nothing_heavy() -> None:
     assert [name for name in HEAVY if name in loaded] == []
 
 
-def test_pre_greeting_named_tuples_hold_real_annotations() -> None:
+def _hints(cls: type) -> dict[str, object]:
+    """A record's field annotations: a NamedTuple's own, a plain class's (with __slots__) on its __init__."""
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        return dict(cls.__annotations__)
+    assert cls.__slots__, cls
+    hints = dict(vars(cls)["__init__"].__annotations__)
+    assert set(hints) - {"return"} == set(cls.__slots__), cls
+    return hints
+
+
+def test_pre_greeting_records_hold_real_annotations() -> None:
     """typing.NamedTuple turns each postponed (string) annotation into a compiled ForwardRef."""
     from qmpd.cli import _Option
     from qmpd.config import Config, MachineConfig, MonitorConfig
     from qmpd.cpu.models import Feature
-    from qmpd.machine.spec import MachineSpec
+    from qmpd.cpu.topology import Slot
+    from qmpd.machine.spec import MachineSpec, PortDeviceSpec
+    from qmpd.machine.types import MachineType
     from qmpd.vcpu.loader import Firmware
 
-    for cls in (Config, MachineConfig, MonitorConfig, _Option, Feature, MachineSpec, Firmware):
-        assert not any(isinstance(hint, str | ForwardRef) for hint in cls.__annotations__.values()), cls
+    records = (Config, MachineConfig, MonitorConfig, _Option, Feature, MachineSpec, Firmware, MachineType, Slot)
+    for cls in (*records, PortDeviceSpec):
+        assert not any(isinstance(hint, str | ForwardRef) for hint in _hints(cls).values()), cls
 
 
 def test_the_records_a_start_makes_hold_real_annotations() -> None:
@@ -83,7 +96,7 @@ def test_the_records_a_start_makes_hold_real_annotations() -> None:
     records = (SavedHotplugBlock, SavedSlot, PM1Registers, SavedI8042, APICRegisters, KeyTables, SavedKeyboard)
     records += (DeviceOptions, CommandSpec, EventSpec, JSONParseError, PropertyDef, RunnerState, CPUSnapshot)
     for cls in records:
-        assert not any(isinstance(hint, str | ForwardRef) for hint in cls.__annotations__.values()), cls
+        assert not any(isinstance(hint, str | ForwardRef) for hint in _hints(cls).values()), cls
 
 
 #: Modules a daemon loads only for what a configuration or a command needs: aiohttp and
