@@ -6,28 +6,34 @@ compares what a guest reads on both emulators.
 
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
-from typing import NamedTuple
 
-
-class PMFunction(NamedTuple):
+class PMFunction:
     """Where a chipset keeps the PM base and the bit that turns the PM I/O space on."""
 
-    #: (device, function) on bus 0.
-    slot: tuple[int, int]
-    #: Config offset of the PM base, and the bits of it that hold the base.
-    base_offset: int
-    base_mask: int
-    #: Config offset and bit of the enable.
-    enable_offset: int
-    enable_bit: int
+    __slots__ = ("base_mask", "base_offset", "enable_bit", "enable_offset", "slot")
+
+    def __init__(
+        self, slot: tuple[int, int], base_offset: int, base_mask: int, enable_offset: int, enable_bit: int
+    ) -> None:
+        #: (device, function) on bus 0.
+        self.slot = slot
+        #: Config offset of the PM base, and the bits of it that hold the base.
+        self.base_offset = base_offset
+        self.base_mask = base_mask
+        #: Config offset and bit of the enable.
+        self.enable_offset = enable_offset
+        self.enable_bit = enable_bit
 
 
-class Chipset(NamedTuple):
+class Chipset:
     """The functions a guest finds on one machine type: non-zero dwords of their config space at reset."""
 
-    host_bridge: dict[int, int]
-    pm_function: PMFunction
-    pm_config: dict[int, int]
+    __slots__ = ("host_bridge", "pm_config", "pm_function")
+
+    def __init__(self, host_bridge: dict[int, int], pm_function: PMFunction, pm_config: dict[int, int]) -> None:
+        self.host_bridge = host_bridge
+        self.pm_function = pm_function
+        self.pm_config = pm_config
 
 
 _SUBSYSTEM = 0x11001AF4  # Red Hat / QEMU, on every function

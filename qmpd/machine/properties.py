@@ -9,24 +9,35 @@ QEMU's "Property ... not found".
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 from qmpd.machine.types import MachineType
 from qmpd.qemuopts import OptionError, parse_bool
 
 
-class MachineProperty(NamedTuple):
+class MachineProperty:
     """One property of ``/machine``; ``settable`` ones may be given with ``-machine``."""
 
-    name: str
-    qapi_type: str
-    description: str | None
-    settable: bool
-    #: The class that adds it: ``machine`` (every type), ``x86`` (x86-machine), ``pc`` (generic-pc-machine) or
-    #: ``board`` (the versioned pc and q35 types themselves).
-    level: str = "machine"
-    #: QEMU gives it a getter only: readable with qom-get, absent from ``-machine TYPE,help``.
-    read_only: bool = False
+    __slots__ = ("description", "level", "name", "qapi_type", "read_only", "settable")
+
+    def __init__(
+        self,
+        name: str,
+        qapi_type: str,
+        description: str | None,
+        settable: bool,
+        level: str = "machine",
+        read_only: bool = False,
+    ) -> None:
+        self.name = name
+        self.qapi_type = qapi_type
+        self.description = description
+        self.settable = settable
+        #: The class that adds it: ``machine`` (every type), ``x86`` (x86-machine), ``pc`` (generic-pc-machine) or
+        #: ``board`` (the versioned pc and q35 types themselves).
+        self.level = level
+        #: QEMU gives it a getter only: readable with qom-get, absent from ``-machine TYPE,help``.
+        self.read_only = read_only
 
 
 _M = MachineProperty

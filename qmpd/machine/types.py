@@ -7,54 +7,94 @@ rest of qmpd asks the type instead of comparing its name.
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from qmpd.devices.chipsets import I440FX_PIIX4, Q35_ICH9, Chipset
 
 
-class ACPILayout(NamedTuple):
+class ACPILayout:
     """Where a chipset puts the ACPI blocks qmpd emulates (QEMU's PIIX4 PM or ICH9 LPC)."""
 
-    #: Base port of the ACPI CPU hot-plug register block.
-    cpuhp_base: int
-    #: GPE0 block: base port and length (where the firmware puts it, if it lives in the PM I/O space).
-    gpe0_base: int
-    gpe0_len: int
-    #: GPE0's offset in the PM I/O space (q35), or None for a block at a fixed port (pc).
-    gpe0_in_pm: int | None = None
+    __slots__ = ("cpuhp_base", "gpe0_base", "gpe0_in_pm", "gpe0_len")
+
+    def __init__(self, cpuhp_base: int, gpe0_base: int, gpe0_len: int, gpe0_in_pm: int | None = None) -> None:
+        #: Base port of the ACPI CPU hot-plug register block.
+        self.cpuhp_base = cpuhp_base
+        #: GPE0 block: base port and length (where the firmware puts it, if it lives in the PM I/O space).
+        self.gpe0_base = gpe0_base
+        self.gpe0_len = gpe0_len
+        #: GPE0's offset in the PM I/O space (q35), or None for a block at a fixed port (pc).
+        self.gpe0_in_pm = gpe0_in_pm
 
 
-class MachineType(NamedTuple):
+class MachineType:
     """One ``-machine`` type."""
 
-    #: Versioned name (``pc-i440fx-7.2``) and the QOM type it becomes.
-    name: str
-    description: str
-    alias: str | None
-    is_default: bool
-    #: QEMU's limit under TCG, and qmpd's own (x2APIC IDs are no problem for Unicorn).
-    qemu_max_cpus: int
-    max_cpus: int
-    #: Parent of the ``/machine`` QOM type.
-    qom_parent: str
-    #: A PC: x86 machine properties, a kvmvapic beside the first CPU, every -smp boot CPU, the ISA reset ports.
-    is_pc: bool
-    #: CPU model without ``-cpu`` (None: no CPU at all).
-    default_cpu: str | None
-    #: query-machines' ``default-ram-id``.
-    default_ram_id: str
-    #: The ACPI blocks (None: the type has no ACPI).
-    acpi: ACPILayout | None
-    hotpluggable_cpus: bool
-    #: Bits of the reset control register at 0xCF9 that stay as written: PIIX3's RCR (pc), ICH9's RST_CNT (q35).
-    reset_control_kept_bits: int
-    #: Buses by qbus name, with their QOM type names as QEMU prints them (device_add accepts a bare bus name).
-    buses: Mapping[str, str]
-    #: The PCI functions a firmware finds (host bridge, PM function), or None without a PCI bus.
-    chipset: Chipset | None = None
-    #: query-current-machine's ``wakeup-suspend-support``: who registers S3 wakeup (PIIX4 PM only with ACPI;
-    #: ICH9 LPC always): "with-acpi", "always" or "never".
-    wakeup_suspend: str = "never"
+    __slots__ = (
+        "acpi",
+        "alias",
+        "buses",
+        "chipset",
+        "default_cpu",
+        "default_ram_id",
+        "description",
+        "hotpluggable_cpus",
+        "is_default",
+        "is_pc",
+        "max_cpus",
+        "name",
+        "qemu_max_cpus",
+        "qom_parent",
+        "reset_control_kept_bits",
+        "wakeup_suspend",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        alias: str | None,
+        is_default: bool,
+        qemu_max_cpus: int,
+        max_cpus: int,
+        qom_parent: str,
+        is_pc: bool,
+        default_cpu: str | None,
+        default_ram_id: str,
+        acpi: ACPILayout | None,
+        hotpluggable_cpus: bool,
+        reset_control_kept_bits: int,
+        buses: Mapping[str, str],
+        chipset: Chipset | None = None,
+        wakeup_suspend: str = "never",
+    ) -> None:
+        #: Versioned name (``pc-i440fx-7.2``) and the QOM type it becomes.
+        self.name = name
+        self.description = description
+        self.alias = alias
+        self.is_default = is_default
+        #: QEMU's limit under TCG, and qmpd's own (x2APIC IDs are no problem for Unicorn).
+        self.qemu_max_cpus = qemu_max_cpus
+        self.max_cpus = max_cpus
+        #: Parent of the ``/machine`` QOM type.
+        self.qom_parent = qom_parent
+        #: A PC: x86 machine properties, a kvmvapic beside the first CPU, every -smp boot CPU, the ISA reset ports.
+        self.is_pc = is_pc
+        #: CPU model without ``-cpu`` (None: no CPU at all).
+        self.default_cpu = default_cpu
+        #: query-machines' ``default-ram-id``.
+        self.default_ram_id = default_ram_id
+        #: The ACPI blocks (None: the type has no ACPI).
+        self.acpi = acpi
+        self.hotpluggable_cpus = hotpluggable_cpus
+        #: Bits of the reset control register at 0xCF9 that stay as written: PIIX3's RCR (pc), ICH9's RST_CNT (q35).
+        self.reset_control_kept_bits = reset_control_kept_bits
+        #: Buses by qbus name, with their QOM type names as QEMU prints them (device_add accepts a bare bus name).
+        self.buses = buses
+        #: The PCI functions a firmware finds (host bridge, PM function), or None without a PCI bus.
+        self.chipset = chipset
+        #: query-current-machine's ``wakeup-suspend-support``: who registers S3 wakeup (PIIX4 PM only with ACPI;
+        #: ICH9 LPC always): "with-acpi", "always" or "never".
+        self.wakeup_suspend = wakeup_suspend
 
     def can_wake_from_suspend(self, acpi: bool) -> bool:
         """query-current-machine's ``wakeup-suspend-support`` (also what system_wakeup checks first)."""
