@@ -10,7 +10,7 @@ as QEMU's string visitor converts them.
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any
 
 from qmpd.cpu.models import (
     CPUModel,
@@ -30,15 +30,25 @@ class CPUOptionError(ValueError):
     """A -cpu value QEMU rejects; the text is QEMU's."""
 
 
-class CPUOption(NamedTuple):
+class CPUOption:
     """A parsed -cpu option."""
 
-    model: CPUModel
-    #: Global properties in order: (property name, value text).
-    globals: tuple[tuple[str, str], ...]
-    plus: frozenset[str]
-    minus: frozenset[str]
-    warnings: tuple[str, ...]
+    __slots__ = ("globals", "minus", "model", "plus", "warnings")
+
+    def __init__(
+        self,
+        model: CPUModel,
+        globals: tuple[tuple[str, str], ...],
+        plus: frozenset[str],
+        minus: frozenset[str],
+        warnings: tuple[str, ...],
+    ) -> None:
+        self.model = model
+        #: Global properties in order: (property name, value text).
+        self.globals = globals
+        self.plus = plus
+        self.minus = minus
+        self.warnings = warnings
 
 
 def property_types() -> dict[str, str]:

@@ -30,15 +30,18 @@ class SMP(NamedTuple):
     max_cpus: int
 
 
-class Slot(NamedTuple):
+class Slot:
     """One possible CPU."""
 
-    cpu_index: int
-    apic_id: int
-    socket_id: int
-    die_id: int
-    core_id: int
-    thread_id: int
+    __slots__ = ("apic_id", "core_id", "cpu_index", "die_id", "socket_id", "thread_id")
+
+    def __init__(self, cpu_index: int, apic_id: int, socket_id: int, die_id: int, core_id: int, thread_id: int) -> None:
+        self.cpu_index = cpu_index
+        self.apic_id = apic_id
+        self.socket_id = socket_id
+        self.die_id = die_id
+        self.core_id = core_id
+        self.thread_id = thread_id
 
 
 _KEYS = ("cpus", "sockets", "dies", "clusters", "cores", "threads", "maxcpus")

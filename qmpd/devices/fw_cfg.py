@@ -24,7 +24,7 @@ same options (as QEMU's); only the selector, the offset and the DMA address half
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from qmpd.vmstate import U16, U32, U64, fields, integer
 
@@ -68,17 +68,20 @@ class GuestMemory(Protocol):
     def contains(self, address: int, length: int) -> bool: ...
 
 
-class MachineFacts(NamedTuple):
+class MachineFacts:
     """What the standard items say about the machine."""
 
-    #: -uuid's 16 bytes (zeros without it).
-    uuid: bytes
-    #: -nographic given (QEMU's NOGRAPHIC item follows the option, not the display).
-    nographic: bool
-    boot_cpus: int
-    #: QEMU's apic_id_limit: the highest possible APIC ID plus one.
-    apic_id_limit: int
-    ram_size: int
+    __slots__ = ("apic_id_limit", "boot_cpus", "nographic", "ram_size", "uuid")
+
+    def __init__(self, uuid: bytes, nographic: bool, boot_cpus: int, apic_id_limit: int, ram_size: int) -> None:
+        #: -uuid's 16 bytes (zeros without it).
+        self.uuid = uuid
+        #: -nographic given (QEMU's NOGRAPHIC item follows the option, not the display).
+        self.nographic = nographic
+        self.boot_cpus = boot_cpus
+        #: QEMU's apic_id_limit: the highest possible APIC ID plus one.
+        self.apic_id_limit = apic_id_limit
+        self.ram_size = ram_size
 
 
 def fw_cfg_items(facts: MachineFacts, files: Sequence[tuple[str, bytes]]) -> dict[int, bytes]:

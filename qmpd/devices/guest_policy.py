@@ -24,7 +24,7 @@ and is saved with the machine (qmpd.vmstate).
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import threading
-from typing import Any, NamedTuple
+from typing import Any
 
 from qmpd.vmstate import U32, fields, integer
 
@@ -34,14 +34,19 @@ GUEST_POLICY_LEN = 12
 SIGNATURE = 0x51
 
 
-class SlotPolicy(NamedTuple):
+class SlotPolicy:
     """What the firmware does for one slot, as the registers encode it."""
 
-    on_plug: int = 0
-    on_unplug: int = 0
-    ost_status: int = 1
-    delay_ms: int = 0
-    on_event: int = 0
+    __slots__ = ("delay_ms", "on_event", "on_plug", "on_unplug", "ost_status")
+
+    def __init__(
+        self, on_plug: int = 0, on_unplug: int = 0, ost_status: int = 1, delay_ms: int = 0, on_event: int = 0
+    ) -> None:
+        self.on_plug = on_plug
+        self.on_unplug = on_unplug
+        self.ost_status = ost_status
+        self.delay_ms = delay_ms
+        self.on_event = on_event
 
     def image(self) -> bytes:
         """The register block with this policy selected."""

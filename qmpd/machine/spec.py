@@ -28,21 +28,34 @@ DEFAULT_FIRMWARE = os.path.join(
 MAX_RAM = 0xFEC00000
 
 
-class PortDeviceSpec(NamedTuple):
+class PortDeviceSpec:
     """An ISA device on the port bus."""
 
-    driver: str
-    iobase: int
-    iosize: int
-    chardev: CharConfig | None
-    #: pvpanic's ``events`` (the events it reports as supported).
-    events: int = 3
-    #: The qdev id (None: anonymous, /machine/peripheral-anon/device[N]).
-    id: str | None = None
-    #: isa-debugcon's ``readback`` (what a read of its port returns in QEMU).
-    readback: int = 0xE9
-    #: isa-debugcon's ``chardev`` (the chardev's id).
-    chardev_id: str = ""
+    __slots__ = ("chardev", "chardev_id", "driver", "events", "id", "iobase", "iosize", "readback")
+
+    def __init__(
+        self,
+        driver: str,
+        iobase: int,
+        iosize: int,
+        chardev: CharConfig | None,
+        events: int = 3,
+        id: str | None = None,
+        readback: int = 0xE9,
+        chardev_id: str = "",
+    ) -> None:
+        self.driver = driver
+        self.iobase = iobase
+        self.iosize = iosize
+        self.chardev = chardev
+        #: pvpanic's ``events`` (the events it reports as supported).
+        self.events = events
+        #: The qdev id (None: anonymous, /machine/peripheral-anon/device[N]).
+        self.id = id
+        #: isa-debugcon's ``readback`` (what a read of its port returns in QEMU).
+        self.readback = readback
+        #: isa-debugcon's ``chardev`` (the chardev's id).
+        self.chardev_id = chardev_id
 
 
 class SpecError(ValueError):

@@ -18,7 +18,7 @@ The image is kept so that a reset can restore it, as QEMU restores its ROMs.
 # Annotations are not postponed here: imported before the greeting (tests/unit/test_startup_imports.py).
 
 import struct
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # ram.py needs ctypes and mmap; the loader runs before the greeting, guest RAM later
     from qmpd.vcpu.ram import GuestRAM
@@ -42,22 +42,28 @@ class FirmwareError(ValueError):
     """The image cannot be loaded; the text is shown to the user."""
 
 
-class Segment(NamedTuple):
+class Segment:
     """Bytes to place at a guest physical address (memsz beyond the data is zeroed)."""
 
-    address: int
-    data: bytes
-    memsz: int
+    __slots__ = ("address", "data", "memsz")
+
+    def __init__(self, address: int, data: bytes, memsz: int) -> None:
+        self.address = address
+        self.data = data
+        self.memsz = memsz
 
 
-class Firmware(NamedTuple):
+class Firmware:
     """A loadable image."""
 
-    path: str
-    entry: int
-    segments: tuple[Segment, ...]
-    #: A PC BIOS ROM: it programs the chipset itself, so qmpd does not do it for it.
-    rom: bool = False
+    __slots__ = ("entry", "path", "rom", "segments")
+
+    def __init__(self, path: str, entry: int, segments: tuple[Segment, ...], rom: bool = False) -> None:
+        self.path = path
+        self.entry = entry
+        self.segments = segments
+        #: A PC BIOS ROM: it programs the chipset itself, so qmpd does not do it for it.
+        self.rom = rom
 
     def load(self, ram: "GuestRAM") -> None:
         """Copy the image into RAM (at boot and at every reset)."""
