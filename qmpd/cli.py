@@ -18,7 +18,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from qmpd import __version__
 from qmpd.config import (
@@ -532,10 +531,13 @@ def _set(section: str, key: str, value: object) -> Callable[[_Builder], None]:
     return apply
 
 
-class _Option(NamedTuple):
-    takes_arg: bool
-    apply: Callable[..., None] | None
-    help: str
+class _Option:
+    __slots__ = ("apply", "help", "takes_arg")
+
+    def __init__(self, takes_arg: bool, apply: Callable[..., None] | None, help: str) -> None:
+        self.takes_arg = takes_arg
+        self.apply = apply
+        self.help = help
 
 
 _OPTIONS: dict[str, _Option] = {

@@ -8,7 +8,7 @@ describes ``data``), and one per named type.  Validation, dispatch,
 documents; schema/README.md describes the conventions.
 """
 
-# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: its records are made at every start (tests/unit/test_startup_imports.py).
 
 import functools
 import json
@@ -17,7 +17,7 @@ import os
 import posixpath
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qmpd.inttypes import INT_RANGES as RANGES
 
@@ -150,40 +150,83 @@ class LazyValidator:
         return iter(self.compiled.iter_errors(instance))
 
 
-class CommandSpec(NamedTuple):
+class CommandSpec:
     """One command, as its schema document declares it."""
 
-    name: str
-    uri: str
-    document: JSONSchema
-    returns: JSONSchema | None
-    allow_oob: bool
-    allow_preconfig: bool
-    features: tuple[str, ...]
-    #: Arguments the handler receives, in declaration order.
-    members: tuple[str, ...]
-    #: True when the command takes any further properties (device_add's driver properties).
-    open_arguments: bool
-    validator: LazyValidator
-    #: QAPI's ``gen``: False for commands that take their arguments unchecked (device_add, as QEMU).
-    gen: bool = True
-    #: Whether an empty argument object is valid (lets dispatch skip validation).
-    empty_is_valid: bool = True
-    #: Whether the arguments use only constraints that qmpd.qapi.arguments' walker checks exactly as
-    #: jsonschema does (types, members, enums, integer ranges, $ref): its verdict then needs no validator.
-    plain: bool = False
+    __slots__ = (
+        "allow_oob",
+        "allow_preconfig",
+        "document",
+        "empty_is_valid",
+        "features",
+        "gen",
+        "members",
+        "name",
+        "open_arguments",
+        "plain",
+        "returns",
+        "uri",
+        "validator",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        document: JSONSchema,
+        returns: JSONSchema | None,
+        allow_oob: bool,
+        allow_preconfig: bool,
+        features: tuple[str, ...],
+        members: tuple[str, ...],
+        open_arguments: bool,
+        validator: LazyValidator,
+        gen: bool = True,
+        empty_is_valid: bool = True,
+        plain: bool = False,
+    ) -> None:
+        self.name = name
+        self.uri = uri
+        self.document = document
+        self.returns = returns
+        self.allow_oob = allow_oob
+        self.allow_preconfig = allow_preconfig
+        self.features = features
+        #: Arguments the handler receives, in declaration order.
+        self.members = members
+        #: True when the command takes any further properties (device_add's driver properties).
+        self.open_arguments = open_arguments
+        self.validator = validator
+        #: QAPI's ``gen``: False for commands that take their arguments unchecked (device_add, as QEMU).
+        self.gen = gen
+        #: Whether an empty argument object is valid (lets dispatch skip validation).
+        self.empty_is_valid = empty_is_valid
+        #: Whether the arguments use only constraints that qmpd.qapi.arguments' walker checks exactly as
+        #: jsonschema does (types, members, enums, integer ranges, $ref): its verdict then needs no validator.
+        self.plain = plain
 
 
-class EventSpec(NamedTuple):
+class EventSpec:
     """One event and the shape of its ``data``."""
 
-    name: str
-    uri: str
-    document: JSONSchema
-    members: tuple[str, ...]
-    validator: LazyValidator
-    #: As CommandSpec.plain: the argument walker checks ``data`` exactly, without the validator.
-    plain: bool = False
+    __slots__ = ("document", "members", "name", "plain", "uri", "validator")
+
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        document: JSONSchema,
+        members: tuple[str, ...],
+        validator: LazyValidator,
+        plain: bool = False,
+    ) -> None:
+        self.name = name
+        self.uri = uri
+        self.document = document
+        self.members = members
+        self.validator = validator
+        #: As CommandSpec.plain: the argument walker checks ``data`` exactly, without the validator.
+        self.plain = plain
 
 
 _Spec = TypeVar("_Spec", CommandSpec, EventSpec)

@@ -7,10 +7,10 @@ texts.  ``child<T>`` properties read as the child's canonical path;
 ``link<T>`` properties read as the target's path (or "" when unset).
 """
 
-# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: its record is made at every start (tests/unit/test_startup_imports.py).
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from qmpd.errors import GenericError
 from qmpd.inttypes import INT_RANGES, is_unsigned
@@ -54,26 +54,54 @@ def visit_value(kind: str, name: str, value: Any) -> Any:
     return value
 
 
-class PropertyDef(NamedTuple):
+class PropertyDef:
     """A property as a type declares it; instances share the definition."""
 
-    name: str
-    type: str
-    getter: Getter | None = None
-    setter: Setter | None = None
-    description: str | None = None
-    #: Shown by device-list-properties as ``default-value`` (static properties).
-    default: Any = None
-    has_default: bool = False
-    #: A qdev static property: refused once the device is realized.
-    static: bool = False
-    #: Error text for a getter that always fails (QEMU's "No crash occurred").
-    get_error: str | None = None
-    #: For alias properties: the property errors are reported under.
-    alias_of: str | None = None
-    #: Added by each instance (QEMU's object_property_add in instance_init), not by the class: an abstract
-    #: type's qom-list-properties, which lists class properties only, leaves it out.
-    instance: bool = False
+    __slots__ = (
+        "alias_of",
+        "default",
+        "description",
+        "get_error",
+        "getter",
+        "has_default",
+        "instance",
+        "name",
+        "setter",
+        "static",
+        "type",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        type: str,
+        getter: Getter | None = None,
+        setter: Setter | None = None,
+        description: str | None = None,
+        default: Any = None,
+        has_default: bool = False,
+        static: bool = False,
+        get_error: str | None = None,
+        alias_of: str | None = None,
+        instance: bool = False,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.getter = getter
+        self.setter = setter
+        self.description = description
+        #: Shown by device-list-properties as ``default-value`` (static properties).
+        self.default = default
+        self.has_default = has_default
+        #: A qdev static property: refused once the device is realized.
+        self.static = static
+        #: Error text for a getter that always fails (QEMU's "No crash occurred").
+        self.get_error = get_error
+        #: For alias properties: the property errors are reported under.
+        self.alias_of = alias_of
+        #: Added by each instance (QEMU's object_property_add in instance_init), not by the class: an abstract
+        #: type's qom-list-properties, which lists class properties only, leaves it out.
+        self.instance = instance
 
     @property
     def is_child(self) -> bool:

@@ -6,11 +6,11 @@ ancestry are plain data, which is what ``qom-list-types`` and
 ``device-list-properties`` report.
 """
 
-# Annotations are not postponed here: its NamedTuple is made at every start (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: its record is made at every start (tests/unit/test_startup_imports.py).
 
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from qmpd.qom.properties import PropertyDef
 
@@ -18,21 +18,34 @@ if TYPE_CHECKING:
     from qmpd.qom.object import Object
 
 
-class TypeInfo(NamedTuple):
+class TypeInfo:
     """One QOM type."""
 
-    name: str
-    parent: str | None
-    abstract: bool = False
-    interfaces: tuple[str, ...] = ()
-    #: Builds an instance (None for abstract types and interfaces).
-    factory: Callable[..., "Object"] | None = None
-    #: Class properties this type adds (in the order qom-list shows them).
-    properties: tuple[PropertyDef, ...] = ()
-    #: QEMU's DeviceClass.user_creatable: whether device_add may create it.
-    user_creatable: bool = True
-    #: Free-form class data (e.g. the CPU model a CPU type stands for).
-    data: Mapping[str, Any] = MappingProxyType({})
+    __slots__ = ("abstract", "data", "factory", "interfaces", "name", "parent", "properties", "user_creatable")
+
+    def __init__(
+        self,
+        name: str,
+        parent: str | None,
+        abstract: bool = False,
+        interfaces: tuple[str, ...] = (),
+        factory: Callable[..., "Object"] | None = None,
+        properties: tuple[PropertyDef, ...] = (),
+        user_creatable: bool = True,
+        data: Mapping[str, Any] = MappingProxyType({}),
+    ) -> None:
+        self.name = name
+        self.parent = parent
+        self.abstract = abstract
+        self.interfaces = interfaces
+        #: Builds an instance (None for abstract types and interfaces).
+        self.factory = factory
+        #: Class properties this type adds (in the order qom-list shows them).
+        self.properties = properties
+        #: QEMU's DeviceClass.user_creatable: whether device_add may create it.
+        self.user_creatable = user_creatable
+        #: Free-form class data (e.g. the CPU model a CPU type stands for).
+        self.data = data
 
 
 class TypeRegistry:
