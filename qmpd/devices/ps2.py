@@ -14,13 +14,13 @@ scancodes and are dropped when the next command comes, as QEMU's.  The i8042
 owns the lock; every method here runs under it.
 """
 
-# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: its records are made at every start (tests/unit/test_startup_imports.py).
 
 import functools
 import json
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from qmpd.vmstate import U8, boolean, fields, integer, integers, invalid, items
 
@@ -56,13 +56,16 @@ TRANSLATION = bytes.fromhex(
 ) + bytes(range(0x88, 0x100))
 
 
-class KeyTables(NamedTuple):
+class KeyTables:
     """QEMU's key tables (tools/gen_keymaps.py): scancodes per set by QKeyCode, QKeyCodes by key number."""
 
-    sets: dict[int, dict[str, int]]
-    numbers: dict[int, str]
-    #: Every QKeyCode, in QEMU's order.
-    names: tuple[str, ...]
+    __slots__ = ("names", "numbers", "sets")
+
+    def __init__(self, sets: dict[int, dict[str, int]], numbers: dict[int, str], names: tuple[str, ...]) -> None:
+        self.sets = sets
+        self.numbers = numbers
+        #: Every QKeyCode, in QEMU's order.
+        self.names = names
 
     def qcode_of_number(self, number: int) -> str:
         """The QKeyCode a send-key ``number`` key means (``unmapped`` if none)."""

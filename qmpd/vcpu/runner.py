@@ -9,7 +9,7 @@ and notify.  The engine is created in this thread when the CPU first starts
 (so powered-off CPUs cost no Unicorn instance) and closed by this thread.
 """
 
-# Annotations are not postponed here: its NamedTuples are made at every start (tests/unit/test_startup_imports.py).
+# Annotations are not postponed here: its records are made at every start (tests/unit/test_startup_imports.py).
 
 import _thread
 import enum
@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from qmpd.log import get_logger
 from qmpd.vcpu.threadname import name_thread
@@ -40,32 +40,48 @@ class VCPUState(enum.Enum):
     EXITED = "exited"
 
 
-class Entry(NamedTuple):
+class Entry:
     """Where and how a (re)started vCPU begins: qmpd's boot protocol registers."""
 
-    rip: int
-    rsp: int
-    #: cpu index, APIC ID, CPU hot-plug block base, GPE0 base.
-    rdi: int
-    rsi: int
-    rdx: int = 0
-    rcx: int = 0
+    __slots__ = ("rcx", "rdi", "rdx", "rip", "rsi", "rsp")
+
+    def __init__(self, rip: int, rsp: int, rdi: int, rsi: int, rdx: int = 0, rcx: int = 0) -> None:
+        self.rip = rip
+        self.rsp = rsp
+        #: cpu index, APIC ID, CPU hot-plug block base, GPE0 base.
+        self.rdi = rdi
+        self.rsi = rsi
+        self.rdx = rdx
+        self.rcx = rcx
 
 
-class RunnerState(NamedTuple):
+class RunnerState:
     """A saved vCPU's run state, checked (its registers are a section of their own: CPUSnapshot)."""
 
-    state: VCPUState
-    wait_sipi: bool
-    rip: int
-    kicked: bool
-    fault: str | None
-    #: It had an engine: the restored vCPU gets one, with the saved registers (load_registers).
-    engine: bool
-    #: An NMI was waiting to be taken (version 2; a version 1 state has none).
-    nmi: bool = False
-    #: NMIs were blocked until the guest got back to this address (an NMI handler had not returned).
-    nmi_return: int | None = None
+    __slots__ = ("engine", "fault", "kicked", "nmi", "nmi_return", "rip", "state", "wait_sipi")
+
+    def __init__(
+        self,
+        state: VCPUState,
+        wait_sipi: bool,
+        rip: int,
+        kicked: bool,
+        fault: str | None,
+        engine: bool,
+        nmi: bool = False,
+        nmi_return: int | None = None,
+    ) -> None:
+        self.state = state
+        self.wait_sipi = wait_sipi
+        self.rip = rip
+        self.kicked = kicked
+        self.fault = fault
+        #: It had an engine: the restored vCPU gets one, with the saved registers (load_registers).
+        self.engine = engine
+        #: An NMI was waiting to be taken (version 2; a version 1 state has none).
+        self.nmi = nmi
+        #: NMIs were blocked until the guest got back to this address (an NMI handler had not returned).
+        self.nmi_return = nmi_return
 
 
 #: The run states a saved vCPU may have (a thread that had ended is not saved).
