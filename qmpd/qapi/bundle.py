@@ -25,7 +25,7 @@ def build() -> dict[str, object]:
     schema = Schema.load(bundle=False)
     return {
         "signature": signature(files),
-        # Each document marshalled on its own, loaded with its first lookup (qmpd.qapi.schema.BundledDocuments).
+        # Each document marshalled on its own, loaded with its first lookup (qmpd.qapi.schema.LazyValues).
         "documents": {uri: marshal.dumps(interned(document)) for uri, document in schema.documents.items()},
         "titles": {uri: document["title"] for uri, document in schema.documents.items() if "title" in document},
         "introspection_text": introspection_reply(schema).text,

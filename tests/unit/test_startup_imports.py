@@ -317,8 +317,8 @@ def test_a_bundled_schema_loads_each_document_with_its_first_lookup(
     bundle.write(str(path))
     loaded = schema.Schema.load()
     documents = loaded.documents
-    assert isinstance(documents, schema.BundledDocuments) and documents._loaded == {}
-    assert "query-status" in loaded.commands and "SHUTDOWN" in loaded.events and documents._loaded == {}
+    assert isinstance(documents, schema.LazyValues) and documents._made == {}
+    assert "query-status" in loaded.commands and "SHUTDOWN" in loaded.events and documents._made == {}
     spec = loaded.commands["query-status"]
-    assert list(documents._loaded) == [spec.uri]
+    assert list(documents._made) == [spec.uri]
     assert dict(documents) == schema.Schema.load(bundle=False).documents
