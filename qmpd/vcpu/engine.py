@@ -37,7 +37,7 @@ from qmpd.vcpu.exceptions import (
     is_software_interrupt,
     raise_exception,
 )
-from qmpd.vcpu.ram import GuestRAM
+from qmpd.vcpu.ram import GuestRAM, disable_huge_pages
 from qmpd.vcpu.snapshot import GPR_NAMES, MSR_EFER, SEGMENT_NAMES, CPUSnapshot, Exit, HookFailure, RunResult
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class VCPUEngine:
         *,
         ioapic: IOAPIC | None = None,
     ) -> None:
+        disable_huge_pages()  # before the engine's translation buffer is mapped
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64, cpu=getattr(x86, f"UC_CPU_X86_{engine_model}"))
         self._closed = False
         with _LIVE_LOCK:

@@ -24,7 +24,6 @@ from qmpd.devices.lapic import DELIVERY_FIXED, DELIVERY_INIT, DELIVERY_STARTUP, 
 from qmpd.log import get_logger
 from qmpd.vcpu.bridge import LoopBridge
 from qmpd.vcpu.loader import STACK_SIZE
-from qmpd.vcpu.ram import disable_huge_pages
 from qmpd.vcpu.runner import Entry, Scheduler, VCPURunner, VCPUState
 
 if TYPE_CHECKING:
@@ -40,8 +39,6 @@ class VCPUManager:
     def __init__(self, bridge: LoopBridge, ram_size: int, *, single_threaded: bool = False, nice: int = 0) -> None:
         self.bridge = bridge
         self.nice = nice
-        # Process-wide, checked at each page fault (disable_huge_pages says why).
-        disable_huge_pages()
         self.ram_size = ram_size
         self.scheduler = Scheduler() if single_threaded else None
         #: Changed only by the loop thread; see the module docstring for how vCPU threads read them.

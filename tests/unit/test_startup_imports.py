@@ -206,6 +206,9 @@ def test_a_probe_mode_start_answers_libvirt_without_the_heavy_modules(tmp_path: 
     loaded = _modules_after(argv, PROBE, tmp_path)
     assert "qmpd.daemon" in loaded and "qmpd.qapi.introspect" in loaded
     assert _heavy(loaded) == []
+    # ctypes (~3 ms) comes with the first access to guest RAM (qmpd.vcpu.ram) or an engine; a probe's
+    # -machine none touches neither, and its vCPU thread is named through /proc (qmpd.vcpu.threadname).
+    assert "qmpd.vcpu.ram" in loaded and "ctypes" not in loaded
 
 
 def test_a_probe_logging_into_dev_null_never_loads_structlog(tmp_path: Path) -> None:
