@@ -137,11 +137,27 @@ def start_qemu(argv: Sequence[str], tmp_path: Path, name: str = "qemu") -> Serve
 class RawClient:
     """A bare QMP socket client."""
 
+    #: How long a refused connection is retried: QEMU stops listening while it serves a client, and
+    #: wait_for_socket's own probe connection may not have been noticed closed yet.
+    REFUSED_RETRY = 5.0
+
     def __init__(self, address: str | tuple[str, int], timeout: float = 10.0) -> None:
         family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(address)
+        deadline = time.monotonic() + self.REFUSED_RETRY
+        while True:
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            try:
+                self.sock.connect(address)
+                break
+            except ConnectionRefusedError:
+                self.sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+            except BaseException:
+                self.sock.close()  # not left for the garbage collector to warn about in another test
+                raise
         self.buffer = b""
         self.events: list[dict[str, Any]] = []
 
