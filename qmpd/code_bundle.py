@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec, SourceFileLoader
+from stat import S_ISREG
 from types import CodeType, ModuleType
 from typing import Any
 
@@ -102,13 +103,15 @@ def install(package_dir: str = _PACKAGE_DIR, bundle: str = BUNDLE) -> BundleFind
     The bundle stays open (close-on-exec) for the process's life: its modules' code is read when each
     is imported."""
     try:
-        fd = os.open(bundle, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(bundle, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO there must not hang the import
     except OSError:
         return None
     try:
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        size = stat.st_size
         length = int.from_bytes(os.pread(fd, LENGTH_BYTES, 0), "little")
-        index = marshal.loads(os.pread(fd, length, LENGTH_BYTES)) if length <= size else None
+        regular = S_ISREG(stat.st_mode)
+        index = marshal.loads(os.pread(fd, length, LENGTH_BYTES)) if regular and length <= size else None
     except (OSError, ValueError, EOFError, TypeError):
         index = None
     entries = index.get("modules") if isinstance(index, dict) and index.get("interpreter") == interpreter() else None

@@ -119,6 +119,27 @@ def test_a_bundle_from_elsewhere_or_damaged_is_ignored(package_copy: Path, damag
     assert (loader, installed) == ("SourceFileLoader", "False")
 
 
+def test_a_fifo_in_the_bundles_place_does_not_hang_the_import(package_copy: Path) -> None:
+    path = package_copy / "qmpd" / "code-bundle.marshal"
+    path.unlink()
+    os.mkfifo(path)
+    loader, _, installed = _load(package_copy, "qmpd.errors")  # _run's timeout fails the test on a hang
+    assert (loader, installed) == ("SourceFileLoader", "False")
+
+
+def test_an_entry_pointing_outside_the_file_is_not_served(package_copy: Path) -> None:
+    path = package_copy / "qmpd" / "code-bundle.marshal"
+    made, code = _index(path.read_bytes())
+    relative, is_package, size, mtime_ns, _, _ = made["modules"]["qmpd.errors"]
+    made["modules"]["qmpd.errors"] = (relative, is_package, size, mtime_ns, len(code), 1 << 40)
+    made["modules"]["qmpd.inttypes"] = ("inttypes.py", "not a bool", "not a size")
+    index = marshal.dumps(made)
+    path.write_bytes(len(index).to_bytes(code_bundle.LENGTH_BYTES, "little") + index + code)
+    assert _load(package_copy, "qmpd.errors")[0] == "SourceFileLoader"
+    assert _load(package_copy, "qmpd.inttypes")[0] == "SourceFileLoader"
+    assert _load(package_copy, "qmpd.qom.object")[0] == "_BundleLoader"
+
+
 def test_tracebacks_from_bundled_code_show_source_lines(package_copy: Path) -> None:
     source = package_copy / "qmpd" / "qobject" / "parser.py"
     code = "from qmpd.qobject.parser import parse_string; parse_string(None)"
